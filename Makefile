@@ -1,0 +1,51 @@
+# Phase Boot. Two commands matter on a fresh Debian machine:
+#   make demo   the main job (installs what it needs, builds, runs)
+#   make test   every test (installs what it needs, builds, runs)
+# Each area of the project keeps its targets in mk/<area>.mk; this file holds
+# the shared variables and the two entry points.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+ARCH ?= x86_64
+BUILD ?= $(CURDIR)/build
+CARGO ?= cargo
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+export BUILD ARCH
+HOST_BIN := $(CARGO_TARGET_DIR)/release
+PHASE := $(HOST_BIN)/phase
+VENV := $(BUILD)/venv
+
+# Prerequisites that `make test` builds before running cargo test; the areas
+# append to these in their mk/*.mk.
+TEST_PREREQS :=
+DEMO_STEPS :=
+
+.PHONY: help deps host lint test demo clean
+help:
+	@echo "make demo    run the main job (see README.md)"
+	@echo "make test    run every test"
+	@echo "make bench   run the benchmarks into docs/benchmarks.md"
+	@grep -h -E '^## ' mk/*.mk | sed 's/^## /make /'
+
+deps:
+	scripts/deps-check.sh --install
+
+# Host tools (phase CLI) in release mode.
+host: deps
+	$(CARGO) build --locked --release -p phase
+
+include $(sort $(wildcard mk/*.mk))
+
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+test: deps lint host $(TEST_PREREQS)
+	PHASE_BIN=$(PHASE) PHASE_BUILD=$(BUILD) PHASE_VENV=$(VENV) \
+	  $(CARGO) test --locked --workspace -- --test-threads=2
+
+demo: deps host $(DEMO_STEPS)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,7 @@
+//! One module per subcommand: an `Args` struct (clap) and `run(Args)`.
+pub mod image;
+pub mod keygen;
+pub mod publish;
+pub mod rotate;
+pub mod tuf_client;
+pub mod verify;

@@ -1,0 +1,53 @@
+//! `phase`: the Phase Boot host tool. Each subcommand lives in its own module
+//! under `cmd/` with an `Args` struct and a `run()`; this file only dispatches
+//! and prints the error chain once.
+#![forbid(unsafe_code)]
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "phase", version, about = "Phase Boot: verified network boot from peers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate Ed25519 keys for every TUF role and a signed 1.root.json.
+    Keygen(cmd::keygen::Args),
+    /// Sign artifacts into a TUF repository (consistent snapshots).
+    Publish(cmd::publish::Args),
+    /// Rotate a role's keys and re-sign root.
+    Rotate(cmd::rotate::Args),
+    /// Run the full TUF client workflow against a repository and list its targets.
+    Verify(cmd::verify::Args),
+    /// The TUF conformance client protocol (init / refresh / download).
+    TufClient(cmd::tuf_client::Args),
+    /// Build a bootable GPT disk image (ESP + PHASE-CACHE).
+    Image(cmd::image::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(args) => cmd::keygen::run(args),
+        Command::Publish(args) => cmd::publish::run(args),
+        Command::Rotate(args) => cmd::rotate::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
+        Command::TufClient(args) => cmd::tuf_client::run(args),
+        Command::Image(args) => cmd::image::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, the whole chain: "what failed: why: root cause".
+            eprintln!("phase: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# deps-check.sh: list what Phase Boot needs on this Debian machine and, with
+# --install, install it (apt-get, rustup targets, a Python venv for interop
+# tests). Idempotent: a second run installs nothing.
+#
+#   scripts/deps-check.sh            # report only, exit 1 if something is missing
+#   scripts/deps-check.sh --install  # install what is missing
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD:-$here/build}
+install=false
+[[ ${1:-} == --install ]] && install=true
+
+# Debian packages: "package:command-or-file-that-proves-it".
+apt_pkgs=(
+  qemu-system-x86:/usr/bin/qemu-system-x86_64
+  qemu-utils:/usr/bin/qemu-img
+  ovmf:/usr/share/OVMF/OVMF_CODE_4M.fd
+  systemd-boot-efi:/usr/lib/systemd/boot/efi/systemd-bootx64.efi
+  busybox-static:/bin/busybox
+  mtools:/usr/bin/mcopy
+  dosfstools:/usr/sbin/fsck.vfat
+  e2fsprogs:/usr/sbin/mke2fs
+  squashfs-tools:/usr/bin/mksquashfs
+  gdisk:/usr/sbin/sgdisk
+  musl-tools:/usr/bin/musl-gcc
+  cpio:/usr/bin/cpio
+  zstd:/usr/bin/zstd
+  iproute2:/usr/sbin/ip
+  nftables:/usr/sbin/nft
+  nginx:/usr/sbin/nginx
+  dpkg-dev:/usr/bin/dpkg-architecture
+)
+# Extra lines from later issues go in scripts/deps-apt.list ("pkg:path" per line).
+if [[ -f $here/scripts/deps-apt.list ]]; then
+  while read -r line; do
+    [[ -z $line || $line == \#* ]] && continue
+    apt_pkgs+=("$line")
+  done <"$here/scripts/deps-apt.list"
+fi
+
+rust_targets=(x86_64-unknown-linux-musl)
+
+missing_apt=()
+for entry in "${apt_pkgs[@]}"; do
+  pkg=${entry%%:*} path=${entry#*:}
+  [[ -e $path ]] || missing_apt+=("$pkg")
+done
+
+missing_targets=()
+installed_targets=$(rustup target list --installed 2>/dev/null || true)
+for t in "${rust_targets[@]}"; do
+  grep -qx "$t" <<<"$installed_targets" || missing_targets+=("$t")
+done
+
+venv=$build/venv
+reqs=$here/scripts/requirements-test.txt
+venv_stamp=$venv/.phase-reqs
+venv_ok=false
+if [[ -x $venv/bin/python && -f $venv_stamp ]] && cmp -s "$reqs" "$venv_stamp"; then
+  venv_ok=true
+fi
+
+if ! $install; then
+  status=0
+  ((${#missing_apt[@]})) && { echo "missing Debian packages: ${missing_apt[*]}"; status=1; }
+  ((${#missing_targets[@]})) && { echo "missing Rust targets: ${missing_targets[*]}"; status=1; }
+  $venv_ok || { echo "missing Python venv with $(basename "$reqs") at $venv"; status=1; }
+  ((status == 0)) && echo "deps-check: everything is installed"
+  exit $status
+fi
+
+if ((${#missing_apt[@]})); then
+  echo "deps-check: installing ${missing_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # QEMU: a machine may carry the backported qemu-utils, which conflicts with
+  # bookworm's qemu-system; take qemu from the same suite as qemu-utils.
+  if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
+    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    src=/etc/apt/sources.list.d/${codename}-backports.sources
+    if ! grep -rqs "${codename}-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$codename" >"$src"
+    fi
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends -t "${codename}-backports" qemu-system-x86 qemu-utils
+  else
+    apt-get update -q
+  fi
+  apt-get install -y -q --no-install-recommends "${missing_apt[@]}"
+fi
+
+for t in "${missing_targets[@]}"; do
+  echo "deps-check: adding Rust target $t"
+  rustup target add "$t"
+done
+
+if ! $venv_ok; then
+  echo "deps-check: creating Python venv $venv"
+  mkdir -p "$build"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs"
+  cp "$reqs" "$venv_stamp"
+fi
+echo "deps-check: everything is installed"

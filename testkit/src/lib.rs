@@ -1,0 +1,1 @@
+//! Test helpers shared by the workspace: netns guard, QEMU runner, fixtures.
