@@ -20,8 +20,9 @@ VENV := $(BUILD)/venv
 # append to these in their mk/*.mk.
 TEST_PREREQS :=
 DEMO_STEPS :=
+BENCH_STEPS :=
 
-.PHONY: help deps host lint test demo clean
+.PHONY: help deps host lint test demo bench clean
 help:
 	@echo "make demo    run the main job (see README.md)"
 	@echo "make test    run every test"
@@ -41,9 +42,13 @@ lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
+# One cargo profile for everything (release): the host tools that build the
+# test images and the test binaries share their compiled dependencies.
 test: deps lint host $(TEST_PREREQS)
 	PHASE_BIN=$(PHASE) PHASE_BUILD=$(BUILD) PHASE_VENV=$(VENV) \
-	  $(CARGO) test --locked --workspace -- --test-threads=2
+	  $(CARGO) test --release --locked --workspace -- --test-threads=2
+
+bench: deps host $(BENCH_STEPS)
 
 demo: deps host $(DEMO_STEPS)
 
