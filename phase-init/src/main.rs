@@ -1,2 +1,141 @@
-//! phase-init: PID 1 of the Phase Boot initramfs (placeholder until issue 5 lands).
-fn main() {}
+//! phase-init: PID 1 of the Phase Boot initramfs.
+//!
+//! The boot, in order — one console status line per step:
+//!   1. mounts   /proc /sys /dev /dev/pts /dev/shm /run
+//!   2. console  attach /dev/kmsg and every active console
+//!   3. cmdline  the phase.* parameters; typos warn, then defaults
+//!   4. modules  /etc/phase/modules.order via finit_module
+//!   5. loader   which systemd-boot entry booted us (efivarfs)
+//!   6. trust    the baked trusted root
+//!      (issue 6 adds: network, discover, refresh, fetch, kexec)
+//!   7. ready    `phase-init: ready mode=<mode> channel=<channel>`
+//!   8. then     power off (phase.test=poweroff) or the rescue shell
+//!
+//! PID 1 never exits: a panic anywhere in the boot lands in the rescue shell.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+
+use phase_init::cmdline::{self, Config, TestAction};
+use phase_init::console::console;
+use phase_init::step::{self, chain, Status};
+use phase_init::{loader, modules, mounts, power, rescue, trust};
+
+fn main() {
+    if !phase_init::is_pid1() {
+        eprintln!(
+            "phase-init: must run as PID 1 (it mounts, loads modules and powers off); refusing"
+        );
+        std::process::exit(2);
+    }
+    phase_init::panic::install_hook();
+    if panic::catch_unwind(AssertUnwindSafe(boot)).is_err() {
+        console().line("boot: phase-init panicked (message above); dropping to the rescue shell");
+    }
+    rescue::shell_forever()
+}
+
+/// Stage 1 up to the ready line and what follows it. Returning means: go to
+/// the rescue shell.
+fn boot() {
+    let root = Path::new("/");
+    step::run("mounts", early_mounts);
+    console().attach();
+    console().line(&format!(
+        "phase-init {} (pid 1, kernel {})",
+        env!("CARGO_PKG_VERSION"),
+        kernel_release()
+    ));
+    let config = step::run("cmdline", read_cmdline);
+    step::run("modules", || load_modules(root));
+    step::run("loader", boot_entry);
+    step::run("trust", || trusted_root(root));
+    console().raw(&phase_init::ready_line(&config));
+    if config.test == Some(TestAction::Poweroff) {
+        console().line("phase.test=poweroff: powering off");
+        let e = power::power_off();
+        console().line(&format!("power off failed: {e}"));
+    }
+}
+
+fn early_mounts() -> ((), Status) {
+    let r = mounts::mount_all(mounts::EARLY_MOUNTS);
+    let problems = r
+        .failed
+        .iter()
+        .map(|(target, e)| format!("mount {target}: {e}"))
+        .collect();
+    ((), Status::with_problems(r.summary(), problems))
+}
+
+fn read_cmdline() -> (Config, Status) {
+    match std::fs::read_to_string("/proc/cmdline") {
+        Ok(text) => {
+            let parsed = cmdline::parse(&text);
+            let problems = parsed.warnings.iter().map(ToString::to_string).collect();
+            let detail = parsed.config.summary();
+            (parsed.config, Status::with_problems(detail, problems))
+        }
+        Err(e) => (
+            Config::default(),
+            Status::fail(format!(
+                "cannot read /proc/cmdline: {e}; using the defaults"
+            )),
+        ),
+    }
+}
+
+fn boot_entry() -> ((), Status) {
+    let r = mounts::mount_all(mounts::AFTER_MODULES);
+    let efi = Path::new(loader::EFIVARS);
+    let detail = match loader::describe(efi) {
+        Some(entry) => entry,
+        None if !r.skipped.is_empty() => {
+            "no UEFI variables (direct kernel boot or BIOS)".to_owned()
+        }
+        None => "no boot loader entry in the UEFI variables".to_owned(),
+    };
+    let problems = r
+        .failed
+        .iter()
+        .map(|(target, e)| format!("mount {target}: {e} (is efivarfs.ko in the module list?)"))
+        .collect();
+    ((), Status::with_problems(detail, problems))
+}
+
+fn load_modules(root: &Path) -> ((), Status) {
+    let plan = match modules::read_plan(root) {
+        Ok(plan) => plan,
+        Err(e) => return ((), Status::fail(chain(&e))),
+    };
+    let report = modules::load_all(&plan);
+    let mut problems: Vec<String> = Vec::new();
+    let running = kernel_release();
+    if plan.kernel_release != running {
+        problems.push(format!(
+            "modules are for kernel {} but {running} is running",
+            plan.kernel_release
+        ));
+    }
+    problems.extend(
+        report
+            .failed
+            .iter()
+            .map(|e| format!("{}; continuing", chain(e))),
+    );
+    ((), Status::with_problems(report.summary(), problems))
+}
+
+fn trusted_root(root: &Path) -> ((), Status) {
+    match trust::root_file_sha256(root) {
+        Ok(hex) => ((), Status::ok(format!("root.json sha256:{hex}"))),
+        Err(e) => ((), Status::fail(chain(&e))),
+    }
+}
+
+fn kernel_release() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}

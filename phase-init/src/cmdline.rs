@@ -1,0 +1,637 @@
+//! The `phase.*` kernel command-line parameters (ARCHITECTURE.md section 5).
+//!
+//! Every parameter is one row of [`PARAMS`]: its name, the values it takes and
+//! how it sets [`Config`]. Parsing never fails: an unknown `phase.*` name or a
+//! malformed value becomes a [`Warning`] naming the parameter and the value in
+//! effect (the default unless an earlier valid occurrence set one), so a typo
+//! cannot brick a boot. Parameters outside the `phase.` namespace belong to the
+//! kernel and are ignored. When a parameter appears twice the last valid
+//! occurrence wins, as for kernel parameters; `phase.peers` accumulates.
+
+use std::fmt;
+
+/// Where peers are looked for and what may be written (section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// DHT + HTTP mirrors + cache; writes the cache partition.
+    #[default]
+    Internet,
+    /// mDNS on the LAN + cache; never leaves the LAN.
+    Local,
+    /// Cache read-only + Tor; writes nothing, announces nothing.
+    Private,
+}
+
+/// Whether the cache partition is used at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cache {
+    #[default]
+    Enabled,
+    Disabled,
+}
+
+/// Which role this PID 1 plays: stage 1 on the stick, or stage 2 after kexec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stage {
+    #[default]
+    Boot,
+    Target,
+}
+
+/// Test hooks: what to do right after the `ready` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestAction {
+    /// Sync and power the machine off (QEMU with `-no-reboot` then exits).
+    Poweroff,
+}
+
+/// An extra peer named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// `http://host:port` or `https://...`: an HTTP mirror / peer.
+    Url(String),
+    /// `/ip4/.../tcp/.../p2p/...`: a libp2p multiaddr (DHT bootstrap).
+    Multiaddr(String),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Url(s) | Peer::Multiaddr(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The boot configuration the command line selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub mode: Mode,
+    pub channel: String,
+    pub cache: Cache,
+    /// As given on the command line; see [`Config::nowrite`] for the effective value.
+    pub nowrite: bool,
+    pub peers: Vec<Peer>,
+    pub stage: Stage,
+    pub debug: bool,
+    pub test: Option<TestAction>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::default(),
+            channel: DEFAULT_CHANNEL.to_owned(),
+            cache: Cache::default(),
+            nowrite: false,
+            peers: Vec::new(),
+            stage: Stage::default(),
+            debug: false,
+            test: None,
+        }
+    }
+}
+
+/// The channel booted when `phase.channel` is absent or malformed.
+pub const DEFAULT_CHANNEL: &str = "stable";
+
+impl Config {
+    /// Effective "never write any disk": `phase.nowrite`, forced on in private mode.
+    pub fn nowrite(&self) -> bool {
+        self.nowrite || self.mode == Mode::Private
+    }
+
+    /// One line for the console: every value in effect.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "mode={} channel={} cache={} nowrite={} stage={}",
+            self.mode.as_str(),
+            self.channel,
+            self.cache.as_str(),
+            self.nowrite(),
+            self.stage.as_str()
+        );
+        if !self.peers.is_empty() {
+            s.push_str(&format!(" peers={}", self.peers.len()));
+        }
+        if self.debug {
+            s.push_str(" debug");
+        }
+        if let Some(TestAction::Poweroff) = self.test {
+            s.push_str(" test=poweroff");
+        }
+        s
+    }
+
+    /// The command-line words that select this configuration (the inverse of
+    /// [`parse`]; used by tests and, later, by kexec to hand the mode on).
+    pub fn to_cmdline(&self) -> String {
+        let mut words = vec![
+            format!("phase.mode={}", self.mode.as_str()),
+            format!("phase.channel={}", self.channel),
+            format!("phase.cache={}", self.cache.as_str()),
+            format!("phase.nowrite={}", self.nowrite),
+            format!("phase.stage={}", self.stage.as_str()),
+            format!("phase.debug={}", self.debug),
+        ];
+        if !self.peers.is_empty() {
+            let list: Vec<String> = self.peers.iter().map(Peer::to_string).collect();
+            words.push(format!("phase.peers={}", list.join(",")));
+        }
+        if let Some(TestAction::Poweroff) = self.test {
+            words.push("phase.test=poweroff".to_owned());
+        }
+        words.join(" ")
+    }
+}
+
+macro_rules! keyword_enum {
+    ($ty:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The command-line spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $word),+ }
+            }
+            fn from_word(word: &str) -> Option<Self> {
+                match word { $($word => Some($ty::$variant),)+ _ => None }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+keyword_enum!(Mode { Internet = "internet", Local = "local", Private = "private" });
+keyword_enum!(Cache { Enabled = "enabled", Disabled = "disabled" });
+keyword_enum!(Stage { Boot = "boot", Target = "target" });
+
+/// A problem with one parameter; the boot goes on with the value in effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// `phase.<name>` is not a parameter of ours (a typo, usually).
+    Unknown { name: String },
+    /// A known parameter with a value it does not take.
+    Malformed {
+        name: &'static str,
+        value: Option<String>,
+        expected: &'static str,
+        using: String,
+    },
+    /// One entry of `phase.peers` is neither a URL nor a multiaddr.
+    BadPeer { entry: String },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::Unknown { name } => write!(
+                f,
+                "{name}: unknown parameter, ignored (known: {})",
+                known_names()
+            ),
+            Warning::Malformed {
+                name,
+                value: Some(value),
+                expected,
+                using,
+            } => write!(f, "{name}={value}: expected {expected}; using {using}"),
+            Warning::Malformed {
+                name,
+                value: None,
+                expected,
+                using,
+            } => write!(f, "{name}: needs a value ({expected}); using {using}"),
+            Warning::BadPeer { entry } => write!(
+                f,
+                "phase.peers: {entry:?} is neither an http(s):// URL nor a /multiaddr; skipped"
+            ),
+        }
+    }
+}
+
+/// The outcome of parsing: the configuration in effect and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Parsed {
+    pub config: Config,
+    pub warnings: Vec<Warning>,
+}
+
+/// Sets a parameter's value on the config; may add warnings (for list
+/// entries); `Err(())` = malformed.
+type ApplyFn = fn(&mut Config, Option<&str>, &mut Vec<Warning>) -> Result<(), ()>;
+
+/// One row of the parameter table.
+#[derive(Debug)]
+pub struct Param {
+    /// Full name, e.g. `phase.mode`.
+    pub name: &'static str,
+    /// The values it takes, as shown in warnings and docs.
+    pub expected: &'static str,
+    /// Applies a value (`None` for a bare `phase.x` without `=`); `Err(())`
+    /// means malformed and leaves the configuration unchanged.
+    apply: ApplyFn,
+    /// The value in effect, for the warning text.
+    current: fn(&Config) -> String,
+}
+
+/// Every `phase.*` parameter (ARCHITECTURE.md section 5, plus `phase.test`).
+pub const PARAMS: &[Param] = &[
+    Param {
+        name: "phase.mode",
+        expected: "internet|local|private",
+        apply: |c, v, _| keyword(v, Mode::from_word).map(|m| c.mode = m),
+        current: |c| c.mode.to_string(),
+    },
+    Param {
+        name: "phase.channel",
+        expected: "a name of letters, digits, '.', '_', '-' (e.g. stable, testing)",
+        apply: |c, v, _| channel(v).map(|ch| c.channel = ch),
+        current: |c| c.channel.clone(),
+    },
+    Param {
+        name: "phase.cache",
+        expected: "enabled|disabled",
+        apply: |c, v, _| keyword(v, Cache::from_word).map(|x| c.cache = x),
+        current: |c| c.cache.to_string(),
+    },
+    Param {
+        name: "phase.nowrite",
+        expected: "true|false",
+        apply: |c, v, _| boolean(v).map(|b| c.nowrite = b),
+        current: |c| c.nowrite.to_string(),
+    },
+    Param {
+        name: "phase.peers",
+        expected: "a comma list of http(s):// URLs or /multiaddrs",
+        apply: peers,
+        current: |c| format!("{} peer(s)", c.peers.len()),
+    },
+    Param {
+        name: "phase.stage",
+        expected: "boot|target",
+        apply: |c, v, _| keyword(v, Stage::from_word).map(|s| c.stage = s),
+        current: |c| c.stage.to_string(),
+    },
+    Param {
+        name: "phase.debug",
+        expected: "true|false",
+        apply: |c, v, _| boolean(v).map(|b| c.debug = b),
+        current: |c| c.debug.to_string(),
+    },
+    Param {
+        name: "phase.test",
+        expected: "poweroff",
+        apply: |c, v, _| match v {
+            Some("poweroff") => {
+                c.test = Some(TestAction::Poweroff);
+                Ok(())
+            }
+            _ => Err(()),
+        },
+        current: |c| match c.test {
+            Some(TestAction::Poweroff) => "poweroff".to_owned(),
+            None => "none".to_owned(),
+        },
+    },
+];
+
+fn known_names() -> String {
+    PARAMS
+        .iter()
+        .map(|p| p.name.trim_start_matches("phase."))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn keyword<T>(value: Option<&str>, from: fn(&str) -> Option<T>) -> Result<T, ()> {
+    value.and_then(from).ok_or(())
+}
+
+fn boolean(value: Option<&str>) -> Result<bool, ()> {
+    match value {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(_) => Err(()),
+    }
+}
+
+/// A channel becomes a path element of target names (`<channel>/<arch>/kernel`),
+/// so it is kept to a conservative alphabet.
+fn channel(value: Option<&str>) -> Result<String, ()> {
+    let v = value.ok_or(())?;
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && !v.starts_with('.')
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(())
+    }
+}
+
+fn peers(c: &mut Config, value: Option<&str>, warnings: &mut Vec<Warning>) -> Result<(), ()> {
+    let list = value.filter(|v| !v.is_empty()).ok_or(())?;
+    for entry in list.split(',').filter(|e| !e.is_empty()) {
+        match parse_peer(entry) {
+            Some(peer) => c.peers.push(peer),
+            None => warnings.push(Warning::BadPeer {
+                entry: entry.to_owned(),
+            }),
+        }
+    }
+    Ok(())
+}
+
+fn parse_peer(entry: &str) -> Option<Peer> {
+    let printable = entry.bytes().all(|b| b.is_ascii_graphic());
+    if !printable {
+        return None;
+    }
+    for scheme in ["http://", "https://"] {
+        if let Some(rest) = entry.strip_prefix(scheme) {
+            let host = rest.split('/').next().unwrap_or("");
+            return (!host.is_empty()).then(|| Peer::Url(entry.to_owned()));
+        }
+    }
+    // A multiaddr is /proto/value pairs: at least one protocol with a value.
+    let parts: Vec<&str> = entry.split('/').collect();
+    let is_multiaddr =
+        parts.len() >= 3 && parts[0].is_empty() && parts[1..].iter().all(|p| !p.is_empty());
+    is_multiaddr.then(|| Peer::Multiaddr(entry.to_owned()))
+}
+
+/// Splits a kernel command line into words the way the kernel does: on
+/// whitespace, except inside double quotes, which are removed.
+pub fn words(cmdline: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut in_word = false;
+    for ch in cmdline.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    out
+}
+
+/// Parses a whole kernel command line (the contents of `/proc/cmdline`).
+pub fn parse(cmdline: &str) -> Parsed {
+    let mut config = Config::default();
+    let mut warnings = Vec::new();
+    for word in words(cmdline) {
+        let (name, value) = match word.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (word.as_str(), None),
+        };
+        if !name.starts_with("phase.") {
+            continue;
+        }
+        let Some(param) = PARAMS.iter().find(|p| p.name == name) else {
+            warnings.push(Warning::Unknown {
+                name: name.to_owned(),
+            });
+            continue;
+        };
+        let before = config.clone();
+        if (param.apply)(&mut config, value, &mut warnings).is_err() {
+            config = before;
+            warnings.push(Warning::Malformed {
+                name: param.name,
+                value: value.map(str::to_owned),
+                expected: param.expected,
+                using: (param.current)(&config),
+            });
+        }
+    }
+    Parsed { config, warnings }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn defaults_without_phase_parameters() {
+        let p = parse("BOOT_IMAGE=/vmlinuz root=/dev/sda1 console=ttyS0,115200 quiet");
+        assert_eq!(p, Parsed::default());
+        assert_eq!(p.config.mode, Mode::Internet);
+        assert_eq!(p.config.channel, "stable");
+        assert!(!p.config.nowrite());
+    }
+
+    #[test]
+    fn every_parameter_of_the_table() {
+        let p = parse(
+            "console=tty0 phase.mode=local phase.channel=testing phase.cache=disabled \
+             phase.nowrite=true phase.peers=http://198.18.0.2:8080,/ip4/198.18.0.3/tcp/4001 \
+             phase.stage=target phase.debug phase.test=poweroff",
+        );
+        assert_eq!(p.warnings, vec![]);
+        let c = p.config;
+        assert_eq!(c.mode, Mode::Local);
+        assert_eq!(c.channel, "testing");
+        assert_eq!(c.cache, Cache::Disabled);
+        assert!(c.nowrite);
+        assert_eq!(
+            c.peers,
+            vec![
+                Peer::Url("http://198.18.0.2:8080".into()),
+                Peer::Multiaddr("/ip4/198.18.0.3/tcp/4001".into())
+            ]
+        );
+        assert_eq!(c.stage, Stage::Target);
+        assert!(c.debug);
+        assert_eq!(c.test, Some(TestAction::Poweroff));
+    }
+
+    #[test]
+    fn private_mode_forces_nowrite() {
+        let c = parse("phase.mode=private phase.nowrite=false").config;
+        assert!(!c.nowrite);
+        assert!(c.nowrite());
+    }
+
+    #[test]
+    fn misspelled_name_warns_and_keeps_default() {
+        let p = parse("phase.mdoe=local");
+        assert_eq!(p.config, Config::default());
+        assert_eq!(
+            p.warnings,
+            vec![Warning::Unknown {
+                name: "phase.mdoe".into()
+            }]
+        );
+        let line = p.warnings[0].to_string();
+        assert!(line.starts_with("phase.mdoe: unknown parameter"), "{line}");
+    }
+
+    #[test]
+    fn misspelled_value_warns_names_parameter_and_default() {
+        let p = parse("phase.mode=lcoal");
+        assert_eq!(p.config.mode, Mode::Internet);
+        assert_eq!(
+            p.warnings[0].to_string(),
+            "phase.mode=lcoal: expected internet|local|private; using internet"
+        );
+    }
+
+    #[test]
+    fn malformed_value_keeps_earlier_valid_one() {
+        let p = parse("phase.mode=local phase.mode=lcoal");
+        assert_eq!(p.config.mode, Mode::Local);
+        assert!(p.warnings[0].to_string().ends_with("using local"));
+    }
+
+    #[test]
+    fn last_valid_occurrence_wins() {
+        assert_eq!(
+            parse("phase.mode=local phase.mode=private").config.mode,
+            Mode::Private
+        );
+    }
+
+    #[test]
+    fn bare_value_parameters() {
+        let p = parse("phase.mode phase.nowrite phase.debug=maybe");
+        assert_eq!(p.config.mode, Mode::Internet);
+        assert!(p.config.nowrite);
+        assert!(!p.config.debug);
+        let lines: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "phase.mode: needs a value (internet|local|private); using internet",
+                "phase.debug=maybe: expected true|false; using false",
+            ]
+        );
+    }
+
+    #[test]
+    fn channel_must_be_a_safe_path_element() {
+        for bad in ["../etc", "a/b", "", ".hidden", "sp ace"] {
+            let p = parse(&format!("\"phase.channel={bad}\""));
+            assert_eq!(p.config.channel, "stable", "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}");
+        }
+        assert_eq!(
+            parse("phase.channel=beta-2.x_y").config.channel,
+            "beta-2.x_y"
+        );
+    }
+
+    #[test]
+    fn bad_peer_entries_are_skipped_one_by_one() {
+        let p = parse("phase.peers=http://198.18.0.9,ftp://x,/ip4,/dns/peer.example/tcp/80");
+        assert_eq!(p.config.peers.len(), 2);
+        let lines: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].contains("\"ftp://x\""), "{}", lines[0]);
+        assert!(lines[1].contains("\"/ip4\""), "{}", lines[1]);
+        assert_eq!(parse("phase.peers=").warnings.len(), 1);
+    }
+
+    #[test]
+    fn quotes_group_words_like_the_kernel() {
+        assert_eq!(
+            words("a \"b c\" d=\"e f\"  g"),
+            vec!["a", "b c", "d=e f", "g"]
+        );
+        assert_eq!(words("  "), Vec::<String>::new());
+        assert_eq!(words("\"\""), vec![""]);
+    }
+
+    #[test]
+    fn other_namespaces_are_not_ours() {
+        assert_eq!(
+            parse("phase=1 phased.mode=x xphase.mode=y").warnings,
+            vec![]
+        );
+    }
+
+    fn arb_config() -> impl Strategy<Value = Config> {
+        let mode = prop_oneof![Just(Mode::Internet), Just(Mode::Local), Just(Mode::Private)];
+        let cache = prop_oneof![Just(Cache::Enabled), Just(Cache::Disabled)];
+        let stage = prop_oneof![Just(Stage::Boot), Just(Stage::Target)];
+        let peer = prop_oneof![
+            "[a-z0-9.]{1,12}(:[0-9]{1,5})?".prop_map(|h| Peer::Url(format!("http://{h}"))),
+            "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}"
+                .prop_map(|ip| Peer::Multiaddr(format!("/ip4/{ip}/tcp/4001"))),
+        ];
+        (
+            mode,
+            "[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}",
+            cache,
+            any::<bool>(),
+            proptest::collection::vec(peer, 0..4),
+            stage,
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(mode, channel, cache, nowrite, peers, stage, debug, off)| Config {
+                    mode,
+                    channel,
+                    cache,
+                    nowrite,
+                    peers,
+                    stage,
+                    debug,
+                    test: off.then_some(TestAction::Poweroff),
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in "\\PC*") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn round_trips_every_valid_config(c in arb_config(), pre in "[a-z=,. ]{0,30}") {
+            // Kernel words around ours do not matter (none start with "phase.").
+            let line = format!("{} {} {}", pre.replace("phase", "x"), c.to_cmdline(), "quiet");
+            let p = parse(&line);
+            prop_assert_eq!(p.warnings, vec![]);
+            prop_assert_eq!(p.config, c);
+        }
+
+        #[test]
+        fn junk_phase_parameters_warn_and_keep_a_valid_config(
+            name in "[a-z]{1,8}", value in "[!-~]{0,16}"
+        ) {
+            let p = parse(&format!("phase.{name}={value}"));
+            if PARAMS.iter().all(|q| q.name != format!("phase.{name}")) {
+                prop_assert_eq!(&p.config, &Config::default());
+                prop_assert_eq!(p.warnings.len(), 1);
+            }
+            for w in &p.warnings {
+                let line = w.to_string();
+                prop_assert!(line.starts_with("phase."), "{}", line);
+                prop_assert!(!line.contains('\n'));
+            }
+            prop_assert!(channel(Some(&p.config.channel)).is_ok());
+        }
+    }
+}

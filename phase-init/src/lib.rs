@@ -1,0 +1,36 @@
+//! phase-init: PID 1 of Phase Boot, for both roles — stage 1 ("boot") on the
+//! stick and, after kexec, stage 2 ("target").
+//!
+//! This crate owns what PID 1 does: the early mounts, the console, the
+//! `phase.*` command line, kernel modules, and the rescue shell; later the
+//! network bring-up, the verified fetch, kexec and the handover (issue 6).
+//! It does not own TUF, the CAS or discovery (the `verifier`, `fetcher` and
+//! `discovery` crates). The binary's `main.rs` lists the boot steps in order.
+//!
+//! Unsafe code lives in [`sys`] only.
+
+pub mod cmdline;
+pub mod console;
+pub mod loader;
+pub mod modules;
+pub mod mounts;
+pub mod panic;
+pub mod power;
+pub mod rescue;
+pub mod step;
+pub mod sys;
+pub mod trust;
+
+/// The machine-readable line every boot prints when stage 1 is done with its
+/// own steps; tests and tools key on it, so its shape never changes.
+pub fn ready_line(config: &cmdline::Config) -> String {
+    format!(
+        "phase-init: ready mode={} channel={}",
+        config.mode, config.channel
+    )
+}
+
+/// True when this process is PID 1.
+pub fn is_pid1() -> bool {
+    rustix::process::getpid().is_init()
+}

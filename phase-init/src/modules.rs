@@ -1,0 +1,195 @@
+//! Kernel modules the initramfs carries, loaded with `finit_module` in the
+//! order of `/etc/phase/modules.order` (dependencies first, written by the
+//! image builder), from `/lib/modules/<kver>/` where `<kver>` is the content
+//! of `/etc/phase/kernel-release`.
+//!
+//! A module that fails to load is reported and the boot goes on: a missing
+//! NIC driver should not stop a boot from the cache.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Where the load list lives, relative to the initramfs root.
+pub const ORDER_FILE: &str = "etc/phase/modules.order";
+/// The kernel release the modules were built for, relative to the root.
+pub const RELEASE_FILE: &str = "etc/phase/kernel-release";
+
+/// Why the module list could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is empty (expected the kernel release, e.g. 6.1.0-28-amd64)")]
+    EmptyRelease { path: PathBuf },
+}
+
+/// What to load: the module directory and the paths in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub kernel_release: String,
+    pub dir: PathBuf,
+    pub modules: Vec<String>,
+}
+
+/// Reads the plan below `root` (`/` at boot; a directory in tests).
+pub fn read_plan(root: &Path) -> Result<Plan, PlanError> {
+    let read = |rel: &str| {
+        let path = root.join(rel);
+        std::fs::read_to_string(&path).map_err(|source| PlanError::Read { path, source })
+    };
+    let release = read(RELEASE_FILE)?.trim().to_owned();
+    if release.is_empty() {
+        return Err(PlanError::EmptyRelease {
+            path: root.join(RELEASE_FILE),
+        });
+    }
+    let modules = parse_order(&read(ORDER_FILE)?);
+    Ok(Plan {
+        dir: root.join("lib/modules").join(&release),
+        kernel_release: release,
+        modules,
+    })
+}
+
+/// One path per line; blank lines and `#` comments are skipped.
+pub fn parse_order(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A module that did not load.
+#[derive(Debug, thiserror::Error)]
+#[error("module {module}: {what}")]
+pub struct LoadError {
+    pub module: String,
+    what: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+/// What loading the plan did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub loaded: usize,
+    /// `EEXIST`: built in or loaded before; fine.
+    pub already: usize,
+    pub failed: Vec<LoadError>,
+}
+
+impl Report {
+    pub fn summary(&self) -> String {
+        format!(
+            "{} loaded, {} already present, {} failed",
+            self.loaded,
+            self.already,
+            self.failed.len()
+        )
+    }
+}
+
+/// Loads every module of `plan` in order; never stops early.
+pub fn load_all(plan: &Plan) -> Report {
+    let mut report = Report::default();
+    for rel in &plan.modules {
+        match load_one(&plan.dir.join(rel)) {
+            Ok(Loaded::New) => report.loaded += 1,
+            Ok(Loaded::Already) => report.already += 1,
+            Err((what, source)) => report.failed.push(LoadError {
+                module: rel.clone(),
+                what,
+                source,
+            }),
+        }
+    }
+    report
+}
+
+enum Loaded {
+    New,
+    Already,
+}
+
+fn load_one(path: &Path) -> Result<Loaded, (&'static str, io::Error)> {
+    let file = File::open(path).map_err(|e| ("cannot open the file", e))?;
+    // The kernel decompresses .ko.xz/.ko.zst itself when asked to
+    // (CONFIG_MODULE_DECOMPRESS); plain .ko is what the image builder writes.
+    let name = path.as_os_str().to_string_lossy();
+    let flags = if name.ends_with(".ko") {
+        0
+    } else {
+        MODULE_INIT_COMPRESSED_FILE
+    };
+    match rustix::system::finit_module(&file, c"", flags) {
+        Ok(()) => Ok(Loaded::New),
+        Err(rustix::io::Errno::EXIST) => Ok(Loaded::Already),
+        Err(e) => Err(("the kernel refused it (dmesg tells why)", e.into())),
+    }
+}
+
+/// `MODULE_INIT_COMPRESSED_FILE` from `<linux/module.h>`.
+const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_file_skips_blanks_and_comments() {
+        let text = "# deps first\nkernel/fs/netfs/netfs.ko\n\n  kernel/fs/9p/9p.ko  \n";
+        assert_eq!(
+            parse_order(text),
+            vec!["kernel/fs/netfs/netfs.ko", "kernel/fs/9p/9p.ko"]
+        );
+    }
+
+    #[test]
+    fn plan_reads_release_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/phase")).unwrap();
+        std::fs::write(dir.path().join(RELEASE_FILE), "6.1.0-28-amd64\n").unwrap();
+        std::fs::write(dir.path().join(ORDER_FILE), "a.ko\nb/c.ko\n").unwrap();
+        let plan = read_plan(dir.path()).unwrap();
+        assert_eq!(plan.kernel_release, "6.1.0-28-amd64");
+        assert_eq!(plan.dir, dir.path().join("lib/modules/6.1.0-28-amd64"));
+        assert_eq!(plan.modules, vec!["a.ko", "b/c.ko"]);
+    }
+
+    #[test]
+    fn missing_files_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_plan(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("etc/phase/kernel-release"),
+            "{err}"
+        );
+        std::fs::create_dir_all(dir.path().join("etc/phase")).unwrap();
+        std::fs::write(dir.path().join(RELEASE_FILE), " \n").unwrap();
+        let err = read_plan(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_module_is_reported_and_the_rest_still_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            kernel_release: "x".into(),
+            dir: dir.path().to_owned(),
+            modules: vec!["gone.ko".into(), "also-gone.ko".into()],
+        };
+        let report = load_all(&plan);
+        assert_eq!(report.failed.len(), 2);
+        assert_eq!(
+            report.failed[0].to_string(),
+            "module gone.ko: cannot open the file"
+        );
+        assert_eq!(report.summary(), "0 loaded, 0 already present, 2 failed");
+    }
+}
