@@ -1,0 +1,785 @@
+//! The content-addressed store: `<cache>/cas/sha256/<2 hex>/<64 hex>`.
+//!
+//! An object appears under its final name only after its length and SHA-256
+//! matched (temp file in the same directory, fsync, rename, fsync of the
+//! directory). Writers of one object serialise on an advisory `flock` of
+//! `<cache>/cas/locks/<64 hex>`, which works between threads of one process
+//! (each lock holder opens its own file description) and between processes.
+//!
+//! A download in progress lives in `<hex>.partial` (pre-allocated, only ever
+//! written with chunks that matched their signed digest) with a sidecar
+//! `<hex>.partial.json` listing the verified chunk indices. The sidecar is a
+//! claim that is re-checked (re-hashed) when a writer resumes after a crash,
+//! and a peer server serves a partial's chunks only while a writer holds the
+//! object lock, so bytes lost in a power cut are never re-shared.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{FallocateFlags, FlockOperation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Sha256Digest;
+use crate::object::ObjectSpec;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum CasError {
+    /// A file system operation failed.
+    #[error("cache I/O failed on {path}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The cache file system is out of space.
+    #[error("not enough space in the cache for {length} bytes at {path}")]
+    NoSpace {
+        /// The file being written.
+        path: PathBuf,
+        /// Bytes needed.
+        length: u64,
+        /// The cause (ENOSPC / EDQUOT).
+        #[source]
+        source: io::Error,
+    },
+    /// Data did not match the digest or length it was stored under.
+    #[error("object {expected} does not match: got {actual_len} bytes with SHA-256 {actual}, expected {expected_len} bytes")]
+    Mismatch {
+        /// Expected digest.
+        expected: Sha256Digest,
+        /// Expected length.
+        expected_len: u64,
+        /// Digest of what was there.
+        actual: Sha256Digest,
+        /// Length of what was there.
+        actual_len: u64,
+    },
+    /// A partial object was finished before all its chunks were verified.
+    #[error("object {0} is incomplete: {1} chunks still missing")]
+    Incomplete(Sha256Digest, usize),
+    /// The object description is inconsistent.
+    #[error("invalid object description for {0}")]
+    Spec(Sha256Digest, #[source] crate::object::SpecError),
+    /// The refs file could not be parsed.
+    #[error("cannot parse {path}")]
+    Refs {
+        /// The refs file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CasError + '_ {
+    move |source| {
+        if is_no_space(&source) {
+            CasError::NoSpace {
+                path: path.to_path_buf(),
+                length: 0,
+                source,
+            }
+        } else {
+            CasError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+}
+
+fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error()
+            || code == rustix::io::Errno::DQUOT.raw_os_error()
+    )
+}
+
+/// A cache directory holding the CAS (`cas/`) and TUF metadata (`tuf/`).
+#[derive(Debug, Clone)]
+pub struct Cas {
+    dir: PathBuf,
+}
+
+/// Exclusive right to write one object (an advisory `flock`).
+#[derive(Debug)]
+pub struct ObjectLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl ObjectLock {
+    /// Releases the lock and removes the lock file (while still holding it,
+    /// so a waiter notices the file was replaced and locks anew).
+    fn release_and_remove(self) {
+        let _ = fs::remove_file(&self.path);
+        drop(self.file);
+    }
+}
+
+/// What a partial object's sidecar records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartialStatus {
+    /// Object digest.
+    pub sha256: Sha256Digest,
+    /// Object length.
+    pub length: u64,
+    /// Chunk size.
+    pub chunk_size: u64,
+    /// Indices of the chunks whose bytes matched their signed digest.
+    pub verified: Vec<u64>,
+}
+
+/// An object being downloaded, owned by the holder of its lock.
+#[derive(Debug)]
+pub struct PartialObject {
+    spec: ObjectSpec,
+    path: PathBuf,
+    sidecar: PathBuf,
+    final_path: PathBuf,
+    file: File,
+    verified: Mutex<Vec<bool>>,
+    resumed: usize,
+    lock: Option<ObjectLock>,
+}
+
+/// What `gc` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Objects kept.
+    pub kept: usize,
+    /// Objects removed.
+    pub removed: Vec<Sha256Digest>,
+    /// Stale partial downloads and temp files removed.
+    pub removed_partials: usize,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
+
+/// One recorded version of a target (newest last in [`Refs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefEntry {
+    /// The target's release version (custom metadata `version`).
+    pub version: String,
+    /// Its object.
+    pub sha256: Sha256Digest,
+    /// When it was recorded (seconds since the epoch).
+    pub recorded: u64,
+}
+
+/// `<cache>/refs.json`: the versions of each target this cache has held.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Refs {
+    /// Target name -> versions, oldest first.
+    pub targets: std::collections::BTreeMap<String, Vec<RefEntry>>,
+}
+
+fn is_hex64(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), CasError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+impl Cas {
+    /// Opens (creating if needed) the cache at `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, CasError> {
+        let cas = Self { dir: dir.into() };
+        for d in [cas.objects_dir(), cas.locks_dir(), cas.tuf_dir()] {
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        Ok(cas)
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<cache>/tuf`: TUF metadata kept beside the store.
+    pub fn tuf_dir(&self) -> PathBuf {
+        self.dir.join("tuf")
+    }
+
+    fn objects_dir(&self) -> PathBuf {
+        self.dir.join("cas").join("sha256")
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        self.dir.join("cas").join("locks")
+    }
+
+    fn shard_dir(&self, d: &Sha256Digest) -> PathBuf {
+        self.objects_dir().join(&d.to_hex()[..2])
+    }
+
+    /// Final path of an object (whether or not it exists).
+    pub fn object_path(&self, d: &Sha256Digest) -> PathBuf {
+        self.shard_dir(d).join(d.to_hex())
+    }
+
+    fn partial_path(&self, d: &Sha256Digest) -> PathBuf {
+        self.shard_dir(d).join(format!("{}.partial", d.to_hex()))
+    }
+
+    fn sidecar_path(&self, d: &Sha256Digest) -> PathBuf {
+        self.shard_dir(d)
+            .join(format!("{}.partial.json", d.to_hex()))
+    }
+
+    /// Whether the object is present (and therefore verified).
+    pub fn contains(&self, d: &Sha256Digest) -> bool {
+        self.object_path(d).is_file()
+    }
+
+    /// Tries to take the write lock of an object; `None` if another writer
+    /// holds it.
+    pub fn try_lock(&self, d: &Sha256Digest) -> Result<Option<ObjectLock>, CasError> {
+        let path = self.locks_dir().join(d.to_hex());
+        // Bounded: each round only repeats when the lock file was replaced
+        // between our open and our flock.
+        for _ in 0..8 {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Ok(None),
+                Err(e) => return Err(io_err(&path)(e.into())),
+            }
+            let ours = file.metadata().map_err(io_err(&path))?;
+            match fs::metadata(&path) {
+                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
+                    return Ok(Some(ObjectLock { file, path }));
+                }
+                _ => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes the write lock, polling until `timeout`.
+    pub fn lock_blocking(
+        &self,
+        d: &Sha256Digest,
+        timeout: Duration,
+    ) -> Result<Option<ObjectLock>, CasError> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(l) = self.try_lock(d)? {
+                return Ok(Some(l));
+            }
+            if start.elapsed() >= timeout {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether some writer currently holds the object's lock.
+    pub fn writer_active(&self, d: &Sha256Digest) -> bool {
+        let path = self.locks_dir().join(d.to_hex());
+        let Ok(file) = File::open(&path) else {
+            return false;
+        };
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => false, // released when `file` drops
+            Err(_) => true,
+        }
+    }
+
+    /// The verified chunks of an object being downloaded right now, if any.
+    /// `None` when there is no partial or no live writer behind it.
+    pub fn partial_status(&self, d: &Sha256Digest) -> Option<PartialStatus> {
+        let bytes = fs::read(self.sidecar_path(d)).ok()?;
+        let status: PartialStatus = serde_json::from_slice(&bytes).ok()?;
+        if status.sha256 != *d || !self.writer_active(d) {
+            return None;
+        }
+        Some(status)
+    }
+
+    /// Path of the partial file (for the peer server; use with
+    /// [`Cas::partial_status`]).
+    pub fn partial_data_path(&self, d: &Sha256Digest) -> PathBuf {
+        self.partial_path(d)
+    }
+
+    /// Stores `data` under its digest (atomically); returns the digest.
+    pub fn insert_bytes(&self, data: &[u8]) -> Result<Sha256Digest, CasError> {
+        let d = Sha256Digest::of(data);
+        if self.contains(&d) {
+            return Ok(d);
+        }
+        let shard = self.shard_dir(&d);
+        fs::create_dir_all(&shard).map_err(io_err(&shard))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&shard)
+            .map_err(io_err(&shard))?;
+        tmp.write_all(data).map_err(io_err(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io_err(&shard))?;
+        let dest = self.object_path(&d);
+        tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
+        fsync_dir(&shard)?;
+        Ok(d)
+    }
+
+    /// Copies a file into the store after checking its length and digest.
+    pub fn import_file(
+        &self,
+        src: &Path,
+        expected: &Sha256Digest,
+        expected_len: u64,
+    ) -> Result<PathBuf, CasError> {
+        let dest = self.object_path(expected);
+        if dest.is_file() {
+            return Ok(dest);
+        }
+        let shard = self.shard_dir(expected);
+        fs::create_dir_all(&shard).map_err(io_err(&shard))?;
+        let mut input = File::open(src).map_err(io_err(src))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&shard)
+            .map_err(io_err(&shard))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = input.read(&mut buf).map_err(io_err(src))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).map_err(io_err(&dest))?;
+            len += n as u64;
+        }
+        let actual = Sha256Digest::from(hasher.finalize());
+        if actual != *expected || len != expected_len {
+            return Err(CasError::Mismatch {
+                expected: *expected,
+                expected_len,
+                actual,
+                actual_len: len,
+            });
+        }
+        tmp.as_file().sync_all().map_err(io_err(&dest))?;
+        tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
+        fsync_dir(&shard)?;
+        Ok(dest)
+    }
+
+    /// Opens (resuming) or creates the partial file of `spec`; the caller
+    /// holds the object lock, which the partial keeps until it is finished.
+    pub fn open_partial(
+        &self,
+        spec: &ObjectSpec,
+        lock: ObjectLock,
+    ) -> Result<PartialObject, CasError> {
+        spec.validate()
+            .map_err(|e| CasError::Spec(spec.sha256, e))?;
+        let d = spec.sha256;
+        let shard = self.shard_dir(&d);
+        fs::create_dir_all(&shard).map_err(io_err(&shard))?;
+        let path = self.partial_path(&d);
+        let sidecar = self.sidecar_path(&d);
+        let n = spec.chunk_count();
+        let mut verified = vec![false; n];
+
+        let claimed: Option<PartialStatus> = fs::read(&sidecar)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|s: &PartialStatus| {
+                s.sha256 == d && s.length == spec.length && s.chunk_size == spec.chunks.size
+            });
+        let existing_len = fs::metadata(&path).map(|m| m.len()).ok();
+        let file;
+        let mut resumed = 0;
+        if let (Some(claimed), Some(len)) = (claimed, existing_len.filter(|l| *l == spec.length)) {
+            file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            // Re-check every claimed chunk: the sidecar is not fsynced with
+            // the data, so after a power cut it may claim lost bytes.
+            let mut buf = Vec::new();
+            for i in claimed.verified {
+                let Ok(i) = usize::try_from(i) else { continue };
+                if i >= n || verified[i] {
+                    continue;
+                }
+                let (start, end) = spec.chunk_range(i);
+                buf.resize((end - start) as usize, 0);
+                if end <= len
+                    && file.read_exact_at(&mut buf, start).is_ok()
+                    && Sha256Digest::of(&buf) == spec.chunks.sha256[i]
+                {
+                    verified[i] = true;
+                    resumed += 1;
+                }
+            }
+            tracing::debug!(object = %d, resumed, "resuming partial object");
+        } else {
+            file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            if spec.length > 0 {
+                if let Err(e) =
+                    rustix::fs::fallocate(&file, FallocateFlags::empty(), 0, spec.length)
+                {
+                    let e = io::Error::from(e);
+                    let _ = fs::remove_file(&path);
+                    if is_no_space(&e) {
+                        return Err(CasError::NoSpace {
+                            path,
+                            length: spec.length,
+                            source: e,
+                        });
+                    }
+                    // File systems without fallocate: fall back to a sparse file.
+                    file.set_len(spec.length).map_err(io_err(&path))?;
+                }
+            }
+        }
+        let partial = PartialObject {
+            spec: spec.clone(),
+            path,
+            sidecar,
+            final_path: self.object_path(&d),
+            file,
+            verified: Mutex::new(verified),
+            resumed,
+            lock: Some(lock),
+        };
+        partial.write_sidecar()?;
+        Ok(partial)
+    }
+
+    /// Every complete object in the store.
+    pub fn list(&self) -> Result<Vec<Sha256Digest>, CasError> {
+        let mut out = Vec::new();
+        let root = self.objects_dir();
+        for shard in fs::read_dir(&root).map_err(io_err(&root))? {
+            let shard = shard.map_err(io_err(&root))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&shard).map_err(io_err(&shard))? {
+                let entry = entry.map_err(io_err(&shard))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if is_hex64(&name) {
+                    if let Ok(d) = Sha256Digest::from_hex(&name) {
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes every object not in `keep`, and partial downloads and temp
+    /// files that no live writer holds (unless their object is in `keep`).
+    pub fn gc(&self, keep: &HashSet<Sha256Digest>) -> Result<GcReport, CasError> {
+        let mut report = GcReport::default();
+        let root = self.objects_dir();
+        for shard in fs::read_dir(&root).map_err(io_err(&root))? {
+            let shard = shard.map_err(io_err(&root))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&shard).map_err(io_err(&shard))? {
+                let entry = entry.map_err(io_err(&shard))?;
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                if is_hex64(&name) {
+                    let Ok(d) = Sha256Digest::from_hex(&name) else {
+                        continue;
+                    };
+                    if keep.contains(&d) {
+                        report.kept += 1;
+                        continue;
+                    }
+                    // Take the lock so a concurrent fetch of the same object
+                    // does not see it vanish half-way through a check.
+                    let Some(lock) = self.try_lock(&d)? else {
+                        report.kept += 1;
+                        continue;
+                    };
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                    lock.release_and_remove();
+                    report.removed.push(d);
+                    report.freed_bytes += size;
+                } else if let Some(hex) = name
+                    .strip_suffix(".partial.json")
+                    .or_else(|| name.strip_suffix(".partial"))
+                {
+                    let Ok(d) = Sha256Digest::from_hex(hex) else {
+                        continue;
+                    };
+                    if keep.contains(&d) {
+                        continue;
+                    }
+                    if let Some(lock) = self.try_lock(&d)? {
+                        fs::remove_file(&path).map_err(io_err(&path))?;
+                        drop(lock);
+                        report.removed_partials += 1;
+                        report.freed_bytes += size;
+                    }
+                } else if name.starts_with(".tmp-") {
+                    // A temp file of a writer that died; live ones are young.
+                    let old = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > Duration::from_secs(3600));
+                    if old {
+                        fs::remove_file(&path).map_err(io_err(&path))?;
+                        report.removed_partials += 1;
+                        report.freed_bytes += size;
+                    }
+                }
+            }
+        }
+        report.removed.sort();
+        fsync_dir(&root)?;
+        Ok(report)
+    }
+
+    fn refs_path(&self) -> PathBuf {
+        self.dir.join("refs.json")
+    }
+
+    /// Reads `<cache>/refs.json` (empty when absent).
+    pub fn refs(&self) -> Result<Refs, CasError> {
+        let path = self.refs_path();
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| CasError::Refs { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Refs::default()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Records that `target` version `version` is object `d` (newest last).
+    pub fn record_ref(
+        &self,
+        target: &str,
+        version: &str,
+        d: &Sha256Digest,
+    ) -> Result<(), CasError> {
+        let lock_path = self.dir.join("refs.lock");
+        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        rustix::fs::flock(&lock, FlockOperation::LockExclusive)
+            .map_err(|e| io_err(&lock_path)(e.into()))?;
+        let mut refs = self.refs()?;
+        let list = refs.targets.entry(target.to_string()).or_default();
+        list.retain(|e| e.sha256 != *d);
+        list.push(RefEntry {
+            version: version.to_string(),
+            sha256: *d,
+            recorded: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|t| t.as_secs())
+                .unwrap_or(0),
+        });
+        let path = self.refs_path();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".refs-")
+            .tempfile_in(&self.dir)
+            .map_err(io_err(&self.dir))?;
+        // Serialising plain strings and numbers cannot fail.
+        let bytes = serde_json::to_vec_pretty(&refs).unwrap_or_default();
+        tmp.write_all(&bytes).map_err(io_err(&path))?;
+        tmp.as_file().sync_all().map_err(io_err(&path))?;
+        tmp.persist(&path).map_err(|e| io_err(&path)(e.error))?;
+        fsync_dir(&self.dir)
+    }
+
+    /// The keep set of `phase cache gc`: the objects the current trusted
+    /// targets reference plus the newest `versions` recorded objects of every
+    /// target name.
+    pub fn keep_set(
+        &self,
+        current: impl IntoIterator<Item = Sha256Digest>,
+        versions: usize,
+    ) -> Result<HashSet<Sha256Digest>, CasError> {
+        let mut keep: HashSet<Sha256Digest> = current.into_iter().collect();
+        let refs = self.refs()?;
+        for list in refs.targets.values() {
+            keep.extend(list.iter().rev().take(versions).map(|e| e.sha256));
+        }
+        Ok(keep)
+    }
+}
+
+impl PartialObject {
+    /// The object being written.
+    pub fn spec(&self) -> &ObjectSpec {
+        &self.spec
+    }
+
+    /// Chunks found verified when the partial was opened (resume).
+    pub fn resumed_chunks(&self) -> usize {
+        self.resumed
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, Vec<bool>> {
+        // A poisoned lock only means a writer thread panicked; the bitmap
+        // itself is always consistent (plain bool stores).
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether chunk `i` is verified.
+    pub fn is_verified(&self, i: usize) -> bool {
+        self.verified().get(i).copied().unwrap_or(false)
+    }
+
+    /// Indices of the chunks still missing.
+    pub fn missing(&self) -> Vec<usize> {
+        self.verified()
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !**v)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn write_sidecar(&self) -> Result<(), CasError> {
+        let v = self.verified();
+        self.write_sidecar_locked(&v)
+    }
+
+    /// Writes the sidecar; the caller holds the bitmap lock, which also
+    /// serialises the temp-file-and-rename.
+    fn write_sidecar_locked(&self, verified: &[bool]) -> Result<(), CasError> {
+        let status = PartialStatus {
+            sha256: self.spec.sha256,
+            length: self.spec.length,
+            chunk_size: self.spec.chunks.size,
+            verified: verified
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v)
+                .map(|(i, _)| i as u64)
+                .collect(),
+        };
+        // Serialising plain numbers cannot fail.
+        let bytes = serde_json::to_vec(&status).unwrap_or_default();
+        let tmp = self.sidecar.with_extension("json.tmp");
+        fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &self.sidecar).map_err(io_err(&self.sidecar))
+    }
+
+    /// Writes chunk `i` whose bytes the caller hashed to `digest`; refuses
+    /// bytes that do not match the signed chunk digest.
+    pub fn write_chunk(
+        &self,
+        i: usize,
+        data: &[u8],
+        digest: &Sha256Digest,
+    ) -> Result<(), CasError> {
+        let (start, end) = self.spec.chunk_range(i);
+        if *digest != self.spec.chunks.sha256[i] || data.len() as u64 != end - start {
+            return Err(CasError::Mismatch {
+                expected: self.spec.chunks.sha256[i],
+                expected_len: end - start,
+                actual: *digest,
+                actual_len: data.len() as u64,
+            });
+        }
+        self.file
+            .write_all_at(data, start)
+            .map_err(io_err(&self.path))?;
+        let mut v = self.verified();
+        v[i] = true;
+        self.write_sidecar_locked(&v)
+    }
+
+    /// Reads chunk `i` back (for the whole-object hash).
+    pub fn read_chunk(&self, i: usize, buf: &mut Vec<u8>) -> Result<(), CasError> {
+        let (start, end) = self.spec.chunk_range(i);
+        buf.resize((end - start) as usize, 0);
+        self.file
+            .read_exact_at(buf, start)
+            .map_err(io_err(&self.path))
+    }
+
+    /// Hashes the whole partial file (when no streaming hash is at hand).
+    pub fn hash_all(&self) -> Result<Sha256Digest, CasError> {
+        let mut hasher = Sha256::new();
+        let mut buf = Vec::new();
+        for i in 0..self.spec.chunk_count() {
+            self.read_chunk(i, &mut buf)?;
+            hasher.update(&buf);
+        }
+        Ok(hasher.finalize().into())
+    }
+
+    /// Makes the object visible: checks that every chunk is verified, that
+    /// `whole` (the SHA-256 of all bytes in order) and the length match,
+    /// then fsync, rename to the final name, fsync the directory.
+    pub fn finish(mut self, whole: &Sha256Digest) -> Result<PathBuf, CasError> {
+        let missing = self.missing().len();
+        if missing > 0 {
+            return Err(CasError::Incomplete(self.spec.sha256, missing));
+        }
+        let len = self.file.metadata().map_err(io_err(&self.path))?.len();
+        if *whole != self.spec.sha256 || len != self.spec.length {
+            return Err(CasError::Mismatch {
+                expected: self.spec.sha256,
+                expected_len: self.spec.length,
+                actual: *whole,
+                actual_len: len,
+            });
+        }
+        self.file.sync_all().map_err(io_err(&self.path))?;
+        fs::rename(&self.path, &self.final_path).map_err(io_err(&self.final_path))?;
+        let shard = self
+            .final_path
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf();
+        fsync_dir(&shard)?;
+        let _ = fs::remove_file(&self.sidecar);
+        if let Some(lock) = self.lock.take() {
+            lock.release_and_remove();
+        }
+        Ok(self.final_path.clone())
+    }
+
+    /// Deletes the partial (its bytes can never become the object, e.g. the
+    /// signed chunk list and whole digest disagree).
+    pub fn discard(mut self) {
+        let _ = fs::remove_file(&self.path);
+        let _ = fs::remove_file(&self.sidecar);
+        if let Some(lock) = self.lock.take() {
+            lock.release_and_remove();
+        }
+    }
+}

@@ -1,0 +1,1055 @@
+//! The fetch engine: one object from several peers at once, chunk by chunk
+//! over HTTP `Range`, each chunk checked against its signed digest as it
+//! arrives, the whole object checked before it gets its final name.
+//!
+//! Scheduling is work-stealing: every peer runs a few connections, and each
+//! connection takes the lowest chunk nobody is fetching yet, so a fast peer
+//! simply comes back for more work more often. When no unassigned chunk is
+//! left, an idle connection duplicates a chunk still in flight elsewhere
+//! (at most two attempts per chunk); the first verified copy wins and the
+//! other attempt is cancelled, so a slow peer cannot hold up the end.
+//!
+//! A peer is dropped at its first bad chunk (evicted), after a bounded
+//! number of failed requests (with exponential backoff), when it sends
+//! nothing for `read_timeout`, or when a request falls below
+//! `min_throughput` after `throughput_grace` (the rule that catches a peer
+//! trickling a byte every few seconds). The whole fetch has a `deadline`.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::{StatusCode, Url};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::cas::{Cas, CasError, PartialObject};
+use crate::digest::Sha256Digest;
+use crate::object::{ObjectSpec, SpecError};
+
+/// Where one peer serves the object.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// How reports name the peer (usually its base URL).
+    pub label: String,
+    /// URL of the whole object (ranges are requested from it).
+    pub object_url: Url,
+    /// URL answering which chunks the peer holds (`/cas/sha256/<hex>/chunks`);
+    /// `None` (or a 404 there) means "assume it holds everything".
+    pub chunks_url: Option<Url>,
+}
+
+fn with_slash(base: &Url) -> Url {
+    let mut b = base.clone();
+    if !b.path().ends_with('/') {
+        let p = format!("{}/", b.path());
+        b.set_path(&p);
+    }
+    b
+}
+
+impl Source {
+    /// A Phase peer (`phase serve` or a booted node) at `base`
+    /// (`http://host:port`): `/cas/sha256/<hex>` and its `/chunks`.
+    pub fn phase_peer(base: &Url, d: &Sha256Digest) -> Result<Self, url::ParseError> {
+        let b = with_slash(base);
+        Ok(Self {
+            label: base.to_string(),
+            object_url: b.join(&format!("cas/sha256/{}", d.to_hex()))?,
+            chunks_url: Some(b.join(&format!("cas/sha256/{}/chunks", d.to_hex()))?),
+        })
+    }
+
+    /// A static mirror of a TUF repository whose base (the directory holding
+    /// `metadata/` and `targets/`) is `repo`; `target_path` is the
+    /// consistent-snapshot path below `targets/` (`stable/x86_64/<hex>.kernel`).
+    pub fn mirror(repo: &Url, target_path: &str) -> Result<Self, url::ParseError> {
+        let b = with_slash(repo);
+        Ok(Self {
+            label: repo.to_string(),
+            object_url: b.join("targets/")?.join(target_path)?,
+            chunks_url: None,
+        })
+    }
+}
+
+/// Limits and tuning of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// The whole fetch must finish within this.
+    pub deadline: Duration,
+    /// A request slower than this (bytes/s) after the grace period is dropped.
+    pub min_throughput: u64,
+    /// Time a request gets before the throughput rule applies.
+    pub throughput_grace: Duration,
+    /// Longest silence (no byte at all) on a connection.
+    pub read_timeout: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Failed requests (in a row) after which a peer is dropped.
+    pub max_failures: u32,
+    /// First retry delay; doubles per failure, capped at 2 s.
+    pub backoff: Duration,
+    /// Parallel connections per peer.
+    pub connections_per_peer: usize,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(30 * 60),
+            min_throughput: 64 * 1024,
+            throughput_grace: Duration::from_secs(3),
+            read_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_failures: 4,
+            backoff: Duration::from_millis(100),
+            connections_per_peer: 2,
+        }
+    }
+}
+
+/// A progress snapshot for a bar.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The object.
+    pub object: Sha256Digest,
+    /// Bytes verified and stored so far (including resumed chunks).
+    pub done: u64,
+    /// Object length.
+    pub total: u64,
+    /// Receive rate over the last interval, bytes/s.
+    pub rate: f64,
+    /// Peers still in use.
+    pub peers: usize,
+}
+
+/// Progress callback.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// What one peer contributed.
+#[derive(Debug, Clone)]
+pub struct PeerReport {
+    /// The peer's label.
+    pub label: String,
+    /// Verified bytes it supplied.
+    pub bytes: u64,
+    /// Verified chunks it supplied.
+    pub chunks: u64,
+    /// Why it was dropped, if it was.
+    pub dropped: Option<String>,
+    /// Whether it sent bytes that did not match the signed digests.
+    pub bad: bool,
+}
+
+/// The outcome of a successful fetch.
+#[derive(Debug, Clone)]
+pub struct FetchReport {
+    /// The object.
+    pub sha256: Sha256Digest,
+    /// Its length.
+    pub length: u64,
+    /// Its final path in the CAS.
+    pub path: std::path::PathBuf,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Whether it was already in the CAS (nothing fetched).
+    pub already_present: bool,
+    /// Chunks taken over from an earlier partial download.
+    pub resumed_chunks: usize,
+    /// Per-peer contributions.
+    pub peers: Vec<PeerReport>,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The signed description is inconsistent.
+    #[error("invalid object description for {0}")]
+    Spec(Sha256Digest, #[source] SpecError),
+    /// The cache failed (disk full, I/O error, final check failed).
+    #[error("cannot store {0}")]
+    Cas(Sha256Digest, #[source] CasError),
+    /// Another writer held the object past the deadline.
+    #[error("timed out waiting for another download of {0} to finish")]
+    LockTimeout(Sha256Digest),
+    /// No sources at all.
+    #[error("no peers to fetch {0} from")]
+    NoPeers(Sha256Digest),
+    /// Every peer was dropped or none holds the missing chunks.
+    #[error("no peer could supply {missing} of {total} chunks of {digest} ({peers})")]
+    Exhausted {
+        /// The object.
+        digest: Sha256Digest,
+        /// Chunks still missing.
+        missing: usize,
+        /// All chunks.
+        total: usize,
+        /// What happened to each peer.
+        peers: String,
+    },
+    /// The overall deadline passed.
+    #[error(
+        "fetch of {digest} did not finish within {deadline:?} ({missing} chunks missing; {peers})"
+    )]
+    Deadline {
+        /// The object.
+        digest: Sha256Digest,
+        /// The deadline.
+        deadline: Duration,
+        /// Chunks still missing.
+        missing: usize,
+        /// What happened to each peer.
+        peers: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// A worker task died.
+    #[error("a download task of {0} failed")]
+    Task(Sha256Digest, #[source] tokio::task::JoinError),
+}
+
+/// Downloads objects into a [`Cas`].
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    cas: Cas,
+    client: reqwest::Client,
+    opts: FetchOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ChunkState {
+    Missing,
+    InFlight(Vec<usize>),
+    Done,
+}
+
+#[derive(Debug)]
+struct PeerState {
+    source: Source,
+    has: Option<Vec<bool>>,
+    lacks: HashSet<usize>,
+    bytes: u64,
+    chunks: u64,
+    failures: u32,
+    dropped: Option<String>,
+    bad: bool,
+}
+
+impl PeerState {
+    fn can_serve(&self, i: usize) -> bool {
+        self.dropped.is_none()
+            && !self.lacks.contains(&i)
+            && self
+                .has
+                .as_ref()
+                .is_none_or(|h| h.get(i).copied().unwrap_or(false))
+    }
+}
+
+#[derive(Debug)]
+struct Sched {
+    chunks: Vec<ChunkState>,
+    peers: Vec<PeerState>,
+    fatal: Option<CasError>,
+    done: usize,
+}
+
+enum Pick {
+    Chunk(usize),
+    Wait,
+    Stop,
+}
+
+struct Shared {
+    spec: ObjectSpec,
+    partial: Arc<PartialObject>,
+    sched: Mutex<Sched>,
+    changed: Notify,
+    done_bytes: AtomicU64,
+    flow_bytes: AtomicU64,
+    hasher: Mutex<mpsc::Sender<HashMsg>>,
+    stop: AtomicBool,
+    client: reqwest::Client,
+    opts: FetchOptions,
+}
+
+enum HashMsg {
+    Chunk(usize),
+    Abort,
+}
+
+enum ChunkError {
+    /// Peer does not have the object at all.
+    NotFound(StatusCode),
+    /// Peer does not have this range (yet).
+    Unavailable,
+    /// Too slow or silent.
+    Slow(String),
+    /// Network or server trouble worth a retry.
+    Transient(String),
+    /// Protocol violation (not malicious bytes, but unusable).
+    Protocol(String),
+    /// The chunk was completed by another peer meanwhile.
+    Cancelled,
+}
+
+impl Shared {
+    fn sched(&self) -> MutexGuard<'_, Sched> {
+        // Poisoning would only follow a panic in a worker while holding the
+        // lock; the state is plain data and stays usable.
+        self.sched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pick(&self, p: usize) -> Pick {
+        let mut s = self.sched();
+        if s.fatal.is_some() || s.peers[p].dropped.is_some() || self.stop.load(Ordering::Relaxed) {
+            return Pick::Stop;
+        }
+        if s.done == s.chunks.len() {
+            return Pick::Stop;
+        }
+        let n = s.chunks.len();
+        if let Some(i) =
+            (0..n).find(|&i| s.chunks[i] == ChunkState::Missing && s.peers[p].can_serve(i))
+        {
+            s.chunks[i] = ChunkState::InFlight(vec![p]);
+            return Pick::Chunk(i);
+        }
+        // Endgame: help with a chunk another peer is still on.
+        let steal = (0..n).find(|&i| match &s.chunks[i] {
+            ChunkState::InFlight(v) => v.len() < 2 && !v.contains(&p) && s.peers[p].can_serve(i),
+            _ => false,
+        });
+        if let Some(i) = steal {
+            if let ChunkState::InFlight(v) = &mut s.chunks[i] {
+                v.push(p);
+            }
+            return Pick::Chunk(i);
+        }
+        Pick::Wait
+    }
+
+    /// Whether any live peer could still supply every missing chunk.
+    fn stuck(&self) -> bool {
+        let s = self.sched();
+        s.chunks.iter().enumerate().any(|(i, c)| match c {
+            ChunkState::Missing => !s.peers.iter().any(|p| p.can_serve(i)),
+            _ => false,
+        })
+    }
+
+    fn release(&self, s: &mut Sched, p: usize, i: usize) {
+        if let ChunkState::InFlight(v) = &mut s.chunks[i] {
+            v.retain(|&q| q != p);
+            if v.is_empty() {
+                s.chunks[i] = ChunkState::Missing;
+            }
+        }
+    }
+
+    fn drop_peer(&self, p: usize, i: usize, reason: String, bad: bool) {
+        let mut s = self.sched();
+        self.release(&mut s, p, i);
+        tracing::warn!(peer = %s.peers[p].source.label, chunk = i, %reason, "dropping peer");
+        if s.peers[p].dropped.is_none() {
+            s.peers[p].dropped = Some(reason);
+        }
+        s.peers[p].bad |= bad;
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    fn peer_summary(&self) -> String {
+        let s = self.sched();
+        s.peers
+            .iter()
+            .map(|p| match &p.dropped {
+                Some(r) => format!("{}: {}", p.source.label, r),
+                None => format!("{}: {} chunks", p.source.label, p.chunks),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl Fetcher {
+    /// A fetcher storing into `cas`.
+    pub fn new(cas: Cas, opts: FetchOptions) -> Result<Self, FetchError> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .hickory_dns(true)
+            .connect_timeout(opts.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(FetchError::Client)?;
+        Ok(Self { cas, client, opts })
+    }
+
+    /// The store.
+    pub fn cas(&self) -> &Cas {
+        &self.cas
+    }
+
+    /// The HTTP client (shared with the metadata transport).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The options.
+    pub fn options(&self) -> &FetchOptions {
+        &self.opts
+    }
+
+    /// Fetches `spec` from `sources` into the CAS.
+    pub async fn fetch(
+        &self,
+        spec: &ObjectSpec,
+        sources: Vec<Source>,
+        progress: Option<ProgressFn>,
+    ) -> Result<FetchReport, FetchError> {
+        let start = Instant::now();
+        let digest = spec.sha256;
+        spec.validate().map_err(|e| FetchError::Spec(digest, e))?;
+        let present = |resumed| FetchReport {
+            sha256: digest,
+            length: spec.length,
+            path: self.cas.object_path(&digest),
+            elapsed: start.elapsed(),
+            already_present: true,
+            resumed_chunks: resumed,
+            peers: Vec::new(),
+        };
+        if self.cas.contains(&digest) {
+            return Ok(present(0));
+        }
+        let deadline = start + self.opts.deadline;
+        let lock = loop {
+            if let Some(l) = self
+                .cas
+                .try_lock(&digest)
+                .map_err(|e| FetchError::Cas(digest, e))?
+            {
+                break l;
+            }
+            if Instant::now() >= deadline {
+                return Err(FetchError::LockTimeout(digest));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        if self.cas.contains(&digest) {
+            // Another writer finished while we waited.
+            drop(lock);
+            return Ok(present(0));
+        }
+        let cas = self.cas.clone();
+        let spec2 = spec.clone();
+        let partial = tokio::task::spawn_blocking(move || cas.open_partial(&spec2, lock))
+            .await
+            .map_err(|e| FetchError::Task(digest, e))?
+            .map_err(|e| FetchError::Cas(digest, e))?;
+        let resumed = partial.resumed_chunks();
+        let partial = Arc::new(partial);
+        let missing = partial.missing();
+        if !missing.is_empty() && sources.is_empty() {
+            return Err(FetchError::NoPeers(digest));
+        }
+
+        // The whole-object hash runs beside the download, reading chunks back
+        // in order as they become contiguous (from the page cache).
+        let (htx, hrx) = mpsc::channel();
+        let hpartial = Arc::clone(&partial);
+        let hasher = std::thread::Builder::new()
+            .name("phase-hash".into())
+            .spawn(move || whole_hasher(&hpartial, hrx))
+            .map_err(|e| {
+                FetchError::Cas(
+                    digest,
+                    CasError::Io {
+                        path: "thread".into(),
+                        source: e,
+                    },
+                )
+            })?;
+        let n = spec.chunk_count();
+        let missing_set: HashSet<usize> = missing.iter().copied().collect();
+        let mut chunks = vec![ChunkState::Missing; n];
+        let mut done = 0;
+        let mut done_bytes = 0;
+        for (i, c) in chunks.iter_mut().enumerate() {
+            if !missing_set.contains(&i) {
+                *c = ChunkState::Done;
+                done += 1;
+                let (a, b) = spec.chunk_range(i);
+                done_bytes += b - a;
+                let _ = htx.send(HashMsg::Chunk(i));
+            }
+        }
+        let peers = sources
+            .into_iter()
+            .map(|source| PeerState {
+                source,
+                has: None,
+                lacks: HashSet::new(),
+                bytes: 0,
+                chunks: 0,
+                failures: 0,
+                dropped: None,
+                bad: false,
+            })
+            .collect::<Vec<_>>();
+        let npeers = peers.len();
+        let shared = Arc::new(Shared {
+            spec: spec.clone(),
+            partial: Arc::clone(&partial),
+            sched: Mutex::new(Sched {
+                chunks,
+                peers,
+                fatal: None,
+                done,
+            }),
+            changed: Notify::new(),
+            done_bytes: AtomicU64::new(done_bytes),
+            flow_bytes: AtomicU64::new(0),
+            hasher: Mutex::new(htx),
+            stop: AtomicBool::new(false),
+            client: self.client.clone(),
+            opts: self.opts.clone(),
+        });
+
+        let mut workers = JoinSet::new();
+        if done < n {
+            // Which chunks each peer holds (a peer still downloading holds some).
+            let mut queries = JoinSet::new();
+            for p in 0..npeers {
+                let sh = Arc::clone(&shared);
+                queries.spawn(async move { (p, query_chunks(&sh, p).await) });
+            }
+            while let Some(r) = queries.join_next().await {
+                if let Ok((p, has)) = r {
+                    shared.sched().peers[p].has = has;
+                }
+            }
+            for p in 0..npeers {
+                for _ in 0..self.opts.connections_per_peer.max(1) {
+                    workers.spawn(worker(Arc::clone(&shared), p));
+                }
+            }
+        }
+        let ticker = progress.clone().map(|cb| {
+            let sh = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let mut last = (Instant::now(), 0u64);
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    report_progress(&sh, &cb, &mut last);
+                }
+            })
+        });
+
+        let mut timed_out = false;
+        loop {
+            tokio::select! {
+                r = workers.join_next() => match r {
+                    None => break,
+                    Some(Err(e)) if e.is_panic() => {
+                        shared.stop.store(true, Ordering::Relaxed);
+                        workers.abort_all();
+                        if let Some(t) = &ticker { t.abort(); }
+                        return Err(FetchError::Task(digest, e));
+                    }
+                    Some(_) => {}
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    timed_out = true;
+                    shared.stop.store(true, Ordering::Relaxed);
+                    workers.abort_all();
+                }
+            }
+        }
+        if let Some(t) = &ticker {
+            t.abort();
+        }
+        let (all_done, fatal) = {
+            let mut s = shared.sched();
+            (s.done == n, s.fatal.take())
+        };
+        let send = |m| {
+            let _ = shared
+                .hasher
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(m);
+        };
+        if !all_done {
+            send(HashMsg::Abort);
+            let _ = hasher.join();
+            let missing = n - shared.sched().done;
+            if let Some(e) = fatal {
+                return Err(FetchError::Cas(digest, e));
+            }
+            let peers = shared.peer_summary();
+            if timed_out {
+                return Err(FetchError::Deadline {
+                    digest,
+                    deadline: self.opts.deadline,
+                    missing,
+                    peers,
+                });
+            }
+            return Err(FetchError::Exhausted {
+                digest,
+                missing,
+                total: n,
+                peers,
+            });
+        }
+        let whole = tokio::task::spawn_blocking(move || hasher.join())
+            .await
+            .map_err(|e| FetchError::Task(digest, e))?
+            .unwrap_or(Ok(None))
+            .map_err(|e| FetchError::Cas(digest, e))?;
+        let peers_report: Vec<PeerReport> = shared
+            .sched()
+            .peers
+            .iter()
+            .map(|p| PeerReport {
+                label: p.source.label.clone(),
+                bytes: p.bytes,
+                chunks: p.chunks,
+                dropped: p.dropped.clone(),
+                bad: p.bad,
+            })
+            .collect();
+        drop(shared);
+        let partial = Arc::try_unwrap(partial).map_err(|_| {
+            FetchError::Cas(
+                digest,
+                CasError::Io {
+                    path: "partial".into(),
+                    source: std::io::Error::other("partial object still shared"),
+                },
+            )
+        })?;
+        let whole = match whole {
+            Some(w) => w,
+            None => partial.hash_all().map_err(|e| FetchError::Cas(digest, e))?,
+        };
+        let path = tokio::task::spawn_blocking(move || match partial.finish(&whole) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                // Every chunk matched its signed digest yet the whole does
+                // not: the signed description itself is inconsistent.
+                Err(e)
+            }
+        })
+        .await
+        .map_err(|e| FetchError::Task(digest, e))?
+        .map_err(|e| FetchError::Cas(digest, e))?;
+        if let Some(cb) = &progress {
+            cb(&Progress {
+                object: digest,
+                done: spec.length,
+                total: spec.length,
+                rate: 0.0,
+                peers: 0,
+            });
+        }
+        Ok(FetchReport {
+            sha256: digest,
+            length: spec.length,
+            path,
+            elapsed: start.elapsed(),
+            already_present: false,
+            resumed_chunks: resumed,
+            peers: peers_report,
+        })
+    }
+}
+
+fn report_progress(sh: &Shared, cb: &ProgressFn, last: &mut (Instant, u64)) {
+    let flow = sh.flow_bytes.load(Ordering::Relaxed);
+    let now = Instant::now();
+    let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
+    let rate = (flow.saturating_sub(last.1)) as f64 / dt;
+    *last = (now, flow);
+    let peers = sh
+        .sched()
+        .peers
+        .iter()
+        .filter(|p| p.dropped.is_none())
+        .count();
+    cb(&Progress {
+        object: sh.spec.sha256,
+        done: sh.done_bytes.load(Ordering::Relaxed),
+        total: sh.spec.length,
+        rate,
+        peers,
+    });
+}
+
+/// Hashes chunks in order as they are reported; `None` when aborted.
+fn whole_hasher(
+    partial: &PartialObject,
+    rx: mpsc::Receiver<HashMsg>,
+) -> Result<Option<Sha256Digest>, CasError> {
+    let n = partial.spec().chunk_count();
+    let mut hasher = Sha256::new();
+    let mut ready = BTreeSet::new();
+    let mut next = 0;
+    let mut buf = Vec::new();
+    while next < n {
+        match rx.recv() {
+            Ok(HashMsg::Chunk(i)) => {
+                ready.insert(i);
+            }
+            Ok(HashMsg::Abort) | Err(_) => return Ok(None),
+        }
+        while ready.remove(&next) {
+            partial.read_chunk(next, &mut buf)?;
+            hasher.update(&buf);
+            next += 1;
+        }
+    }
+    Ok(Some(hasher.finalize().into()))
+}
+
+#[derive(serde::Deserialize)]
+struct ChunksAnswer {
+    #[serde(default)]
+    complete: bool,
+    #[serde(default)]
+    chunk_size: u64,
+    #[serde(default)]
+    verified: Vec<u64>,
+}
+
+/// Asks a peer which chunks it holds; `None` means "assume all".
+async fn query_chunks(sh: &Shared, p: usize) -> Option<Vec<bool>> {
+    let url = sh.sched().peers[p].source.chunks_url.clone()?;
+    let n = sh.spec.chunk_count();
+    let resp = tokio::time::timeout(sh.opts.read_timeout, sh.client.get(url).send())
+        .await
+        .ok()?
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = tokio::time::timeout(sh.opts.read_timeout, resp.bytes())
+        .await
+        .ok()?
+        .ok()?;
+    if body.len() > 1 << 20 {
+        return None;
+    }
+    let ans: ChunksAnswer = serde_json::from_slice(&body).ok()?;
+    if ans.complete {
+        return Some(vec![true; n]);
+    }
+    if ans.chunk_size != sh.spec.chunks.size {
+        return Some(vec![false; n]);
+    }
+    let mut has = vec![false; n];
+    for i in ans.verified {
+        if let Some(h) = usize::try_from(i).ok().and_then(|i| has.get_mut(i)) {
+            *h = true;
+        }
+    }
+    Some(has)
+}
+
+async fn worker(sh: Arc<Shared>, p: usize) {
+    let mut last_requery = Instant::now();
+    loop {
+        let i = match sh.pick(p) {
+            Pick::Stop => return,
+            Pick::Wait => {
+                if sh.stuck() {
+                    // A peer still downloading may have gained chunks.
+                    let has_url = sh.sched().peers[p].source.chunks_url.is_some();
+                    if has_url && last_requery.elapsed() > Duration::from_millis(500) {
+                        last_requery = Instant::now();
+                        if let Some(has) = query_chunks(&sh, p).await {
+                            let mut s = sh.sched();
+                            s.peers[p].has = Some(has);
+                            s.peers[p].lacks.clear();
+                            drop(s);
+                            continue;
+                        }
+                    }
+                    let any_active = {
+                        let s = sh.sched();
+                        s.chunks
+                            .iter()
+                            .any(|c| matches!(c, ChunkState::InFlight(_)))
+                            || s.peers
+                                .iter()
+                                .any(|q| q.dropped.is_none() && q.source.chunks_url.is_some())
+                    };
+                    if !any_active {
+                        return;
+                    }
+                }
+                let notified = sh.changed.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+                continue;
+            }
+            Pick::Chunk(i) => i,
+        };
+        match fetch_chunk(&sh, p, i).await {
+            Ok((data, digest)) => {
+                if digest != sh.spec.chunks.sha256[i] {
+                    sh.drop_peer(
+                        p,
+                        i,
+                        format!("sent a bad chunk {i} (SHA-256 {digest})"),
+                        true,
+                    );
+                    return;
+                }
+                let already = sh.sched().chunks[i] == ChunkState::Done;
+                if !already {
+                    let partial = Arc::clone(&sh.partial);
+                    let write =
+                        tokio::task::spawn_blocking(move || partial.write_chunk(i, &data, &digest))
+                            .await;
+                    let write = match write {
+                        Ok(r) => r,
+                        Err(e) => Err(CasError::Io {
+                            path: "writer".into(),
+                            source: std::io::Error::other(e.to_string()),
+                        }),
+                    };
+                    let mut s = sh.sched();
+                    if let Err(e) = write {
+                        sh.release(&mut s, p, i);
+                        if s.fatal.is_none() {
+                            s.fatal = Some(e);
+                        }
+                        drop(s);
+                        sh.changed.notify_waiters();
+                        return;
+                    }
+                    if s.chunks[i] != ChunkState::Done {
+                        s.chunks[i] = ChunkState::Done;
+                        s.done += 1;
+                        let (a, b) = sh.spec.chunk_range(i);
+                        s.peers[p].bytes += b - a;
+                        s.peers[p].chunks += 1;
+                        sh.done_bytes.fetch_add(b - a, Ordering::Relaxed);
+                        let _ = sh
+                            .hasher
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .send(HashMsg::Chunk(i));
+                    }
+                    s.peers[p].failures = 0;
+                    drop(s);
+                } else {
+                    sh.sched().peers[p].failures = 0;
+                }
+                sh.changed.notify_waiters();
+            }
+            Err(ChunkError::Cancelled) => {
+                let mut s = sh.sched();
+                sh.release(&mut s, p, i);
+            }
+            Err(ChunkError::NotFound(status)) => {
+                sh.drop_peer(
+                    p,
+                    i,
+                    format!("does not have the object (HTTP {status})"),
+                    false,
+                );
+                return;
+            }
+            Err(ChunkError::Unavailable) => {
+                let mut s = sh.sched();
+                sh.release(&mut s, p, i);
+                s.peers[p].lacks.insert(i);
+                drop(s);
+                sh.changed.notify_waiters();
+            }
+            Err(ChunkError::Slow(why)) => {
+                sh.drop_peer(p, i, why, false);
+                return;
+            }
+            Err(ChunkError::Protocol(why)) => {
+                sh.drop_peer(p, i, why, false);
+                return;
+            }
+            Err(ChunkError::Transient(why)) => {
+                let failures = {
+                    let mut s = sh.sched();
+                    sh.release(&mut s, p, i);
+                    s.peers[p].failures += 1;
+                    s.peers[p].failures
+                };
+                sh.changed.notify_waiters();
+                if failures >= sh.opts.max_failures {
+                    sh.drop_peer(
+                        p,
+                        i,
+                        format!("{failures} failed requests, last: {why}"),
+                        false,
+                    );
+                    return;
+                }
+                tracing::debug!(peer = p, chunk = i, %why, failures, "retrying");
+                let delay = sh
+                    .opts
+                    .backoff
+                    .saturating_mul(1 << (failures - 1).min(5))
+                    .min(Duration::from_secs(2));
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+fn chunk_done(sh: &Shared, i: usize) -> bool {
+    sh.stop.load(Ordering::Relaxed) || sh.sched().chunks[i] == ChunkState::Done
+}
+
+async fn fetch_chunk(
+    sh: &Shared,
+    p: usize,
+    i: usize,
+) -> Result<(Vec<u8>, Sha256Digest), ChunkError> {
+    let (start, end) = sh.spec.chunk_range(i);
+    let want = (end - start) as usize;
+    let url = sh.sched().peers[p].source.object_url.clone();
+    let t0 = Instant::now();
+    let opts = &sh.opts;
+    let req = sh
+        .client
+        .get(url)
+        .header(RANGE, format!("bytes={}-{}", start, end - 1));
+    let mut resp = match tokio::time::timeout(opts.read_timeout, req.send()).await {
+        Err(_) => {
+            return Err(ChunkError::Slow(format!(
+                "no response within {:?}",
+                opts.read_timeout
+            )))
+        }
+        Ok(Err(e)) => return Err(ChunkError::Transient(error_chain(&e))),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    match status {
+        StatusCode::PARTIAL_CONTENT => {
+            let cr = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let expect = format!("bytes {}-{}/{}", start, end - 1, sh.spec.length);
+            if cr != expect {
+                return Err(ChunkError::Protocol(format!(
+                    "answered range {cr:?} to a request for {expect:?}"
+                )));
+            }
+        }
+        StatusCode::OK => {
+            if !(start == 0 && end == sh.spec.length) {
+                return Err(ChunkError::Protocol("ignores Range requests".into()));
+            }
+        }
+        StatusCode::NOT_FOUND | StatusCode::GONE => return Err(ChunkError::NotFound(status)),
+        StatusCode::RANGE_NOT_SATISFIABLE => return Err(ChunkError::Unavailable),
+        s if s.is_server_error()
+            || s == StatusCode::TOO_MANY_REQUESTS
+            || s == StatusCode::REQUEST_TIMEOUT =>
+        {
+            return Err(ChunkError::Transient(format!("HTTP {s}")));
+        }
+        s => return Err(ChunkError::Protocol(format!("answered HTTP {s}"))),
+    }
+    let mut buf = Vec::with_capacity(want);
+    let mut hasher = Sha256::new();
+    let min_tp = opts.min_throughput.max(1) as f64;
+    loop {
+        // Time until the throughput rule fails at the current byte count.
+        let need_by = opts.throughput_grace + Duration::from_secs_f64(buf.len() as f64 / min_tp);
+        let wait = need_by
+            .saturating_sub(t0.elapsed())
+            .max(Duration::from_millis(50))
+            .min(opts.read_timeout);
+        let next = tokio::select! {
+            r = tokio::time::timeout(wait, resp.chunk()) => r,
+            _ = sh.changed.notified() => {
+                if chunk_done(sh, i) {
+                    return Err(ChunkError::Cancelled);
+                }
+                continue;
+            }
+        };
+        match next {
+            Err(_) => {
+                let el = t0.elapsed();
+                if el >= opts.throughput_grace {
+                    let rate = buf.len() as f64 / el.as_secs_f64();
+                    if rate < min_tp {
+                        return Err(ChunkError::Slow(format!(
+                            "too slow: {:.0} B/s < {} B/s on chunk {i}",
+                            rate, opts.min_throughput
+                        )));
+                    }
+                }
+                if wait >= opts.read_timeout {
+                    return Err(ChunkError::Slow(format!(
+                        "silent for {:?}",
+                        opts.read_timeout
+                    )));
+                }
+            }
+            Ok(Err(e)) => return Err(ChunkError::Transient(error_chain(&e))),
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(bytes))) => {
+                if buf.len() + bytes.len() > want {
+                    return Err(ChunkError::Protocol(format!(
+                        "sent more than the {want} bytes asked for"
+                    )));
+                }
+                hasher.update(&bytes);
+                buf.extend_from_slice(&bytes);
+                sh.flow_bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                let el = t0.elapsed();
+                if el >= opts.throughput_grace && (buf.len() as f64 / el.as_secs_f64()) < min_tp {
+                    return Err(ChunkError::Slow(format!(
+                        "too slow: {:.0} B/s < {} B/s on chunk {i}",
+                        buf.len() as f64 / el.as_secs_f64(),
+                        opts.min_throughput
+                    )));
+                }
+                if chunk_done(sh, i) {
+                    return Err(ChunkError::Cancelled);
+                }
+            }
+        }
+    }
+    if buf.len() != want {
+        return Err(ChunkError::Transient(format!(
+            "body ended after {} of {want} bytes",
+            buf.len()
+        )));
+    }
+    Ok((buf, hasher.finalize().into()))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

@@ -1,0 +1,27 @@
+//! The data plane of Phase Boot.
+//!
+//! * [`cas`]: the content-addressed store (`<cache>/cas/sha256/<2>/<64>`),
+//!   atomic visibility, concurrent writers, resumable partial objects, gc;
+//! * [`fetch`]: one object from many peers at once over HTTP `Range`,
+//!   verified chunk by chunk against the signed chunk list;
+//! * [`server`]: the read-only peer HTTP server (`phase serve`, every booted
+//!   node).
+//!
+//! What it does not own: TUF (the `verifier` crate decides which digests are
+//! trusted; this crate only takes a `(sha256, length, chunks)` triple), peer
+//! discovery (the `discovery` crate), and the console (callers draw progress).
+#![forbid(unsafe_code)]
+
+pub mod cas;
+pub mod digest;
+pub mod fetch;
+pub mod object;
+pub mod server;
+
+pub use cas::{Cas, CasError, GcReport};
+pub use digest::Sha256Digest;
+pub use fetch::{
+    FetchError, FetchOptions, FetchReport, Fetcher, PeerReport, Progress, ProgressFn, Source,
+};
+pub use object::{ChunkList, ObjectSpec, DEFAULT_CHUNK_SIZE};
+pub use server::{serve, ServerConfig, ServerError};

@@ -1,0 +1,710 @@
+//! The peer server: a read-only HTTP/1.1 view of a cache (and optionally a
+//! TUF repository directory).
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /tuf/metadata/<file>` | `<repo>/metadata/<file>`, else `<cache>/tuf/metadata/<file>` |
+//! | `GET /tuf/targets/<path>` | `<repo>/targets/<path>`, else the CAS object named by the `<sha256>.` prefix of the last element |
+//! | `GET\|HEAD /cas/sha256/<hex>` | the object, single-range `Range`, strong `ETag` = digest |
+//! | `GET /cas/sha256/<hex>/chunks` | `{"complete":true,...}` or the verified chunks of a download in progress |
+//!
+//! Everything else is 404 (no listing) or 405 (any method but GET/HEAD).
+//! Path segments are percent-decoded once and must be plain names
+//! (`[A-Za-z0-9._+~@=,-]`, no leading dot, no encoded `/`); the resolved
+//! file must stay inside its base after following symlinks. Connections are
+//! bounded by a semaphore, headers must arrive within `header_timeout` and
+//! fit `max_header_bytes`, and a connection that moves fewer than
+//! `min_progress` bytes in an `idle_timeout` window is closed, so slow or
+//! idle clients cannot pin the server. Files are streamed in large blocks
+//! read on the blocking pool (one kernel copy per block, no whole-file copy).
+
+use std::convert::Infallible;
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::cas::Cas;
+use crate::digest::Sha256Digest;
+
+type Body = BoxBody<Bytes, io::Error>;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The cache (CAS + `tuf/metadata`).
+    pub cache: PathBuf,
+    /// A TUF repository directory (`metadata/`, `targets/`) served first.
+    pub repo: Option<PathBuf>,
+    /// Concurrent connections; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time allowed to send a request's headers.
+    pub header_timeout: Duration,
+    /// Window of the progress rule.
+    pub idle_timeout: Duration,
+    /// Bytes a connection must move per window.
+    pub min_progress: u64,
+    /// Largest request head accepted (431 beyond).
+    pub max_header_bytes: usize,
+    /// Read size when streaming a file.
+    pub block_size: usize,
+}
+
+impl ServerConfig {
+    /// Defaults for serving `cache`.
+    pub fn new(cache: impl Into<PathBuf>) -> Self {
+        Self {
+            cache: cache.into(),
+            repo: None,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(20),
+            min_progress: 16 * 1024,
+            max_header_bytes: 16 * 1024,
+            block_size: 1 << 20,
+        }
+    }
+}
+
+/// Why the server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The cache could not be opened.
+    #[error("cannot open the cache")]
+    Cache(#[source] crate::cas::CasError),
+    /// Accepting connections failed.
+    #[error("accepting connections failed")]
+    Accept(#[source] io::Error),
+}
+
+struct State {
+    cas: Cas,
+    repo: Option<PathBuf>,
+    block: usize,
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let cas = Cas::open(&config.cache).map_err(ServerError::Cache)?;
+    let state = Arc::new(State {
+        cas,
+        repo: config.repo.clone(),
+        block: config.block_size.max(64 * 1024),
+    });
+    let sem = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let config = Arc::new(config);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&sem).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) if is_transient_accept(&e) => {
+                    tracing::warn!(error = %e, "accept failed, backing off");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => return Err(ServerError::Accept(e)),
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let config = Arc::clone(&config);
+        tokio::spawn(async move {
+            let _permit = permit;
+            handle_connection(stream, peer, state, config).await;
+        });
+    }
+}
+
+fn is_transient_accept(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    ) || e.raw_os_error().is_some_and(|c| {
+        c == rustix::io::Errno::MFILE.raw_os_error() || c == rustix::io::Errno::NFILE.raw_os_error()
+    })
+}
+
+async fn handle_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    config: Arc<ServerConfig>,
+) {
+    let moved = Arc::new(AtomicU64::new(0));
+    let io = CountingIo {
+        inner: stream,
+        moved: Arc::clone(&moved),
+    };
+    let svc = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(route(&state, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc);
+    let watchdog = async {
+        let mut last = 0u64;
+        loop {
+            tokio::time::sleep(config.idle_timeout).await;
+            let now = moved.load(Ordering::Relaxed);
+            if now - last < config.min_progress {
+                return;
+            }
+            last = now;
+        }
+    };
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        _ = watchdog => tracing::debug!(%peer, "closing a slow or idle connection"),
+    }
+}
+
+/// A socket that counts the bytes moved either way (for the progress rule).
+struct CountingIo {
+    inner: tokio::net::TcpStream,
+    moved: Arc<AtomicU64>,
+}
+
+impl AsyncRead for CountingIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.moved.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl AsyncWrite for CountingIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.moved.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.moved.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn status(code: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(full(format!("{msg}\n")));
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn not_found() -> Response<Body> {
+    status(StatusCode::NOT_FOUND, "not found")
+}
+
+/// One percent-decoded, plain path segment, or `None`.
+fn safe_segment(raw: &str) -> Option<String> {
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
+    let ok = !decoded.is_empty()
+        && !decoded.starts_with('.')
+        && decoded.len() <= 255
+        && decoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+~@=,-".contains(&b));
+    ok.then(|| decoded.into_owned())
+}
+
+fn safe_segments(raw: &str) -> Option<Vec<String>> {
+    if raw.is_empty() {
+        return None;
+    }
+    raw.split('/').map(safe_segment).collect()
+}
+
+/// Resolves `segs` under `base`, refusing anything that leaves it.
+fn resolve(base: &Path, segs: &[String]) -> Option<PathBuf> {
+    let base = base.canonicalize().ok()?;
+    let mut p = base.clone();
+    for s in segs {
+        p.push(s);
+    }
+    let real = p.canonicalize().ok()?;
+    (real.starts_with(&base) && real.is_file()).then_some(real)
+}
+
+async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let path = req.uri().path().to_string();
+    let headers = req.headers().clone();
+    let head = method == Method::HEAD;
+    if let Some(rest) = path.strip_prefix("/cas/sha256/") {
+        let (hex, tail) = match rest.split_once('/') {
+            Some((h, t)) => (h, Some(t)),
+            None => (rest, None),
+        };
+        let Ok(d) = Sha256Digest::from_hex(hex) else {
+            return not_found();
+        };
+        if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+            return not_found();
+        }
+        return match tail {
+            None => serve_object(state, &d, &headers, head).await,
+            Some("chunks") => chunks(state, &d, head),
+            Some(_) => not_found(),
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/tuf/metadata/") {
+        let Some(segs) = safe_segments(rest).filter(|s| s.len() == 1) else {
+            return not_found();
+        };
+        let mut bases = Vec::new();
+        if let Some(repo) = &state.repo {
+            bases.push(repo.join("metadata"));
+        }
+        bases.push(state.cas.tuf_dir().join("metadata"));
+        for b in bases {
+            if let Some(p) = resolve(&b, &segs) {
+                return serve_path(state, &p, None, &headers, head, "no-cache").await;
+            }
+        }
+        return not_found();
+    }
+    if let Some(rest) = path.strip_prefix("/tuf/targets/") {
+        let Some(segs) = safe_segments(rest) else {
+            return not_found();
+        };
+        if let Some(repo) = &state.repo {
+            if let Some(p) = resolve(&repo.join("targets"), &segs) {
+                return serve_path(
+                    state,
+                    &p,
+                    None,
+                    &headers,
+                    head,
+                    "public, max-age=31536000, immutable",
+                )
+                .await;
+            }
+        }
+        // Consistent-snapshot names carry the digest: `<sha256>.<name>`.
+        let last = segs.last().map(String::as_str).unwrap_or("");
+        if let Some(d) = last
+            .split_once('.')
+            .and_then(|(h, _)| Sha256Digest::from_hex(h).ok())
+        {
+            return serve_object(state, &d, &headers, head).await;
+        }
+        return not_found();
+    }
+    not_found()
+}
+
+fn chunks(state: &State, d: &Sha256Digest, head: bool) -> Response<Body> {
+    let body = if let Ok(m) = std::fs::metadata(state.cas.object_path(d)) {
+        serde_json::json!({"sha256": d, "length": m.len(), "complete": true})
+    } else if let Some(s) = state.cas.partial_status(d) {
+        serde_json::json!({
+            "sha256": d, "length": s.length, "complete": false,
+            "chunk_size": s.chunk_size, "verified": s.verified,
+        })
+    } else {
+        return not_found();
+    };
+    let bytes = body.to_string();
+    let mut r = Response::new(if head { empty() } else { full(bytes.clone()) });
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    r
+}
+
+async fn serve_object(
+    state: &State,
+    d: &Sha256Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response<Body> {
+    let path = state.cas.object_path(d);
+    if path.is_file() {
+        return serve_path(
+            state,
+            &path,
+            Some(d),
+            headers,
+            head,
+            "public, max-age=31536000, immutable",
+        )
+        .await;
+    }
+    // A download in progress: only ranges inside verified chunks.
+    let Some(st) = state.cas.partial_status(d) else {
+        return not_found();
+    };
+    let Some(range) = headers.get(header::RANGE) else {
+        return not_found();
+    };
+    let (a, b) = match parse_range(range, st.length) {
+        RangeReq::Single(a, b) => (a, b),
+        RangeReq::Unsatisfiable | RangeReq::Multiple | RangeReq::Invalid => {
+            return range_not_satisfiable(st.length);
+        }
+    };
+    let cs = st.chunk_size.max(1);
+    let all_verified = (a / cs..=b / cs).all(|i| st.verified.binary_search(&i).is_ok());
+    if !all_verified {
+        return range_not_satisfiable(st.length);
+    }
+    let file = match File::open(state.cas.partial_data_path(d)) {
+        Ok(f) => f,
+        // Finished (renamed) between the status read and the open.
+        Err(_) => match File::open(&path) {
+            Ok(f) => f,
+            Err(_) => return not_found(),
+        },
+    };
+    ranged(state, file, st.length, a, b, Some(d), head, "no-cache")
+}
+
+fn range_not_satisfiable(len: u64) -> Response<Body> {
+    let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+        r.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    r
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeReq {
+    Single(u64, u64),
+    Unsatisfiable,
+    Multiple,
+    Invalid,
+}
+
+/// Parses one `bytes=` range against a length (inclusive end).
+fn parse_range(v: &HeaderValue, len: u64) -> RangeReq {
+    let Ok(s) = v.to_str() else {
+        return RangeReq::Invalid;
+    };
+    let Some(spec) = s.trim().strip_prefix("bytes=") else {
+        return RangeReq::Invalid;
+    };
+    if spec.contains(',') {
+        return RangeReq::Multiple;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeReq::Invalid;
+    };
+    let num = |x: &str| -> Option<u64> {
+        (!x.is_empty() && x.len() <= 19 && x.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| x.parse().ok())
+            .flatten()
+    };
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => RangeReq::Invalid,
+        (true, false) => match num(b) {
+            None => RangeReq::Invalid,
+            Some(0) => RangeReq::Unsatisfiable,
+            Some(_) if len == 0 => RangeReq::Unsatisfiable,
+            Some(n) => RangeReq::Single(len.saturating_sub(n), len - 1),
+        },
+        (false, _) => {
+            let Some(start) = num(a) else {
+                return RangeReq::Invalid;
+            };
+            let end = if b.is_empty() {
+                u64::MAX
+            } else {
+                match num(b) {
+                    Some(e) => e,
+                    None => return RangeReq::Invalid,
+                }
+            };
+            if end < start {
+                return RangeReq::Invalid;
+            }
+            if start >= len {
+                return RangeReq::Unsatisfiable;
+            }
+            RangeReq::Single(start, end.min(len - 1))
+        }
+    }
+}
+
+async fn serve_path(
+    state: &State,
+    path: &Path,
+    digest: Option<&Sha256Digest>,
+    headers: &HeaderMap,
+    head: bool,
+    cache_control: &'static str,
+) -> Response<Body> {
+    let Ok(file) = File::open(path) else {
+        return not_found();
+    };
+    let Ok(meta) = file.metadata() else {
+        return not_found();
+    };
+    let len = meta.len();
+    let etag = digest.map(|d| format!("\"{}\"", d.to_hex()));
+    if let (Some(tag), Some(inm)) = (&etag, headers.get(header::IF_NONE_MATCH)) {
+        if inm
+            .to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
+        {
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            common_headers(r.headers_mut(), digest, cache_control);
+            return r;
+        }
+    }
+    // `If-Range` with another validator: send the whole object.
+    let if_range_ok = match headers.get(header::IF_RANGE) {
+        None => true,
+        Some(v) => etag
+            .as_deref()
+            .is_some_and(|t| v.as_bytes() == t.as_bytes()),
+    };
+    match headers.get(header::RANGE).filter(|_| if_range_ok) {
+        Some(r) => match parse_range(r, len) {
+            RangeReq::Single(a, b) => ranged(state, file, len, a, b, digest, head, cache_control),
+            RangeReq::Unsatisfiable => range_not_satisfiable(len),
+            // Syntactically invalid or multiple ranges: ignore the header
+            // and send the whole representation (RFC 9110 section 14.2).
+            RangeReq::Multiple | RangeReq::Invalid => {
+                whole(state, file, len, digest, head, cache_control)
+            }
+        },
+        None => whole(state, file, len, digest, head, cache_control),
+    }
+}
+
+fn common_headers(h: &mut HeaderMap, digest: Option<&Sha256Digest>, cache_control: &'static str) {
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    if let Some(d) = digest {
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", d.to_hex())) {
+            h.insert(header::ETAG, v);
+        }
+    }
+}
+
+fn whole(
+    state: &State,
+    file: File,
+    len: u64,
+    digest: Option<&Sha256Digest>,
+    head: bool,
+    cc: &'static str,
+) -> Response<Body> {
+    let mut r = Response::new(if head || len == 0 {
+        empty()
+    } else {
+        stream_file(file, 0, len, state.block)
+    });
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CONTENT_TYPE, content_type(digest));
+    common_headers(h, digest, cc);
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ranged(
+    state: &State,
+    file: File,
+    len: u64,
+    a: u64,
+    b: u64,
+    digest: Option<&Sha256Digest>,
+    head: bool,
+    cc: &'static str,
+) -> Response<Body> {
+    let n = b - a + 1;
+    let mut r = Response::new(if head {
+        empty()
+    } else {
+        stream_file(file, a, n, state.block)
+    });
+    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")) {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    h.insert(header::CONTENT_TYPE, content_type(digest));
+    common_headers(h, digest, cc);
+    r
+}
+
+fn content_type(digest: Option<&Sha256Digest>) -> HeaderValue {
+    if digest.is_some() {
+        HeaderValue::from_static("application/octet-stream")
+    } else {
+        HeaderValue::from_static("application/json")
+    }
+}
+
+/// Streams `[off, off+len)` of `file`, reading blocks on the blocking pool.
+fn stream_file(file: File, off: u64, len: u64, block: usize) -> Body {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut pos = off;
+        let end = off + len;
+        while pos < end {
+            let want = usize::try_from(end - pos).unwrap_or(usize::MAX).min(block);
+            let mut buf = BytesMut::zeroed(want);
+            let r = file.read_at(&mut buf, pos);
+            match r {
+                Ok(0) => {
+                    let _ = tx.blocking_send(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank",
+                    )));
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    pos += n as u64;
+                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        return; // client went away
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item.map(Frame::data), rx))
+    });
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pr(s: &str, len: u64) -> RangeReq {
+        parse_range(&HeaderValue::from_str(s).unwrap(), len)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(pr("bytes=0-9", 100), RangeReq::Single(0, 9));
+        assert_eq!(pr("bytes=90-", 100), RangeReq::Single(90, 99));
+        assert_eq!(pr("bytes=-10", 100), RangeReq::Single(90, 99));
+        assert_eq!(pr("bytes=-1000", 100), RangeReq::Single(0, 99));
+        assert_eq!(pr("bytes=50-1000", 100), RangeReq::Single(50, 99));
+        assert_eq!(pr("bytes=100-", 100), RangeReq::Unsatisfiable);
+        assert_eq!(pr("bytes=-0", 100), RangeReq::Unsatisfiable);
+        assert_eq!(pr("bytes=0-1,5-6", 100), RangeReq::Multiple);
+        assert_eq!(pr("bytes=9-1", 100), RangeReq::Invalid);
+        assert_eq!(pr("items=0-1", 100), RangeReq::Invalid);
+        assert_eq!(pr("bytes=a-b", 100), RangeReq::Invalid);
+        assert_eq!(pr("bytes=99999999999999999999-", 100), RangeReq::Invalid);
+    }
+
+    #[test]
+    fn segments() {
+        assert!(safe_segments("a/b.json").is_some());
+        assert!(safe_segments("../x").is_none());
+        assert!(safe_segments("a/%2e%2e/x").is_none());
+        assert!(safe_segments("a%2fb").is_none());
+        assert!(safe_segments("a//b").is_none());
+        assert!(safe_segments(".hidden").is_none());
+        assert!(safe_segments("a%00").is_none());
+    }
+}

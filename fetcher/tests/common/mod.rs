@@ -1,0 +1,147 @@
+//! Shared helpers of the fetcher scenario tests: deterministic test data and
+//! real peer servers (`fetcher::serve` on its own runtime and thread, so a
+//! test can kill one mid-transfer).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fetcher::{Cas, FetchOptions, ObjectSpec, ServerConfig, Source};
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An object of `len` bytes in chunks of `chunk`.
+pub fn object(len: usize, chunk: u64, seed: u64) -> (Vec<u8>, ObjectSpec) {
+    let d = data(len, seed);
+    let spec = ObjectSpec::of_bytes(&d, chunk);
+    (d, spec)
+}
+
+/// A cache directory holding `data` as a complete object.
+pub fn seeded_cache(root: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let dir = root.join(name);
+    let cas = Cas::open(&dir).expect("open cache");
+    cas.insert_bytes(data).expect("seed object");
+    dir
+}
+
+/// A `phase serve`-equivalent peer on 127.0.0.1 with its own runtime.
+pub struct Peer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Peer {
+    pub fn start(config: ServerConfig) -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), config)
+    }
+
+    pub fn start_on(bind: SocketAddr, config: ServerConfig) -> Self {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind(bind).await.expect("bind");
+                addr_tx
+                    .send(l.local_addr().expect("addr"))
+                    .expect("send addr");
+                fetcher::serve(l, config, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .expect("serve");
+            });
+            // Dropping the runtime cancels every connection: a killed peer.
+            rt.shutdown_background();
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("peer did not start");
+        Self {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn serve_cache(cache: &Path) -> Self {
+        Self::start(ServerConfig::new(cache))
+    }
+
+    pub fn url(&self) -> url::Url {
+        format!("http://{}", self.addr).parse().expect("url")
+    }
+
+    pub fn source(&self, spec: &ObjectSpec) -> Source {
+        Source::phase_peer(&self.url(), &spec.sha256).expect("source")
+    }
+
+    /// Stops the peer at once, cutting open transfers.
+    pub fn kill(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Options for tests: short timeouts so faults resolve quickly.
+pub fn quick_options() -> FetchOptions {
+    FetchOptions {
+        deadline: Duration::from_secs(60),
+        min_throughput: 256 * 1024,
+        throughput_grace: Duration::from_secs(1),
+        read_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(2),
+        max_failures: 4,
+        backoff: Duration::from_millis(50),
+        connections_per_peer: 2,
+    }
+}
+
+/// Files in a directory tree whose name ends with `suffix`.
+pub fn files_ending(root: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
