@@ -1,1 +1,29 @@
-//! Initramfs, ESP and GPT disk image writers (placeholder until issue 5 lands).
+//! Build the Phase Boot disk image without root, loop devices or mounts.
+//!
+//! This crate owns:
+//! * [`kernel`]: getting Debian's kernel package with apt (downloaded and
+//!   unpacked under a build directory, never installed on the host);
+//! * [`modules`]: reading each module's ELF `.modinfo` section and computing
+//!   the dependency closure and load order of the modules the initramfs carries;
+//! * [`cpio`]: a deterministic cpio "newc" archive writer (sorted entries,
+//!   fixed owners and times), compressed with zstd or gzip-free zstd only;
+//! * [`stage1`]: the stage-1 initramfs layout that `phase-init` expects;
+//! * [`esp`]: the ESP contents (systemd-boot, loader entries from templates);
+//! * [`disk`]: the GPT disk image (ESP FAT32 + `PHASE-CACHE` ext4) and the
+//!   qcow2 conversion.
+//!
+//! It does not own TUF verification (the `verifier` crate) nor the console:
+//! it never prints, it emits `tracing` events and returns typed errors.
+
+pub mod cpio;
+pub mod disk;
+pub mod elf;
+pub mod esp;
+pub mod kernel;
+pub mod modules;
+pub mod stage1;
+
+mod util;
+
+pub use disk::{DiskLayout, DiskSpec};
+pub use kernel::Kernel;

@@ -1,0 +1,153 @@
+//! What goes on the EFI System Partition: systemd-boot as the removable-media
+//! loader, its `loader.conf` and one entry per mode (from the templates in
+//! the repository's `esp/`), the kernel, the stage-1 initramfs and a GRUB
+//! fallback config.
+//!
+//! Templates may use `@KERNEL@`, `@INITRD@` (ESP paths of the kernel and
+//! initramfs), `@KVER@` (kernel release) and `@DEFAULT_MODE@`; any other
+//! `@NAME@` is an error, so a typo cannot reach a boot menu.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The boot modes, one loader entry each.
+pub const MODES: [&str; 3] = ["internet", "local", "private"];
+
+/// ESP path of the kernel.
+pub const KERNEL_PATH: &str = "phase/vmlinuz";
+/// ESP path of the stage-1 initramfs.
+pub const INITRD_PATH: &str = "phase/initramfs.img";
+/// ESP path of systemd-boot (the UEFI removable-media default for x86_64).
+pub const LOADER_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
+/// ESP path of the GRUB fallback config.
+pub const GRUB_CFG_PATH: &str = "boot/grub/grub.cfg";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EspError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown default mode {0:?} (expected internet, local or private)")]
+    BadMode(String),
+    #[error("template {path} uses unknown placeholder {placeholder}")]
+    UnknownPlaceholder { path: PathBuf, placeholder: String },
+}
+
+/// Inputs of the ESP.
+#[derive(Debug, Clone)]
+pub struct EspSpec {
+    /// The repository's `esp/` directory (templates).
+    pub templates: PathBuf,
+    /// `systemd-bootx64.efi`.
+    pub systemd_boot: PathBuf,
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// The kernel release (for `@KVER@`).
+    pub kernel_release: String,
+    /// The compressed stage-1 initramfs.
+    pub initramfs: Vec<u8>,
+    /// Which entry `loader.conf` boots by default.
+    pub default_mode: String,
+}
+
+/// ESP path -> file contents; directories are implied.
+#[derive(Debug, Clone, Default)]
+pub struct EspFiles {
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl EspFiles {
+    pub fn total_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.len() as u64).sum()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, EspError> {
+    std::fs::read(path).map_err(|source| EspError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Replace the known placeholders; refuse any other `@NAME@`.
+pub fn render(path: &Path, text: &str, vars: &[(&str, &str)]) -> Result<String, EspError> {
+    let mut out = text.to_owned();
+    for (k, v) in vars {
+        out = out.replace(&format!("@{k}@"), v);
+    }
+    // Any remaining @UPPER_CASE@ is an unknown placeholder.
+    let mut rest = out.as_str();
+    while let Some(start) = rest.find('@') {
+        let after = &rest[start + 1..];
+        if let Some(end) = after.find('@') {
+            let name = &after[..end];
+            if !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                return Err(EspError::UnknownPlaceholder {
+                    path: path.to_path_buf(),
+                    placeholder: format!("@{name}@"),
+                });
+            }
+        }
+        rest = after;
+    }
+    Ok(out)
+}
+
+/// Assemble the ESP file table.
+pub fn assemble(spec: &EspSpec) -> Result<EspFiles, EspError> {
+    if !MODES.contains(&spec.default_mode.as_str()) {
+        return Err(EspError::BadMode(spec.default_mode.clone()));
+    }
+    let kernel = format!("/{KERNEL_PATH}");
+    let initrd = format!("/{INITRD_PATH}");
+    let vars = [
+        ("KERNEL", kernel.as_str()),
+        ("INITRD", initrd.as_str()),
+        ("KVER", spec.kernel_release.as_str()),
+        ("DEFAULT_MODE", spec.default_mode.as_str()),
+    ];
+    let template = |rel: &str| -> Result<Vec<u8>, EspError> {
+        let path = crate::util::path_join(&spec.templates, rel);
+        let bytes = read(&path)?;
+        let text = String::from_utf8_lossy(&bytes);
+        Ok(render(&path, &text, &vars)?.into_bytes())
+    };
+    let mut files = BTreeMap::new();
+    files.insert(LOADER_PATH.to_owned(), read(&spec.systemd_boot)?);
+    files.insert(
+        "loader/loader.conf".to_owned(),
+        template("loader/loader.conf")?,
+    );
+    for mode in MODES {
+        let rel = format!("loader/entries/phase-{mode}.conf");
+        files.insert(rel.clone(), template(&rel)?);
+    }
+    files.insert(GRUB_CFG_PATH.to_owned(), template("grub/grub.cfg")?);
+    files.insert(KERNEL_PATH.to_owned(), read(&spec.kernel)?);
+    files.insert(INITRD_PATH.to_owned(), spec.initramfs.clone());
+    Ok(EspFiles { files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders() {
+        let p = Path::new("t");
+        let vars = [("KVER", "6.1"), ("DEFAULT_MODE", "local")];
+        assert_eq!(
+            render(
+                p,
+                "default phase-@DEFAULT_MODE@.conf # me@example.org @kver@",
+                &vars
+            )
+            .unwrap(),
+            "default phase-local.conf # me@example.org @kver@"
+        );
+        let e = render(p, "linux @KERNAL@", &vars).unwrap_err();
+        assert!(e.to_string().contains("@KERNAL@"), "{e}");
+    }
+}
