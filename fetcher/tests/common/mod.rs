@@ -145,3 +145,68 @@ pub fn files_ending(root: &Path, suffix: &str) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A TCP front for a real peer that dies (closes every connection and stops
+/// listening) after relaying `budget` response bytes: a peer killed
+/// mid-transfer, at a deterministic point.
+pub struct DyingProxy {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DyingProxy {
+    pub async fn start(upstream: SocketAddr, budget: u64) -> Self {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let left = Arc::new(AtomicI64::new(budget as i64));
+        let dead = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    r = l.accept() => {
+                        let Ok((mut down, _)) = r else { break };
+                        let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else { break };
+                        let (left, dead) = (Arc::clone(&left), Arc::clone(&dead));
+                        conns.spawn(async move {
+                            let (mut dr, mut dw) = down.split();
+                            let (mut ur, mut uw) = up.split();
+                            let c2s = tokio::io::copy(&mut dr, &mut uw);
+                            let s2c = async {
+                                let mut buf = vec![0u8; 16 * 1024];
+                                loop {
+                                    let n = ur.read(&mut buf).await.unwrap_or(0);
+                                    if n == 0 { return; }
+                                    let before = left.fetch_sub(n as i64, Ordering::SeqCst);
+                                    let allowed = before.clamp(0, n as i64) as usize;
+                                    if allowed > 0 && dw.write_all(&buf[..allowed]).await.is_err() { return; }
+                                    if before - (n as i64) <= 0 { dead.notify_waiters(); return; }
+                                }
+                            };
+                            tokio::select! { _ = c2s => {}, _ = s2c => {} }
+                        });
+                    }
+                    _ = dead.notified() => break,
+                }
+            }
+            // Dropping the listener and every connection: the peer is gone.
+            conns.abort_all();
+        });
+        Self { addr, task }
+    }
+
+    pub fn url(&self) -> url::Url {
+        format!("http://{}", self.addr).parse().expect("url")
+    }
+}
+
+impl Drop for DyingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
