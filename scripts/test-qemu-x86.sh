@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# test-qemu-x86.sh: boot a Phase Boot disk image under QEMU/OVMF (TCG) and
+# judge the boot from the serial log.
+#
+#   scripts/test-qemu-x86.sh --image build/phase-boot-x86_64.img \
+#       [--mode internet|local|private] [--append "phase.test=poweroff ..."] \
+#       [--timeout SECONDS] [--expect STRING] [--log FILE]
+#
+# Exit status 0 when STRING (default "phase-init: ready") appears on the
+# serial console within the timeout; otherwise non-zero and the log's tail.
+# --mode / --append edit the ESP (loader.conf default entry, the entry's
+# options line) of a temporary copy: a sparse raw copy for a raw image, a
+# qcow2 overlay backed by the image for a qcow2. The image is never modified.
+# KVM is not used (-accel tcg): it does not work on the build machines.
+set -euo pipefail
+
+usage() {
+  sed -n '2,14s/^# \{0,1\}//p' "$0"
+  exit 2
+}
+die() {
+  echo "test-qemu-x86: $*" >&2
+  exit 2
+}
+
+image='' mode='' append='' timeout=120 expect='phase-init: ready' log=''
+while (($#)); do
+  case $1 in
+    --image) image=${2:?--image needs a path}; shift 2 ;;
+    --mode) mode=${2:?--mode needs internet, local or private}; shift 2 ;;
+    --append) append=${2?--append needs a string}; shift 2 ;;
+    --timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
+    --expect) expect=${2:?--expect needs a string}; shift 2 ;;
+    --log) log=${2:?--log needs a path}; shift 2 ;;
+    -h | --help) usage ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+[[ -n $image ]] || die "--image is required (see --help)"
+[[ -f $image ]] || die "image $image does not exist (build it with: make image)"
+[[ -z $mode || $mode =~ ^(internet|local|private)$ ]] || die "--mode $mode: expected internet, local or private"
+[[ $timeout =~ ^[0-9]+$ ]] || die "--timeout $timeout: expected whole seconds"
+
+ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
+ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
+for tool in qemu-system-x86_64 qemu-img sgdisk mtype mcopy; do
+  command -v "$tool" >/dev/null || die "$tool is missing (scripts/deps-check.sh --install)"
+done
+[[ -f $ovmf_code ]] || die "$ovmf_code is missing (Debian package ovmf)"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-qemu-x86.XXXXXX")
+qemu_pid=''
+cleanup() {
+  [[ -n $qemu_pid ]] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+[[ -n $log ]] || log=$tmp/serial.log
+: >"$log"
+
+image=$(readlink -f "$image")
+format=raw
+[[ $(od -An -tx1 -N4 "$image" | tr -d ' \n') == 514649fb ]] && format=qcow2
+
+disk=$image disk_format=$format snapshot=,snapshot=on
+if [[ -n $mode || -n $append ]]; then
+  raw=$tmp/disk.raw
+  if [[ $format == raw ]]; then
+    cp --sparse=always "$image" "$raw"
+  else
+    qemu-img convert -f qcow2 -O raw "$image" "$raw"
+  fi
+  first=$(sgdisk -i 1 "$raw" 2>/dev/null | sed -n 's/^First sector: \([0-9]*\).*/\1/p') || true
+  [[ -n $first ]] || die "$image has no GPT partition 1 (the ESP)"
+  esp="$raw@@$((first * 512))"
+  export MTOOLS_SKIP_CHECK=1
+  mtype -i "$esp" ::/loader/loader.conf | tr -d '\r' >"$tmp/loader.conf"
+  if [[ -n $mode ]]; then
+    { grep -v '^[[:space:]]*default[[:space:]]' "$tmp/loader.conf" || true; echo "default phase-$mode.conf"; } >"$tmp/loader.new"
+    mcopy -o -i "$esp" "$tmp/loader.new" ::/loader/loader.conf
+    entry=phase-$mode.conf
+  else
+    entry=$(awk '$1 == "default" { e = $2 } END { print e }' "$tmp/loader.conf")
+    [[ -n $entry ]] || die "loader/loader.conf on $image names no default entry"
+  fi
+  if [[ -n $append ]]; then
+    mtype -i "$esp" "::/loader/entries/$entry" 2>/dev/null | tr -d '\r' >"$tmp/entry.conf" ||
+      die "$image has no loader/entries/$entry"
+    awk -v extra="$append" '!done && $1 == "options" { $0 = $0 " " extra; done = 1 } { print } END { if (!done) print "options " extra }' \
+      "$tmp/entry.conf" >"$tmp/entry.new"
+    mcopy -o -i "$esp" "$tmp/entry.new" "::/loader/entries/$entry"
+  fi
+  snapshot=''
+  if [[ $format == qcow2 ]]; then
+    # Only the clusters that differ from the image go into the overlay.
+    qemu-img convert -f raw -O qcow2 -B "$image" -F qcow2 "$raw" "$tmp/overlay.qcow2"
+    rm -f "$raw"
+    disk=$tmp/overlay.qcow2 disk_format=qcow2
+  else
+    disk=$raw disk_format=raw
+  fi
+fi
+
+cp "$ovmf_vars" "$tmp/OVMF_VARS.fd"
+qemu-system-x86_64 -accel tcg -machine q35 -m 512 -smp 1 \
+  -display none -monitor none -nic none -no-reboot \
+  -drive "if=pflash,format=raw,unit=0,readonly=on,file=$ovmf_code" \
+  -drive "if=pflash,format=raw,unit=1,file=$tmp/OVMF_VARS.fd" \
+  -drive "if=virtio,format=$disk_format,file=${disk//,/,,},cache=unsafe$snapshot" \
+  -serial "file:$log" </dev/null >"$tmp/qemu.out" 2>&1 &
+qemu_pid=$!
+
+plain() { sed -e 's/\x1b\[[0-9;?]*[ -/]*[@-~]//g' -e 's/\x1b[()][0-9A-Za-z]//g' -e 's/\r//g' "$log"; }
+start=$SECONDS
+result=timeout
+while ((SECONDS - start < timeout)); do
+  if plain | grep -aqF -- "$expect"; then
+    result=seen
+    break
+  fi
+  if ! kill -0 "$qemu_pid" 2>/dev/null; then
+    plain | grep -aqF -- "$expect" && result=seen || result=exited
+    break
+  fi
+  sleep 0.5
+done
+
+if [[ $result == seen ]]; then
+  echo "test-qemu-x86: ok: \"$expect\" after $((SECONDS - start)) s (log: $log)"
+  plain | grep -aF -- "$expect" | head -n 1
+  # Let a powering-off guest finish; otherwise stop QEMU.
+  for _ in $(seq 20); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
+  exit 0
+fi
+case $result in
+  timeout) echo "test-qemu-x86: FAIL: no \"$expect\" within $timeout s (log: $log)" >&2 ;;
+  exited) echo "test-qemu-x86: FAIL: QEMU exited without \"$expect\" (log: $log)" >&2 ;;
+esac
+echo "--- last 40 lines of the serial log ---" >&2
+plain | tail -n 40 >&2
+if [[ -s $tmp/qemu.out ]]; then
+  echo "--- QEMU output ---" >&2
+  cat "$tmp/qemu.out" >&2
+fi
+exit 1

@@ -1,0 +1,165 @@
+//! Boot tests of the built image (issue 5): the image `make image` writes
+//! boots under QEMU/OVMF (TCG) through systemd-boot to phase-init in every
+//! mode; a typo'd parameter warns and still boots; the qcow2 boots the same.
+//!
+//! Prerequisites (built by `make test` through TEST_PREREQS):
+//! `$PHASE_BUILD/phase-boot-x86_64.img` and `.qcow2`. A missing image fails
+//! the test with the command that builds it.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testkit::qemu::{Qemu, Vm};
+
+/// Generous for TCG on a loaded 2-core machine; a boot takes 10–30 s.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn build_dir() -> PathBuf {
+    std::env::var_os("PHASE_BUILD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"))
+}
+
+fn image(ext: &str) -> PathBuf {
+    let p = build_dir().join(format!("phase-boot-x86_64.{ext}"));
+    assert!(
+        p.is_file(),
+        "boot test prerequisite missing: {} (build it with `make image` / `make qcow2`, \
+         or run `make test`, which builds it first)",
+        p.display()
+    );
+    p
+}
+
+/// Boots `disk` in `mode` with `append` and checks the three layers on the
+/// serial console: systemd-boot's entry title, the kernel, phase-init.
+fn boot(disk: PathBuf, mode: &str, append: &str) -> Vm {
+    let t = Instant::now();
+    let mut vm = Qemu::image(&disk)
+        .mode(mode)
+        .append(format!("phase.test=poweroff {append}"))
+        .timeout(BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU for {}: {e}", disk.display()));
+    let title = format!("Phase Boot ({mode})");
+    for expect in [
+        title.as_str(),
+        "Linux version ",
+        "Run /init as init process",
+    ] {
+        vm.wait_for(expect).unwrap_or_else(|e| panic!("{e}"));
+    }
+    vm.wait_for(&format!("phase-init: ready mode={mode} channel=stable"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}: ready in {:.1?}", disk.display(), t.elapsed());
+    vm
+}
+
+fn powers_off(mut vm: Vm) {
+    let status = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "QEMU exited with {status}");
+}
+
+#[test]
+fn image_boots_in_internet_mode() {
+    powers_off(boot(image("img"), "internet", ""));
+}
+
+#[test]
+fn image_boots_in_local_mode() {
+    powers_off(boot(image("img"), "local", ""));
+}
+
+#[test]
+fn image_boots_in_private_mode() {
+    let mut vm = boot(image("img"), "private", "");
+    // Private mode forces nowrite, whatever the command line says.
+    let log = vm.log();
+    assert!(
+        log.contains("mode=private channel=stable cache=enabled nowrite=true"),
+        "{log}"
+    );
+    vm.wait_for("phase.test=poweroff: powering off")
+        .unwrap_or_else(|e| panic!("{e}"));
+    powers_off(vm);
+}
+
+#[test]
+fn typo_in_a_parameter_warns_and_still_boots() {
+    // The entry says phase.mode=local; the misspelled name and the misspelled
+    // value each get a warning naming them, and the boot goes on in local.
+    let mut vm = boot(image("img"), "local", "phase.mdoe=private phase.mode=lcoal");
+    let log = vm.log();
+    for warning in [
+        "warning: phase.mdoe: unknown parameter, ignored",
+        "warning: phase.mode=lcoal: expected internet|local|private; using local",
+    ] {
+        assert!(log.contains(warning), "no {warning:?} in the log:\n{log}");
+    }
+    vm.wait_for("powering off")
+        .unwrap_or_else(|e| panic!("{e}"));
+    powers_off(vm);
+}
+
+#[test]
+fn qcow2_boots_the_same_way() {
+    powers_off(boot(image("qcow2"), "local", ""));
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-qemu-x86.sh")
+}
+
+#[test]
+fn test_qemu_script_boots_the_image_and_leaves_it_untouched() {
+    let img = image("img");
+    let before = std::fs::metadata(&img).expect("stat the image");
+    let out = Command::new("bash")
+        .arg(script())
+        .args([
+            "--image",
+            img.to_str().expect("utf-8 path"),
+            "--mode",
+            "local",
+        ])
+        .args(["--append", "phase.test=poweroff", "--timeout", "240"])
+        .output()
+        .expect("run scripts/test-qemu-x86.sh");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("phase-init: ready mode=local channel=stable"),
+        "{text}"
+    );
+    let after = std::fs::metadata(&img).expect("stat the image");
+    assert_eq!(before.len(), after.len());
+    assert_eq!(
+        before.modified().ok(),
+        after.modified().ok(),
+        "the boot wrote to {}",
+        img.display()
+    );
+}
+
+#[test]
+fn test_qemu_script_fails_with_the_log_tail() {
+    let img = image("img");
+    let out = Command::new("bash")
+        .arg(script())
+        .args(["--image", img.to_str().expect("utf-8 path")])
+        .args(["--expect", "a line no boot prints", "--timeout", "5"])
+        .output()
+        .expect("run scripts/test-qemu-x86.sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("FAIL: no \"a line no boot prints\" within 5 s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--- last 40 lines of the serial log ---"),
+        "{err}"
+    );
+}
