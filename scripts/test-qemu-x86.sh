@@ -128,8 +128,10 @@ done
 if [[ $result == seen ]]; then
   echo "test-qemu-x86: ok: \"$expect\" after $((SECONDS - start)) s (log: $log)"
   plain | grep -aF -- "$expect" | head -n 1
-  # Let a powering-off guest finish; otherwise stop QEMU.
-  for _ in $(seq 20); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
+  # Let a guest told to power off finish; otherwise stop QEMU now.
+  if [[ $append == *phase.test=poweroff* ]]; then
+    for _ in $(seq 20); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
+  fi
   exit 0
 fi
 case $result in
