@@ -43,6 +43,18 @@ pub enum Stage {
 pub enum TestAction {
     /// Sync and power the machine off (QEMU with `-no-reboot` then exits).
     Poweroff,
+    /// Panic on purpose before the ready line, to test that a panic lands
+    /// in the rescue shell.
+    Panic,
+}
+
+impl TestAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestAction::Poweroff => "poweroff",
+            TestAction::Panic => "panic",
+        }
+    }
 }
 
 /// An extra peer named on the command line.
@@ -116,8 +128,8 @@ impl Config {
         if self.debug {
             s.push_str(" debug");
         }
-        if let Some(TestAction::Poweroff) = self.test {
-            s.push_str(" test=poweroff");
+        if let Some(t) = self.test {
+            s.push_str(&format!(" test={}", t.as_str()));
         }
         s
     }
@@ -137,8 +149,8 @@ impl Config {
             let list: Vec<String> = self.peers.iter().map(Peer::to_string).collect();
             words.push(format!("phase.peers={}", list.join(",")));
         }
-        if let Some(TestAction::Poweroff) = self.test {
-            words.push("phase.test=poweroff".to_owned());
+        if let Some(t) = self.test {
+            words.push(format!("phase.test={}", t.as_str()));
         }
         words.join(" ")
     }
@@ -281,18 +293,17 @@ pub const PARAMS: &[Param] = &[
     },
     Param {
         name: "phase.test",
-        expected: "poweroff",
-        apply: |c, v, _| match v {
-            Some("poweroff") => {
-                c.test = Some(TestAction::Poweroff);
-                Ok(())
-            }
-            _ => Err(()),
+        expected: "poweroff|panic",
+        apply: |c, v, _| {
+            let t = match v {
+                Some("poweroff") => TestAction::Poweroff,
+                Some("panic") => TestAction::Panic,
+                _ => return Err(()),
+            };
+            c.test = Some(t);
+            Ok(())
         },
-        current: |c| match c.test {
-            Some(TestAction::Poweroff) => "poweroff".to_owned(),
-            None => "none".to_owned(),
-        },
+        current: |c| c.test.map_or("none", TestAction::as_str).to_owned(),
     },
 ];
 
@@ -586,10 +597,14 @@ mod tests {
             proptest::collection::vec(peer, 0..4),
             stage,
             any::<bool>(),
-            any::<bool>(),
+            prop_oneof![
+                Just(None),
+                Just(Some(TestAction::Poweroff)),
+                Just(Some(TestAction::Panic))
+            ],
         )
             .prop_map(
-                |(mode, channel, cache, nowrite, peers, stage, debug, off)| Config {
+                |(mode, channel, cache, nowrite, peers, stage, debug, test)| Config {
                     mode,
                     channel,
                     cache,
@@ -597,7 +612,7 @@ mod tests {
                     peers,
                     stage,
                     debug,
-                    test: off.then_some(TestAction::Poweroff),
+                    test,
                 },
             )
     }

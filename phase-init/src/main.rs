@@ -50,6 +50,9 @@ fn boot() {
     step::run("modules", || load_modules(root));
     step::run("loader", boot_entry);
     step::run("trust", || trusted_root(root));
+    if config.test == Some(TestAction::Panic) {
+        panic!("phase.test=panic: panicking on purpose");
+    }
     console().raw(&phase_init::ready_line(&config));
     if config.test == Some(TestAction::Poweroff) {
         console().line("phase.test=poweroff: powering off");

@@ -81,15 +81,19 @@ pub struct Report {
     pub loaded: usize,
     /// `EEXIST`: built in or loaded before; fine.
     pub already: usize,
+    /// `ENODEV`: the module's init found no hardware for it (e.g.
+    /// crc32c-intel on a CPU without SSE4.2); fine.
+    pub no_device: usize,
     pub failed: Vec<LoadError>,
 }
 
 impl Report {
     pub fn summary(&self) -> String {
         format!(
-            "{} loaded, {} already present, {} failed",
+            "{} loaded, {} already present, {} without their hardware, {} failed",
             self.loaded,
             self.already,
+            self.no_device,
             self.failed.len()
         )
     }
@@ -102,6 +106,7 @@ pub fn load_all(plan: &Plan) -> Report {
         match load_one(&plan.dir.join(rel)) {
             Ok(Loaded::New) => report.loaded += 1,
             Ok(Loaded::Already) => report.already += 1,
+            Ok(Loaded::NoDevice) => report.no_device += 1,
             Err((what, source)) => report.failed.push(LoadError {
                 module: rel.clone(),
                 what,
@@ -115,6 +120,7 @@ pub fn load_all(plan: &Plan) -> Report {
 enum Loaded {
     New,
     Already,
+    NoDevice,
 }
 
 fn load_one(path: &Path) -> Result<Loaded, (&'static str, io::Error)> {
@@ -130,6 +136,7 @@ fn load_one(path: &Path) -> Result<Loaded, (&'static str, io::Error)> {
     match rustix::system::finit_module(&file, c"", flags) {
         Ok(()) => Ok(Loaded::New),
         Err(rustix::io::Errno::EXIST) => Ok(Loaded::Already),
+        Err(rustix::io::Errno::NODEV) => Ok(Loaded::NoDevice),
         Err(e) => Err(("the kernel refused it (dmesg tells why)", e.into())),
     }
 }
@@ -190,6 +197,9 @@ mod tests {
             report.failed[0].to_string(),
             "module gone.ko: cannot open the file"
         );
-        assert_eq!(report.summary(), "0 loaded, 0 already present, 2 failed");
+        assert_eq!(
+            report.summary(),
+            "0 loaded, 0 already present, 0 without their hardware, 2 failed"
+        );
     }
 }

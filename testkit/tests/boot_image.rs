@@ -163,3 +163,34 @@ fn test_qemu_script_fails_with_the_log_tail() {
         "{err}"
     );
 }
+
+#[test]
+fn a_panic_lands_in_the_rescue_shell_which_respawns() {
+    let disk = image("img");
+    let mut vm = Qemu::image(&disk)
+        .mode("local")
+        .append("phase.test=panic")
+        .timeout(BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU for {}: {e}", disk.display()));
+    let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
+    expect(&mut vm, "PANIC in phase-init at ");
+    expect(&mut vm, "phase.test=panic: panicking on purpose");
+    expect(&mut vm, "dropping to the rescue shell");
+    expect(&mut vm, "rescue: shell on /dev/ttyS0");
+    expect(&mut vm, "(phase rescue)");
+    // Job control: a background job shows up in `jobs`; the shell answers.
+    vm.send_line("sleep 300 & jobs; echo answer-$((6*7)) $$")
+        .expect("type on the serial console");
+    let job = regex::Regex::new(r"\[1\]\+ +Running +sleep 300").expect("valid regex");
+    vm.wait_for_regex(&job).unwrap_or_else(|e| panic!("{e}"));
+    expect(&mut vm, "answer-42");
+    // PID 1 starts a new shell when this one exits.
+    vm.send_line("exit").expect("type on the serial console");
+    expect(&mut vm, "rescue: shell exited (status 0)");
+    expect(&mut vm, "rescue: shell on /dev/ttyS0");
+    expect(&mut vm, "(phase rescue)");
+    vm.send_line("/bin/busybox poweroff -f")
+        .expect("type on the serial console");
+    powers_off(vm);
+}
