@@ -49,4 +49,4 @@ pub use error::{Error, HashMismatch, Rule, StorageError, TargetRule, TransportEr
 pub use store::{DirStorage, DirTransport, MemoryStorage, Storage, Transport};
 pub use target::{check_target_name, Chunks, Kind, PhaseCustom, Target, DEFAULT_CHUNK_SIZE};
 pub use trusted::TrustedSet;
-pub use updater::{install_root, role_file, root_fingerprint, Limits, Updater};
+pub use updater::{encode_name, install_root, role_file, root_fingerprint, Limits, Updater};

@@ -53,9 +53,15 @@ const ROLE_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'~');
 
+/// URL-encode `name` as python-tuf's `quote(name, "")` does (everything but
+/// ASCII letters, digits and `_.-~`), so it is one safe file name.
+pub fn encode_name(name: &str) -> String {
+    utf8_percent_encode(name, ROLE_ENCODE).to_string()
+}
+
 /// The unversioned file name of a role's metadata: `<url-encoded role>.json`.
 pub fn role_file(role: &str) -> String {
-    format!("{}.json", utf8_percent_encode(role, ROLE_ENCODE))
+    format!("{}.json", encode_name(role))
 }
 
 /// Fingerprint of a root: hex SHA-256 over the root role's key ids, sorted,

@@ -1,4 +1,5 @@
 //! One module per subcommand: an `Args` struct (clap) and `run(Args)`.
+pub mod common;
 pub mod image;
 pub mod keygen;
 pub mod publish;

@@ -1,7 +1,85 @@
-//! PLACEHOLDER: replaced by the issue that builds this subcommand.
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+//! `phase rotate`: replace one role's keys, write root N+1 signed by the old
+//! and (for root) the new root keys, and with `--repo` re-sign the
+//! repository so clients can follow the rotation at once.
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("this subcommand is not built yet")
+use std::path::PathBuf;
+
+use anyhow::Context;
+use verifier::publish::{rotate_keys, Publisher, RotateOptions};
+
+use super::common::{duration_arg, print_json};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Key directory written by `phase keygen`.
+    #[arg(long)]
+    pub keys: PathBuf,
+    /// Role whose keys are replaced: root, targets, snapshot or timestamp.
+    #[arg(long, value_parser = ["root", "targets", "snapshot", "timestamp"])]
+    pub role: String,
+    /// Number of new keys (default: as many as now).
+    #[arg(long)]
+    pub key_count: Option<u32>,
+    /// New threshold (default: as now, at most the key count).
+    #[arg(long)]
+    pub threshold: Option<u64>,
+    /// How long the new root stays valid.
+    #[arg(long, default_value = "365d", value_parser = duration_arg)]
+    pub expires: chrono::Duration,
+    /// Repository to re-sign with the new root (new targets, snapshot, timestamp).
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
+    /// Validity of the re-signed targets, snapshot and timestamp.
+    #[arg(long, default_value = "30d", value_parser = duration_arg)]
+    pub metadata_expires: chrono::Duration,
+    /// Print a JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let opts = RotateOptions {
+        role: args.role.clone(),
+        keys: args.key_count,
+        threshold: args.threshold,
+        root_expires: chrono::Utc::now() + args.expires,
+    };
+    let report = rotate_keys(&args.keys, &opts).with_context(|| {
+        format!(
+            "rotating {} keys in {} failed",
+            args.role,
+            args.keys.display()
+        )
+    })?;
+    let published = match &args.repo {
+        Some(repo) => {
+            let p = Publisher::open(repo, &args.keys)
+                .with_context(|| format!("opening repository {} failed", repo.display()))?;
+            Some(
+                p.commit(args.metadata_expires)
+                    .context("re-signing the repository failed")?,
+            )
+        }
+        None => None,
+    };
+    if args.json {
+        return print_json(&serde_json::json!({ "root": report, "repository": published }));
+    }
+    println!(
+        "rotated {} keys: wrote {} (root v{})",
+        args.role,
+        report.root_file.display(),
+        report.root_version
+    );
+    println!("root fingerprint {}", report.fingerprint);
+    if let (Some(repo), Some(p)) = (&args.repo, published) {
+        println!(
+            "re-signed {}: targets v{}, snapshot v{}, timestamp v{}",
+            repo.display(),
+            p.targets_version,
+            p.snapshot_version,
+            p.timestamp_version
+        );
+    }
+    Ok(())
 }
