@@ -5,7 +5,9 @@
 //! * [`fetch`]: one object from many peers at once over HTTP `Range`,
 //!   verified chunk by chunk against the signed chunk list;
 //! * [`server`]: the read-only peer HTTP server (`phase serve`, every booted
-//!   node).
+//!   node);
+//! * [`peer`] and [`transport`]: peer URLs, and the TUF client's transport
+//!   over them (implements `verifier::Transport`).
 //!
 //! What it does not own: TUF (the `verifier` crate decides which digests are
 //! trusted; this crate only takes a `(sha256, length, chunks)` triple), peer
@@ -16,7 +18,9 @@ pub mod cas;
 pub mod digest;
 pub mod fetch;
 pub mod object;
+pub mod peer;
 pub mod server;
+pub mod transport;
 
 pub use cas::{Cas, CasError, GcReport};
 pub use digest::Sha256Digest;
@@ -24,4 +28,6 @@ pub use fetch::{
     FetchError, FetchOptions, FetchReport, Fetcher, PeerReport, Progress, ProgressFn, Source,
 };
 pub use object::{ChunkList, ObjectSpec, DEFAULT_CHUNK_SIZE};
+pub use peer::{Peer, PeerError};
 pub use server::{serve, ServerConfig, ServerError};
+pub use transport::PeerTransport;

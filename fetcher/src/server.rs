@@ -98,6 +98,55 @@ struct State {
     cas: Cas,
     repo: Option<PathBuf>,
     block: usize,
+    /// Repository target files by the digest prefix of their consistent
+    /// names, so `/cas/sha256/<hex>` also serves what the repo holds.
+    repo_index: std::sync::Mutex<RepoIndex>,
+}
+
+#[derive(Default)]
+struct RepoIndex {
+    by_digest: std::collections::HashMap<Sha256Digest, PathBuf>,
+    scanned: Option<std::time::Instant>,
+}
+
+impl State {
+    /// A repository target file named `<hex>.<name>`; rescans the
+    /// repository on a miss at most every two seconds.
+    fn repo_object(&self, d: &Sha256Digest) -> Option<PathBuf> {
+        let repo = self.repo.as_ref()?;
+        let mut idx = self.repo_index.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = idx.by_digest.get(d) {
+            return Some(p.clone());
+        }
+        if idx.scanned.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+            return None;
+        }
+        idx.scanned = Some(std::time::Instant::now());
+        idx.by_digest.clear();
+        let base = repo.join("targets");
+        let mut stack = vec![base];
+        let mut budget = 100_000usize; // bounded walk
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                budget = budget.saturating_sub(1);
+                if budget == 0 {
+                    break;
+                }
+                let Ok(ft) = e.file_type() else { continue };
+                let p = e.path();
+                if ft.is_dir() {
+                    stack.push(p);
+                } else if ft.is_file() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if let Some(h) = name.split_once('.').and_then(|(h, _)| Sha256Digest::from_hex(h).ok()) {
+                        idx.by_digest.insert(h, p);
+                    }
+                }
+            }
+        }
+        idx.by_digest.get(d).cloned()
+    }
 }
 
 /// Serves until `shutdown` resolves.
@@ -111,6 +160,7 @@ pub async fn serve(
         cas,
         repo: config.repo.clone(),
         block: config.block_size.max(64 * 1024),
+        repo_index: std::sync::Mutex::new(RepoIndex::default()),
     });
     let sem = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let config = Arc::new(config);
@@ -381,7 +431,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
 }
 
 fn chunks(state: &State, d: &Sha256Digest, head: bool) -> Response<Body> {
-    let body = if let Ok(m) = std::fs::metadata(state.cas.object_path(d)) {
+    let complete = std::fs::metadata(state.cas.object_path(d))
+        .ok()
+        .or_else(|| state.repo_object(d).and_then(|p| std::fs::metadata(p).ok()));
+    let body = if let Some(m) = complete {
         serde_json::json!({"sha256": d, "length": m.len(), "complete": true})
     } else if let Some(s) = state.cas.partial_status(d) {
         serde_json::json!({
@@ -421,6 +474,9 @@ async fn serve_object(
             "public, max-age=31536000, immutable",
         )
         .await;
+    }
+    if let Some(p) = state.repo_object(d) {
+        return serve_path(state, &p, Some(d), headers, head, "public, max-age=31536000, immutable").await;
     }
     // A download in progress: only ranges inside verified chunks.
     let Some(st) = state.cas.partial_status(d) else {

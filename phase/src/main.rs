@@ -30,6 +30,12 @@ enum Command {
     TufClient(cmd::tuf_client::Args),
     /// Build a bootable GPT disk image (ESP + PHASE-CACHE).
     Image(cmd::image::Args),
+    /// Serve a cache (and a repository) to peers: /tuf/..., /cas/sha256/...
+    Serve(cmd::serve::Args),
+    /// TUF refresh against peers, then fetch the channel's targets into the cache.
+    Fetch(cmd::fetch::Args),
+    /// Cache maintenance (gc).
+    Cache(cmd::cache::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +47,9 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::TufClient(args) => cmd::tuf_client::run(args),
         Command::Image(args) => cmd::image::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Fetch(args) => cmd::fetch::run(args),
+        Command::Cache(args) => cmd::cache::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

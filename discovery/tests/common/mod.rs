@@ -275,7 +275,7 @@ pub fn spawn_mdns_node(
             let mut s =
                 tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
                     .await
-                    .unwrap_or_else(|_| panic!("connect to {addr} timed out"))
+                    .unwrap_or_else(|_| panic!("connect to {addr} ({}) timed out", p.id))
                     .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
             let mut buf = String::new();
             tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut buf))

@@ -1,8 +1,11 @@
 //! One module per subcommand: an `Args` struct (clap) and `run(Args)`.
 pub mod common;
+pub mod cache;
+pub mod fetch;
 pub mod image;
 pub mod keygen;
 pub mod publish;
 pub mod rotate;
+pub mod serve;
 pub mod tuf_client;
 pub mod verify;

@@ -1,0 +1,237 @@
+//! `phase fetch`: TUF refresh against the peers (through the verifier), then
+//! every target of (channel, arch), or the named ones, into the CAS from all
+//! peers at once, verified chunk by chunk. One line per target: name,
+//! sha256, bytes, seconds, bytes per peer. Exit status non-zero naming what
+//! failed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fetcher::{Cas, ChunkList, FetchOptions, Fetcher, ObjectSpec, Peer, PeerTransport, Sha256Digest};
+use verifier::{DirStorage, Updater};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Trusted root metadata (used when the cache holds no trusted root yet).
+    #[arg(long)]
+    pub root: PathBuf,
+    /// A peer: http://host:port (a Phase peer) or http://host/path/ (a
+    /// static mirror of a TUF repository). Repeat for several.
+    #[arg(long = "peer", required = true)]
+    pub peers: Vec<String>,
+    /// A static mirror whose repository sits at the root of its server.
+    #[arg(long = "mirror")]
+    pub mirrors: Vec<String>,
+    /// Cache directory (CAS + trusted TUF state).
+    #[arg(long)]
+    pub cache: PathBuf,
+    /// Channel (targets <channel>/<arch>/*).
+    #[arg(long, default_value = "stable")]
+    pub channel: String,
+    /// Architecture.
+    #[arg(long, default_value = "x86_64")]
+    pub arch: String,
+    /// Only these targets (full names); repeatable.
+    #[arg(long = "target")]
+    pub targets: Vec<String>,
+    /// Give up on one object after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub deadline: u64,
+    /// Parallel connections per peer.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Print a JSON report instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+struct Planned {
+    name: String,
+    version: String,
+    spec: ObjectSpec,
+    path: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut peers = Vec::new();
+    for p in &args.peers {
+        peers.push(Peer::parse(p)?);
+    }
+    for m in &args.mirrors {
+        peers.push(Peer::mirror(m)?);
+    }
+    let cas = Cas::open(&args.cache).with_context(|| format!("cannot open cache {}", args.cache.display()))?;
+    let storage = DirStorage::new(cas.tuf_dir()).context("cannot open the trusted state in the cache")?;
+    let now = chrono::Utc::now();
+    if verifier::Storage::load(&storage, "root.json")?.is_none() {
+        let bytes = std::fs::read(&args.root).with_context(|| format!("cannot read {}", args.root.display()))?;
+        verifier::install_root(&storage, &bytes, now)
+            .with_context(|| format!("{} is not a valid trusted root", args.root.display()))?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let opts = FetchOptions {
+        deadline: Duration::from_secs(args.deadline),
+        connections_per_peer: args.connections.max(1),
+        ..FetchOptions::default()
+    };
+    let fetcher = {
+        let _guard = rt.enter();
+        Fetcher::new(cas.clone(), opts)?
+    };
+    let meta_dir = cas.tuf_dir().join("metadata");
+    let transport = PeerTransport::new(
+        fetcher.client().clone(),
+        rt.handle().clone(),
+        peers.clone(),
+        Some(meta_dir.clone()),
+    );
+    let mut updater = Updater::new(&storage, &transport, now);
+    updater.refresh().context("TUF refresh failed")?;
+    let consistent = updater.root()?.consistent_snapshot;
+    let targets = if args.targets.is_empty() {
+        let prefix = format!("{}/{}/", args.channel, args.arch);
+        let all = updater.all_targets().context("cannot list the trusted targets")?;
+        let sel: Vec<_> = all.into_iter().filter(|t| t.name.starts_with(&prefix)).collect();
+        anyhow::ensure!(!sel.is_empty(), "no trusted targets under {prefix}");
+        sel
+    } else {
+        let mut v = Vec::new();
+        for n in &args.targets {
+            v.push(updater.target(n).with_context(|| format!("target {n}"))?);
+        }
+        v
+    };
+    let mut plan = Vec::new();
+    for t in &targets {
+        let custom = t.phase().with_context(|| format!("target {}", t.name))?;
+        let sha = Sha256Digest::from_hex(t.sha256().unwrap_or(""))
+            .with_context(|| format!("target {} has no sha256", t.name))?;
+        let mut hashes = Vec::new();
+        for h in &custom.chunks.sha256 {
+            hashes.push(Sha256Digest::from_hex(h).with_context(|| format!("target {}: chunk list", t.name))?);
+        }
+        plan.push(Planned {
+            name: t.name.clone(),
+            version: custom.version.clone(),
+            spec: ObjectSpec {
+                sha256: sha,
+                length: t.length,
+                chunks: ChunkList { size: custom.chunks.size, sha256: hashes },
+            },
+            path: t.repository_path(consistent),
+        });
+    }
+    export_metadata(&transport, &storage, &meta_dir)?;
+
+    let multi = indicatif::MultiProgress::new();
+    if args.quiet || args.json {
+        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut failures = Vec::new();
+    let mut json_out = Vec::new();
+    for p in &plan {
+        let mut sources = Vec::new();
+        for peer in &peers {
+            sources.push(peer.source(&p.spec.sha256, &p.path).context("peer URL")?);
+        }
+        let bar = multi.add(indicatif::ProgressBar::new(p.spec.length));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:28} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(p.name.clone());
+        let b2 = bar.clone();
+        let cb: fetcher::ProgressFn = Arc::new(move |pr: &fetcher::Progress| {
+            b2.set_position(pr.done);
+            b2.set_prefix(format!("{} peers", pr.peers));
+        });
+        let res = rt.block_on(fetcher.fetch(&p.spec, sources, Some(cb)));
+        bar.finish_and_clear();
+        match res {
+            Ok(r) => {
+                cas.record_ref(&p.name, &p.version, &p.spec.sha256)?;
+                let per_peer: Vec<String> = r
+                    .peers
+                    .iter()
+                    .map(|x| match &x.dropped {
+                        Some(why) => format!("{}={} (dropped: {why})", x.label, x.bytes),
+                        None => format!("{}={}", x.label, x.bytes),
+                    })
+                    .collect();
+                if args.json {
+                    json_out.push(serde_json::json!({
+                        "name": p.name, "sha256": p.spec.sha256, "bytes": p.spec.length,
+                        "seconds": r.elapsed.as_secs_f64(), "already_present": r.already_present,
+                        "resumed_chunks": r.resumed_chunks,
+                        "peers": r.peers.iter().map(|x| serde_json::json!({
+                            "peer": x.label, "bytes": x.bytes, "chunks": x.chunks,
+                            "dropped": x.dropped, "bad": x.bad,
+                        })).collect::<Vec<_>>(),
+                        "path": r.path,
+                    }));
+                } else {
+                    let from = if r.already_present { "already in cache".to_string() } else { per_peer.join(", ") };
+                    println!(
+                        "{}  sha256:{}  {} bytes  {:.3} s  {}",
+                        p.name,
+                        p.spec.sha256,
+                        p.spec.length,
+                        r.elapsed.as_secs_f64(),
+                        from
+                    );
+                }
+            }
+            Err(e) => {
+                let msg = format!("{}: {:#}", p.name, anyhow::Error::new(e));
+                if !args.json {
+                    eprintln!("phase fetch: FAILED {msg}");
+                }
+                json_out.push(serde_json::json!({"name": p.name, "error": msg}));
+                failures.push(msg);
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json_out)?);
+    }
+    anyhow::ensure!(failures.is_empty(), "{} of {} targets failed: {}", failures.len(), plan.len(), failures.join("; "));
+    Ok(())
+}
+
+/// Keeps the verified metadata under `<cache>/tuf/metadata/` with the
+/// repository's names, so this node re-shares it: every fetched
+/// `N.root.json` (a refresh succeeds only if each verified) and the
+/// timestamp, snapshot and targets files equal to the trusted state.
+fn export_metadata(transport: &PeerTransport, storage: &DirStorage, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let trusted: Vec<Vec<u8>> = ["root.json", "timestamp.json", "snapshot.json", "targets.json"]
+        .iter()
+        .filter_map(|n| verifier::Storage::load(storage, n).ok().flatten())
+        .collect();
+    for (name, bytes) in transport.fetched() {
+        let is_root = name.ends_with(".root.json");
+        if is_root || trusted.iter().any(|t| *t == bytes) {
+            let path = dir.join(&name);
+            verifier::publish::write_atomic(&path, &bytes, 0o644)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    // The trusted root itself, under its versioned name.
+    if let Some(root) = verifier::Storage::load(storage, "root.json")? {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&root) {
+            if let Some(n) = v.pointer("/signed/version").and_then(|x| x.as_u64()) {
+                verifier::publish::write_atomic(&dir.join(format!("{n}.root.json")), &root, 0o644)?;
+            }
+        }
+    }
+    Ok(())
+}
