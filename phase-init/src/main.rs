@@ -47,7 +47,7 @@ fn boot() {
         kernel_release()
     ));
     let config = step::run("cmdline", read_cmdline);
-    step::run("modules", || load_modules(root));
+    step::run("modules", || load_modules(root, config.debug));
     step::run("loader", boot_entry);
     step::run("trust", || trusted_root(root));
     if config.test == Some(TestAction::Panic) {
@@ -106,12 +106,20 @@ fn boot_entry() -> ((), Status) {
     ((), Status::with_problems(detail, problems))
 }
 
-fn load_modules(root: &Path) -> ((), Status) {
+fn load_modules(root: &Path, debug: bool) -> ((), Status) {
     let plan = match modules::read_plan(root) {
         Ok(plan) => plan,
         Err(e) => return ((), Status::fail(chain(&e))),
     };
     let report = modules::load_all(&plan);
+    if debug {
+        for (module, outcome, took) in &report.each {
+            console().line(&format!(
+                "  module {module}: {outcome} ({} ms)",
+                took.as_millis()
+            ));
+        }
+    }
     let mut problems: Vec<String> = Vec::new();
     let running = kernel_release();
     if plan.kernel_release != running {

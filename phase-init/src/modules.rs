@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Where the load list lives, relative to the initramfs root.
 pub const ORDER_FILE: &str = "etc/phase/modules.order";
@@ -85,6 +86,9 @@ pub struct Report {
     /// crc32c-intel on a CPU without SSE4.2); fine.
     pub no_device: usize,
     pub failed: Vec<LoadError>,
+    /// Every module in order: its path, outcome word and load time (shown
+    /// with `phase.debug`).
+    pub each: Vec<(String, &'static str, Duration)>,
 }
 
 impl Report {
@@ -103,16 +107,30 @@ impl Report {
 pub fn load_all(plan: &Plan) -> Report {
     let mut report = Report::default();
     for rel in &plan.modules {
-        match load_one(&plan.dir.join(rel)) {
-            Ok(Loaded::New) => report.loaded += 1,
-            Ok(Loaded::Already) => report.already += 1,
-            Ok(Loaded::NoDevice) => report.no_device += 1,
-            Err((what, source)) => report.failed.push(LoadError {
-                module: rel.clone(),
-                what,
-                source,
-            }),
-        }
+        let start = Instant::now();
+        let word = match load_one(&plan.dir.join(rel)) {
+            Ok(Loaded::New) => {
+                report.loaded += 1;
+                "loaded"
+            }
+            Ok(Loaded::Already) => {
+                report.already += 1;
+                "already present"
+            }
+            Ok(Loaded::NoDevice) => {
+                report.no_device += 1;
+                "no hardware for it"
+            }
+            Err((what, source)) => {
+                report.failed.push(LoadError {
+                    module: rel.clone(),
+                    what,
+                    source,
+                });
+                "FAILED"
+            }
+        };
+        report.each.push((rel.clone(), word, start.elapsed()));
     }
     report
 }

@@ -18,51 +18,145 @@ pub const SHELL: &str = "/bin/sh";
 const QUICK_EXIT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The real device behind `/dev/console` (the last of
-/// `/sys/class/tty/console/active`), which can become a controlling terminal.
-pub fn console_tty() -> String {
+/// The terminals to offer a shell on: every active console (so a machine
+/// with a screen gets one on the first VT and one on the serial port), the
+/// device behind `/dev/console` (the last active one) first. `tty0` means
+/// "the current VT", which is `tty1` at boot.
+pub fn console_ttys() -> Vec<String> {
     let active = std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
-    match active.split_whitespace().last() {
-        Some(name) if Path::new("/dev").join(name).exists() => format!("/dev/{name}"),
-        _ => "/dev/console".to_owned(),
+    let mut out: Vec<String> = Vec::new();
+    for name in active.split_whitespace().rev() {
+        let name = if name == "tty0" { "tty1" } else { name };
+        let dev = format!("/dev/{name}");
+        if Path::new(&dev).exists() && !out.contains(&dev) {
+            out.push(dev);
+        }
     }
+    if out.is_empty() {
+        out.push("/dev/console".to_owned());
+    }
+    out
 }
 
 fn open_tty(path: &str) -> std::io::Result<File> {
     OpenOptions::new().read(true).write(true).open(path)
 }
 
-/// Runs the rescue shell forever. Never returns.
-pub fn shell_forever() -> ! {
-    let c = console();
-    let mut backoff = Duration::ZERO;
-    loop {
-        if !Path::new(SHELL).exists() {
-            c.line(&format!(
-                "rescue: {SHELL} is missing from the initramfs; nothing to run, idling"
-            ));
-            reap_forever();
+/// One terminal with its shell.
+#[derive(Debug)]
+struct Seat {
+    tty: String,
+    pid: Option<Pid>,
+    started: Instant,
+    backoff: Duration,
+    next_start: Instant,
+}
+
+impl Seat {
+    fn new(tty: String) -> Self {
+        let now = Instant::now();
+        Seat {
+            tty,
+            pid: None,
+            started: now,
+            backoff: Duration::ZERO,
+            next_start: now,
         }
-        let tty = console_tty();
-        let started = Instant::now();
-        match spawn_shell(&tty) {
+    }
+
+    fn start(&mut self) {
+        let c = console();
+        self.started = Instant::now();
+        match spawn_shell(&self.tty) {
             Ok(pid) => {
+                self.pid = Some(pid);
                 c.line(&format!(
-                    "rescue: shell on {tty} (exit it to get a new one)"
+                    "rescue: shell on {} (exit it to get a new one)",
+                    self.tty
                 ));
-                let status = wait_for(pid);
-                c.line(&format!("rescue: shell exited ({})", describe(status)));
             }
-            Err(e) => c.line(&format!("rescue: cannot start {SHELL} on {tty}: {e}")),
+            Err(e) => {
+                c.line(&format!(
+                    "rescue: cannot start {SHELL} on {}: {e}",
+                    self.tty
+                ));
+                self.schedule_restart();
+            }
         }
-        backoff = if started.elapsed() < QUICK_EXIT {
-            (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF)
+    }
+
+    fn exited(&mut self, status: WaitStatus) {
+        self.pid = None;
+        console().line(&format!(
+            "rescue: shell on {} exited ({})",
+            self.tty,
+            describe(Some(status))
+        ));
+        self.schedule_restart();
+    }
+
+    /// Quick exits in a row back off (1, 2, 4 ... 30 s); a shell that ran a
+    /// while is restarted at once.
+    fn schedule_restart(&mut self) {
+        self.backoff = if self.started.elapsed() < QUICK_EXIT {
+            (self.backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF)
         } else {
             Duration::ZERO
         };
-        if !backoff.is_zero() {
-            c.line(&format!("rescue: restarting in {} s", backoff.as_secs()));
-            sleep_reaping(backoff);
+        if !self.backoff.is_zero() {
+            console().line(&format!(
+                "rescue: restarting the shell on {} in {} s",
+                self.tty,
+                self.backoff.as_secs()
+            ));
+        }
+        self.next_start = Instant::now() + self.backoff;
+    }
+}
+
+/// Runs a rescue shell on every console, forever. Never returns.
+pub fn shell_forever() -> ! {
+    if !Path::new(SHELL).exists() {
+        console().line(&format!(
+            "rescue: {SHELL} is missing from the initramfs; nothing to run, idling"
+        ));
+        reap_forever();
+    }
+    let mut seats: Vec<Seat> = console_ttys().into_iter().map(Seat::new).collect();
+    loop {
+        let now = Instant::now();
+        for seat in seats.iter_mut() {
+            if seat.pid.is_none() && now >= seat.next_start {
+                seat.start();
+            }
+        }
+        let next_start = seats
+            .iter()
+            .filter(|s| s.pid.is_none())
+            .map(|s| s.next_start)
+            .min();
+        let options = if next_start.is_some() {
+            WaitOptions::NOHANG
+        } else {
+            WaitOptions::empty()
+        };
+        match rustix::process::wait(options) {
+            Ok(Some((pid, status))) => {
+                if let Some(seat) = seats.iter_mut().find(|s| s.pid == Some(pid)) {
+                    seat.exited(status);
+                }
+                // Anything else was an orphan: reaped, nothing more to do.
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            // Nothing exited (NOHANG) or no children: wait for the next restart.
+            Ok(None) | Err(_) => {
+                let until = next_start.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+                std::thread::sleep(
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(500)),
+                );
+            }
         }
     }
 }
@@ -83,19 +177,6 @@ fn spawn_shell(tty: &str) -> std::io::Result<Pid> {
     let child = crate::sys::spawn_session_leader(&mut cmd)?;
     // The pid of a child we just spawned is never 0.
     Pid::from_raw(child.id() as i32).ok_or_else(|| std::io::Error::other("child pid 0"))
-}
-
-/// Waits until `pid` exits, reaping every other child on the way.
-fn wait_for(pid: Pid) -> Option<WaitStatus> {
-    loop {
-        match rustix::process::wait(WaitOptions::empty()) {
-            Ok(Some((p, status))) if p == pid => return Some(status),
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => {}
-            // ECHILD: nothing left to wait for.
-            Err(_) => return None,
-        }
-    }
 }
 
 /// Reaps whatever exits, forever (when there is nothing else to do).

@@ -73,12 +73,20 @@ fn image_boots_in_local_mode() {
 
 #[test]
 fn image_boots_in_private_mode() {
-    let mut vm = boot(image("img"), "private", "");
+    let mut vm = boot(image("img"), "private", "phase.nowrite=false phase.debug");
     // Private mode forces nowrite, whatever the command line says.
     let log = vm.log();
     assert!(
-        log.contains("mode=private channel=stable cache=enabled nowrite=true"),
+        log.contains("mode=private channel=stable cache=enabled nowrite=true stage=boot debug"),
         "{log}"
+    );
+    // phase.debug lists every module with its outcome.
+    let module_line =
+        regex::Regex::new(r"(?m)^\[ *\d+\.\d{3}s\]   module kernel/\S+\.ko: loaded \(\d+ ms\)$")
+            .expect("valid regex");
+    assert!(
+        module_line.is_match(&log),
+        "no per-module line in the log:\n{log}"
     );
     vm.wait_for("phase.test=poweroff: powering off")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -187,7 +195,7 @@ fn a_panic_lands_in_the_rescue_shell_which_respawns() {
     expect(&mut vm, "answer-42");
     // PID 1 starts a new shell when this one exits.
     vm.send_line("exit").expect("type on the serial console");
-    expect(&mut vm, "rescue: shell exited (status 0)");
+    expect(&mut vm, "rescue: shell on /dev/ttyS0 exited (status 0)");
     expect(&mut vm, "rescue: shell on /dev/ttyS0");
     expect(&mut vm, "(phase rescue)");
     vm.send_line("/bin/busybox poweroff -f")
