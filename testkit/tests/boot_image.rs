@@ -202,3 +202,34 @@ fn a_panic_lands_in_the_rescue_shell_which_respawns() {
         .expect("type on the serial console");
     powers_off(vm);
 }
+
+#[test]
+fn direct_kernel_boot_of_the_built_initramfs() {
+    // The kernel and initramfs `make image` put on the ESP, booted with
+    // -kernel/-initrd (no firmware, no boot loader): the fast path later
+    // tests use for initramfs work.
+    let build = build_dir();
+    let release_file = build.join("kernel/current");
+    let release = std::fs::read_to_string(&release_file)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make kernel`)", release_file.display()));
+    let release = release.trim();
+    let kernel = build.join(format!("kernel/{release}/boot/vmlinuz-{release}"));
+    let initrd = build.join("x86_64/initramfs.img");
+    for p in [&kernel, &initrd] {
+        assert!(p.is_file(), "{} is missing (run `make image`)", p.display());
+    }
+    let mut vm = Qemu::direct_kernel(
+        &kernel,
+        &initrd,
+        "console=ttyS0,115200 phase.mode=local phase.channel=testing phase.test=poweroff",
+    )
+    .timeout(BOOT_TIMEOUT)
+    .start()
+    .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    vm.wait_for(&format!("Linux version {release}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_for("loader   ok").unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_for("phase-init: ready mode=local channel=testing")
+        .unwrap_or_else(|e| panic!("{e}"));
+    powers_off(vm);
+}
