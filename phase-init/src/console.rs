@@ -16,6 +16,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -132,6 +133,27 @@ impl Console {
         if let Some(k) = sinks.kmsg.as_mut() {
             // <15> = facility user, level debug: kept in dmesg, not echoed.
             let _ = k.write_all(format!("<15>phase-init: {line}\n").as_bytes());
+        }
+    }
+
+    /// For the panic hook: like [`Console::line`], but never waits for the
+    /// sinks' lock (the panic may have happened while it was held); without
+    /// the lock it writes to fd 1 and a freshly opened `/dev/kmsg`.
+    pub fn emergency(&self, text: &str) {
+        let line = format!("{} {text}", stamp(uptime()));
+        match self.sinks.try_lock() {
+            Ok(sinks) => {
+                drop(sinks);
+                self.raw(&line);
+            }
+            Err(_) => {
+                // Straight to fd 1: std's stdout lock may be what panicked.
+                let _ =
+                    rustix::io::write(std::io::stdout().as_fd(), format!("{line}\n").as_bytes());
+                if let Ok(mut k) = OpenOptions::new().write(true).open("/dev/kmsg") {
+                    let _ = k.write_all(format!("<11>phase-init: {line}\n").as_bytes());
+                }
+            }
         }
     }
 

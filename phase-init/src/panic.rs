@@ -17,6 +17,6 @@ pub fn install_hook() {
             .map(|s| (*s).to_owned())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "(no message)".to_owned());
-        console().line(&format!("PANIC in phase-init{place}: {msg}"));
+        console().emergency(&format!("PANIC in phase-init{place}: {msg}"));
     }));
 }
