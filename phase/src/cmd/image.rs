@@ -1,7 +1,351 @@
-//! PLACEHOLDER: replaced by the issue that builds this subcommand.
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+//! `phase image`: build the bootable GPT disk image (ESP + PHASE-CACHE), and
+//! optionally a qcow2 copy. `--stage initramfs|esp` stops after writing that
+//! part to `--out` (the Makefile's `initramfs` and `esp` targets).
+//!
+//! Steps: kernel (apt, cached under the build dir) -> stage-1 initramfs
+//! (phase-init, trusted root, modules, busybox) -> ESP files -> cache
+//! directory (seeded from a TUF repository when asked) -> GPT image -> qcow2.
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("this subcommand is not built yet")
+use anyhow::{bail, Context};
+use image::disk::{self, DiskSpec, Qcow2Options};
+use image::{esp, kernel, stage1};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+mod seed;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// Write only the compressed stage-1 initramfs to --out.
+    Initramfs,
+    /// Write only the ESP (a FAT32 partition image) to --out.
+    Esp,
+    /// Write the whole GPT disk image to --out (default).
+    Disk,
+}
+
+/// The options, boxed: `main.rs`'s command enum stays small.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    opts: Box<Opts>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Opts {
+    /// Output file (disk image, or the --stage output).
+    #[arg(long)]
+    out: PathBuf,
+    /// The trusted TUF root baked into the initramfs as /etc/phase/root.json.
+    #[arg(long, required_unless_present = "initramfs")]
+    root: Option<PathBuf>,
+    /// Stop after this stage.
+    #[arg(long, value_enum, default_value = "disk")]
+    stage: Stage,
+    /// Architecture of the image (and of the seeded targets).
+    #[arg(long, env = "ARCH", default_value = "x86_64")]
+    arch: String,
+    /// Kernel release (`uname -r`, e.g. 6.1.0-56-amd64); default: apt's
+    /// candidate of Debian's linux-image-<flavour>.
+    #[arg(long)]
+    kernel_version: Option<String>,
+    /// Build directory holding the kernel cache (`<build>/kernel/<release>`).
+    #[arg(long, env = "PHASE_BUILD", default_value = "build")]
+    build_dir: PathBuf,
+    /// The static phase-init binary that becomes /init.
+    #[arg(long, env = "INIT_BIN", required_unless_present = "initramfs")]
+    init: Option<PathBuf>,
+    /// Use this prebuilt initramfs instead of building one.
+    #[arg(long)]
+    initramfs: Option<PathBuf>,
+    /// Static busybox for the rescue shell (Debian busybox-static).
+    #[arg(long, default_value = "/bin/busybox")]
+    busybox: PathBuf,
+    /// Module list (default kernel/modules-<arch>.list).
+    #[arg(long)]
+    modules_list: Option<PathBuf>,
+    /// ESP templates directory (loader.conf, entries, grub.cfg).
+    #[arg(long, default_value = "esp")]
+    templates: PathBuf,
+    /// systemd-boot EFI binary.
+    #[arg(long, default_value = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi")]
+    systemd_boot: PathBuf,
+    /// Seed the cache partition from this TUF repository (metadata/ + targets/).
+    #[arg(long, requires = "channel")]
+    seed_repo: Option<PathBuf>,
+    /// Channel whose targets are seeded.
+    #[arg(long)]
+    channel: Option<String>,
+    /// Mode booted when nobody picks one in the menu.
+    #[arg(long, default_value = "internet")]
+    default_mode: String,
+    /// Image size (bytes or K/M/G suffix).
+    #[arg(long, env = "IMAGE_SIZE", default_value = "512M")]
+    size: String,
+    /// ESP size (at least 64M).
+    #[arg(long, default_value = "128M")]
+    esp_size: String,
+    /// Also write a qcow2 copy here.
+    #[arg(long)]
+    qcow2: Option<PathBuf>,
+    /// Compress the qcow2 clusters.
+    #[arg(long, requires = "qcow2")]
+    compress: bool,
+    /// qcow2 preallocation: off, metadata, falloc, full.
+    #[arg(long, requires = "qcow2")]
+    prealloc: Option<String>,
+    /// qcow2 cluster size in bytes (power of two, 512..2M).
+    #[arg(long, requires = "qcow2")]
+    cluster_size: Option<String>,
+    /// Timestamp recorded in the archive and filesystems (default:
+    /// SOURCE_DATE_EPOCH, else 2020-01-01), so builds are reproducible.
+    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value = "1577836800")]
+    epoch: u32,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One progress line per step: a spinner while it runs, then its time.
+struct Step {
+    bar: ProgressBar,
+    start: Instant,
+}
+
+impl Step {
+    fn start(quiet: bool, what: &str) -> Step {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new_spinner()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message(what.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Step {
+            bar,
+            start: Instant::now(),
+        }
+    }
+
+    fn done(self, summary: String) -> f64 {
+        let secs = self.start.elapsed().as_secs_f64();
+        self.bar
+            .finish_with_message(format!("{summary} ({secs:.1} s)"));
+        secs
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let args = *args.opts;
+    let quiet = args.json;
+    let mut summary = serde_json::Map::new();
+    let mut timings = serde_json::Map::new();
+
+    // 1. Kernel.
+    let step = Step::start(quiet, "kernel");
+    let kernel = kernel::acquire(&args.build_dir, &args.arch, args.kernel_version.as_deref())
+        .context("cannot get the boot kernel")?;
+    timings.insert(
+        "kernel".into(),
+        step.done(format!("kernel {}", kernel.release)).into(),
+    );
+    summary.insert("kernel_release".into(), kernel.release.clone().into());
+
+    // 2. Stage-1 initramfs.
+    let step = Step::start(quiet, "stage-1 initramfs");
+    let (initramfs, root_bytes) = match &args.initramfs {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read the initramfs {}", path.display()))?;
+            step.done(format!("initramfs {} (prebuilt)", path.display()));
+            let root_bytes = match &args.root {
+                Some(root) => std::fs::read(root)
+                    .with_context(|| format!("cannot read the trusted root {}", root.display()))?,
+                None => Vec::new(),
+            };
+            (bytes, root_bytes)
+        }
+        None => {
+            // clap enforces both when --initramfs is absent.
+            let (Some(root), Some(init)) = (&args.root, &args.init) else {
+                bail!("--root and --init are required to build an initramfs");
+            };
+            let module_list = args
+                .modules_list
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("kernel/modules-{}.list", args.arch)));
+            let spec = stage1::Stage1Spec {
+                init: init.clone(),
+                root_json: root.clone(),
+                busybox: args.busybox.clone(),
+                kernel: kernel.clone(),
+                module_list,
+                mtime: args.epoch,
+            };
+            let s1 =
+                stage1::Stage1::build(&spec).context("cannot assemble the stage-1 initramfs")?;
+            let bytes = s1
+                .to_bytes()
+                .context("cannot write the stage-1 initramfs")?;
+            let secs = step.done(format!(
+                "initramfs: {} modules, {} bytes",
+                s1.modules.len(),
+                bytes.len()
+            ));
+            timings.insert("initramfs".into(), secs.into());
+            summary.insert("modules".into(), s1.modules.clone().into());
+            let root_bytes = std::fs::read(root)
+                .with_context(|| format!("cannot read the trusted root {}", root.display()))?;
+            (bytes, root_bytes)
+        }
+    };
+    summary.insert("initramfs_bytes".into(), initramfs.len().into());
+    if args.stage == Stage::Initramfs {
+        write_atomic(&args.out, &initramfs)?;
+        return finish(&args, summary, timings);
+    }
+
+    // 3. ESP contents.
+    let esp_files = esp::assemble(&esp::EspSpec {
+        templates: args.templates.clone(),
+        systemd_boot: args.systemd_boot.clone(),
+        kernel: kernel.vmlinuz.clone(),
+        kernel_release: kernel.release.clone(),
+        initramfs: initramfs.clone(),
+        default_mode: args.default_mode.clone(),
+    })
+    .context("cannot assemble the ESP")?;
+    summary.insert("esp_content_bytes".into(), esp_files.total_bytes().into());
+
+    let size = disk::parse_size(&args.size).context("--size / IMAGE_SIZE")?;
+    let esp_size = disk::parse_size(&args.esp_size).context("--esp-size")?;
+    // The image identity: everything that went in.
+    let mut h = Sha256::new();
+    for (path, data) in &esp_files.files {
+        h.update(path.as_bytes());
+        h.update(Sha256::digest(data));
+    }
+    h.update(&root_bytes);
+    h.update(size.to_le_bytes());
+    let seed: [u8; 32] = h.finalize().into();
+    let spec = DiskSpec {
+        size,
+        esp_size,
+        seed,
+        mtime: args.epoch,
+    };
+
+    if args.stage == Stage::Esp {
+        let step = Step::start(quiet, "ESP");
+        disk::write_esp_image(&args.out, &spec, &esp_files)
+            .context("cannot write the ESP image")?;
+        timings.insert(
+            "esp".into(),
+            step.done(format!("ESP {}", args.out.display())).into(),
+        );
+        return finish(&args, summary, timings);
+    }
+
+    // 4. Cache partition contents.
+    let staging = tempfile::Builder::new()
+        .prefix(".phase-cache-")
+        .tempdir_in(parent_dir(&args.out))
+        .context("cannot create the cache staging directory")?;
+    if let Some(repo) = &args.seed_repo {
+        let step = Step::start(quiet, "seeding the cache");
+        let channel = args.channel.as_deref().unwrap_or("stable");
+        if root_bytes.is_empty() {
+            bail!("--seed-repo needs --root (the trusted root the seed is verified against)");
+        }
+        let seeded = seed::seed(repo, &root_bytes, channel, &args.arch, staging.path())
+            .with_context(|| format!("cannot seed the cache from {}", repo.display()))?;
+        timings.insert(
+            "seed".into(),
+            step.done(format!("cache seeded: {} objects", seeded.len()))
+                .into(),
+        );
+        summary.insert("seeded".into(), seeded.into());
+    }
+
+    // 5. Disk image.
+    let step = Step::start(quiet, "disk image");
+    let layout = disk::write_image(&args.out, &spec, &esp_files, Some(staging.path()))
+        .with_context(|| format!("cannot write the disk image {}", args.out.display()))?;
+    timings.insert(
+        "disk".into(),
+        step.done(format!(
+            "disk image {} ({} bytes)",
+            args.out.display(),
+            size
+        ))
+        .into(),
+    );
+    summary.insert("layout".into(), serde_json::to_value(layout)?);
+
+    // 6. qcow2.
+    if let Some(q) = &args.qcow2 {
+        let step = Step::start(quiet, "qcow2");
+        let cluster_size = args
+            .cluster_size
+            .as_deref()
+            .map(disk::parse_size)
+            .transpose()
+            .context("--cluster-size")?;
+        let opts = Qcow2Options {
+            compress: args.compress,
+            prealloc: args.prealloc.clone(),
+            cluster_size,
+        };
+        disk::convert_qcow2(&args.out, q, &opts)
+            .with_context(|| format!("cannot write {}", q.display()))?;
+        timings.insert(
+            "qcow2".into(),
+            step.done(format!("qcow2 {}", q.display())).into(),
+        );
+        summary.insert("qcow2".into(), q.display().to_string().into());
+    }
+    finish(&args, summary, timings)
+}
+
+fn parent_dir(p: &Path) -> &Path {
+    p.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn write_atomic(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = tempfile::NamedTempFile::new_in(parent_dir(out))
+        .with_context(|| format!("cannot create a file next to {}", out.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    // tempfile creates 0600; an initramfs is an ordinary output file.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .with_context(|| format!("cannot write {}", out.display()))?;
+    tmp.persist(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+fn finish(
+    args: &Opts,
+    mut summary: serde_json::Map<String, serde_json::Value>,
+    timings: serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    summary.insert("out".into(), args.out.display().to_string().into());
+    summary.insert("seconds".into(), timings.into());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("wrote {}", args.out.display());
+    }
+    Ok(())
 }
