@@ -104,7 +104,10 @@ mod tests {
         let m = Peer::parse("http://mirror/repo").unwrap();
         assert_eq!(m.repo_base().as_str(), "http://mirror/repo/");
         assert_eq!(
-            m.source(&d, "stable/x86_64/abc.kernel").unwrap().object_url.as_str(),
+            m.source(&d, "stable/x86_64/abc.kernel")
+                .unwrap()
+                .object_url
+                .as_str(),
             "http://mirror/repo/targets/stable/x86_64/abc.kernel"
         );
         assert!(Peer::parse("https://x/").is_err());

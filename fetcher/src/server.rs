@@ -118,7 +118,10 @@ impl State {
         if let Some(p) = idx.by_digest.get(d) {
             return Some(p.clone());
         }
-        if idx.scanned.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+        if idx
+            .scanned
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
             return None;
         }
         idx.scanned = Some(std::time::Instant::now());
@@ -127,7 +130,9 @@ impl State {
         let mut stack = vec![base];
         let mut budget = 100_000usize; // bounded walk
         while let Some(dir) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in rd.flatten() {
                 budget = budget.saturating_sub(1);
                 if budget == 0 {
@@ -139,7 +144,10 @@ impl State {
                     stack.push(p);
                 } else if ft.is_file() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    if let Some(h) = name.split_once('.').and_then(|(h, _)| Sha256Digest::from_hex(h).ok()) {
+                    if let Some(h) = name
+                        .split_once('.')
+                        .and_then(|(h, _)| Sha256Digest::from_hex(h).ok())
+                    {
                         idx.by_digest.insert(h, p);
                     }
                 }
@@ -476,7 +484,15 @@ async fn serve_object(
         .await;
     }
     if let Some(p) = state.repo_object(d) {
-        return serve_path(state, &p, Some(d), headers, head, "public, max-age=31536000, immutable").await;
+        return serve_path(
+            state,
+            &p,
+            Some(d),
+            headers,
+            head,
+            "public, max-age=31536000, immutable",
+        )
+        .await;
     }
     // A download in progress: only ranges inside verified chunks.
     let Some(st) = state.cas.partial_status(d) else {

@@ -72,20 +72,30 @@ impl PeerTransport {
     /// Every metadata file fetched so far, by name (to re-share the ones
     /// that the verifier accepted).
     pub fn fetched(&self) -> BTreeMap<String, Vec<u8>> {
-        self.fetched.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.fetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     async fn get(&self, url: url::Url, max_len: u64) -> Outcome {
         let u = url.to_string();
         let send = tokio::time::timeout(self.timeout, self.client.get(url).send()).await;
         let mut resp = match send {
-            Err(_) => return Outcome::Failed(HttpError::Timeout { url: u, timeout: self.timeout }),
+            Err(_) => {
+                return Outcome::Failed(HttpError::Timeout {
+                    url: u,
+                    timeout: self.timeout,
+                })
+            }
             Ok(Err(source)) => return Outcome::Failed(HttpError::Request { url: u, source }),
             Ok(Ok(r)) => r,
         };
         match resp.status() {
             s if s.is_success() => {}
-            StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::GONE => return Outcome::NotFound,
+            StatusCode::NOT_FOUND | StatusCode::FORBIDDEN | StatusCode::GONE => {
+                return Outcome::NotFound
+            }
             status => return Outcome::Failed(HttpError::Status { url: u, status }),
         }
         if resp.content_length().is_some_and(|l| l > max_len) {
@@ -94,7 +104,12 @@ impl PeerTransport {
         let mut body = Vec::new();
         loop {
             match tokio::time::timeout(self.timeout, resp.chunk()).await {
-                Err(_) => return Outcome::Failed(HttpError::Timeout { url: u, timeout: self.timeout }),
+                Err(_) => {
+                    return Outcome::Failed(HttpError::Timeout {
+                        url: u,
+                        timeout: self.timeout,
+                    })
+                }
                 Ok(Err(source)) => return Outcome::Failed(HttpError::Request { url: u, source }),
                 Ok(Ok(None)) => return Outcome::Found(body),
                 Ok(Ok(Some(b))) => {
@@ -107,7 +122,12 @@ impl PeerTransport {
         }
     }
 
-    fn fetch(&self, rel: &str, max_len: u64, cache_name: Option<&str>) -> Result<Vec<u8>, TransportError> {
+    fn fetch(
+        &self,
+        rel: &str,
+        max_len: u64,
+        cache_name: Option<&str>,
+    ) -> Result<Vec<u8>, TransportError> {
         let mut last_err: Option<HttpError> = None;
         let mut too_large = None;
         for peer in &self.peers {
@@ -146,7 +166,9 @@ fn read_capped(path: &Path, max_len: u64) -> Result<Option<Vec<u8>>, TransportEr
         Err(e) => return Err(TransportError::other(e)),
     };
     let mut b = Vec::new();
-    f.take(max_len + 1).read_to_end(&mut b).map_err(TransportError::other)?;
+    f.take(max_len + 1)
+        .read_to_end(&mut b)
+        .map_err(TransportError::other)?;
     if b.len() as u64 > max_len {
         return Err(TransportError::TooLarge { max: max_len });
     }
