@@ -15,6 +15,8 @@ KERNEL_VERSION ?=
 SEED_REPO ?=
 CHANNEL ?= stable
 QCOW2_OPTS ?=
+# Extra kernel parameters for every boot entry (e.g. phase.debug=true).
+CMDLINE_EXTRA ?=
 
 # mk/init.mk (included after this file) defines the same; prerequisites are
 # expanded when read, so name it here too.
@@ -30,12 +32,13 @@ MODULES_LIST := kernel/modules-$(ARCH).list
 ESP_TEMPLATES := esp/loader/loader.conf $(wildcard esp/loader/entries/*.conf) esp/grub/grub.cfg
 # Variables that change the image bytes: a stamp rewritten only when they change.
 IMAGE_VARS := $(BUILD)/$(ARCH)/.image-vars
-IMAGE_VARS_TEXT := size=$(IMAGE_SIZE) mode=$(DEFAULT_MODE) seed=$(SEED_REPO) channel=$(CHANNEL)
+IMAGE_VARS_TEXT := size=$(IMAGE_SIZE) mode=$(DEFAULT_MODE) seed=$(SEED_REPO) channel=$(CHANNEL) cmdline=$(CMDLINE_EXTRA)
 
 # The `phase` CLI runs these steps; the options every step shares:
 IMAGE_COMMON = --arch $(ARCH) --build-dir $(BUILD) --kernel-version "$$(cat $(KERNEL_CURRENT))" \
   --root $(DEMO_ROOT) --templates esp --modules-list $(MODULES_LIST)
 IMAGE_DISK_OPTS = --initramfs $(INITRAMFS) --size $(IMAGE_SIZE) --default-mode $(DEFAULT_MODE) \
+  $(if $(CMDLINE_EXTRA),--append-cmdline '$(CMDLINE_EXTRA)') \
   $(if $(SEED_REPO),--seed-repo $(SEED_REPO) --channel $(CHANNEL))
 
 TEST_PREREQS += image qcow2

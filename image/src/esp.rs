@@ -4,7 +4,8 @@
 //! fallback config.
 //!
 //! Templates may use `@KERNEL@`, `@INITRD@` (ESP paths of the kernel and
-//! initramfs), `@KVER@` (kernel release) and `@DEFAULT_MODE@`; any other
+//! initramfs), `@KVER@` (kernel release), `@DEFAULT_MODE@` and
+//! `@CMDLINE_EXTRA@` (extra kernel parameters, usually empty); any other
 //! `@NAME@` is an error, so a typo cannot reach a boot menu.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ pub struct EspSpec {
     pub initramfs: Vec<u8>,
     /// Which entry `loader.conf` boots by default.
     pub default_mode: String,
+    /// Words appended to every entry's kernel command line (`@CMDLINE_EXTRA@`).
+    pub cmdline_extra: String,
 }
 
 /// ESP path -> file contents; directories are implied.
@@ -71,19 +74,18 @@ fn read(path: &Path) -> Result<Vec<u8>, EspError> {
     })
 }
 
-/// Replace the known placeholders; refuse any other `@NAME@`.
+/// Replace the known placeholders; refuse any other `@NAME@` in the template.
 pub fn render(path: &Path, text: &str, vars: &[(&str, &str)]) -> Result<String, EspError> {
-    let mut out = text.to_owned();
-    for (k, v) in vars {
-        out = out.replace(&format!("@{k}@"), v);
-    }
-    // Any remaining @UPPER_CASE@ is an unknown placeholder.
-    let mut rest = out.as_str();
+    // Every @UPPER_CASE@ token in the template must be a known name.
+    let mut rest = text;
     while let Some(start) = rest.find('@') {
         let after = &rest[start + 1..];
         if let Some(end) = after.find('@') {
             let name = &after[..end];
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            if !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+                && !vars.iter().any(|(k, _)| *k == name)
+            {
                 return Err(EspError::UnknownPlaceholder {
                     path: path.to_path_buf(),
                     placeholder: format!("@{name}@"),
@@ -92,6 +94,17 @@ pub fn render(path: &Path, text: &str, vars: &[(&str, &str)]) -> Result<String, 
         }
         rest = after;
     }
+    let mut out = text.to_owned();
+    for (k, v) in vars {
+        out = out.replace(&format!("@{k}@"), v);
+    }
+    // An empty @CMDLINE_EXTRA@ must not leave trailing blanks behind.
+    let mut out: String = out
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push('\n');
     Ok(out)
 }
 
@@ -107,6 +120,7 @@ pub fn assemble(spec: &EspSpec) -> Result<EspFiles, EspError> {
         ("INITRD", initrd.as_str()),
         ("KVER", spec.kernel_release.as_str()),
         ("DEFAULT_MODE", spec.default_mode.as_str()),
+        ("CMDLINE_EXTRA", spec.cmdline_extra.trim()),
     ];
     let template = |rel: &str| -> Result<Vec<u8>, EspError> {
         let path = crate::util::path_join(&spec.templates, rel);
@@ -145,7 +159,18 @@ mod tests {
                 &vars
             )
             .unwrap(),
-            "default phase-local.conf # me@example.org @kver@"
+            "default phase-local.conf # me@example.org @kver@\n"
+        );
+        // A value may contain anything, even something that looks like a placeholder.
+        let vars = [("CMDLINE_EXTRA", "x=@KERNAL@")];
+        assert_eq!(
+            render(p, "options a @CMDLINE_EXTRA@", &vars).unwrap(),
+            "options a x=@KERNAL@\n"
+        );
+        let vars = [("CMDLINE_EXTRA", "")];
+        assert_eq!(
+            render(p, "options a @CMDLINE_EXTRA@", &vars).unwrap(),
+            "options a\n"
         );
         let e = render(p, "linux @KERNAL@", &vars).unwrap_err();
         assert!(e.to_string().contains("@KERNAL@"), "{e}");

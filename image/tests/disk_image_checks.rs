@@ -197,6 +197,7 @@ fn cache_partition_is_populated_from_a_directory() {
         kernel_release: kernel.release.clone(),
         initramfs: vec![0x28, 0xb5, 0x2f, 0xfd],
         default_mode: "private".into(),
+        cmdline_extra: "phase.test=poweroff".into(),
     })
     .unwrap();
     let cache_src = work.path().join("cache-src");
@@ -214,7 +215,12 @@ fn cache_partition_is_populated_from_a_directory() {
     };
     let layout = image::disk::write_image(&img, &spec, &esp, Some(&cache_src)).unwrap();
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 200 << 20);
-    let (_, cache) = check_image(&img, "private", work.path());
+    let (esp_fat, cache) = check_image(&img, "private", work.path());
+    let entry = mtype(&esp_fat, "loader/entries/phase-local.conf");
+    assert!(
+        entry.contains("phase.mode=local phase.test=poweroff\n"),
+        "extra cmdline not appended: {entry}"
+    );
     assert_eq!(std::fs::metadata(&cache).unwrap().len(), layout.cache.len());
     let ls = run_ok(
         Command::new("debugfs")
@@ -251,6 +257,7 @@ fn esp_stage_alone_is_a_clean_fat32_volume() {
         kernel_release: kernel.release.clone(),
         initramfs: vec![1, 2, 3],
         default_mode: "internet".into(),
+        cmdline_extra: String::new(),
     })
     .unwrap();
     let out = work.path().join("esp.img");

@@ -34,6 +34,7 @@ fn two_disk_images_are_byte_identical() {
         kernel_release: kernel.release.clone(),
         initramfs: b"not a real initramfs, the ESP only carries it".to_vec(),
         default_mode: "local".into(),
+        cmdline_extra: String::new(),
     })
     .unwrap();
     let spec = image::DiskSpec {

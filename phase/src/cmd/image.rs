@@ -81,6 +81,10 @@ pub struct Opts {
     /// Mode booted when nobody picks one in the menu.
     #[arg(long, default_value = "internet")]
     default_mode: String,
+    /// Extra kernel parameters appended to every boot entry (e.g.
+    /// "phase.debug=true").
+    #[arg(long, env = "CMDLINE_EXTRA")]
+    append_cmdline: Option<String>,
     /// Image size (bytes or K/M/G suffix).
     #[arg(long, env = "IMAGE_SIZE", default_value = "512M")]
     size: String,
@@ -219,6 +223,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         kernel_release: kernel.release.clone(),
         initramfs: initramfs.clone(),
         default_mode: args.default_mode.clone(),
+        cmdline_extra: args.append_cmdline.clone().unwrap_or_default(),
     })
     .context("cannot assemble the ESP")?;
     summary.insert("esp_content_bytes".into(), esp_files.total_bytes().into());
