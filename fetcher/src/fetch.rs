@@ -932,7 +932,7 @@ async fn fetch_chunk(
         .header(RANGE, format!("bytes={}-{}", start, end - 1));
     let mut resp = match tokio::time::timeout(opts.read_timeout, req.send()).await {
         Err(_) => {
-            return Err(ChunkError::Slow(format!(
+            return Err(ChunkError::Transient(format!(
                 "no response within {:?}",
                 opts.read_timeout
             )))
@@ -1002,7 +1002,9 @@ async fn fetch_chunk(
                     }
                 }
                 if wait >= opts.read_timeout {
-                    return Err(ChunkError::Slow(format!(
+                    // A stall may be the network: retry on a new connection
+                    // (bounded by max_failures).
+                    return Err(ChunkError::Transient(format!(
                         "silent for {:?}",
                         opts.read_timeout
                     )));

@@ -51,9 +51,23 @@ impl Peer {
     }
 
     pub fn start_on(bind: SocketAddr, config: ServerConfig) -> Self {
+        Self::start_in(None, bind, config)
+    }
+
+    /// A peer inside network namespace `ns` (its thread `setns`es first).
+    pub fn start_in(ns: Option<String>, bind: SocketAddr, config: ServerConfig) -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
+            if let Some(ns) = ns {
+                use std::os::fd::AsFd;
+                let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
+                rustix::thread::move_into_link_name_space(
+                    f.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .expect("setns");
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
