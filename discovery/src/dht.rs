@@ -29,10 +29,12 @@ use libp2p::kad::{self, store::MemoryStore, GetProvidersOk, QueryId, QueryResult
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{identify, noise, tcp, yamux, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::peer::{tidy_addrs, usable_ip, Peer, Source};
+
+pub use libp2p::{Multiaddr, PeerId};
 
 /// Kademlia protocol name of the Phase Boot DHT.
 pub const KAD_PROTOCOL: &str = "/phase/kad/1.0.0";

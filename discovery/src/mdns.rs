@@ -213,8 +213,9 @@ impl Drop for Advertisement {
 /// Which peers a browse accepts.
 #[derive(Debug, Clone)]
 pub struct BrowseFilter {
-    /// Only peers announcing this trust root tag.
-    pub root: RootTag,
+    /// Only peers announcing this trust root tag (`None`: any root, for a
+    /// survey of the LAN; a booting node always sets it).
+    pub root: Option<RootTag>,
     /// Only peers on this channel (any channel when `None`).
     pub channel: Option<String>,
     /// Our own id, so we do not find ourselves.
@@ -337,7 +338,7 @@ impl Browser {
         if self.filter.self_id.as_deref() == Some(txt.id.as_str()) {
             return self.reject(name, Rejection::OurOwn);
         }
-        if txt.root != self.filter.root {
+        if self.filter.root.is_some_and(|r| r != txt.root) {
             return self.reject(name, Rejection::WrongRoot(txt.root));
         }
         if let Some(ch) = &self.filter.channel {

@@ -201,7 +201,7 @@ fn malformed_txt_and_oversized_packets_are_ignored() {
         };
         let mdns = Mdns::new(&config).expect("mdns");
         let filter = BrowseFilter {
-            root: root(1),
+            root: Some(root(1)),
             channel: None,
             self_id: Some("node-0".into()),
         };

@@ -36,6 +36,8 @@ enum Command {
     Fetch(cmd::fetch::Args),
     /// Cache maintenance (gc).
     Cache(cmd::cache::Args),
+    /// List peers as they are found (mDNS on the LAN, Kademlia DHT).
+    Discover(cmd::discover::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::Cache(args) => cmd::cache::run(args),
+        Command::Discover(args) => cmd::discover::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -255,7 +255,7 @@ pub fn spawn_mdns_node(
         };
         let _ad = mdns.advertise(&txt, node.http_port).expect("advertise");
         let filter = BrowseFilter {
-            root: node.root,
+            root: Some(node.root),
             channel: Some(node.channel.clone()),
             self_id: Some(node.id.clone()),
         };
