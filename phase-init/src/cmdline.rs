@@ -46,6 +46,9 @@ pub enum TestAction {
     /// Panic on purpose before the ready line, to test that a panic lands
     /// in the rescue shell.
     Panic,
+    /// Kexec the artifacts in `/etc/phase/test-artifacts/` (a boot test of
+    /// kexec, the payload and stage 2 without the network).
+    Kexec,
 }
 
 impl TestAction {
@@ -53,6 +56,7 @@ impl TestAction {
         match self {
             TestAction::Poweroff => "poweroff",
             TestAction::Panic => "panic",
+            TestAction::Kexec => "kexec",
         }
     }
 }
@@ -293,11 +297,12 @@ pub const PARAMS: &[Param] = &[
     },
     Param {
         name: "phase.test",
-        expected: "poweroff|panic",
+        expected: "poweroff|panic|kexec",
         apply: |c, v, _| {
             let t = match v {
                 Some("poweroff") => TestAction::Poweroff,
                 Some("panic") => TestAction::Panic,
+                Some("kexec") => TestAction::Kexec,
                 _ => return Err(()),
             };
             c.test = Some(t);
@@ -600,7 +605,8 @@ mod tests {
             prop_oneof![
                 Just(None),
                 Just(Some(TestAction::Poweroff)),
-                Just(Some(TestAction::Panic))
+                Just(Some(TestAction::Panic)),
+                Just(Some(TestAction::Kexec))
             ],
         )
             .prop_map(

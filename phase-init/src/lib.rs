@@ -11,10 +11,13 @@
 
 pub mod cmdline;
 pub mod console;
+pub mod handoff;
+pub mod kexec;
 pub mod loader;
 pub mod modules;
 pub mod mounts;
 pub mod panic;
+pub mod payload;
 pub mod power;
 pub mod rescue;
 pub mod step;

@@ -19,7 +19,7 @@ use std::path::Path;
 use phase_init::cmdline::{self, Config, TestAction};
 use phase_init::console::console;
 use phase_init::step::{self, chain, Status};
-use phase_init::{loader, modules, mounts, power, rescue, trust};
+use phase_init::{handoff, kexec, loader, modules, mounts, power, rescue, trust};
 
 fn main() {
     if !phase_init::is_pid1() {
@@ -54,11 +54,68 @@ fn boot() {
         panic!("phase.test=panic: panicking on purpose");
     }
     console().raw(&phase_init::ready_line(&config));
+    if config.test == Some(TestAction::Kexec) {
+        kexec_test_artifacts(&config);
+        return;
+    }
     if config.test == Some(TestAction::Poweroff) {
         console().line("phase.test=poweroff: powering off");
         let e = power::power_off();
         console().line(&format!("power off failed: {e}"));
     }
+}
+
+/// `phase.test=kexec`: hand over to the artifacts baked into the test's
+/// initramfs, exactly as after a verified fetch. Returns on failure.
+fn kexec_test_artifacts(config: &Config) {
+    let dir = Path::new(handoff::TEST_ARTIFACTS);
+    let Some(artifacts) = step::run("artifacts", || {
+        match handoff::test_artifacts(dir, &config.channel) {
+            Ok(a) => {
+                let detail = format!(
+                    "kernel {} B, initramfs {} B, rootfs {} B from {}",
+                    a.kernel.length,
+                    a.initramfs.length,
+                    a.rootfs.length,
+                    dir.display()
+                );
+                (Some(a), Status::ok(detail))
+            }
+            Err(e) => (None, Status::fail(chain(&e))),
+        }
+    }) else {
+        return;
+    };
+    hand_over(&artifacts, config);
+}
+
+/// Payload, kexec_file_load, reboot(KEXEC). Returns only on failure, after
+/// saying why; the caller goes to the rescue shell (never a retry loop).
+fn hand_over(artifacts: &handoff::Artifacts, config: &Config) {
+    let cmdline = handoff::target_cmdline(&artifacts.cmdline, config);
+    let out = Path::new(handoff::INITRD_OUT);
+    let Some(target) = step::run("payload", || {
+        let boot = handoff::boot_json(artifacts, config, &cmdline);
+        match handoff::prepare(artifacts, &boot, out) {
+            Ok((t, size)) => (Some(t), Status::ok(format!("{} ({size} B)", out.display()))),
+            Err(e) => (None, Status::fail(chain(&e))),
+        }
+    }) else {
+        return;
+    };
+    let loaded = step::run("kexec", || match kexec::load(&target) {
+        Ok(()) => (
+            true,
+            Status::ok(format!("loaded; cmdline: {}", target.cmdline)),
+        ),
+        Err(e) => (false, Status::fail(chain(&e))),
+    });
+    if !loaded {
+        return;
+    }
+    console().line("kexec: starting the target kernel");
+    let e = kexec::exec();
+    console().line(&format!("kexec: {}", chain(&e)));
 }
 
 fn early_mounts() -> ((), Status) {

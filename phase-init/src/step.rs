@@ -1,5 +1,6 @@
 //! One boot step: run it, time it, print its status line and its problems.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::console::{console, Outcome};
@@ -51,12 +52,23 @@ impl Status {
 pub fn run<T>(name: &str, f: impl FnOnce() -> (T, Status)) -> T {
     let start = Instant::now();
     let (value, status) = f();
+    let took = start.elapsed();
+    if let Ok(mut t) = TIMINGS.lock() {
+        t.push((name.to_owned(), took.as_millis() as u64));
+    }
     let c = console();
-    c.step(name, status.outcome, start.elapsed(), &status.detail);
+    c.step(name, status.outcome, took, &status.detail);
     for p in &status.problems {
         c.warn(p);
     }
     value
+}
+
+static TIMINGS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+
+/// Every step run so far with its duration in milliseconds (for `boot.json`).
+pub fn timings() -> Vec<(String, u64)> {
+    TIMINGS.lock().map(|t| t.clone()).unwrap_or_default()
 }
 
 /// Formats an error with its whole `source()` chain: `a: b: c`.

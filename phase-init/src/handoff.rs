@@ -1,0 +1,234 @@
+//! Stage 1's last act: from verified artifacts to a loaded kexec target.
+//!
+//! Given the kernel, the target initramfs and the rootfs (with their digests)
+//! and the target's signed command line, [`prepare`] writes the target initrd
+//! (initramfs ++ payload cpio, see [`crate::payload`]) to a file on tmpfs and
+//! builds the command line the target gets; [`crate::kexec`] does the rest.
+//!
+//! Where the artifacts come from is the caller's business: the verified
+//! fetch (TUF + fetcher), or for the boot test (`phase.test=kexec`) the
+//! directory [`TEST_ARTIFACTS`] baked into the test's initramfs.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use crate::cmdline::{Config, Stage};
+use crate::kexec::Target;
+use crate::payload::{self, Artifact, ArtifactRecord, BootJson, Payload, PayloadError};
+
+/// `phase.test=kexec` reads `vmlinuz`, `initramfs.img`, `rootfs.squashfs`
+/// and `cmdline` (the target's own kernel parameters) from here.
+pub const TEST_ARTIFACTS: &str = "/etc/phase/test-artifacts";
+
+/// Where the target initrd is written (tmpfs).
+pub const INITRD_OUT: &str = "/run/phase/target-initrd.img";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    #[error("cannot read the target command line {path}")]
+    Cmdline {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the target initrd {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot assemble the target initrd {path}")]
+    Payload {
+        path: PathBuf,
+        #[source]
+        source: PayloadError,
+    },
+}
+
+/// Verified artifacts, ready to hand over.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    pub kernel: Artifact,
+    pub initramfs: Artifact,
+    pub rootfs: Artifact,
+    /// The target's own (signed) kernel parameters.
+    pub cmdline: String,
+    /// TUF target names, for `boot.json`.
+    pub names: [String; 3],
+}
+
+/// The artifacts of a `phase.test=kexec` boot, from `dir`.
+pub fn test_artifacts(dir: &Path, channel: &str) -> Result<Artifacts, HandoffError> {
+    let hash = |what, name: &str| {
+        let path = dir.join(name);
+        Artifact::hash_file(what, &path).map_err(|source| HandoffError::Payload { path, source })
+    };
+    let cmdline_path = dir.join("cmdline");
+    let cmdline =
+        std::fs::read_to_string(&cmdline_path).map_err(|source| HandoffError::Cmdline {
+            path: cmdline_path,
+            source,
+        })?;
+    let arch = std::env::consts::ARCH;
+    Ok(Artifacts {
+        kernel: hash("kernel", "vmlinuz")?,
+        initramfs: hash("target initramfs", "initramfs.img")?,
+        rootfs: hash("rootfs", "rootfs.squashfs")?,
+        cmdline: cmdline.trim().to_owned(),
+        names: ["kernel", "initramfs", "rootfs"].map(|k| format!("{channel}/{arch}/{k}")),
+    })
+}
+
+/// The target's command line: its signed parameters, then ours (which win,
+/// being last): role target, the same mode, channel and write policy.
+pub fn target_cmdline(signed: &str, config: &Config) -> String {
+    let mut c = config.clone();
+    c.stage = Stage::Target;
+    c.nowrite = config.nowrite();
+    c.test = None;
+    let ours = c.to_cmdline();
+    if signed.trim().is_empty() {
+        ours
+    } else {
+        format!("{} {ours}", signed.trim())
+    }
+}
+
+/// The provenance record of this boot (TUF versions and peers are filled in
+/// by the verified fetch; a test boot has none).
+pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
+    let record = |kind: &str, name: &str, art: &Artifact| ArtifactRecord {
+        kind: kind.to_owned(),
+        target: name.to_owned(),
+        sha256: art.sha256.clone(),
+        length: art.length,
+    };
+    BootJson {
+        version: payload::BOOT_JSON_VERSION,
+        mode: config.mode.as_str().to_owned(),
+        channel: config.channel.clone(),
+        cmdline: cmdline.to_owned(),
+        artifacts: vec![
+            record("kernel", &a.names[0], &a.kernel),
+            record("initramfs", &a.names[1], &a.initramfs),
+            record("rootfs", &a.names[2], &a.rootfs),
+        ],
+        tuf: Default::default(),
+        peers: Vec::new(),
+        steps: crate::step::timings()
+            .into_iter()
+            .map(|(step, ms)| payload::StepTiming { step, ms })
+            .collect(),
+    }
+}
+
+/// Writes the target initrd to `out` and returns the kexec target and the
+/// initrd's size.
+pub fn prepare(a: &Artifacts, boot: &BootJson, out: &Path) -> Result<(Target, u64), HandoffError> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| HandoffError::Create {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    }
+    let file = File::create(out).map_err(|source| HandoffError::Create {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let size = payload::write_initrd(
+        BufWriter::with_capacity(1 << 20, file),
+        &Payload {
+            kernel: &a.kernel,
+            initramfs: &a.initramfs,
+            rootfs: &a.rootfs,
+            boot,
+        },
+    )
+    .map_err(|source| HandoffError::Payload {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    Ok((
+        Target {
+            kernel: a.kernel.path.clone(),
+            initrd: Some(out.to_path_buf()),
+            cmdline: boot.cmdline.clone(),
+        },
+        size,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::{parse, Mode, TestAction};
+
+    #[test]
+    fn target_cmdline_keeps_the_signed_words_and_hands_on_the_mode() {
+        let mut c = Config {
+            mode: Mode::Private,
+            channel: "testing".into(),
+            test: Some(TestAction::Kexec),
+            ..Config::default()
+        };
+        c.debug = true;
+        let line = target_cmdline(" console=ttyS0 quiet ", &c);
+        assert!(line.starts_with("console=ttyS0 quiet phase."), "{line}");
+        let parsed = parse(&line);
+        assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+        let t = parsed.config;
+        assert_eq!(t.stage, Stage::Target);
+        assert_eq!(t.mode, Mode::Private);
+        assert_eq!(t.channel, "testing");
+        assert!(
+            t.nowrite,
+            "private mode's nowrite is explicit for the target"
+        );
+        assert_eq!(t.test, None, "test hooks are not inherited");
+        assert!(t.debug);
+    }
+
+    #[test]
+    fn a_signed_stage_word_is_overridden_by_ours() {
+        let line = target_cmdline("phase.stage=boot", &Config::default());
+        assert_eq!(parse(&line).config.stage, Stage::Target);
+    }
+
+    #[test]
+    fn prepare_writes_the_initrd_and_test_artifacts_are_read_from_a_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (n, b) in [
+            ("vmlinuz", &b"kernel"[..]),
+            ("initramfs.img", b"initrd"),
+            ("rootfs.squashfs", b"hsqs"),
+            ("cmdline", b"console=ttyS0\n"),
+        ] {
+            std::fs::write(dir.path().join(n), b).expect("write");
+        }
+        let a = test_artifacts(dir.path(), "stable").expect("artifacts");
+        assert_eq!(a.cmdline, "console=ttyS0");
+        assert_eq!(
+            a.names[2],
+            format!("stable/{}/rootfs", std::env::consts::ARCH)
+        );
+        let config = Config::default();
+        let line = target_cmdline(&a.cmdline, &config);
+        let boot = boot_json(&a, &config, &line);
+        assert_eq!(boot.artifact("rootfs").map(|r| r.length), Some(4));
+        let out = dir.path().join("out/initrd.img");
+        let (target, size) = prepare(&a, &boot, &out).expect("prepare");
+        assert_eq!(std::fs::metadata(&out).expect("written").len(), size);
+        assert_eq!(target.cmdline, line);
+        assert_eq!(target.kernel, dir.path().join("vmlinuz"));
+    }
+
+    #[test]
+    fn a_missing_test_artifact_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cmdline"), "x").expect("write");
+        let e = test_artifacts(dir.path(), "stable").expect_err("missing");
+        let text = crate::step::chain(&e);
+        assert!(text.contains("vmlinuz"), "{text}");
+    }
+}

@@ -1,0 +1,477 @@
+//! The payload stage 1 hands to the target: the target initramfs bytes, then
+//! an uncompressed newc cpio with
+//!
+//! | path | what |
+//! |---|---|
+//! | `/phase/rootfs.squashfs` | the verified root filesystem |
+//! | `/phase/cas/sha256/<2>/<64>` | the verified kernel and target initramfs (so the target can re-share them) |
+//! | `/phase/boot.json` | [`BootJson`]: the provenance of this boot |
+//!
+//! The kernel unpacks concatenated cpio archives (compressed or not) into
+//! the same rootfs, so the target sees one tree. Files are streamed from
+//! disk into the output: the rootfs is never held in memory.
+//!
+//! The header encoding is the `cpio` crate's (as in the image crate's
+//! writer); the image crate's `Archive` keeps whole files in memory, which
+//! is right for a 10 MB initramfs and wrong for a rootfs, so this module
+//! streams with the same crate instead.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Where the payload lands in the target's initramfs.
+pub const ROOTFS: &str = "/phase/rootfs.squashfs";
+pub const BOOT_JSON: &str = "/phase/boot.json";
+pub const CAS_DIR: &str = "/phase/cas";
+
+/// The `boot.json` format version.
+pub const BOOT_JSON_VERSION: u32 = 1;
+
+/// `/phase/boot.json`: what was booted, from where, verified against what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootJson {
+    pub version: u32,
+    pub mode: String,
+    pub channel: String,
+    /// The kernel command line given to the target.
+    pub cmdline: String,
+    pub artifacts: Vec<ArtifactRecord>,
+    pub tuf: TufVersions,
+    /// Bytes received from each peer (all artifacts together).
+    pub peers: Vec<PeerBytes>,
+    /// Stage-1 steps in order, with their durations.
+    pub steps: Vec<StepTiming>,
+}
+
+/// One verified artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactRecord {
+    /// `kernel`, `initramfs` or `rootfs`.
+    pub kind: String,
+    /// The TUF target name, e.g. `stable/x86_64/kernel`.
+    pub target: String,
+    pub sha256: String,
+    pub length: u64,
+}
+
+/// The TUF metadata versions the boot was verified against (`None` when
+/// the artifacts did not come through TUF, e.g. a test boot).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TufVersions {
+    pub root: Option<u64>,
+    pub timestamp: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub targets: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerBytes {
+    pub peer: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepTiming {
+    pub step: String,
+    pub ms: u64,
+}
+
+impl BootJson {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain strings and numbers cannot fail.
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<BootJson, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The record of `kind`, if any.
+    pub fn artifact(&self, kind: &str) -> Option<&ArtifactRecord> {
+        self.artifacts.iter().find(|a| a.kind == kind)
+    }
+}
+
+/// Errors while writing the payload.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("cannot read the {what} {path}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the {what} {path} is {len} bytes, more than a newc cpio entry can hold (4 GiB)")]
+    TooLarge {
+        what: &'static str,
+        path: PathBuf,
+        len: u64,
+    },
+    #[error("the {what} {path} changed while it was being copied ({expected} bytes expected)")]
+    Changed {
+        what: &'static str,
+        path: PathBuf,
+        expected: u64,
+    },
+    #[error("cannot write the payload")]
+    Write(#[source] io::Error),
+}
+
+/// A file that goes into the payload, with its digest and length.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub length: u64,
+}
+
+impl Artifact {
+    /// Reads `path` once to learn its SHA-256 and length (the fetcher knows
+    /// both already for what it fetched; this is for local files).
+    pub fn hash_file(what: &'static str, path: &Path) -> Result<Artifact, PayloadError> {
+        let read_err = |source| PayloadError::Read {
+            what,
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = File::open(path).map_err(read_err)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut length = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            length += n as u64;
+        }
+        Ok(Artifact {
+            path: path.to_path_buf(),
+            sha256: hex::encode(h.finalize()),
+            length,
+        })
+    }
+}
+
+/// What goes into the target's initrd.
+#[derive(Debug, Clone)]
+pub struct Payload<'a> {
+    pub kernel: &'a Artifact,
+    pub initramfs: &'a Artifact,
+    pub rootfs: &'a Artifact,
+    pub boot: &'a BootJson,
+}
+
+/// `/phase/cas/sha256/<2>/<64>` for a digest (without the leading `/`).
+pub fn cas_path(sha256: &str) -> String {
+    format!(
+        "{}/sha256/{}/{sha256}",
+        CAS_DIR.trim_start_matches('/'),
+        &sha256[..2.min(sha256.len())]
+    )
+}
+
+/// Counts what goes through, to pad to cpio's 4-byte alignment.
+struct Counting<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the target initramfs followed by the payload cpio into `out`, and
+/// returns the number of bytes written.
+pub fn write_initrd<W: Write>(out: W, p: &Payload<'_>) -> Result<u64, PayloadError> {
+    let mut w = Counting { inner: out, n: 0 };
+    copy_exact(&mut w, "target initramfs", p.initramfs)?;
+    // The kernel looks for the next archive at a 4-byte boundary and skips
+    // zero padding.
+    let pad = (4 - (w.n % 4) as usize) % 4;
+    w.write_all(&[0u8; 4][..pad]).map_err(PayloadError::Write)?;
+
+    let mut ino = 0u32;
+    let mut next_ino = || {
+        ino += 1;
+        ino
+    };
+    let mut dirs: Vec<String> = vec![
+        "phase".into(),
+        "phase/cas".into(),
+        "phase/cas/sha256".into(),
+    ];
+    for a in [p.kernel, p.initramfs] {
+        let d = format!("phase/cas/sha256/{}", &a.sha256[..2.min(a.sha256.len())]);
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    for d in &dirs {
+        let wr = header(d, 0o040755, next_ino()).write(&mut w, 0);
+        wr.finish().map_err(PayloadError::Write)?;
+    }
+    let file = |w: &mut Counting<W>, name: &str, what: &'static str, a: &Artifact, ino: u32| {
+        let len = u32::try_from(a.length).map_err(|_| PayloadError::TooLarge {
+            what,
+            path: a.path.clone(),
+            len: a.length,
+        })?;
+        let mut wr = header(name, 0o100644, ino).write(&mut *w, len);
+        copy_exact(&mut wr, what, a)?;
+        wr.finish().map_err(PayloadError::Write)?;
+        Ok::<(), PayloadError>(())
+    };
+    file(
+        &mut w,
+        &cas_path(&p.kernel.sha256),
+        "kernel",
+        p.kernel,
+        next_ino(),
+    )?;
+    if p.initramfs.sha256 != p.kernel.sha256 {
+        file(
+            &mut w,
+            &cas_path(&p.initramfs.sha256),
+            "target initramfs",
+            p.initramfs,
+            next_ino(),
+        )?;
+    }
+    file(
+        &mut w,
+        ROOTFS.trim_start_matches('/'),
+        "rootfs",
+        p.rootfs,
+        next_ino(),
+    )?;
+    let json = p.boot.to_json();
+    let mut wr = header(BOOT_JSON.trim_start_matches('/'), 0o100644, next_ino())
+        .write(&mut w, json.len() as u32);
+    wr.write_all(&json).map_err(PayloadError::Write)?;
+    wr.finish().map_err(PayloadError::Write)?;
+    let mut w = cpio::newc::trailer(w).map_err(PayloadError::Write)?;
+    w.flush().map_err(PayloadError::Write)?;
+    Ok(w.n)
+}
+
+fn header(name: &str, mode: u32, ino: u32) -> cpio::newc::Builder {
+    cpio::newc::Builder::new(name)
+        .ino(ino)
+        .mode(mode)
+        .uid(0)
+        .gid(0)
+        .nlink(if mode & 0o040000 != 0 { 2 } else { 1 })
+        .mtime(0)
+}
+
+/// Copies exactly `a.length` bytes of `a.path` into `w`.
+fn copy_exact<W: Write>(w: &mut W, what: &'static str, a: &Artifact) -> Result<(), PayloadError> {
+    let f = File::open(&a.path).map_err(|source| PayloadError::Read {
+        what,
+        path: a.path.clone(),
+        source,
+    })?;
+    let mut limited = f.take(a.length);
+    let n = io::copy(&mut limited, w).map_err(|e| match e.kind() {
+        io::ErrorKind::WriteZero => PayloadError::Write(e),
+        _ => PayloadError::Read {
+            what,
+            path: a.path.clone(),
+            source: e,
+        },
+    })?;
+    // One more byte means the file grew; fewer means it shrank.
+    let mut extra = [0u8; 1];
+    let grew = limited
+        .into_inner()
+        .read(&mut extra)
+        .map(|n| n > 0)
+        .unwrap_or(false);
+    if n != a.length || grew {
+        return Err(PayloadError::Changed {
+            what,
+            path: a.path.clone(),
+            expected: a.length,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_boot() -> BootJson {
+        BootJson {
+            version: BOOT_JSON_VERSION,
+            mode: "local".into(),
+            channel: "stable".into(),
+            cmdline: "console=ttyS0 phase.stage=target".into(),
+            artifacts: vec![ArtifactRecord {
+                kind: "kernel".into(),
+                target: "stable/x86_64/kernel".into(),
+                sha256: "ab".repeat(32),
+                length: 42,
+            }],
+            tuf: TufVersions {
+                root: Some(1),
+                timestamp: Some(7),
+                snapshot: Some(7),
+                targets: Some(3),
+            },
+            peers: vec![PeerBytes {
+                peer: "http://198.18.0.1:8080".into(),
+                bytes: 42,
+            }],
+            steps: vec![StepTiming {
+                step: "fetch".into(),
+                ms: 1234,
+            }],
+        }
+    }
+
+    #[test]
+    fn boot_json_round_trips_and_rejects_unknown_fields() {
+        let b = sample_boot();
+        let bytes = b.to_json();
+        assert_eq!(BootJson::from_json(&bytes).expect("parse"), b);
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert!(text.contains("\"timestamp\": 7"), "{text}");
+        let bad = text.replacen("\"mode\"", "\"mood\"", 1);
+        let e = BootJson::from_json(bad.as_bytes()).expect_err("unknown field");
+        assert!(e.to_string().contains("mood"), "{e}");
+        assert_eq!(b.artifact("kernel").map(|a| a.length), Some(42));
+        assert!(b.artifact("rootfs").is_none());
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> Artifact {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).expect("write");
+        Artifact::hash_file("test file", &p).expect("hash")
+    }
+
+    /// Reads every entry of the newc archive starting at `bytes`.
+    fn entries(mut bytes: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let mut r = cpio::newc::Reader::new(bytes).expect("header");
+            if r.entry().is_trailer() {
+                break;
+            }
+            let name = r.entry().name().to_owned();
+            let mode = r.entry().mode();
+            let mut data = Vec::new();
+            r.read_to_end(&mut data).expect("body");
+            out.push((name, mode, data));
+            bytes = r.finish().expect("finish");
+        }
+        out
+    }
+
+    #[test]
+    fn payload_follows_the_initramfs_with_the_layout_the_target_expects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 7 bytes: not a multiple of 4, so padding is needed.
+        let initramfs = write(dir.path(), "initrd", b"INITRD!");
+        let kernel = write(dir.path(), "vmlinuz", b"kernel bytes");
+        let rootfs = write(dir.path(), "rootfs", &vec![0x5a; 100_000]);
+        let boot = sample_boot();
+        let mut out = Vec::new();
+        let n = write_initrd(
+            &mut out,
+            &Payload {
+                kernel: &kernel,
+                initramfs: &initramfs,
+                rootfs: &rootfs,
+                boot: &boot,
+            },
+        )
+        .expect("write");
+        assert_eq!(n, out.len() as u64);
+        assert_eq!(&out[..7], b"INITRD!");
+        assert_eq!(out[7], 0, "padding to 4 bytes");
+        assert_eq!(&out[8..14], b"070701", "newc magic at the boundary");
+        let e = entries(&out[8..]);
+        let names: Vec<&str> = e.iter().map(|(n, _, _)| n.as_str()).collect();
+        let kcas = cas_path(&kernel.sha256);
+        let icas = cas_path(&initramfs.sha256);
+        assert!(kcas.starts_with(&format!("phase/cas/sha256/{}/", &kernel.sha256[..2])));
+        for want in [
+            "phase",
+            "phase/cas",
+            "phase/cas/sha256",
+            kcas.as_str(),
+            icas.as_str(),
+            "phase/rootfs.squashfs",
+            "phase/boot.json",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        // Parents come before children.
+        let pos = |n: &str| names.iter().position(|x| *x == n).expect("present");
+        assert!(pos("phase/cas/sha256") < pos(&kcas));
+        let body = |n: &str| e.iter().find(|(x, _, _)| x == n).map(|(_, _, d)| d.clone());
+        assert_eq!(body(&kcas).as_deref(), Some(&b"kernel bytes"[..]));
+        assert_eq!(body(&icas).as_deref(), Some(&b"INITRD!"[..]));
+        assert_eq!(
+            body("phase/rootfs.squashfs").map(|d| d.len()),
+            Some(100_000)
+        );
+        let json = body("phase/boot.json").expect("boot.json");
+        assert_eq!(BootJson::from_json(&json).expect("parse"), boot);
+        let (_, mode, _) = &e[pos("phase")];
+        assert_eq!(*mode, 0o040755);
+    }
+
+    #[test]
+    fn a_file_that_changed_since_hashing_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let initramfs = write(dir.path(), "initrd", b"1234");
+        let kernel = write(dir.path(), "vmlinuz", b"k");
+        let rootfs = write(dir.path(), "rootfs", b"short");
+        std::fs::write(&rootfs.path, b"longer now").expect("rewrite");
+        let boot = sample_boot();
+        let e = write_initrd(
+            Vec::new(),
+            &Payload {
+                kernel: &kernel,
+                initramfs: &initramfs,
+                rootfs: &rootfs,
+                boot: &boot,
+            },
+        )
+        .expect_err("changed");
+        assert!(
+            matches!(e, PayloadError::Changed { what: "rootfs", .. }),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn hash_file_names_a_missing_file() {
+        let e =
+            Artifact::hash_file("rootfs", Path::new("/nonexistent/rootfs")).expect_err("missing");
+        assert!(e.to_string().contains("rootfs /nonexistent/rootfs"), "{e}");
+    }
+}
