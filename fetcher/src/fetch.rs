@@ -572,8 +572,10 @@ impl Fetcher {
                 }
             }
         }
-        if let Some(t) = &ticker {
+        if let Some(t) = ticker {
+            // Wait for the abort to land: the ticker holds the partial.
             t.abort();
+            let _ = t.await;
         }
         let (all_done, fatal) = {
             let mut s = shared.sched();

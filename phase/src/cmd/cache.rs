@@ -38,14 +38,18 @@ fn trusted_digests(cas: &Cas) -> anyhow::Result<Vec<Sha256Digest>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("cannot parse {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("cannot parse {}", path.display()))?;
     let mut out = Vec::new();
     if let Some(targets) = v.pointer("/signed/targets").and_then(|t| t.as_object()) {
         for (name, t) in targets {
-            let hex = t.pointer("/hashes/sha256").and_then(|h| h.as_str()).unwrap_or("");
-            let d = Sha256Digest::from_hex(hex)
-                .with_context(|| format!("{}: target {name} has no usable sha256", path.display()))?;
+            let hex = t
+                .pointer("/hashes/sha256")
+                .and_then(|h| h.as_str())
+                .unwrap_or("");
+            let d = Sha256Digest::from_hex(hex).with_context(|| {
+                format!("{}: target {name} has no usable sha256", path.display())
+            })?;
             out.push(d);
         }
     }
@@ -55,7 +59,8 @@ fn trusted_digests(cas: &Cas) -> anyhow::Result<Vec<Sha256Digest>> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Sub::Gc(a) => {
-            let cas = Cas::open(&a.cache).with_context(|| format!("cannot open cache {}", a.cache.display()))?;
+            let cas = Cas::open(&a.cache)
+                .with_context(|| format!("cannot open cache {}", a.cache.display()))?;
             let current = trusted_digests(&cas)?;
             let keep = cas.keep_set(current.iter().copied(), a.keep_versions)?;
             let r = cas.gc(&keep).context("garbage collection failed")?;

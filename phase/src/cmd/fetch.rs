@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fetcher::{Cas, ChunkList, FetchOptions, Fetcher, ObjectSpec, Peer, PeerTransport, Sha256Digest};
+use fetcher::{
+    Cas, ChunkList, FetchOptions, Fetcher, ObjectSpec, Peer, PeerTransport, Sha256Digest,
+};
 use verifier::{DirStorage, Updater};
 
 #[derive(Debug, clap::Args)]
@@ -19,8 +21,18 @@ pub struct Args {
     pub root: PathBuf,
     /// A peer: http://host:port (a Phase peer) or http://host/path/ (a
     /// static mirror of a TUF repository). Repeat for several.
-    #[arg(long = "peer", required = true)]
+    #[arg(long = "peer", required_unless_present = "discover")]
     pub peers: Vec<String>,
+    /// Find peers of this trust root and channel by discovery, in addition
+    /// to any --peer.
+    #[arg(long, value_enum)]
+    pub discover: Option<super::discover::DiscoverMode>,
+    /// DHT bootstrap peer for --discover dht|both; repeatable.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+    /// How long discovery looks for peers, in seconds.
+    #[arg(long, default_value_t = 3)]
+    pub discover_timeout: u64,
     /// A static mirror whose repository sits at the root of its server.
     #[arg(long = "mirror")]
     pub mirrors: Vec<String>,
@@ -65,11 +77,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for m in &args.mirrors {
         peers.push(Peer::mirror(m)?);
     }
-    let cas = Cas::open(&args.cache).with_context(|| format!("cannot open cache {}", args.cache.display()))?;
-    let storage = DirStorage::new(cas.tuf_dir()).context("cannot open the trusted state in the cache")?;
+    let cas = Cas::open(&args.cache)
+        .with_context(|| format!("cannot open cache {}", args.cache.display()))?;
+    let storage =
+        DirStorage::new(cas.tuf_dir()).context("cannot open the trusted state in the cache")?;
     let now = chrono::Utc::now();
     if verifier::Storage::load(&storage, "root.json")?.is_none() {
-        let bytes = std::fs::read(&args.root).with_context(|| format!("cannot read {}", args.root.display()))?;
+        let bytes = std::fs::read(&args.root)
+            .with_context(|| format!("cannot read {}", args.root.display()))?;
         verifier::install_root(&storage, &bytes, now)
             .with_context(|| format!("{} is not a valid trusted root", args.root.display()))?;
     }
@@ -82,6 +97,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         connections_per_peer: args.connections.max(1),
         ..FetchOptions::default()
     };
+    if let Some(mode) = args.discover {
+        let timeout = Duration::from_secs(args.discover_timeout.clamp(1, 600));
+        let urls = super::discover::find_peer_urls(
+            &rt,
+            mode,
+            &[cas.tuf_dir().join("root.json"), args.root.clone()],
+            &args.channel,
+            &args.bootstrap,
+            timeout,
+            16,
+        )
+        .context("peer discovery")?;
+        for u in urls {
+            peers.push(Peer::parse(&u)?);
+        }
+        anyhow::ensure!(
+            !peers.is_empty(),
+            "no peers: discovery found none within {} s",
+            timeout.as_secs()
+        );
+    }
     let fetcher = {
         let _guard = rt.enter();
         Fetcher::new(cas.clone(), opts)?
@@ -98,8 +134,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let consistent = updater.root()?.consistent_snapshot;
     let targets = if args.targets.is_empty() {
         let prefix = format!("{}/{}/", args.channel, args.arch);
-        let all = updater.all_targets().context("cannot list the trusted targets")?;
-        let sel: Vec<_> = all.into_iter().filter(|t| t.name.starts_with(&prefix)).collect();
+        let all = updater
+            .all_targets()
+            .context("cannot list the trusted targets")?;
+        let sel: Vec<_> = all
+            .into_iter()
+            .filter(|t| t.name.starts_with(&prefix))
+            .collect();
         anyhow::ensure!(!sel.is_empty(), "no trusted targets under {prefix}");
         sel
     } else {
@@ -116,7 +157,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("target {} has no sha256", t.name))?;
         let mut hashes = Vec::new();
         for h in &custom.chunks.sha256 {
-            hashes.push(Sha256Digest::from_hex(h).with_context(|| format!("target {}: chunk list", t.name))?);
+            hashes.push(
+                Sha256Digest::from_hex(h)
+                    .with_context(|| format!("target {}: chunk list", t.name))?,
+            );
         }
         plan.push(Planned {
             name: t.name.clone(),
@@ -124,7 +168,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             spec: ObjectSpec {
                 sha256: sha,
                 length: t.length,
-                chunks: ChunkList { size: custom.chunks.size, sha256: hashes },
+                chunks: ChunkList {
+                    size: custom.chunks.size,
+                    sha256: hashes,
+                },
             },
             path: t.repository_path(consistent),
         });
@@ -144,9 +191,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let bar = multi.add(indicatif::ProgressBar::new(p.spec.length));
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:28} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{msg:28} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {prefix}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_message(p.name.clone());
         let b2 = bar.clone();
@@ -179,7 +228,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         "path": r.path,
                     }));
                 } else {
-                    let from = if r.already_present { "already in cache".to_string() } else { per_peer.join(", ") };
+                    let from = if r.already_present {
+                        "already in cache".to_string()
+                    } else {
+                        per_peer.join(", ")
+                    };
                     println!(
                         "{}  sha256:{}  {} bytes  {:.3} s  {}",
                         p.name,
@@ -203,7 +256,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json_out)?);
     }
-    anyhow::ensure!(failures.is_empty(), "{} of {} targets failed: {}", failures.len(), plan.len(), failures.join("; "));
+    anyhow::ensure!(
+        failures.is_empty(),
+        "{} of {} targets failed: {}",
+        failures.len(),
+        plan.len(),
+        failures.join("; ")
+    );
     Ok(())
 }
 
@@ -211,15 +270,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// repository's names, so this node re-shares it: every fetched
 /// `N.root.json` (a refresh succeeds only if each verified) and the
 /// timestamp, snapshot and targets files equal to the trusted state.
-fn export_metadata(transport: &PeerTransport, storage: &DirStorage, dir: &std::path::Path) -> anyhow::Result<()> {
+fn export_metadata(
+    transport: &PeerTransport,
+    storage: &DirStorage,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let trusted: Vec<Vec<u8>> = ["root.json", "timestamp.json", "snapshot.json", "targets.json"]
-        .iter()
-        .filter_map(|n| verifier::Storage::load(storage, n).ok().flatten())
-        .collect();
+    let trusted: Vec<Vec<u8>> = [
+        "root.json",
+        "timestamp.json",
+        "snapshot.json",
+        "targets.json",
+    ]
+    .iter()
+    .filter_map(|n| verifier::Storage::load(storage, n).ok().flatten())
+    .collect();
     for (name, bytes) in transport.fetched() {
         let is_root = name.ends_with(".root.json");
-        if is_root || trusted.iter().any(|t| *t == bytes) {
+        if is_root || trusted.contains(&bytes) {
             let path = dir.join(&name);
             verifier::publish::write_atomic(&path, &bytes, 0o644)
                 .with_context(|| format!("cannot write {}", path.display()))?;

@@ -20,6 +20,9 @@ pub struct Args {
     /// Most concurrent connections (more wait in the backlog).
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
+    /// Announce this server: --mdns, --dht (see `phase discover`).
+    #[command(flatten)]
+    pub announce: super::discover::AnnounceArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -42,6 +45,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut cfg = fetcher::ServerConfig::new(&args.cache);
         cfg.repo = args.repo.clone();
         cfg.max_connections = args.max_connections;
+        // Announce before the "listening" line, so a script that waits for
+        // it also finds the server by mDNS/DHT.
+        let _announcing = if args.announce.any() {
+            Some(
+                super::discover::announce(&args.announce, &args.cache, args.repo.as_deref(), addr)
+                    .await?,
+            )
+        } else {
+            None
+        };
         // One line a script can wait for.
         println!("phase serve: listening on http://{addr}");
         fetcher::serve(listener, cfg, async {

@@ -1,0 +1,196 @@
+//! `phase serve` + `phase fetch` + `phase cache gc` with the real binary:
+//! publish a release, serve the repository, fetch it into a cache, re-share
+//! that cache from a second server, fetch from both, and fail clearly.
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const PHASE: &str = env!("CARGO_BIN_EXE_phase");
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(PHASE).args(args).output().expect("run phase");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (good, out, err) = run(args);
+    assert!(good, "phase {args:?} failed: {err}");
+    out
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(cache: &Path, repo: Option<&Path>) -> Server {
+    let mut cmd = Command::new(PHASE);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--cache"])
+        .arg(cache);
+    if let Some(r) = repo {
+        cmd.arg("--repo").arg(r);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn phase serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("serve banner");
+    let url = line.trim().rsplit(' ').next().unwrap_or("").to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "banner: {line:?}");
+    Server { child, url }
+}
+
+fn random_file(path: &Path, len: usize, seed: u8) {
+    let mut x = 0x1234_5678_u32 ^ u32::from(seed);
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn publish_serve_fetch_reshare_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(&["keygen", "--out", &s(&t.join("keys"))]);
+    random_file(&t.join("kernel"), 9 << 20, 1);
+    random_file(&t.join("initramfs"), 3 << 20, 2);
+    random_file(&t.join("rootfs"), 17 << 20, 3);
+    ok(&[
+        "publish",
+        "--repo",
+        &s(&t.join("repo")),
+        "--keys",
+        &s(&t.join("keys")),
+        "--kernel",
+        &s(&t.join("kernel")),
+        "--initramfs",
+        &s(&t.join("initramfs")),
+        "--rootfs",
+        &s(&t.join("rootfs")),
+        "--cmdline",
+        "console=ttyS0",
+    ]);
+    let root = s(&t.join("keys/1.root.json"));
+    let origin = serve(&t.join("srv-cache"), Some(&t.join("repo")));
+
+    let out = ok(&[
+        "fetch",
+        "--root",
+        &root,
+        "--peer",
+        &origin.url,
+        "--cache",
+        &s(&t.join("c1")),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items = report.as_array().unwrap();
+    assert_eq!(items.len(), 3, "{out}");
+    for it in items {
+        let name = it["name"].as_str().unwrap();
+        let kind = name.rsplit('/').next().unwrap();
+        let path = it["path"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            std::fs::read(t.join(kind)).unwrap(),
+            "{name}"
+        );
+        assert_eq!(it["peers"][0]["bytes"], it["bytes"]);
+    }
+
+    // The fetched cache is itself a peer (metadata + objects), used with the origin.
+    let node = serve(&t.join("c1"), None);
+    let out = ok(&[
+        "fetch",
+        "--root",
+        &root,
+        "--peer",
+        &node.url,
+        "--peer",
+        &origin.url,
+        "--cache",
+        &s(&t.join("c2")),
+    ]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.contains("stable/x86_64/rootfs  sha256:"), "{out}");
+    // A node-only fetch (origin not asked) works as well.
+    let out = ok(&[
+        "fetch",
+        "--root",
+        &root,
+        "--peer",
+        &node.url,
+        "--cache",
+        &s(&t.join("c3")),
+        "--target",
+        "stable/x86_64/kernel",
+    ]);
+    assert!(out.contains(&node.url), "{out}");
+
+    // Failures name what failed.
+    let (good, _, err) = run(&[
+        "fetch",
+        "--root",
+        &root,
+        "--peer",
+        &node.url,
+        "--cache",
+        &s(&t.join("c4")),
+        "--target",
+        "stable/x86_64/nope",
+    ]);
+    assert!(!good && err.contains("stable/x86_64/nope"), "{err}");
+    let empty = serve(&t.join("empty"), None);
+    let (good, _, err) = run(&[
+        "fetch",
+        "--root",
+        &root,
+        "--peer",
+        &empty.url,
+        "--cache",
+        &s(&t.join("c5")),
+    ]);
+    assert!(!good && err.contains("TUF refresh failed"), "{err}");
+    let (good, _, err) = run(&[
+        "fetch",
+        "--root",
+        &root,
+        "--peer",
+        "ftp://x",
+        "--cache",
+        &s(&t.join("c6")),
+    ]);
+    assert!(!good && err.contains("not http://"), "{err}");
+
+    let out = ok(&[
+        "cache",
+        "gc",
+        "--cache",
+        &s(&t.join("c1")),
+        "--keep-versions",
+        "1",
+    ]);
+    assert!(out.contains("kept 3 objects"), "{out}");
+}
