@@ -43,6 +43,15 @@ IMAGE_DISK_OPTS = --initramfs $(INITRAMFS) --size $(IMAGE_SIZE) --default-mode $
 
 TEST_PREREQS += image qcow2
 
+# Only x86_64 images exist so far; say so before anything builds.
+ifneq ($(filter kernel initramfs esp image qcow2 test demo,$(MAKECMDGOALS)),)
+ifeq ($(ARCH),arm64)
+$(error ARCH=arm64: not supported yet (needs the arm64 kernel, BOOTAA64.EFI and qemu-system-aarch64; kernel/config-arm64 lists the kernel side; see docs/image.md))
+else ifneq ($(ARCH),x86_64)
+$(error ARCH=$(ARCH): unknown architecture (x86_64; arm64 planned))
+endif
+endif
+
 .PHONY: kernel initramfs esp image qcow2 image-arch-check image-vars
 
 image-arch-check:
