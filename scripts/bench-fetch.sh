@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench-fetch.sh PHASE BUILD DOC: the data-plane benchmark of issue 3, on
+# loopback, for one 1 GiB object (size: BENCH_FETCH_MIB, runs: BENCH_RUNS):
+#   (a) nginx -> curl > /dev/null            the anchor: a plain download
+#   (b) nginx -> curl | sha256sum            download + a hash tool
+#   (c) phase serve -> phase fetch           verified fetch into a CAS
+#   (d) nginx -> phase fetch                 nginx as a mirror
+#   (e) 3 x phase serve -> phase fetch       three peers at once
+# Medians of the runs, ratios (c)/(a) and (d)/(a), and the peak RSS of
+# phase fetch (GNU time). Client caches live on /dev/shm (tmpfs), so the
+# figures compare network + verification + CAS work, not this VM's disk.
+# Writes the section between <!-- fetch:begin --> and <!-- fetch:end --> of DOC.
+set -euo pipefail
+phase=$(realpath "$1"); build=$(realpath -m "$2"); doc=$3
+mib=${BENCH_FETCH_MIB:-1024}
+runs=${BENCH_RUNS:-3}
+work=$build/bench-fetch
+shm=$(mktemp -d /dev/shm/phase-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$shm"
+}
+trap cleanup EXIT
+mkdir -p "$work"
+
+# --- the release: one rootfs object of $mib MiB --------------------------------
+if [[ ! -f $work/repo/metadata/timestamp.json || ! -f $work/rootfs.$mib ]]; then
+  rm -rf "$work/repo" "$work/keys" "$work"/rootfs.*
+  head -c $((mib << 20)) /dev/urandom >"$work/rootfs.$mib"
+  "$phase" keygen --out "$work/keys" >/dev/null
+  "$phase" publish --repo "$work/repo" --keys "$work/keys" --rootfs "$work/rootfs.$mib" --expires 3650d >/dev/null
+fi
+rel=targets/$(cd "$work/repo/targets" && ls stable/x86_64/*.rootfs)
+root=$work/keys/1.root.json
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+# --- nginx on loopback ------------------------------------------------------------
+ngx=$work/nginx; mkdir -p "$ngx"
+nport=$(free_port)
+cat >"$ngx/nginx.conf" <<CONF
+worker_processes 2;
+user root;
+pid $ngx/nginx.pid;
+error_log $ngx/error.log warn;
+daemon off;
+events { worker_connections 256; }
+http {
+  access_log off; sendfile on; tcp_nopush on;
+  client_body_temp_path $ngx/body; proxy_temp_path $ngx/proxy; fastcgi_temp_path $ngx/fcgi;
+  uwsgi_temp_path $ngx/uwsgi; scgi_temp_path $ngx/scgi;
+  server { listen 127.0.0.1:$nport; location /repo/ { alias $work/repo/; } }
+}
+CONF
+/usr/sbin/nginx -e "$ngx/error.log" -c "$ngx/nginx.conf" & pids+=($!)
+wait_port "$nport"
+nurl=http://127.0.0.1:$nport/repo/
+
+# --- phase serve x3 -----------------------------------------------------------------
+purls=()
+for i in 1 2 3; do
+  p=$(free_port)
+  "$phase" serve --cache "$work/srv$i" --repo "$work/repo" --listen 127.0.0.1:$p >/dev/null & pids+=($!)
+  wait_port "$p"
+  purls+=("http://127.0.0.1:$p")
+done
+
+# Warm the page cache with the object.
+cat "$work/repo/$rel" >/dev/null
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+declare -A secs
+rss_kib=0
+timed() { # name cmd...
+  local name=$1; shift
+  local t0 t1
+  t0=$(now); "$@"; t1=$(now)
+  echo "$t1 - $t0" | bc -l >>"$shm/$name.times"
+}
+fetch_into() { # cache peers...
+  local cache=$1; shift
+  local args=()
+  for p in "$@"; do args+=(--peer "$p"); done
+  rm -rf "$cache"
+  /usr/bin/time -f '%M' -o "$shm/rss" "$phase" fetch --quiet --root "$root" --cache "$cache" "${args[@]}" --target stable/x86_64/rootfs >"$shm/fetch.out"
+  local r; r=$(tail -1 "$shm/rss")
+  (( r > rss_kib )) && rss_kib=$r
+  return 0
+}
+for run in $(seq "$runs"); do
+  timed a curl -sf -o /dev/null "$nurl$rel"
+  timed b bash -c "curl -sf '$nurl$rel' | sha256sum >/dev/null"
+  timed c fetch_into "$shm/c" "${purls[0]}"
+  timed d fetch_into "$shm/d" "$nurl"
+  timed e fetch_into "$shm/e" "${purls[@]}"
+done
+rm -rf "$shm/c" "$shm/d" "$shm/e"
+hash_line=$(cd "$(dirname "$0")/.." && ${CARGO:-cargo} run -q --release -p fetcher --example hash_speed 2>/dev/null || echo "sha256 speed: not measured")
+coreutils_s=$( { /usr/bin/time -f '%e' sha256sum "$work/repo/$rel" >/dev/null; } 2>&1 | tail -1)
+
+row() { # name label
+  local m; m=$(median <"$shm/$1.times")
+  local mibs; mibs=$(echo "$mib / $m" | bc -l)
+  printf '| %s | %s | %.3f | %.0f |\n' "$1" "$2" "$m" "$mibs"
+  secs[$1]=$m
+}
+{
+  echo "<!-- fetch:begin -->"
+  echo "## Data plane: fetch (issue 3)"
+  echo
+  echo "One $mib MiB object on loopback, median of $runs runs, measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))."
+  echo "Client caches on tmpfs; \`phase fetch\` times include its TUF refresh. \`make bench\` rewrites this section."
+  echo
+  echo "| case | what | seconds | MiB/s |"
+  echo "|---|---|---|---|"
+  row a "nginx -> curl > /dev/null"
+  row b "nginx -> curl \\| sha256sum"
+  row c "phase serve -> phase fetch (CAS)"
+  row d "nginx -> phase fetch (mirror)"
+  row e "3 x phase serve -> phase fetch"
+  echo
+  printf 'Ratios of throughput: (c)/(a) = %.2f, (d)/(a) = %.2f, (e)/(a) = %.2f (target: >= 1.0).\n' \
+    "$(echo "${secs[a]} / ${secs[c]}" | bc -l)" "$(echo "${secs[a]} / ${secs[d]}" | bc -l)" "$(echo "${secs[a]} / ${secs[e]}" | bc -l)"
+  echo
+  echo "Peak RSS of \`phase fetch\` over all runs: $((rss_kib / 1024)) MiB (object: $mib MiB)."
+  echo
+  echo "Hashing: \`$hash_line\`; coreutils \`sha256sum\` of the object: ${coreutils_s} s."
+  echo "<!-- fetch:end -->"
+} >"$shm/section.md"
+cat "$shm/section.md"
+mkdir -p "$(dirname "$doc")"
+[[ -f $doc ]] || printf '# Benchmarks\n\nEach area of `make bench` writes its own section between markers.\n\n' >"$doc"
+python3 - "$doc" "$shm/section.md" <<'PY'
+import sys, re
+doc, sec = sys.argv[1], open(sys.argv[2]).read().strip() + "\n"
+s = open(doc).read()
+pat = re.compile(r"<!-- fetch:begin -->.*?<!-- fetch:end -->\n?", re.S)
+s = pat.sub(lambda m: sec, s) if pat.search(s) else s.rstrip("\n") + "\n\n" + sec
+open(doc, "w").write(s)
+PY
