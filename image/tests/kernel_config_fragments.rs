@@ -34,11 +34,10 @@ fn x86_64_fragment_is_satisfied_by_the_debian_kernel() {
     let mut missing = Vec::new();
     for (k, want) in fragment("config-x86_64") {
         let have = kernel.config_value(&k).unwrap();
-        let ok = match (want.as_str(), have.as_deref()) {
-            ("y", Some("y")) => true,
-            ("m", Some("y" | "m")) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (want.as_str(), have.as_deref()),
+            ("y", Some("y")) | ("m", Some("y" | "m"))
+        );
         if !ok {
             missing.push(format!("{k}: fragment {want}, Debian {have:?}"));
         }
