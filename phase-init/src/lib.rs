@@ -20,7 +20,10 @@ pub mod panic;
 pub mod payload;
 pub mod power;
 pub mod rescue;
+pub mod services;
+pub mod stage2;
 pub mod step;
+pub mod supervisor;
 pub mod sys;
 pub mod trust;
 

@@ -1,25 +1,42 @@
 //! phase-init: PID 1 of the Phase Boot initramfs.
 //!
 //! The boot, in order — one console status line per step:
-//!   1. mounts   /proc /sys /dev /dev/pts /dev/shm /run
-//!   2. console  attach /dev/kmsg and every active console
-//!   3. cmdline  the phase.* parameters; typos warn, then defaults
-//!   4. modules  /etc/phase/modules.order via finit_module
-//!   5. loader   which systemd-boot entry booted us (efivarfs)
-//!   6. trust    the baked trusted root
-//!      (issue 6 adds: network, discover, refresh, fetch, kexec)
-//!   7. ready    `phase-init: ready mode=<mode> channel=<channel>`
-//!   8. then     power off (phase.test=poweroff) or the rescue shell
+//!
+//! ```text
+//!  1. mounts    /proc /sys /dev /dev/pts /dev/shm /run
+//!  2. console   attach /dev/kmsg and every active console
+//!  3. cmdline   the phase.* parameters; typos warn, then defaults
+//!  4. modules   /etc/phase/modules.order via finit_module
+//!  5. loader    which systemd-boot entry booted us (efivarfs)
+//!  6. trust     the baked trusted root
+//!               (issue 6 adds: network, discover, refresh, fetch)
+//!  7. ready     `phase-init: ready mode=<mode> channel=<channel>`
+//! stage 1 (phase.stage=boot):
+//!  8. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
+//!  9. kexec     kexec_file_load + reboot(KEXEC)
+//!               phase.test=kexec: the artifacts in /etc/phase/test-artifacts
+//!               phase.test=poweroff: power off after the ready line
+//! stage 2 (phase.stage=target):
+//!  8. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
+//!  9. move      /proc /sys /dev /run and the payload into the new root
+//! 10. switch    switch_root (the initramfs contents are freed)
+//! 11. handover  systemd (exec /sbin/init) or the services supervisor
+//! on failure: the rescue shell
+//! ```
 //!
 //! PID 1 never exits: a panic anywhere in the boot lands in the rescue shell.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
-use phase_init::cmdline::{self, Config, TestAction};
+use std::os::unix::process::CommandExt;
+
+use phase_init::cmdline::{self, Config, Stage, TestAction};
 use phase_init::console::console;
 use phase_init::step::{self, chain, Status};
-use phase_init::{handoff, kexec, loader, modules, mounts, power, rescue, trust};
+use phase_init::{
+    handoff, kexec, loader, modules, mounts, power, rescue, services, stage2, supervisor, trust,
+};
 
 fn main() {
     if !phase_init::is_pid1() {
@@ -54,6 +71,10 @@ fn boot() {
         panic!("phase.test=panic: panicking on purpose");
     }
     console().raw(&phase_init::ready_line(&config));
+    if config.stage == Stage::Target {
+        target();
+        return;
+    }
     if config.test == Some(TestAction::Kexec) {
         kexec_test_artifacts(&config);
         return;
@@ -62,6 +83,60 @@ fn boot() {
         console().line("phase.test=poweroff: powering off");
         let e = power::power_off();
         console().line(&format!("power off failed: {e}"));
+    }
+}
+
+/// Stage 2: the payload's rootfs becomes `/`, then systemd or the
+/// supervisor takes over. Returns on failure (rescue shell).
+fn target() {
+    let step_result = |r: Result<String, stage2::Stage2Error>| match r {
+        Ok(detail) => (true, Status::ok(detail)),
+        Err(e) => (false, Status::fail(chain(&e))),
+    };
+    if !step::run("rootfs", || step_result(stage2::mount_root())) {
+        return;
+    }
+    if !step::run("move", || step_result(stage2::move_mounts())) {
+        return;
+    }
+    if !step::run("switch", || step_result(stage2::switch_root())) {
+        return;
+    }
+    match stage2::handover(Path::new("/")) {
+        stage2::Handover::Systemd(init) => {
+            console().line(&format!("handover: systemd mode, exec {}", init.display()));
+            let e = std::process::Command::new(&init).exec();
+            console().line(&format!("handover: cannot exec {}: {e}", init.display()));
+        }
+        stage2::Handover::Exec => {
+            let file = Path::new(services::SERVICES_FILE);
+            let Some(list) = step::run("services", || match services::load(file) {
+                Ok(s) => {
+                    let waves: Vec<String> = s.waves().iter().map(|w| w.join(" ")).collect();
+                    let detail = format!(
+                        "exec mode: {} service(s), start order: {}",
+                        s.services.len(),
+                        waves.join(" | ")
+                    );
+                    (Some(s), Status::ok(detail))
+                }
+                Err(e) => (None, Status::fail(chain(&e))),
+            }) else {
+                return;
+            };
+            let how = supervisor::run(&list);
+            let e = match how {
+                supervisor::Shutdown::PowerOff => {
+                    console().line("supervisor: powering off");
+                    power::power_off()
+                }
+                supervisor::Shutdown::Reboot => {
+                    console().line("supervisor: rebooting");
+                    power::reboot()
+                }
+            };
+            console().line(&format!("supervisor: shutdown failed: {e}"));
+        }
     }
 }
 

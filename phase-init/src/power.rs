@@ -12,3 +12,12 @@ pub fn power_off() -> io::Error {
         Err(e) => e.into(),
     }
 }
+
+/// Syncs the disks and reboots. Returns only if the kernel refused.
+pub fn reboot() -> io::Error {
+    rustix::fs::sync();
+    match rustix::system::reboot(rustix::system::RebootCommand::Restart) {
+        Ok(()) => io::Error::other("reboot(RESTART) returned without rebooting"),
+        Err(e) => e.into(),
+    }
+}

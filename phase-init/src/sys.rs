@@ -195,3 +195,56 @@ pub fn loop_attach(dev: BorrowedFd<'_>, backing: BorrowedFd<'_>, name: &[u8]) ->
         Err(io::Error::last_os_error())
     }
 }
+
+/// The signals the supervisor handles: children and shutdown requests
+/// (busybox `reboot` sends SIGTERM, `poweroff` SIGUSR2, `halt` SIGUSR1;
+/// Ctrl-Alt-Del is SIGINT).
+pub const SUPERVISOR_SIGNALS: [libc::c_int; 5] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initializes it fully
+    // before sigaddset reads it, both only write within it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+        set
+    }
+}
+
+/// Blocks `signals` for this thread (PID 1 is single-threaded by then) so
+/// that [`wait_signal`] can take them synchronously. Children started with
+/// `std::process::Command` get an empty mask again (std resets it).
+pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
+    let set = sigset(signals);
+    // SAFETY: `set` is an initialized sigset_t alive for the call; a null old
+    // set is allowed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// Waits up to `timeout` for one of `signals` (which must be blocked);
+/// `None` on timeout or interruption.
+pub fn wait_signal(signals: &[libc::c_int], timeout: std::time::Duration) -> Option<libc::c_int> {
+    let set = sigset(signals);
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    // SAFETY: `set` and `ts` are initialized and alive for the call; a null
+    // siginfo pointer is allowed.
+    let r = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    (r > 0).then_some(r)
+}

@@ -1,0 +1,371 @@
+//! Stage 2 (role "target", `phase.stage=target`): from the payload in the
+//! target initramfs to the verified root filesystem.
+//!
+//! 1. `/phase/rootfs.squashfs` → a loop device (read-only, auto-clear) →
+//!    squashfs mounted read-only at [`LOWER`];
+//! 2. a tmpfs at [`RW`] holds the overlay's upper and work dirs; OverlayFS
+//!    of the two at [`NEW_ROOT`];
+//! 3. `/phase` (boot.json, the CAS) is bound read-only at `<root>/phase`;
+//!    `/proc /sys /dev /run` are moved into the new root, and the lower and
+//!    rw mounts under its `/run/phase/`;
+//! 4. switch_root: delete the initramfs contents (not crossing mounts, and
+//!    keeping `/phase`, which the bind and the loop device still use), move
+//!    the new root onto `/`, chroot, chdir.
+//!
+//! Then [`handover`] says whether to exec systemd or supervise
+//! `/etc/phase/services.toml`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::mount::{mount, mount_bind, mount_move, mount_remount, MountFlags};
+
+use crate::payload;
+use crate::sys;
+
+pub const LOWER: &str = "/.phase/lower";
+pub const RW: &str = "/.phase/rw";
+pub const NEW_ROOT: &str = "/sysroot";
+/// The payload directory kept across switch_root.
+pub const PAYLOAD_DIR: &str = "/phase";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Stage2Error {
+    #[error("the payload has no root filesystem at {0} (was this initramfs kexec'd by stage 1?)")]
+    NoRootfs(PathBuf),
+    #[error("cannot {what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Stage2Error {
+    let path = path.into();
+    move |source| Stage2Error::Io { what, path, source }
+}
+
+fn errno(e: rustix::io::Errno) -> io::Error {
+    e.into()
+}
+
+/// Attaches `image` to a free loop device, read-only; returns its path and
+/// an open handle. Keep the handle until the device is mounted: the device
+/// is auto-clearing, so closing its last user before the mount detaches it.
+pub fn attach_loop(image: &Path) -> Result<(PathBuf, File), Stage2Error> {
+    let backing = File::open(image).map_err(io_err("open", image))?;
+    let control = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .map_err(io_err("open (is loop.ko loaded?)", "/dev/loop-control"))?;
+    // A device taken between GET_FREE and attach gives EBUSY: try the next.
+    let mut last = None;
+    for _ in 0..8 {
+        let n = sys::loop_get_free(control.as_fd())
+            .map_err(io_err("get a free loop device from", "/dev/loop-control"))?;
+        let dev = PathBuf::from(format!("/dev/loop{n}"));
+        let f = open_when_present(&dev)?;
+        match sys::loop_attach(
+            f.as_fd(),
+            backing.as_fd(),
+            image.as_os_str().as_encoded_bytes(),
+        ) {
+            Ok(()) => return Ok((dev, f)),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = Some(e),
+            Err(e) => return Err(io_err("attach the rootfs to", dev)(e)),
+        }
+    }
+    Err(io_err("attach the rootfs to a loop device", image)(
+        last.unwrap_or_else(|| io::Error::other("every loop device was busy")),
+    ))
+}
+
+/// devtmpfs creates a new loop node asynchronously: wait up to 2 s for it.
+fn open_when_present(dev: &Path) -> Result<File, Stage2Error> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match OpenOptions::new().read(true).open(dev) {
+            Ok(f) => return Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(io_err("open", dev)(e)),
+        }
+    }
+}
+
+fn mkdir(p: &Path) -> Result<(), Stage2Error> {
+    fs::create_dir_all(p).map_err(io_err("create the directory", p))
+}
+
+/// Steps 1 and 2: returns a one-line summary.
+pub fn mount_root() -> Result<String, Stage2Error> {
+    let image = Path::new(payload::ROOTFS);
+    if !image.is_file() {
+        return Err(Stage2Error::NoRootfs(image.to_path_buf()));
+    }
+    // Held until the squashfs is mounted (see attach_loop).
+    let (dev, _hold) = attach_loop(image)?;
+    let (lower, rw, root) = (Path::new(LOWER), Path::new(RW), Path::new(NEW_ROOT));
+    mkdir(lower)?;
+    mount(&dev, lower, "squashfs", MountFlags::RDONLY, None)
+        .map_err(errno)
+        .map_err(io_err(
+            "mount the squashfs (is squashfs.ko loaded?) at",
+            lower,
+        ))?;
+    mkdir(rw)?;
+    mount(
+        "tmpfs",
+        rw,
+        "tmpfs",
+        MountFlags::empty(),
+        Some(c"mode=0755"),
+    )
+    .map_err(errno)
+    .map_err(io_err("mount the overlay's tmpfs at", rw))?;
+    let (upper, work) = (rw.join("upper"), rw.join("work"));
+    mkdir(&upper)?;
+    mkdir(&work)?;
+    mkdir(root)?;
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let opts = std::ffi::CString::new(opts).map_err(|_| Stage2Error::NoRootfs(image.into()))?;
+    mount(
+        "overlay",
+        root,
+        "overlay",
+        MountFlags::empty(),
+        Some(opts.as_c_str()),
+    )
+    .map_err(errno)
+    .map_err(io_err("mount the overlay (is overlay.ko loaded?) at", root))?;
+    Ok(format!(
+        "{} on {} (squashfs, read-only) + tmpfs upper -> overlay {}",
+        payload::ROOTFS,
+        dev.display(),
+        NEW_ROOT
+    ))
+}
+
+/// Step 3: bind the payload, move the API filesystems and the overlay's
+/// parts into the new root.
+pub fn move_mounts() -> Result<String, Stage2Error> {
+    let root = Path::new(NEW_ROOT);
+    let phase = root.join("phase");
+    mkdir(&phase)?;
+    mount_bind(PAYLOAD_DIR, &phase)
+        .map_err(errno)
+        .map_err(io_err("bind the payload at", &phase))?;
+    mount_remount(&phase, MountFlags::BIND | MountFlags::RDONLY, "")
+        .map_err(errno)
+        .map_err(io_err("make read-only", &phase))?;
+    let mut moved = Vec::new();
+    for m in ["/proc", "/sys", "/dev", "/run"] {
+        let to = root.join(m.trim_start_matches('/'));
+        mkdir(&to)?;
+        mount_move(m, &to)
+            .map_err(errno)
+            .map_err(io_err("move the mount into the new root:", m))?;
+        moved.push(m);
+    }
+    for (from, name) in [(LOWER, "lower"), (RW, "rw")] {
+        let to = root.join("run/phase").join(name);
+        mkdir(&to)?;
+        mount_move(from, &to)
+            .map_err(errno)
+            .map_err(io_err("move the mount into the new root:", from))?;
+    }
+    Ok(format!(
+        "{} moved; payload at /phase (read-only)",
+        moved.join(" ")
+    ))
+}
+
+/// Deletes everything under `dir` that is on device `dev` (never crossing
+/// into another mount), except the paths in `keep`. Returns the number of
+/// entries removed; failures are skipped (as switch_root does).
+pub fn delete_tree(dir: &Path, dev: u64, keep: &[&Path]) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if keep.iter().any(|k| *k == path) {
+            continue;
+        }
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.dev() != dev {
+            continue;
+        }
+        if meta.is_dir() {
+            n += delete_tree(&path, dev, keep);
+            if fs::remove_dir(&path).is_ok() {
+                n += 1;
+            }
+        } else if fs::remove_file(&path).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Step 4: switch_root into [`NEW_ROOT`].
+pub fn switch_root() -> Result<String, Stage2Error> {
+    let root = Path::new(NEW_ROOT);
+    rustix::process::chdir(root)
+        .map_err(errno)
+        .map_err(io_err("chdir to", root))?;
+    let dev = fs::symlink_metadata("/")
+        .map_err(io_err("stat", "/"))?
+        .dev();
+    let removed = delete_tree(Path::new("/"), dev, &[root, Path::new(PAYLOAD_DIR)]);
+    mount_move(".", "/")
+        .map_err(errno)
+        .map_err(io_err("move the new root onto", "/"))?;
+    rustix::process::chroot(".")
+        .map_err(errno)
+        .map_err(io_err("chroot to", root))?;
+    rustix::process::chdir("/")
+        .map_err(errno)
+        .map_err(io_err("chdir to", "/"))?;
+    Ok(format!(
+        "{removed} initramfs entries freed; / is the overlay"
+    ))
+}
+
+/// What happens after switch_root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handover {
+    /// `/sbin/init` is systemd: exec it (path inside the root).
+    Systemd(PathBuf),
+    /// phase-init supervises `/etc/phase/services.toml`.
+    Exec,
+}
+
+/// Resolves `path` inside `root` (symlinks are followed relative to
+/// `root`, at most 40 hops). `None` if it does not exist.
+pub fn resolve_in(root: &Path, path: &Path) -> Option<PathBuf> {
+    let mut cur = PathBuf::from("/").join(path);
+    for _ in 0..40 {
+        let full = root.join(cur.strip_prefix("/").unwrap_or(&cur));
+        let meta = fs::symlink_metadata(&full).ok()?;
+        if !meta.file_type().is_symlink() {
+            return Some(cur);
+        }
+        let target = fs::read_link(&full).ok()?;
+        cur = if target.is_absolute() {
+            target
+        } else {
+            cur.parent().unwrap_or(Path::new("/")).join(target)
+        };
+        cur = normalize(&cur);
+    }
+    None
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// systemd mode when the root's `/sbin/init` resolves to a file named
+/// `systemd`; exec mode otherwise.
+pub fn handover(root: &Path) -> Handover {
+    match resolve_in(root, Path::new("/sbin/init")) {
+        Some(p) if p.file_name().is_some_and(|n| n == "systemd") => Handover::Systemd(p),
+        _ => Handover::Exec,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn systemd_is_found_through_relative_and_absolute_links() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path();
+        fs::create_dir_all(r.join("sbin")).expect("mkdir");
+        fs::create_dir_all(r.join("lib/systemd")).expect("mkdir");
+        fs::write(r.join("lib/systemd/systemd"), b"elf").expect("write");
+        symlink("../lib/systemd/systemd", r.join("sbin/init")).expect("symlink");
+        assert_eq!(
+            handover(r),
+            Handover::Systemd("/lib/systemd/systemd".into())
+        );
+        fs::remove_file(r.join("sbin/init")).expect("rm");
+        // An absolute link is resolved inside the root, not on the host.
+        symlink("/lib/systemd/systemd", r.join("sbin/init")).expect("symlink");
+        assert_eq!(
+            handover(r),
+            Handover::Systemd("/lib/systemd/systemd".into())
+        );
+    }
+
+    #[test]
+    fn busybox_init_or_nothing_means_exec_mode() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path();
+        assert_eq!(handover(r), Handover::Exec);
+        fs::create_dir_all(r.join("sbin")).expect("mkdir");
+        fs::create_dir_all(r.join("bin")).expect("mkdir");
+        fs::write(r.join("bin/busybox"), b"elf").expect("write");
+        symlink("/bin/busybox", r.join("sbin/init")).expect("symlink");
+        assert_eq!(handover(r), Handover::Exec);
+        // A dangling link or a loop is not systemd either.
+        fs::remove_file(r.join("sbin/init")).expect("rm");
+        symlink("init", r.join("sbin/init")).expect("symlink");
+        assert_eq!(handover(r), Handover::Exec);
+    }
+
+    #[test]
+    fn delete_tree_keeps_what_it_is_told_and_removes_the_rest() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path();
+        fs::create_dir_all(r.join("a/b")).expect("mkdir");
+        fs::write(r.join("a/b/f"), b"x").expect("write");
+        fs::create_dir_all(r.join("keep")).expect("mkdir");
+        fs::write(r.join("keep/f"), b"x").expect("write");
+        symlink("/etc", r.join("link")).expect("symlink");
+        let dev = fs::metadata(r).expect("stat").dev();
+        let n = delete_tree(r, dev, &[&r.join("keep")]);
+        assert_eq!(n, 4, "a, a/b, a/b/f, link");
+        assert!(r.join("keep/f").exists());
+        assert!(!r.join("a").exists());
+        assert!(
+            Path::new("/etc").exists(),
+            "a symlink is removed, not followed"
+        );
+    }
+
+    #[test]
+    fn mount_root_without_a_payload_says_so() {
+        let e = mount_root().expect_err("no payload on the build host");
+        assert!(e.to_string().contains("/phase/rootfs.squashfs"), "{e}");
+    }
+}
