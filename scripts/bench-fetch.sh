@@ -113,6 +113,7 @@ row() { # name label
   echo
   echo "One $mib MiB object on loopback, median of $runs runs, measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))."
   echo "Client caches on tmpfs; \`phase fetch\` times include its TUF refresh. \`make bench\` rewrites this section."
+  echo "Load average when the runs ended: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared; figures move with it)."
   echo
   echo "| case | what | seconds | MiB/s |"
   echo "|---|---|---|---|"
