@@ -151,6 +151,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut summary = serde_json::Map::new();
     let mut timings = serde_json::Map::new();
 
+    // Cheap checks first, before minutes of work.
+    let size = disk::parse_size(&args.size).context("--size / IMAGE_SIZE")?;
+    let esp_size = disk::parse_size(&args.esp_size).context("--esp-size")?;
+    if !esp::MODES.contains(&args.default_mode.as_str()) {
+        bail!(
+            "--default-mode {:?}: expected one of {}",
+            args.default_mode,
+            esp::MODES.join(", ")
+        );
+    }
+    if args.stage == Stage::Disk {
+        disk::DiskLayout::compute(size, esp_size).context("--size / --esp-size")?;
+    }
+
     // 1. Kernel.
     let step = Step::start(quiet, "kernel");
     let kernel = kernel::acquire(&args.build_dir, &args.arch, args.kernel_version.as_deref())
@@ -228,8 +242,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     .context("cannot assemble the ESP")?;
     summary.insert("esp_content_bytes".into(), esp_files.total_bytes().into());
 
-    let size = disk::parse_size(&args.size).context("--size / IMAGE_SIZE")?;
-    let esp_size = disk::parse_size(&args.esp_size).context("--esp-size")?;
     // The image identity: everything that went in.
     let mut h = Sha256::new();
     for (path, data) in &esp_files.files {
