@@ -111,3 +111,23 @@ fn qcow2_options_reach_qemu_img() {
     .unwrap_err();
     assert!(bad.to_string().contains("1000"), "{bad}");
 }
+
+#[test]
+fn make_built_qcow2_is_the_raw_image() {
+    let q = common::built("phase-boot-x86_64.qcow2", "qcow2");
+    let raw = common::built("phase-boot-x86_64.img", "image");
+    let i = info(&q);
+    assert_eq!(i["format-specific"]["data"]["compat"], "1.1");
+    assert_eq!(i["format-specific"]["data"]["lazy-refcounts"], true);
+    assert_eq!(
+        i["virtual-size"].as_u64(),
+        Some(std::fs::metadata(&raw).unwrap().len())
+    );
+    run_ok(Command::new("qemu-img").arg("check").arg(&q));
+    run_ok(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", "qcow2"])
+            .arg(&raw)
+            .arg(&q),
+    );
+}
