@@ -9,7 +9,7 @@
 //! whole MiB before the backup GPT. GUIDs, the FAT volume id and the ext4
 //! UUID derive from a caller-given seed, so equal inputs give equal images.
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -495,15 +495,6 @@ pub fn convert_qcow2(raw: &Path, out: &Path, opts: &Qcow2Options) -> Result<(), 
     run(&mut cmd).map_err(DiskError::QemuImg)?;
     std::fs::rename(&tmp, out).map_err(io_err(out))?;
     Ok(())
-}
-
-/// Open a file read-write (helper for tests and callers that patch images).
-pub fn open_rw(path: &Path) -> Result<File, DiskError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! * [`modules`]: reading each module's ELF `.modinfo` section and computing
 //!   the dependency closure and load order of the modules the initramfs carries;
 //! * [`cpio`]: a deterministic cpio "newc" archive writer (sorted entries,
-//!   fixed owners and times), compressed with zstd or gzip-free zstd only;
+//!   fixed owners and times), zstd-compressed;
 //! * [`stage1`]: the stage-1 initramfs layout that `phase-init` expects;
 //! * [`esp`]: the ESP contents (systemd-boot, loader entries from templates);
 //! * [`disk`]: the GPT disk image (ESP FAT32 + `PHASE-CACHE` ext4) and the
@@ -27,3 +27,4 @@ mod util;
 
 pub use disk::{DiskLayout, DiskSpec};
 pub use kernel::Kernel;
+pub use util::CommandError;
