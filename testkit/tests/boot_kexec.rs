@@ -1,0 +1,239 @@
+//! Boot test of the hand-over (issue 6): stage 1 kexecs a target kernel with
+//! the target initramfs + payload, and stage 2 mounts the payload's squashfs
+//! under an overlay, switch_roots and supervises the rootfs's services.
+//!
+//! Direct kernel boot (SeaBIOS, no firmware menu) of Debian's kernel with the
+//! built initramfs plus a second, uncompressed cpio holding
+//! `/etc/phase/test-artifacts/` (the same kernel, the same initramfs as the
+//! target's, a squashfs made here with `mksquashfs -all-root`, the target's
+//! cmdline). `phase.test=kexec` makes stage 1 hand over to those files
+//! exactly as it does after a verified fetch.
+//!
+//! Prerequisites (built by `make test`): `$PHASE_BUILD/kernel/current`, the
+//! kernel under `$PHASE_BUILD/kernel/<release>/boot/`, and
+//! `$PHASE_BUILD/x86_64/initramfs.img`; `mksquashfs` and a static
+//! `/bin/busybox` on the host. A missing one fails the test with what to do.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use testkit::qemu::{Qemu, Vm};
+
+/// Generous for TCG on a loaded 2-core machine: two kernel boots take
+/// 20–40 s.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn build_dir() -> PathBuf {
+    std::env::var_os("PHASE_BUILD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"))
+}
+
+fn need(p: &Path, how: &str) {
+    assert!(
+        p.exists(),
+        "boot test prerequisite missing: {} ({how})",
+        p.display()
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The rootfs: busybox, a marker file, and services that prove where they
+/// run (overlay root, writable, payload visible, CAS holds the kernel),
+/// exercise a restart with backoff, and power the VM off through PID 1.
+fn make_rootfs(dir: &Path, out: &Path, marker: &str, kernel_sha: &str) {
+    let root = dir.join("rootfs");
+    for d in [
+        "bin",
+        "sbin",
+        "etc/phase",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+    ] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir in rootfs");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy /bin/busybox");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink sh");
+    std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/init")).expect("symlink init");
+    std::fs::write(root.join("etc/marker"), format!("{marker}\n")).expect("write marker");
+    let cas = format!("/phase/cas/sha256/{}/{kernel_sha}", &kernel_sha[..2]);
+    let hello = format!(
+        "echo \"phase-target-marker: $(cat /etc/marker) root=$(busybox awk '$2==\"/\"{{print $3}}' /proc/mounts)\"; \
+         echo overlay-writable > /probe && echo \"probe: $(busybox cat /probe)\"; \
+         echo \"cas-kernel: $(busybox sha256sum {cas} | busybox cut -d' ' -f1)\"; \
+         echo \"boot.json: $(busybox tr -d ' \\n' < /phase/boot.json) :boot.json-end\""
+    );
+    let services = format!(
+        r#"[service.hello]
+command = "/bin/sh"
+args = ["-c", "{hello}"]
+type = "oneshot"
+
+[service.flaky]
+command = "/bin/sh"
+args = ["-c", "if [ -e /run/flaky-once ]; then echo flaky-recovered; else : > /run/flaky-once; exit 3; fi"]
+type = "oneshot"
+restart = "on-failure"
+backoff_ms = 200
+
+[service.stopper]
+command = "/bin/busybox"
+args = ["poweroff"]
+after = ["hello", "flaky"]
+"#,
+        hello = hello.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    std::fs::write(root.join("etc/phase/services.toml"), services).expect("write services.toml");
+    let st = Command::new("mksquashfs")
+        .arg(&root)
+        .arg(out)
+        .args(["-all-root", "-noappend", "-quiet", "-no-progress"])
+        .status()
+        .expect("run mksquashfs (apt-get install squashfs-tools)");
+    assert!(st.success(), "mksquashfs failed: {st}");
+}
+
+#[test]
+fn stage1_kexecs_into_the_target_which_boots_the_squashfs_and_runs_its_services() {
+    let t0 = Instant::now();
+    let build = build_dir();
+    let release_file = build.join("kernel/current");
+    need(&release_file, "run `make kernel`");
+    let release = std::fs::read_to_string(&release_file).expect("read kernel/current");
+    let release = release.trim();
+    let kernel = build.join(format!("kernel/{release}/boot/vmlinuz-{release}"));
+    let initrd = build.join("x86_64/initramfs.img");
+    need(&kernel, "run `make kernel`");
+    need(&initrd, "run `make initramfs`");
+    need(Path::new("/bin/busybox"), "apt-get install busybox-static");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel_bytes = std::fs::read(&kernel).expect("read kernel");
+    let initrd_bytes = std::fs::read(&initrd).expect("read initramfs");
+    let kernel_sha = sha256_hex(&kernel_bytes);
+    let initrd_sha = sha256_hex(&initrd_bytes);
+    let marker = format!("marker-{}-{}", std::process::id(), t0.elapsed().as_nanos());
+    let squash = dir.path().join("rootfs.squashfs");
+    make_rootfs(dir.path(), &squash, &marker, &kernel_sha);
+    let squash_bytes = std::fs::read(&squash).expect("read squashfs");
+    let rootfs_sha = sha256_hex(&squash_bytes);
+
+    // Stage 1 = the built initramfs ++ the test artifacts.
+    let mut extra = image::cpio::Archive::new(0);
+    let a = "etc/phase/test-artifacts";
+    extra
+        .file(&format!("{a}/vmlinuz"), kernel_bytes, 0o644)
+        .expect("cpio");
+    extra
+        .file(&format!("{a}/initramfs.img"), initrd_bytes.clone(), 0o644)
+        .expect("cpio");
+    extra
+        .file(&format!("{a}/rootfs.squashfs"), squash_bytes, 0o644)
+        .expect("cpio");
+    extra
+        .file(
+            &format!("{a}/cmdline"),
+            b"console=ttyS0,115200\n".to_vec(),
+            0o644,
+        )
+        .expect("cpio");
+    let mut stage1 = initrd_bytes;
+    stage1.resize(stage1.len().div_ceil(4) * 4, 0);
+    stage1.extend_from_slice(&extra.to_newc());
+    let stage1_path = dir.path().join("stage1.img");
+    std::fs::write(&stage1_path, &stage1).expect("write stage-1 initrd");
+
+    let mut vm = Qemu::direct_kernel(
+        &kernel,
+        &stage1_path,
+        "console=ttyS0,115200 phase.mode=local phase.channel=testing phase.test=kexec",
+    )
+    .name("kexec")
+    .timeout(BOOT_TIMEOUT)
+    .start()
+    .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
+
+    // Stage 1.
+    expect(&mut vm, "stage=boot test=kexec");
+    expect(&mut vm, "phase-init: ready mode=local channel=testing");
+    expect(&mut vm, "payload  ok");
+    expect(&mut vm, "kexec    ok");
+    // (the line arrives in pieces: match its parts, not the returned text)
+    expect(&mut vm, "phase.mode=local phase.channel=testing");
+    expect(&mut vm, "phase.stage=target");
+    expect(&mut vm, "kexec: starting the target kernel");
+    let t_kexec = t0.elapsed();
+    // The target kernel.
+    expect(&mut vm, "kexec_core: Starting new kernel");
+    expect(&mut vm, &format!("Linux version {release}"));
+    expect(&mut vm, "stage=target");
+    expect(&mut vm, "phase-init: ready mode=local channel=testing");
+    // Stage 2.
+    expect(&mut vm, "rootfs   ok");
+    expect(&mut vm, "switch   ok");
+    expect(&mut vm, "start order: flaky hello | stopper");
+    expect(&mut vm, "service hello: started");
+    // From inside the overlay root: the squashfs's marker, the overlay as
+    // `/`, a write that lands in the tmpfs upper, the CAS copy of the kernel
+    // and boot.json naming all three artifacts.
+    expect(
+        &mut vm,
+        &format!("phase-target-marker: {marker} root=overlay"),
+    );
+    expect(&mut vm, "probe: overlay-writable");
+    expect(&mut vm, &format!("cas-kernel: {kernel_sha}"));
+    expect(&mut vm, ":boot.json-end");
+    let log = vm.log();
+    let boot_json = log
+        .lines()
+        .find(|l| l.starts_with("boot.json: {"))
+        .unwrap_or_else(|| panic!("no boot.json line in the log"));
+    for (kind, sha) in [
+        ("kernel", &kernel_sha),
+        ("initramfs", &initrd_sha),
+        ("rootfs", &rootfs_sha),
+    ] {
+        assert!(
+            boot_json.contains(&format!(
+                "\"kind\":\"{kind}\",\"target\":\"testing/x86_64/{kind}\",\"sha256\":\"{sha}\""
+            )),
+            "boot.json lacks {kind} {sha}: {boot_json}"
+        );
+    }
+    assert!(boot_json.contains("\"mode\":\"local\""), "{boot_json}");
+    assert!(boot_json.contains("\"step\":\"modules\""), "{boot_json}");
+    // The supervisor: restart with backoff, then the dependent service,
+    // then busybox poweroff -> SIGUSR2 -> PID 1 powers off.
+    expect(&mut vm, "service stopper: started");
+    let log = vm.log();
+    assert!(
+        log.contains("service flaky: exited (status 3); restarting in 0.2 s (restart 1)"),
+        "no restart line in the log"
+    );
+    expect(&mut vm, "supervisor: power off requested");
+    expect(&mut vm, "supervisor: powering off");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
+    assert!(
+        vm.log().contains("flaky-recovered"),
+        "flaky did not succeed on its restart"
+    );
+    eprintln!(
+        "kexec boot test: stage 1 -> kexec {:.1} s, whole test {:.1} s",
+        t_kexec.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}
