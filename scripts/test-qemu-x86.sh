@@ -4,18 +4,19 @@
 #
 #   scripts/test-qemu-x86.sh --image build/phase-boot-x86_64.img \
 #       [--mode internet|local|private] [--append "phase.test=poweroff ..."] \
-#       [--timeout SECONDS] [--expect STRING] [--log FILE]
+#       [--timeout SECONDS] [--expect STRING] [--log FILE] [--stream]
 #
 # Exit status 0 when STRING (default "phase-init: ready") appears on the
 # serial console within the timeout; otherwise non-zero and the log's tail.
 # --mode / --append edit the ESP (loader.conf default entry, the entry's
 # options line) of a temporary copy: a sparse raw copy for a raw image, a
 # qcow2 overlay backed by the image for a qcow2. The image is never modified.
+# --stream copies the serial console to the terminal as it arrives.
 # KVM is not used (-accel tcg): it does not work on the build machines.
 set -euo pipefail
 
 usage() {
-  sed -n '2,14s/^# \{0,1\}//p' "$0"
+  sed -n '2,15s/^# \{0,1\}//p' "$0"
   exit 2
 }
 die() {
@@ -23,7 +24,7 @@ die() {
   exit 2
 }
 
-image='' mode='' append='' timeout=120 expect='phase-init: ready' log=''
+image='' mode='' append='' timeout=120 expect='phase-init: ready' log='' stream=false
 while (($#)); do
   case $1 in
     --image) image=${2:?--image needs a path}; shift 2 ;;
@@ -32,6 +33,7 @@ while (($#)); do
     --timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
     --expect) expect=${2:?--expect needs a string}; shift 2 ;;
     --log) log=${2:?--log needs a path}; shift 2 ;;
+    --stream) stream=true; shift ;;
     -h | --help) usage ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -49,9 +51,10 @@ done
 [[ -f $ovmf_code ]] || die "$ovmf_code is missing (Debian package ovmf)"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-qemu-x86.XXXXXX")
-qemu_pid=''
+qemu_pid='' tail_pid=''
 cleanup() {
   [[ -n $qemu_pid ]] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+  [[ -n $tail_pid ]] && kill "$tail_pid" 2>/dev/null && wait "$tail_pid" 2>/dev/null
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -109,6 +112,13 @@ qemu-system-x86_64 -accel tcg -machine q35 -m 512 -smp 1 \
   -drive "if=virtio,format=$disk_format,file=${disk//,/,,},cache=unsafe$snapshot" \
   -serial "file:$log" </dev/null >"$tmp/qemu.out" 2>&1 &
 qemu_pid=$!
+if $stream; then
+  # Escape sequences from the firmware and systemd-boot's menu are dropped so
+  # the terminal shows plain lines.
+  tail --pid="$qemu_pid" -n +1 -F "$log" 2>/dev/null |
+    sed -u -e 's/\x1b\[[0-9;?]*[ -/]*[@-~]//g' -e 's/\x1b[()][0-9A-Za-z]//g' -e 's/\r//g' &
+  tail_pid=$!
+fi
 
 plain() { sed -e 's/\x1b\[[0-9;?]*[ -/]*[@-~]//g' -e 's/\x1b[()][0-9A-Za-z]//g' -e 's/\r//g' "$log"; }
 start=$SECONDS
