@@ -72,7 +72,7 @@ fn boot() {
     }
     console().raw(&phase_init::ready_line(&config));
     if config.stage == Stage::Target {
-        target();
+        target(&config);
         return;
     }
     if config.test == Some(TestAction::Kexec) {
@@ -88,7 +88,7 @@ fn boot() {
 
 /// Stage 2: the payload's rootfs becomes `/`, then systemd or the
 /// supervisor takes over. Returns on failure (rescue shell).
-fn target() {
+fn target(config: &Config) {
     let step_result = |r: Result<String, stage2::Stage2Error>| match r {
         Ok(detail) => (true, Status::ok(detail)),
         Err(e) => (false, Status::fail(chain(&e))),
@@ -124,7 +124,7 @@ fn target() {
             }) else {
                 return;
             };
-            let how = supervisor::run(&list);
+            let how = supervisor::run(&list, &supervisor::boot_env(config));
             let e = match how {
                 supervisor::Shutdown::PowerOff => {
                     console().line("supervisor: powering off");
@@ -144,7 +144,7 @@ fn target() {
 /// initramfs, exactly as after a verified fetch. Returns on failure.
 fn kexec_test_artifacts(config: &Config) {
     let dir = Path::new(handoff::TEST_ARTIFACTS);
-    let Some(artifacts) = step::run("artifacts", || {
+    let Some(artifacts) = step::run("artifact", || {
         match handoff::test_artifacts(dir, &config.channel) {
             Ok(a) => {
                 let detail = format!(

@@ -74,6 +74,20 @@ pub fn restart_delay(spec: &Service, success: bool, restarts: u32) -> Option<Dur
     again.then(|| spec.backoff(restarts))
 }
 
+/// What every service learns about the boot: `PHASE_MODE`,
+/// `PHASE_CHANNEL`, and `PHASE_NOWRITE=1` when no disk may be written
+/// (private mode or `phase.nowrite`), which services must respect.
+pub fn boot_env(config: &crate::cmdline::Config) -> Vec<(String, String)> {
+    vec![
+        ("PHASE_MODE".into(), config.mode.as_str().into()),
+        ("PHASE_CHANNEL".into(), config.channel.clone()),
+        (
+            "PHASE_NOWRITE".into(),
+            if config.nowrite() { "1" } else { "0" }.into(),
+        ),
+    ]
+}
+
 fn describe(status: WaitStatus) -> (String, bool) {
     if let Some(code) = status.exit_status() {
         (format!("status {code}"), code == 0)
@@ -84,7 +98,7 @@ fn describe(status: WaitStatus) -> (String, bool) {
     }
 }
 
-fn spawn(spec: &Service) -> std::io::Result<Pid> {
+fn spawn(spec: &Service, base_env: &[(String, String)]) -> std::io::Result<Pid> {
     use std::os::unix::process::CommandExt;
     let child = Command::new(&spec.command)
         .args(&spec.args)
@@ -95,6 +109,7 @@ fn spawn(spec: &Service) -> std::io::Result<Pid> {
         )
         .env("HOME", "/")
         .env("TERM", "linux")
+        .envs(base_env.iter().map(|(k, v)| (k, v)))
         .envs(&spec.env)
         .stdin(Stdio::null())
         .process_group(0)
@@ -106,8 +121,9 @@ fn spawn(spec: &Service) -> std::io::Result<Pid> {
 }
 
 /// Runs the services until a shutdown request; returns which one, after
-/// stopping every service. Never returns otherwise.
-pub fn run(services: &Services) -> Shutdown {
+/// stopping every service. Never returns otherwise. Every service gets
+/// `base_env` (see [`boot_env`]) under its own `env`.
+pub fn run(services: &Services, base_env: &[(String, String)]) -> Shutdown {
     let c = console();
     if let Err(e) = sys::block_signals(&sys::SUPERVISOR_SIGNALS) {
         c.line(&format!(
@@ -131,7 +147,7 @@ pub fn run(services: &Services) -> Shutdown {
         })
         .collect();
     loop {
-        start_due(&mut units);
+        start_due(&mut units, base_env);
         let now = Instant::now();
         let next = units
             .values()
@@ -158,7 +174,7 @@ pub fn run(services: &Services) -> Shutdown {
 /// Starts every waiting unit whose dependencies are ready and every unit
 /// whose backoff is over. Repeats until nothing changes, so a chain of
 /// `simple` services starts in one pass.
-fn start_due(units: &mut BTreeMap<String, Unit>) {
+fn start_due(units: &mut BTreeMap<String, Unit>, base_env: &[(String, String)]) {
     let c = console();
     // Bounded: each round starts at least one unit or stops.
     for _ in 0..=units.len() {
@@ -183,7 +199,7 @@ fn start_due(units: &mut BTreeMap<String, Unit>) {
             let Some(u) = units.get_mut(&name) else {
                 continue;
             };
-            match spawn(&u.spec) {
+            match spawn(&u.spec, base_env) {
                 Ok(pid) => {
                     c.line(&format!(
                         "service {name}: started (pid {})",
@@ -321,6 +337,17 @@ mod tests {
         assert_eq!(restart_delay(b, true, 0), Some(Duration::from_secs(1)));
         let c = &s.services["c"];
         assert_eq!(restart_delay(c, false, 0), None);
+    }
+
+    #[test]
+    fn services_learn_the_write_policy() {
+        let c = crate::cmdline::parse("phase.mode=private phase.channel=testing").config;
+        let env = boot_env(&c);
+        assert!(env.contains(&("PHASE_NOWRITE".into(), "1".into())));
+        assert!(env.contains(&("PHASE_MODE".into(), "private".into())));
+        assert!(env.contains(&("PHASE_CHANNEL".into(), "testing".into())));
+        let env = boot_env(&crate::cmdline::Config::default());
+        assert!(env.contains(&("PHASE_NOWRITE".into(), "0".into())));
     }
 
     #[test]

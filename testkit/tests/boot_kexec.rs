@@ -105,19 +105,104 @@ after = ["hello", "flaky"]
     assert!(st.success(), "mksquashfs failed: {st}");
 }
 
-#[test]
-fn stage1_kexecs_into_the_target_which_boots_the_squashfs_and_runs_its_services() {
-    let t0 = Instant::now();
+/// The stage-1 initrd: the built initramfs ++ an uncompressed cpio with
+/// the test artifacts (the target initramfs is the built one again).
+fn stage1_initrd(dir: &Path, initrd: &[u8], target_kernel: Vec<u8>, rootfs: Vec<u8>) -> PathBuf {
+    let mut extra = image::cpio::Archive::new(0);
+    let a = "etc/phase/test-artifacts";
+    let files = [
+        ("vmlinuz", target_kernel),
+        ("initramfs.img", initrd.to_vec()),
+        ("rootfs.squashfs", rootfs),
+        ("cmdline", b"console=ttyS0,115200\n".to_vec()),
+    ];
+    for (name, bytes) in files {
+        extra
+            .file(&format!("{a}/{name}"), bytes, 0o644)
+            .expect("cpio entry");
+    }
+    let mut stage1 = initrd.to_vec();
+    stage1.resize(stage1.len().div_ceil(4) * 4, 0);
+    stage1.extend_from_slice(&extra.to_newc());
+    let path = dir.join("stage1.img");
+    std::fs::write(&path, &stage1).expect("write stage-1 initrd");
+    path
+}
+
+struct Prereqs {
+    release: String,
+    kernel: PathBuf,
+    initrd: PathBuf,
+}
+
+fn prereqs() -> Prereqs {
     let build = build_dir();
     let release_file = build.join("kernel/current");
     need(&release_file, "run `make kernel`");
     let release = std::fs::read_to_string(&release_file).expect("read kernel/current");
-    let release = release.trim();
+    let release = release.trim().to_owned();
     let kernel = build.join(format!("kernel/{release}/boot/vmlinuz-{release}"));
     let initrd = build.join("x86_64/initramfs.img");
     need(&kernel, "run `make kernel`");
     need(&initrd, "run `make initramfs`");
     need(Path::new("/bin/busybox"), "apt-get install busybox-static");
+    Prereqs {
+        release,
+        kernel,
+        initrd,
+    }
+}
+
+#[test]
+fn a_refused_kexec_says_why_and_lands_in_the_rescue_shell() {
+    let p = prereqs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let initrd_bytes = std::fs::read(&p.initrd).expect("read initramfs");
+    // Not a kernel: kexec_file_load must refuse it (ENOEXEC), once.
+    let junk = vec![0x4a; 64 * 1024];
+    let stage1 = stage1_initrd(dir.path(), &initrd_bytes, junk, b"not a squashfs".to_vec());
+    let mut vm = Qemu::direct_kernel(
+        &p.kernel,
+        &stage1,
+        "console=ttyS0,115200 phase.mode=local phase.test=kexec",
+    )
+    .name("kexec-refused")
+    .timeout(BOOT_TIMEOUT)
+    .start()
+    .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
+    expect(&mut vm, "payload  ok");
+    expect(&mut vm, "kexec    FAIL");
+    expect(
+        &mut vm,
+        "not a kernel image this kernel can kexec (ENOEXEC)",
+    );
+    expect(&mut vm, "rescue: shell on /dev/ttyS0");
+    expect(&mut vm, "(phase rescue)");
+    vm.send_line("/bin/busybox poweroff -f")
+        .expect("type on the serial console");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
+    let log = vm.log();
+    assert!(
+        !log.contains("kexec_core: Starting new kernel"),
+        "kexec happened"
+    );
+    assert_eq!(
+        log.matches("kexec    FAIL").count(),
+        1,
+        "kexec must not be retried in a loop"
+    );
+}
+
+#[test]
+fn stage1_kexecs_into_the_target_which_boots_the_squashfs_and_runs_its_services() {
+    let t0 = Instant::now();
+    let Prereqs {
+        release,
+        kernel,
+        initrd,
+    } = prereqs();
 
     let dir = tempfile::tempdir().expect("tempdir");
     let kernel_bytes = std::fs::read(&kernel).expect("read kernel");
@@ -130,31 +215,7 @@ fn stage1_kexecs_into_the_target_which_boots_the_squashfs_and_runs_its_services(
     let squash_bytes = std::fs::read(&squash).expect("read squashfs");
     let rootfs_sha = sha256_hex(&squash_bytes);
 
-    // Stage 1 = the built initramfs ++ the test artifacts.
-    let mut extra = image::cpio::Archive::new(0);
-    let a = "etc/phase/test-artifacts";
-    extra
-        .file(&format!("{a}/vmlinuz"), kernel_bytes, 0o644)
-        .expect("cpio");
-    extra
-        .file(&format!("{a}/initramfs.img"), initrd_bytes.clone(), 0o644)
-        .expect("cpio");
-    extra
-        .file(&format!("{a}/rootfs.squashfs"), squash_bytes, 0o644)
-        .expect("cpio");
-    extra
-        .file(
-            &format!("{a}/cmdline"),
-            b"console=ttyS0,115200\n".to_vec(),
-            0o644,
-        )
-        .expect("cpio");
-    let mut stage1 = initrd_bytes;
-    stage1.resize(stage1.len().div_ceil(4) * 4, 0);
-    stage1.extend_from_slice(&extra.to_newc());
-    let stage1_path = dir.path().join("stage1.img");
-    std::fs::write(&stage1_path, &stage1).expect("write stage-1 initrd");
-
+    let stage1_path = stage1_initrd(dir.path(), &initrd_bytes, kernel_bytes, squash_bytes);
     let mut vm = Qemu::direct_kernel(
         &kernel,
         &stage1_path,
