@@ -257,6 +257,8 @@ struct Sched {
     peers: Vec<PeerState>,
     fatal: Option<CasError>,
     done: usize,
+    /// When the last chunk was verified (or the fetch started).
+    progressed: Instant,
 }
 
 enum Pick {
@@ -512,6 +514,7 @@ impl Fetcher {
                 peers,
                 fatal: None,
                 done,
+                progressed: Instant::now(),
             }),
             changed: Notify::new(),
             done_bytes: AtomicU64::new(done_bytes),
@@ -786,12 +789,16 @@ async fn worker(sh: Arc<Shared>, p: usize) {
                     }
                     let any_active = {
                         let s = sh.sched();
+                        // Peers still downloading may gain the missing
+                        // chunks, but only while the fetch makes progress.
+                        let waiting_ok = s.progressed.elapsed() < sh.opts.read_timeout * 3;
                         s.chunks
                             .iter()
                             .any(|c| matches!(c, ChunkState::InFlight(_)))
-                            || s.peers
-                                .iter()
-                                .any(|q| q.dropped.is_none() && q.source.chunks_url.is_some())
+                            || (waiting_ok
+                                && s.peers
+                                    .iter()
+                                    .any(|q| q.dropped.is_none() && q.source.chunks_url.is_some()))
                     };
                     if !any_active {
                         return;
@@ -840,6 +847,7 @@ async fn worker(sh: Arc<Shared>, p: usize) {
                     if s.chunks[i] != ChunkState::Done {
                         s.chunks[i] = ChunkState::Done;
                         s.done += 1;
+                        s.progressed = Instant::now();
                         let (a, b) = sh.spec.chunk_range(i);
                         s.peers[p].bytes += b - a;
                         s.peers[p].chunks += 1;
