@@ -97,3 +97,18 @@ fn write_chunk_refuses_unverified_bytes_and_insert_is_atomic() {
     assert_eq!(std::fs::read(cas.object_path(&d)).unwrap(), data);
     assert_eq!(cas.list().unwrap(), vec![d]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_object_needs_no_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cas = Cas::open(tmp.path()).unwrap();
+    let spec = ObjectSpec::of_bytes(&[], 1 << 20);
+    let f = Fetcher::new(cas.clone(), quick_options()).unwrap();
+    let r = f.fetch(&spec, Vec::new(), None).await.unwrap();
+    assert_eq!(std::fs::metadata(&r.path).unwrap().len(), 0);
+    assert!(cas.contains(&spec.sha256));
+    // A non-empty object with no peers is a clear error.
+    let (_, other) = object(10, 4, 14);
+    let err = f.fetch(&other, Vec::new(), None).await.unwrap_err();
+    assert!(err.to_string().contains("no peers"), "{err}");
+}
