@@ -16,6 +16,7 @@ pub mod kexec;
 pub mod loader;
 pub mod modules;
 pub mod mounts;
+pub mod net;
 pub mod panic;
 pub mod payload;
 pub mod power;

@@ -9,18 +9,19 @@
 //!  4. modules   /etc/phase/modules.order via finit_module
 //!  5. loader    which systemd-boot entry booted us (efivarfs)
 //!  6. trust     the baked trusted root
-//!               (issue 6 adds: network, discover, refresh, fetch)
-//!  7. ready     `phase-init: ready mode=<mode> channel=<channel>`
+//!  7. network   (stage 1) wired links up, DHCPv4 in parallel, IPv6 link-local
+//!               (issue 6 adds: discover, refresh, fetch)
+//!  8. ready     `phase-init: ready mode=<mode> channel=<channel>`
 //! stage 1 (phase.stage=boot):
-//!  8. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
-//!  9. kexec     kexec_file_load + reboot(KEXEC)
+//!  9. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
+//! 10. kexec     kexec_file_load + reboot(KEXEC)
 //!               phase.test=kexec: the artifacts in /etc/phase/test-artifacts
 //!               phase.test=poweroff: power off after the ready line
 //! stage 2 (phase.stage=target):
-//!  8. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
-//!  9. move      /proc /sys /dev /run and the payload into the new root
-//! 10. switch    switch_root (the initramfs contents are freed)
-//! 11. handover  systemd (exec /sbin/init) or the services supervisor
+//!  9. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
+//! 10. move      /proc /sys /dev /run and the payload into the new root
+//! 11. switch    switch_root (the initramfs contents are freed)
+//! 12. handover  systemd (exec /sbin/init) or the services supervisor
 //! on failure: the rescue shell
 //! ```
 //!
@@ -35,7 +36,8 @@ use phase_init::cmdline::{self, Config, Stage, TestAction};
 use phase_init::console::console;
 use phase_init::step::{self, chain, Status};
 use phase_init::{
-    handoff, kexec, loader, modules, mounts, power, rescue, services, stage2, supervisor, trust,
+    handoff, kexec, loader, modules, mounts, net, power, rescue, services, stage2, supervisor,
+    trust,
 };
 
 fn main() {
@@ -69,6 +71,9 @@ fn boot() {
     step::run("trust", || trusted_root(root));
     if config.test == Some(TestAction::Panic) {
         panic!("phase.test=panic: panicking on purpose");
+    }
+    if config.stage == Stage::Boot {
+        step::run("network", network);
     }
     console().raw(&phase_init::ready_line(&config));
     if config.stage == Stage::Target {
@@ -191,6 +196,32 @@ fn hand_over(artifacts: &handoff::Artifacts, config: &Config) {
     console().line("kexec: starting the target kernel");
     let e = kexec::exec();
     console().line(&format!("kexec: {}", chain(&e)));
+}
+
+/// Every wired interface up, DHCPv4 in parallel, IPv6 link-local.
+fn network() -> ((), Status) {
+    match net::bring_up(net::DHCP_TIMEOUT) {
+        Ok(r) if r.is_empty() => ((), Status::ok("no wired interfaces")),
+        Ok(reports) => {
+            let detail = reports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let problems = reports
+                .iter()
+                .filter_map(|r| {
+                    let e = r.ipv4.as_ref().err()?;
+                    Some(match r.ipv6_link_local {
+                        Some(_) => format!("{}: {e}; IPv6 link-local only", r.name),
+                        None => format!("{}: {e}; and no IPv6 link-local address", r.name),
+                    })
+                })
+                .collect();
+            ((), Status::with_problems(detail, problems))
+        }
+        Err(e) => ((), Status::fail(chain(&e))),
+    }
 }
 
 fn early_mounts() -> ((), Status) {
