@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "phase", version, about = "Phase Boot: verified network boot from peers")]
+#[command(
+    name = "phase",
+    version,
+    about = "Phase Boot: verified network boot from peers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,6 +1,6 @@
 //! One module per subcommand: an `Args` struct (clap) and `run(Args)`.
-pub mod common;
 pub mod cache;
+pub mod common;
 pub mod discover;
 pub mod fetch;
 pub mod image;
