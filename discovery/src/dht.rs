@@ -54,6 +54,15 @@ pub fn provider_key(sha256: &[u8; 32]) -> kad::RecordKey {
     kad::RecordKey::new(&mh)
 }
 
+/// The pseudo-digest under which every node that serves a fleet's TUF
+/// metadata provides itself: SHA-256 of `phase/fleet/v1/<root tag>`. A booting
+/// node that knows only its trust root looks this up to find peers to run
+/// the TUF refresh against, then looks up each target's digest.
+pub fn fleet_digest(root: &crate::RootTag) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(format!("phase/fleet/v1/{root}").as_bytes()).into()
+}
+
 /// Errors of the DHT layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -22,6 +22,10 @@ pub const SERVICE_TYPE: &str = "_phase._tcp.local.";
 /// counted and dropped (a flood of fake instances must not grow memory).
 pub const MAX_INSTANCES: usize = 1024;
 
+/// How long an accepted peer waits for addresses of its other family
+/// (A vs AAAA records) before it is given out with what it has.
+pub const SETTLE: Duration = Duration::from_millis(250);
+
 /// Most rejected instances remembered (with their reason) for diagnostics.
 pub const MAX_REJECTIONS_KEPT: usize = 32;
 
@@ -100,6 +104,8 @@ impl std::ops::Deref for Daemon {
 pub struct Mdns {
     daemon: Daemon,
     allow_loopback: bool,
+    ipv4: bool,
+    ipv6: bool,
 }
 
 impl Mdns {
@@ -109,6 +115,8 @@ impl Mdns {
         let mdns = Self {
             daemon,
             allow_loopback: config.allow_loopback,
+            ipv4: config.ipv4,
+            ipv6: config.ipv6,
         };
         let d = &mdns.daemon;
         let iface_err = |name: &str| {
@@ -176,6 +184,10 @@ impl Mdns {
             yielded: HashSet::new(),
             stats: BrowseStats::default(),
             stopped: false,
+            want_v4: self.ipv4,
+            want_v6: self.ipv6,
+            pending: Vec::new(),
+            ready: std::collections::VecDeque::new(),
         })
     }
 }
@@ -247,7 +259,7 @@ pub struct BrowseStats {
     pub accepted: u32,
     /// Instances beyond [`MAX_INSTANCES`].
     pub over_limit: u32,
-    /// The first [`MAX_REJECTIONS_KEPT`] rejected instances and why.
+    /// The first [`MAX_REJECTIONS_KEPT`] distinct (instance, reason) pairs.
     pub rejections: Vec<(String, Rejection)>,
     /// Count of all rejections.
     pub rejected: u32,
@@ -266,28 +278,70 @@ pub struct Browser {
     yielded: HashSet<String>,
     stats: BrowseStats,
     stopped: bool,
+    want_v4: bool,
+    want_v6: bool,
+    /// Accepted peers still collecting addresses, with their settle deadline.
+    pending: Vec<(Peer, tokio::time::Instant)>,
+    ready: std::collections::VecDeque<Peer>,
 }
 
 impl Browser {
     /// The next acceptable peer, or `None` once the deadline has passed.
     pub async fn next(&mut self) -> Option<Peer> {
-        while !self.stopped {
-            let event = match tokio::time::timeout_at(self.deadline, self.rx.recv_async()).await {
-                Ok(Ok(event)) => event,
-                // Deadline, or the daemon went away.
-                Ok(Err(_)) | Err(_) => {
-                    self.stop();
-                    return None;
+        loop {
+            if let Some(p) = self.ready.pop_front() {
+                tracing::info!(peer = %p.id, addrs = ?p.addrs, after = ?p.found_after, "mDNS peer found");
+                return Some(p);
+            }
+            if self.stopped {
+                return None;
+            }
+            let wake = self
+                .pending
+                .iter()
+                .map(|(_, t)| *t)
+                .min()
+                .map_or(self.deadline, |t| t.min(self.deadline));
+            match tokio::time::timeout_at(wake, self.rx.recv_async()).await {
+                Ok(Ok(ServiceEvent::ServiceResolved(service))) => self.consider(&service),
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => self.finish(),
+                Err(_) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= self.deadline {
+                        self.finish();
+                    } else {
+                        self.release(|_, t| now >= t);
+                    }
                 }
-            };
-            let ServiceEvent::ServiceResolved(service) = event else {
-                continue;
-            };
-            if let Some(peer) = self.consider(&service) {
-                return Some(peer);
             }
         }
-        None
+    }
+
+    /// Deadline or daemon gone: whatever is still settling is given out.
+    fn finish(&mut self) {
+        self.release(|_, _| true);
+        self.stop();
+    }
+
+    fn release(&mut self, due: impl Fn(&Peer, tokio::time::Instant) -> bool) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            if due(&self.pending[i].0, self.pending[i].1) {
+                let (p, _) = self.pending.swap_remove(i);
+                self.ready.push_back(p);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A peer is complete once it has an address of every family we use;
+    /// until then (at most [`SETTLE`]) it waits for the other family's
+    /// records, which often arrive in a separate packet.
+    fn complete(&self, p: &Peer) -> bool {
+        (!self.want_v4 || p.addrs.iter().any(SocketAddr::is_ipv4))
+            && (!self.want_v6 || p.addrs.iter().any(SocketAddr::is_ipv6))
     }
 
     /// The browse as a `Stream`.
@@ -307,22 +361,27 @@ impl Browser {
         }
     }
 
-    fn reject(&mut self, name: &str, why: Rejection) -> Option<Peer> {
+    fn reject(&mut self, name: &str, why: Rejection) {
         tracing::debug!(service = %name, reason = ?why, "mDNS peer ignored");
         self.stats.rejected += 1;
-        if self.stats.rejections.len() < MAX_REJECTIONS_KEPT {
+        if self.stats.rejections.len() < MAX_REJECTIONS_KEPT
+            && !self
+                .stats
+                .rejections
+                .iter()
+                .any(|(n, w)| n == name && *w == why)
+        {
             self.stats.rejections.push((name.to_owned(), why));
         }
-        None
     }
 
-    fn consider(&mut self, service: &ResolvedService) -> Option<Peer> {
+    fn consider(&mut self, service: &ResolvedService) {
         self.stats.resolved += 1;
         let name = service.get_fullname();
         if !self.seen.contains(name) {
             if self.seen.len() >= MAX_INSTANCES {
                 self.stats.over_limit += 1;
-                return None;
+                return;
             }
             self.seen.insert(name.to_owned());
         }
@@ -331,9 +390,20 @@ impl Browser {
             Ok(txt) => txt,
             Err(err) => return self.reject(name, Rejection::Txt(err)),
         };
+        let port = txt.port.unwrap_or(service.get_port());
         if self.yielded.contains(&txt.id) {
-            // Re-announcements and address updates of a peer already given.
-            return None;
+            // An address update of a peer still settling: merge it. Updates
+            // of peers already given out are not repeated.
+            if let Some(i) = self.pending.iter().position(|(p, _)| p.id == txt.id) {
+                let more = socket_addrs(service.get_addresses(), port, self.allow_loopback);
+                self.pending[i].0.addrs.extend(more);
+                tidy_addrs(&mut self.pending[i].0.addrs);
+                if self.complete(&self.pending[i].0) {
+                    let (p, _) = self.pending.swap_remove(i);
+                    self.ready.push_back(p);
+                }
+            }
+            return;
         }
         if self.filter.self_id.as_deref() == Some(txt.id.as_str()) {
             return self.reject(name, Rejection::OurOwn);
@@ -346,7 +416,6 @@ impl Browser {
                 return self.reject(name, Rejection::WrongChannel(txt.channel));
             }
         }
-        let port = txt.port.unwrap_or(service.get_port());
         let addrs = socket_addrs(service.get_addresses(), port, self.allow_loopback);
         if port == 0 || addrs.is_empty() {
             return self.reject(name, Rejection::NoAddress);
@@ -362,8 +431,12 @@ impl Browser {
             channel: Some(txt.channel),
             found_after: self.start.elapsed(),
         };
-        tracing::info!(peer = %peer.id, addrs = ?peer.addrs, after = ?peer.found_after, "mDNS peer found");
-        Some(peer)
+        if self.complete(&peer) {
+            self.ready.push_back(peer);
+        } else {
+            let settle = tokio::time::Instant::now() + SETTLE;
+            self.pending.push((peer, settle));
+        }
     }
 }
 

@@ -121,6 +121,8 @@ fn flood(sock: &UdpSocket, to: SocketAddr) -> usize {
     for (inst, txt) in malformed() {
         send(&answer(&inst, &txt, evil_ip));
     }
+    // Let the malformed answers be processed before the fuzz noise.
+    std::thread::sleep(Duration::from_millis(200));
     // Deterministic fuzz: a valid answer, truncated and mutated. It names
     // another fleet's root: mDNS is unauthenticated, so a mutation that still
     // parses is a well-formed (forged) peer, which the root check drops.
@@ -181,7 +183,12 @@ fn malformed_txt_and_oversized_packets_are_ignored() {
         2,
     );
 
-    let attacker = in_ns(&attacker_ns, || async {
+    let (browsing_tx, browsing_rx) = std::sync::mpsc::channel::<()>();
+    let attacker = in_ns(&attacker_ns, move || async move {
+        // Start once the browser listens, so every round reaches it.
+        browsing_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("browser did not start");
         let sock = UdpSocket::bind("0.0.0.0:5353").expect("bind 5353 in the attacker namespace");
         sock.set_multicast_ttl_v4(255).unwrap();
         let to: SocketAddr = "224.0.0.251:5353".parse().unwrap();
@@ -208,6 +215,7 @@ fn malformed_txt_and_oversized_packets_are_ignored() {
         let mut first = mdns
             .browse(filter.clone(), Duration::from_secs(5))
             .expect("browse");
+        browsing_tx.send(()).unwrap();
         let mut peers = Vec::new();
         while let Some(p) = first.next().await {
             peers.push(p);

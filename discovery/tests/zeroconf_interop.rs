@@ -138,8 +138,7 @@ fn phase_discover_finds_a_python_zeroconf_service() {
         .expect("run phase discover");
     let wall = start.elapsed();
     for mut p in publishers {
-        let _ = p.kill();
-        let _ = p.wait();
+        stop_child(&mut p);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -329,3 +329,20 @@ pub fn lan_nodes(lan: &Lan, ipv4: bool) -> Vec<MdnsNode> {
         })
         .collect()
 }
+
+/// Stops a child started as `ip netns exec NS timeout N CMD...`: SIGTERM to
+/// `timeout` (which passes it on to CMD), bounded wait, then SIGKILL.
+pub fn stop_child(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -178,22 +178,10 @@ fn root_tag(args: &Args) -> anyhow::Result<Option<RootTag>> {
             .map(Some)
             .with_context(|| format!("--root-key {hex:?}"));
     }
-    let Some(path) = &args.root else {
-        return Ok(None);
-    };
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        signed: verifier::metadata::Root,
+    match &args.root {
+        Some(path) => root_tag_of_file(path).map(Some),
+        None => Ok(None),
     }
-    // Only to compute the fleet tag for filtering; trust is established by
-    // the verifier when content is fetched, not here.
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let env: Envelope = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not TUF root metadata", path.display()))?;
-    let fp = verifier::root_fingerprint(&env.signed);
-    Ok(Some(fp.parse().with_context(|| {
-        format!("root fingerprint of {}", path.display())
-    })?))
 }
 
 fn parse_digest(hex_str: &str) -> anyhow::Result<[u8; 32]> {
@@ -234,4 +222,383 @@ fn print_peer(p: &Peer, json: bool) {
         }
         println!("{line}");
     }
+}
+
+/// `phase serve --mdns / --dht`: announce this server to peers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnnounceArgs {
+    /// Advertise this server on the local link by mDNS (`_phase._tcp`).
+    #[arg(long)]
+    pub mdns: bool,
+    /// Join the Kademlia DHT and provide every object of the cache (and the
+    /// fleet's metadata).
+    #[arg(long)]
+    pub dht: bool,
+    /// DHT bootstrap peer (multiaddr ending in /p2p/<peer id>); repeatable.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+    /// libp2p listen address of the DHT node.
+    #[arg(
+        long,
+        default_value = "/ip4/0.0.0.0/tcp/4001",
+        value_name = "MULTIADDR"
+    )]
+    pub dht_listen: String,
+    /// Private mode: a new peer identity for this run, and no mDNS announce.
+    #[arg(long)]
+    pub private: bool,
+    /// Root key fingerprint (16 or 64 hex) to announce; default: the trusted
+    /// root in the cache, or the repository's root.
+    #[arg(long, value_name = "HEX")]
+    pub root_key: Option<String>,
+    /// Channel to announce.
+    #[arg(long, default_value = "stable")]
+    pub channel: String,
+}
+
+impl AnnounceArgs {
+    /// Whether anything is to be announced.
+    pub fn any(&self) -> bool {
+        self.mdns || self.dht
+    }
+}
+
+/// What keeps an announcement alive; drop it to withdraw.
+#[derive(Debug)]
+pub struct Announcing {
+    _mdns: Option<(Mdns, discovery::mdns::Advertisement)>,
+    _dht: Option<Dht>,
+}
+
+/// Starts announcing the server at `http` (its bound address) serving
+/// `cache` (and `repo`). Prints one line per announcement.
+pub async fn announce(
+    args: &AnnounceArgs,
+    cache: &std::path::Path,
+    repo: Option<&std::path::Path>,
+    http: std::net::SocketAddr,
+) -> anyhow::Result<Announcing> {
+    if args.mdns && args.private {
+        bail!("--mdns with --private: private mode never announces on the LAN");
+    }
+    if http.ip().is_loopback() {
+        bail!("--mdns/--dht: the server listens on {http}, which peers cannot reach; give --listen 0.0.0.0:PORT");
+    }
+    let root = announce_root(args, cache, repo)?;
+    discovery::txt::validate_channel(&args.channel)
+        .with_context(|| format!("--channel {:?}", args.channel))?;
+    let identity = if args.private {
+        Identity::Ephemeral
+    } else {
+        Identity::Persistent(cache.join("peer.key"))
+    };
+    // The mDNS id is the (persistent) libp2p peer id; private mode has no
+    // mDNS, so never creates a key file.
+    let id = match &identity {
+        Identity::Persistent(path) => discovery::dht::load_or_create_identity(path)?
+            .public()
+            .to_peer_id()
+            .to_string(),
+        Identity::Ephemeral => String::new(),
+    };
+    let mut out = Announcing {
+        _mdns: None,
+        _dht: None,
+    };
+    if args.mdns {
+        let mdns = Mdns::new(&MdnsConfig::default()).context("mDNS")?;
+        let txt = discovery::PeerTxt {
+            version: discovery::txt::PROTOCOL_VERSION,
+            id: id.clone(),
+            root,
+            timestamp_version: timestamp_version(cache),
+            channel: args.channel.clone(),
+            port: Some(http.port()),
+        };
+        let ad = mdns.advertise(&txt, http.port()).context("mDNS")?;
+        println!(
+            "phase serve: mDNS {} root={root} ch={} id={id}",
+            ad.fullname(),
+            args.channel
+        );
+        out._mdns = Some((mdns, ad));
+    }
+    if args.dht {
+        let mut bootstrap = Vec::new();
+        for b in &args.bootstrap {
+            bootstrap.push(
+                b.parse()
+                    .with_context(|| format!("--bootstrap {b:?} is not a multiaddr"))?,
+            );
+        }
+        let listen = args
+            .dht_listen
+            .parse()
+            .with_context(|| format!("--dht-listen {:?} is not a multiaddr", args.dht_listen))?;
+        let mut config = DhtConfig {
+            identity,
+            listen: vec![listen],
+            bootstrap,
+            ..DhtConfig::default()
+        };
+        if http.ip().is_unspecified() {
+            config.http_port = Some(http.port());
+        } else {
+            config.http_addrs = vec![http];
+        }
+        let has_bootstrap = !config.bootstrap.is_empty();
+        let dht = Dht::start(config).await.context("DHT")?;
+        for a in dht.listen_addrs().await? {
+            println!("phase serve: DHT {a}/p2p/{}", dht.peer_id());
+        }
+        if has_bootstrap {
+            if let Err(err) = dht.bootstrap().await {
+                eprintln!("phase serve: warning: DHT bootstrap: {err:#}");
+            }
+        }
+        let cas = fetcher::Cas::open(cache)
+            .with_context(|| format!("cannot open cache {}", cache.display()))?;
+        let mut digests = vec![discovery::dht::fleet_digest(&root)];
+        digests.extend(
+            cas.list()
+                .context("cannot list the cache")?
+                .into_iter()
+                .map(|d| d.0),
+        );
+        if let Some(repo) = repo {
+            digests.extend(repo_target_digests(&repo.join("targets")));
+        }
+        digests.sort();
+        digests.dedup();
+        let n = digests.len();
+        for d in digests {
+            // Without peers yet, publication reaches nobody now; Kademlia
+            // re-publishes on schedule once peers are known.
+            if let Err(err) = dht.provide(d).await {
+                tracing::warn!(digest = %hex::encode(d), %err, "DHT provide");
+            }
+        }
+        println!(
+            "phase serve: DHT providing {} object(s) and the fleet key",
+            n.saturating_sub(1)
+        );
+        out._dht = Some(dht);
+    }
+    Ok(out)
+}
+
+/// Digests of a consistent-snapshot repository's target files
+/// (`targets/**/<sha256 hex>.<name>`), at most 4096.
+fn repo_target_digests(dir: &std::path::Path) -> Vec<[u8; 32]> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() && depth < 8 {
+                stack.push((e.path(), depth + 1));
+            } else if ft.is_file() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let mut d = [0u8; 32];
+                if name.len() > 65
+                    && name.as_bytes()[64] == b'.'
+                    && hex::decode_to_slice(&name[..64], &mut d).is_ok()
+                {
+                    out.push(d);
+                }
+            }
+            if out.len() >= 4096 {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+/// The root tag to announce: --root-key, else the cache's trusted root, else
+/// the repository's newest root.
+fn announce_root(
+    args: &AnnounceArgs,
+    cache: &std::path::Path,
+    repo: Option<&std::path::Path>,
+) -> anyhow::Result<RootTag> {
+    if let Some(hex) = &args.root_key {
+        return hex.parse().with_context(|| format!("--root-key {hex:?}"));
+    }
+    let mut candidates = vec![cache.join("tuf/root.json")];
+    if let Some(repo) = repo {
+        let meta = repo.join("metadata");
+        let newest = std::fs::read_dir(&meta)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n: u64 = name.strip_suffix(".root.json")?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .max();
+        candidates.extend(newest.map(|(_, p)| p));
+        candidates.push(meta.join("root.json"));
+    }
+    for path in candidates {
+        if path.is_file() {
+            return root_tag_of_file(&path);
+        }
+    }
+    bail!("--mdns/--dht need the trust root: give --root-key, or serve a cache or --repo that holds root metadata")
+}
+
+fn root_tag_of_file(path: &std::path::Path) -> anyhow::Result<RootTag> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        signed: verifier::metadata::Root,
+    }
+    // Only to compute the fleet tag; trust is established by the verifier
+    // when content is fetched, not here.
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let env: Envelope = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not TUF root metadata", path.display()))?;
+    let fp = verifier::root_fingerprint(&env.signed);
+    fp.parse()
+        .with_context(|| format!("root fingerprint of {}", path.display()))
+}
+
+/// Version of the trusted timestamp in the cache (0 when none).
+fn timestamp_version(cache: &std::path::Path) -> u64 {
+    ["tuf/timestamp.json", "tuf/metadata/timestamp.json"]
+        .iter()
+        .filter_map(|rel| std::fs::read(cache.join(rel)).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter_map(|v| {
+            v.pointer("/signed/version")
+                .and_then(serde_json::Value::as_u64)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// How long `phase fetch --discover` keeps looking after the first peer.
+const FIRST_PEER_GRACE: Duration = Duration::from_millis(500);
+
+/// `phase fetch --discover`: which discovery to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiscoverMode {
+    /// mDNS on the local link.
+    Mdns,
+    /// Kademlia DHT (needs --bootstrap).
+    Dht,
+    /// Both at once.
+    Both,
+}
+
+/// Finds peers of the fleet whose trust root is in the first existing file
+/// of `root_files` (mDNS: TXT
+/// root and channel; DHT: providers of the fleet key), for up to `timeout`
+/// or until `count` peers. Returns their HTTP base URLs, printing one line
+/// per peer on stderr.
+pub fn find_peer_urls(
+    rt: &tokio::runtime::Runtime,
+    mode: DiscoverMode,
+    root_files: &[PathBuf],
+    channel: &str,
+    bootstrap: &[String],
+    timeout: Duration,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let root_file = root_files
+        .iter()
+        .find(|p| p.is_file())
+        .context("no trusted root metadata to tell this fleet's peers by")?;
+    let root = root_tag_of_file(root_file)?;
+    let mut boots = Vec::new();
+    for b in bootstrap {
+        boots.push(
+            b.parse::<discovery::dht::Multiaddr>()
+                .with_context(|| format!("--bootstrap {b:?} is not a multiaddr"))?,
+        );
+    }
+    if mode != DiscoverMode::Mdns && boots.is_empty() {
+        bail!("--discover dht needs at least one --bootstrap peer");
+    }
+    rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Peer>(64);
+        let mut keep = Vec::new();
+        if mode != DiscoverMode::Dht {
+            let mdns = Mdns::new(&MdnsConfig::default()).context("mDNS")?;
+            let filter = BrowseFilter {
+                root: Some(root),
+                channel: Some(channel.to_owned()),
+                self_id: None,
+            };
+            let mut b = mdns.browse(filter, timeout).context("mDNS")?;
+            let tx = tx.clone();
+            keep.push(tokio::spawn(async move {
+                let _mdns = mdns;
+                while let Some(p) = b.next().await {
+                    if tx.send(p).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        if mode != DiscoverMode::Mdns {
+            let dht = Dht::start(DhtConfig {
+                listen: Vec::new(),
+                bootstrap: boots,
+                server: false,
+                query_timeout: timeout,
+                ..DhtConfig::default()
+            })
+            .await
+            .context("DHT")?;
+            let tx = tx.clone();
+            let fleet = discovery::dht::fleet_digest(&root);
+            keep.push(tokio::spawn(async move {
+                let _ = tokio::time::timeout(timeout, dht.bootstrap()).await;
+                if let Ok(mut s) = dht.find_providers(fleet, timeout).await {
+                    while let Some(p) = s.next().await {
+                        if tx.send(p).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let mut urls: Vec<String> = Vec::new();
+        let mut deadline = tokio::time::Instant::now() + timeout + Duration::from_secs(1);
+        let mut n = 0;
+        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            // A booting node should not wait out the whole window: after the
+            // first answer, others get a short grace period to join in.
+            deadline = deadline.min(tokio::time::Instant::now() + FIRST_PEER_GRACE);
+            let u = p.http_urls();
+            eprintln!(
+                "phase fetch: discovered {} {} {} after {:.0} ms",
+                p.source,
+                p.id,
+                u.first().map(String::as_str).unwrap_or("(link-local only)"),
+                p.found_after.as_secs_f64() * 1000.0
+            );
+            if let Some(first) = u.into_iter().next() {
+                // The same server found by mDNS and by DHT counts once.
+                if !urls.contains(&first) {
+                    urls.push(first);
+                    n += 1;
+                }
+            }
+            if n >= count {
+                break;
+            }
+        }
+        for k in keep {
+            k.abort();
+        }
+        Ok(urls)
+    })
 }
