@@ -1,0 +1,34 @@
+//! plasmd, the Plasm daemon: runs WASM (WASI preview 1) jobs that were
+//! published, signed and fetched like every other Phase Boot artifact.
+//!
+//! What this crate owns:
+//! * job identity ([`job`]): a job is the TUF target `jobs/<name>.wasm`;
+//!   [`Job::from_verified`] accepts bytes only with the [`verifier::Target`]
+//!   that signed them and only if they match it, and reads args, env and
+//!   limits from the signed custom metadata;
+//! * the sandbox ([`sandbox`]): memory limit, fuel (CPU) limit, wall-clock
+//!   deadline, a per-run scratch directory as the only writable file system,
+//!   no network, output to the console and a per-run log;
+//! * the record of a run ([`outcome`]): a typed [`JobStatus`] and [`Usage`].
+//!
+//! What it does not own: TUF (the `verifier` crate), fetching from peers
+//! (the `fetcher` crate), or starting plasmd at boot (`phase-init`).
+
+#![forbid(unsafe_code)]
+
+pub mod job;
+pub mod outcome;
+pub mod sandbox;
+
+pub use job::{Job, JobError, JobLimits, JobSpec, Policy, RequestedLimits};
+pub use outcome::{JobOutcome, JobStatus, Usage};
+pub use sandbox::{host_name, Plasm, PlasmConfig, PlasmError};
+
+/// The demo job's source (WAT), as committed in `plasmd/jobs/hello.wat`.
+pub const HELLO_WAT: &str = include_str!("../jobs/hello.wat");
+
+/// Assemble WebAssembly text into a binary module (what `plasmd assemble`
+/// does for the demo job; no WASM toolchain needed).
+pub fn assemble(wat_source: &str) -> Result<Vec<u8>, wat::Error> {
+    wat::parse_str(wat_source)
+}

@@ -1,0 +1,147 @@
+//! Shared fixture: a real TUF repository (keys, publisher, updater) whose
+//! job targets carry plasmd's custom metadata, and a `Plasm` whose state
+//! lives in the same temporary directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use plasmd::{Job, Plasm, PlasmConfig};
+use serde_json::Value;
+use verifier::publish::{generate_keys, KeygenOptions, Publisher, TargetSpec};
+use verifier::{DirStorage, DirTransport, Kind, Updater};
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub keys: PathBuf,
+    pub repo: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = dir.path().join("keys");
+        generate_keys(
+            &keys,
+            &KeygenOptions {
+                root_keys: 1,
+                root_threshold: 1,
+                root_expires: chrono::Utc::now() + chrono::Duration::days(30),
+                consistent_snapshot: true,
+            },
+        )
+        .expect("keygen");
+        let repo = dir.path().join("repo");
+        let state = dir.path().join("state");
+        Fixture {
+            dir,
+            keys,
+            repo,
+            state,
+        }
+    }
+
+    /// Sign `wasm` as `jobs/<name>.wasm` with custom metadata `extra`
+    /// (`args`, `env`, `limits`) added to what the publisher writes.
+    ///
+    /// `Publisher` writes only kind/version/chunks, so this commits once,
+    /// adds `extra` to the committed targets entry, and commits again: the
+    /// publisher carries the targets it read into the next signed version,
+    /// which is the one snapshot lists (the patched file it read from is
+    /// never served as current).
+    pub fn publish(&self, name: &str, wasm: &[u8], extra: Value) {
+        let src = self.dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&src, wasm).expect("write module");
+        let mut p = Publisher::open(&self.repo, &self.keys).expect("open repo");
+        p.add_target(&TargetSpec {
+            name: plasmd::job::target_name(name),
+            kind: Kind::Job,
+            version: "1".into(),
+            cmdline: None,
+            source: src,
+        })
+        .expect("add job");
+        let report = p.commit(chrono::Duration::days(7)).expect("commit");
+        let Value::Object(extra) = extra else {
+            panic!("extra custom metadata must be an object")
+        };
+        if extra.is_empty() {
+            return;
+        }
+        let file = self
+            .repo
+            .join("metadata")
+            .join(format!("{}.targets.json", report.targets_version));
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(&file).expect("read targets"))
+            .expect("targets json");
+        let custom = &mut doc["signed"]["targets"][plasmd::job::target_name(name)]["custom"];
+        for (k, v) in extra {
+            custom[k] = v;
+        }
+        std::fs::write(&file, serde_json::to_vec(&doc).expect("json")).expect("write targets");
+        Publisher::open(&self.repo, &self.keys)
+            .expect("reopen repo")
+            .commit(chrono::Duration::days(7))
+            .expect("re-sign");
+    }
+
+    /// A refreshed TUF client over the repository directory.
+    pub fn updater(&self) -> Updater<DirStorage, DirTransport> {
+        let now = chrono::Utc::now();
+        let storage = DirStorage::new(self.state.join("tuf")).expect("storage");
+        let root = std::fs::read(self.keys.join("root.json")).expect("root.json");
+        verifier::install_root(&storage, &root, now).expect("install root");
+        let mut up = Updater::new(storage, DirTransport::new(&self.repo), now);
+        up.refresh().expect("refresh");
+        up
+    }
+
+    /// Publish and resolve a job through TUF.
+    pub fn job(&self, name: &str, wasm: &[u8], extra: Value) -> Job {
+        self.publish(name, wasm, extra);
+        Job::fetch(&mut self.updater(), name).expect("fetch verified job")
+    }
+
+    pub fn config(&self) -> PlasmConfig {
+        let mut c = PlasmConfig::new(&self.state);
+        c.hostname = "node-7".into();
+        c
+    }
+
+    pub fn plasm(&self) -> Plasm {
+        Plasm::new(self.config()).expect("plasm")
+    }
+}
+
+pub fn wat(src: &str) -> Vec<u8> {
+    plasmd::assemble(src).expect("test job WAT assembles")
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub fn log(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).expect("job log")).into_owned()
+}
+
+/// The demo job, assembled from the committed source.
+pub fn hello_wasm() -> Vec<u8> {
+    wat(plasmd::HELLO_WAT)
+}
+
+/// Run the demo job on `plasm` and check it still works (plasmd keeps
+/// running after a job was killed).
+pub fn hello_still_runs(fx: &Fixture, plasm: &Plasm, rt: &tokio::runtime::Runtime) {
+    let hello = fx.job("hello", &hello_wasm(), serde_json::json!({}));
+    let out = rt.block_on(plasm.run(&hello)).expect("run hello");
+    let text = log(&out.log);
+    assert!(
+        text.contains("Hello from Phase WASM on node-7"),
+        "greeting missing after an earlier job: {text}"
+    );
+}
