@@ -93,7 +93,7 @@ fn serve_mdns_dht_then_discover_and_fetch_without_peers() {
         ],
     );
     let root = s(t.join("keys/1.root.json"));
-    let lan = Lan::new(4, true);
+    let lan = lan(4, true);
 
     // The seed: serve the repository, announce by mDNS and in the DHT.
     let mut child = Command::new("ip")
@@ -172,6 +172,10 @@ fn serve_mdns_dht_then_discover_and_fetch_without_peers() {
     assert_eq!(v["id"], seed_id.as_str());
     assert_eq!(v["urls"][0], seed_url.as_str());
     assert_eq!(v["channel"], "stable");
+    assert!(
+        v["ts"].as_u64().unwrap() >= 1,
+        "ts from the repository's timestamp: {v}"
+    );
     // Another root: nothing.
     let out = ok(
         Some(&lan.nodes[1]),

@@ -42,7 +42,7 @@ async fn wait_stop(stop: &mut tokio::sync::watch::Receiver<bool>) {
 
 #[test]
 fn five_node_dht_publish_find_and_fetch() {
-    let lan = Lan::new(5, true);
+    let lan = lan(5, true);
     let tmp = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..(4u32 << 20))
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)

@@ -8,7 +8,7 @@ use std::time::Instant;
 use common::*;
 
 fn check_full_mesh(n: usize, ipv4: bool) {
-    let lan = Lan::new(n, ipv4);
+    let lan = lan(n, ipv4);
     let start = Instant::now();
     let seen = run_mdns_nodes(lan_nodes(&lan, ipv4));
     eprintln!("{n} nodes: full mesh in {:?}", start.elapsed());

@@ -168,7 +168,7 @@ fn flood(sock: &UdpSocket, to: SocketAddr) -> usize {
 
 #[test]
 fn malformed_txt_and_oversized_packets_are_ignored() {
-    let lan = Lan::new(3, true);
+    let lan = lan(3, true);
     let attacker_ns = lan.nodes[2].clone();
     let honest = lan_nodes(&lan, true).remove(1);
     // The honest peer advertises and browses too (so it is also under fire).

@@ -9,7 +9,7 @@ use discovery::mdns::Rejection;
 
 #[test]
 fn peer_with_another_trust_root_is_ignored() {
-    let lan = Lan::new(3, true);
+    let lan = lan(3, true);
     let mut nodes = lan_nodes(&lan, true);
     nodes[2].root = root(2);
     nodes[2].id = "stranger".into();

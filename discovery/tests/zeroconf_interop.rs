@@ -82,7 +82,7 @@ print(json.dumps(result))
 fn phase_discover_finds_a_python_zeroconf_service() {
     let py = venv_python();
     let phase = phase_bin();
-    let lan = Lan::new(3, true);
+    let lan = lan(3, true);
     let good_root = root(1).to_string();
     let other_root = root(2).to_string();
     let mut publishers = Vec::new();
@@ -171,7 +171,7 @@ fn phase_discover_finds_a_python_zeroconf_service() {
 #[test]
 fn python_zeroconf_resolves_our_advertisement() {
     let py = venv_python();
-    let lan = Lan::new(2, true);
+    let lan = lan(2, true);
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut node = lan_nodes(&lan, true).remove(1);
     node.want = 0;

@@ -1,173 +1,33 @@
-//! Shared helpers of the discovery network tests.
+//! Shared helpers of the discovery network tests: LANs of network
+//! namespaces (testkit's netns guard), nodes that advertise and browse by
+//! mDNS inside them, and child-process handling.
 //!
-//! `Lan`: a private network-namespace guard (until testkit's netns guard
-//! exists): one "hub" namespace holding a bridge, and N node namespaces each
-//! joined to it by a veth pair. Node `i` has `eth0` with 198.18.0.(10+i)/24
-//! (optional) and an IPv6 link-local address (DAD disabled so it is usable
-//! at once), `lo` up and a multicast route. Everything is deleted on drop,
-//! also when a test panics.
-//!
-//! `in_ns`: runs a closure on a fresh thread that first moves itself into a
-//! node namespace (setns is per thread, and threads it spawns, such as the
-//! mDNS responder's and a tokio runtime's, inherit the namespace), so every
-//! socket a node opens lives in its namespace and nothing binds on the
-//! host's own interfaces.
+//! Node code runs on a thread that `setns`es itself into its namespace
+//! (`in_ns`; threads it spawns, such as the mDNS responder's, inherit the
+//! namespace), so every socket a node opens lives in its namespace and
+//! nothing binds on the host's own interfaces.
 #![allow(dead_code)]
 
-use std::os::fd::AsFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
+pub use testkit::netns::Lan;
 
-/// Runs `ip` with `args`; panics with its stderr on failure.
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2 is a test prerequisite): {e}"));
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+/// A bridge LAN of `n` node namespaces (testkit); `ipv4` gives node `i`
+/// 198.18.0.(10+i)/24, otherwise only IPv6 link-local (a LAN without DHCP).
+pub fn lan(n: usize, ipv4: bool) -> Lan {
+    Lan::new(n, ipv4).unwrap_or_else(|e| panic!("cannot build the test LAN: {e}"))
 }
 
-fn in_netns(ns: &str, cmd: &[&str]) {
-    let mut args = vec!["netns", "exec", ns];
-    args.extend_from_slice(cmd);
-    ip(&args);
-}
-
-/// A bridge LAN of `n` node namespaces.
-pub struct Lan {
-    pub hub: String,
-    pub nodes: Vec<String>,
-}
-
-impl Lan {
-    /// `ipv4`: give each node an address in 198.18.0.0/24; without it the
-    /// nodes only have IPv6 link-local addresses (a LAN with no DHCP).
-    pub fn new(n: usize, ipv4: bool) -> Self {
-        let tag = format!(
-            "{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        let hub = format!("phd-{tag}-hub");
-        let mut lan = Self {
-            hub: hub.clone(),
-            nodes: Vec::new(),
-        };
-        ip(&["netns", "add", &hub]);
-        in_netns(
-            &hub,
-            &[
-                "ip",
-                "link",
-                "add",
-                "br0",
-                "type",
-                "bridge",
-                "mcast_snooping",
-                "0",
-            ],
-        );
-        in_netns(&hub, &["ip", "link", "set", "br0", "up"]);
-        for i in 0..n {
-            let ns = format!("phd-{tag}-n{i}");
-            ip(&["netns", "add", &ns]);
-            lan.nodes.push(ns.clone());
-            let port = format!("p{i}");
-            ip(&[
-                "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port,
-                "netns", &hub,
-            ]);
-            in_netns(&hub, &["ip", "link", "set", &port, "master", "br0"]);
-            in_netns(&hub, &["ip", "link", "set", &port, "up"]);
-            in_netns(
-                &ns,
-                &["sysctl", "-q", "-w", "net.ipv6.conf.eth0.accept_dad=0"],
-            );
-            in_netns(
-                &ns,
-                &["sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=0"],
-            );
-            in_netns(&ns, &["ip", "link", "set", "lo", "up"]);
-            if ipv4 {
-                let addr = format!("198.18.0.{}/24", 10 + i);
-                in_netns(&ns, &["ip", "addr", "add", &addr, "dev", "eth0"]);
-            }
-            in_netns(&ns, &["ip", "link", "set", "eth0", "up"]);
-            if ipv4 {
-                in_netns(&ns, &["ip", "route", "add", "224.0.0.0/4", "dev", "eth0"]);
-            }
-        }
-        for ns in &lan.nodes {
-            lan.wait_link_local(ns);
-        }
-        lan
-    }
-
-    /// The IPv4 address of node `i` (when created with IPv4).
-    pub fn ipv4(&self, i: usize) -> std::net::Ipv4Addr {
-        std::net::Ipv4Addr::new(198, 18, 0, 10 + i as u8)
-    }
-
-    /// Waits (bounded) until `eth0` in `ns` has a usable fe80:: address.
-    fn wait_link_local(&self, ns: &str) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            let out = Command::new("ip")
-                .args([
-                    "netns", "exec", ns, "ip", "-6", "addr", "show", "dev", "eth0", "scope", "link",
-                ])
-                .output()
-                .expect("ip");
-            let text = String::from_utf8_lossy(&out.stdout);
-            if text.contains("fe80::") && !text.contains("tentative") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no IPv6 link-local address on eth0 in {ns} after 10 s");
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes its end of each veth pair, and so the
-        // pair. Errors are ignored: the namespace may already be gone.
-        for ns in self.nodes.iter().chain(std::iter::once(&self.hub)) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// Runs `f` on a new thread inside network namespace `ns` (with a tokio
-/// current-thread runtime), returning its join handle.
+/// Runs `f` on a new thread inside network namespace `ns`, on a tokio
+/// current-thread runtime.
 pub fn in_ns<T, F, Fut>(ns: &str, f: F) -> std::thread::JoinHandle<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
 {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        rustix::thread::move_into_link_name_space(
-            file.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        rt.block_on(f())
-    })
+    testkit::netns::in_ns(ns, 0, f)
 }
 
 /// Joins a node thread, re-raising its panic with the node's name.

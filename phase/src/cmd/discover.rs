@@ -311,7 +311,7 @@ pub async fn announce(
             version: discovery::txt::PROTOCOL_VERSION,
             id: id.clone(),
             root,
-            timestamp_version: timestamp_version(cache),
+            timestamp_version: timestamp_version(cache, repo),
             channel: args.channel.clone(),
             port: Some(http.port()),
         };
@@ -468,11 +468,17 @@ fn root_tag_of_file(path: &std::path::Path) -> anyhow::Result<RootTag> {
         .with_context(|| format!("root fingerprint of {}", path.display()))
 }
 
-/// Version of the trusted timestamp in the cache (0 when none).
-fn timestamp_version(cache: &std::path::Path) -> u64 {
-    ["tuf/timestamp.json", "tuf/metadata/timestamp.json"]
+/// Version of the timestamp metadata in the cache or the repository (0 when
+/// none).
+fn timestamp_version(cache: &std::path::Path, repo: Option<&std::path::Path>) -> u64 {
+    let mut files = vec![
+        cache.join("tuf/timestamp.json"),
+        cache.join("tuf/metadata/timestamp.json"),
+    ];
+    files.extend(repo.map(|r| r.join("metadata/timestamp.json")));
+    files
         .iter()
-        .filter_map(|rel| std::fs::read(cache.join(rel)).ok())
+        .filter_map(|p| std::fs::read(p).ok())
         .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .filter_map(|v| {
             v.pointer("/signed/version")
