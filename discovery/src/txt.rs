@@ -417,4 +417,50 @@ mod tests {
         bad.replace_range(63.., "x");
         assert!(bad.parse::<RootTag>().is_err());
     }
+
+    proptest::proptest! {
+        /// Arbitrary TXT properties never panic the parser, and whatever it
+        /// accepts is valid and survives a round trip.
+        #[test]
+        fn parser_is_total_and_accepts_only_valid(
+            props in proptest::collection::vec(
+                ("[a-zA-Z]{0,5}", proptest::option::of(proptest::collection::vec(proptest::num::u8::ANY, 0..80))),
+                0..24,
+            )
+        ) {
+            let it = props.iter().map(|(k, v)| (k.as_str(), v.as_deref()));
+            if let Ok(txt) = PeerTxt::parse(it) {
+                proptest::prop_assert!(txt.validate().is_ok());
+                let round = txt.to_properties();
+                let again = PeerTxt::parse(round.iter().map(|(k, v)| (k.as_str(), Some(v.as_bytes()))));
+                proptest::prop_assert_eq!(again, Ok(txt));
+            }
+        }
+
+        /// Mutations of a good record: never a panic; an accepted record
+        /// always has well-formed fields.
+        #[test]
+        fn mutated_good_records(pos in 0usize..64, byte in proptest::num::u8::ANY, cut in 0usize..64) {
+            let mut raw: Vec<(String, Vec<u8>)> = good()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.unwrap_or_default().to_vec()))
+                .collect();
+            let total: usize = raw.iter().map(|(_, v)| v.len()).sum();
+            let mut at = pos % total.max(1);
+            for (_, v) in raw.iter_mut() {
+                if at < v.len() {
+                    v[at] = byte;
+                    v.truncate(v.len().min(at + 1 + cut));
+                    break;
+                }
+                at -= v.len();
+            }
+            let it = raw.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice())));
+            if let Ok(txt) = PeerTxt::parse(it) {
+                proptest::prop_assert!(validate_id(&txt.id).is_ok());
+                proptest::prop_assert!(validate_channel(&txt.channel).is_ok());
+                proptest::prop_assert_eq!(txt.root.to_string().len(), 16);
+            }
+        }
+    }
 }
