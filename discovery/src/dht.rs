@@ -170,6 +170,10 @@ impl Default for DhtConfig {
             listen: vec![
                 "/ip4/0.0.0.0/tcp/0".parse().expect("static multiaddr"),
                 "/ip6/::/tcp/0".parse().expect("static multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("static multiaddr"),
+                "/ip6/::/udp/0/quic-v1".parse().expect("static multiaddr"),
             ],
             bootstrap: Vec::new(),
             http_port: None,
@@ -256,7 +260,8 @@ pub struct Dht {
 }
 
 impl Dht {
-    /// Starts a node: identity, transport (TCP + Noise + Yamux), Kademlia
+    /// Starts a node: identity, transports (TCP + Noise + Yamux, and QUIC
+    /// v1), Kademlia
     /// and identify, listeners, and dials the bootstrap peers. Must be called
     /// inside a tokio runtime.
     pub async fn start(config: DhtConfig) -> Result<Self, DhtError> {
@@ -280,6 +285,7 @@ impl Dht {
                 yamux::Config::default,
             )
             .map_err(|e| DhtError::Transport(Box::new(e)))?
+            .with_quic()
             .with_behaviour(|key| {
                 let mut kad = kad::Behaviour::with_config(
                     key.public().to_peer_id(),
