@@ -9,6 +9,8 @@
 //!
 //! Unsafe code lives in [`sys`] only.
 
+pub mod bootfetch;
+pub mod cachepart;
 pub mod cmdline;
 pub mod console;
 pub mod handoff;

@@ -8,13 +8,16 @@
 //!  3. cmdline   the phase.* parameters; typos warn, then defaults
 //!  4. modules   /etc/phase/modules.order via finit_module
 //!  5. loader    which systemd-boot entry booted us (efivarfs)
-//!  6. trust     the baked trusted root
+//!  6. trust     the baked trusted root, verified; its key fingerprint
 //!  7. network   (stage 1) wired links up, DHCPv4 in parallel, IPv6 link-local
-//!               (issue 6 adds: discover, refresh, fetch)
-//!  8. ready     `phase-init: ready mode=<mode> channel=<channel>`
+//!  8. cache     (stage 1, no test hook) the PHASE-CACHE partition, ext4,
+//!               read-write unless phase.nowrite / private mode
+//!  9. fetch     TUF refresh (peers, then the cache) and the verified kernel,
+//!               initramfs, rootfs of (channel, arch); bounded retries
+//! 10. ready     `phase-init: ready mode=<mode> channel=<channel>`
 //! stage 1 (phase.stage=boot):
-//!  9. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
-//! 10. kexec     kexec_file_load + reboot(KEXEC)
+//! 11. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
+//! 12. kexec     kexec_file_load + reboot(KEXEC)
 //!               phase.test=kexec: the artifacts in /etc/phase/test-artifacts
 //!               phase.test=poweroff: power off after the ready line
 //! stage 2 (phase.stage=target):
@@ -36,8 +39,8 @@ use phase_init::cmdline::{self, Config, Stage, TestAction};
 use phase_init::console::console;
 use phase_init::step::{self, chain, Status};
 use phase_init::{
-    handoff, kexec, loader, modules, mounts, net, power, rescue, services, stage2, supervisor,
-    trust,
+    bootfetch, cachepart, handoff, kexec, loader, modules, mounts, net, power, rescue, services,
+    stage2, supervisor, trust,
 };
 
 fn main() {
@@ -68,14 +71,37 @@ fn boot() {
     let config = step::run("cmdline", read_cmdline);
     step::run("modules", || load_modules(root, config.debug));
     step::run("loader", boot_entry);
-    step::run("trust", || trusted_root(root));
+    // The boot time every expiry check uses (the RTC, as the kernel set it).
+    let now = chrono::Utc::now();
+    let baked = step::run("trust", || trusted_root(root, now));
     if config.test == Some(TestAction::Panic) {
         panic!("phase.test=panic: panicking on purpose");
     }
     if config.stage == Stage::Boot {
         step::run("network", network);
     }
+    let mut fetched = None;
+    if config.stage == Stage::Boot && config.test.is_none() {
+        let Some(baked) = baked else {
+            console()
+                .line("boot: no valid trusted root, nothing can be verified; rebuild the image");
+            return;
+        };
+        let cache = step::run("cache", || mount_cache(&config));
+        let places = bootfetch::Places {
+            cache,
+            ram_cas: bootfetch::RAM_CAS.into(),
+        };
+        let Some(f) = fetch_with_retries(&config, &baked, &places, now) else {
+            return;
+        };
+        fetched = Some(f);
+    }
     console().raw(&phase_init::ready_line(&config));
+    if let Some(f) = fetched {
+        hand_over(&f.artifacts, &config, Some((f.tuf, f.peers)));
+        return;
+    }
     if config.stage == Stage::Target {
         target(&config);
         return;
@@ -166,16 +192,27 @@ fn kexec_test_artifacts(config: &Config) {
     }) else {
         return;
     };
-    hand_over(&artifacts, config);
+    hand_over(&artifacts, config, None);
 }
 
 /// Payload, kexec_file_load, reboot(KEXEC). Returns only on failure, after
 /// saying why; the caller goes to the rescue shell (never a retry loop).
-fn hand_over(artifacts: &handoff::Artifacts, config: &Config) {
+fn hand_over(
+    artifacts: &handoff::Artifacts,
+    config: &Config,
+    provenance: Option<(
+        phase_init::payload::TufVersions,
+        Vec<phase_init::payload::PeerBytes>,
+    )>,
+) {
     let cmdline = handoff::target_cmdline(&artifacts.cmdline, config);
     let out = Path::new(handoff::INITRD_OUT);
     let Some(target) = step::run("payload", || {
-        let boot = handoff::boot_json(artifacts, config, &cmdline);
+        let mut boot = handoff::boot_json(artifacts, config, &cmdline);
+        if let Some((tuf, peers)) = provenance {
+            boot.tuf = tuf;
+            boot.peers = peers;
+        }
         match handoff::prepare(artifacts, &boot, out) {
             Ok((t, size)) => (Some(t), Status::ok(format!("{} ({size} B)", out.display()))),
             Err(e) => (None, Status::fail(chain(&e))),
@@ -300,11 +337,104 @@ fn load_modules(root: &Path, debug: bool) -> ((), Status) {
     ((), Status::with_problems(report.summary(), problems))
 }
 
-fn trusted_root(root: &Path) -> ((), Status) {
-    match trust::root_file_sha256(root) {
-        Ok(hex) => ((), Status::ok(format!("root.json sha256:{hex}"))),
-        Err(e) => ((), Status::fail(chain(&e))),
+fn trusted_root(
+    root: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Option<trust::BakedRoot>, Status) {
+    match trust::load(root, now) {
+        Ok(r) => {
+            let detail = format!("root v{} fingerprint {}", r.version, r.fingerprint);
+            (Some(r), Status::ok(detail))
+        }
+        Err(e) => (None, Status::fail(chain(&e))),
     }
+}
+
+/// The cache partition, unless `phase.cache=disabled`; read-only when
+/// writes are not allowed. A missing partition is a warning: the peers may
+/// still have everything.
+fn mount_cache(config: &Config) -> (Option<cachepart::Mounted>, Status) {
+    if config.cache == phase_init::cmdline::Cache::Disabled {
+        return (None, Status::ok("disabled (phase.cache=disabled)"));
+    }
+    match cachepart::mount_cache(!config.nowrite(), cachepart::WAIT) {
+        Ok(m) => {
+            let detail = format!(
+                "{} at {} {}",
+                m.device.display(),
+                m.dir.display(),
+                if m.writable {
+                    "read-write"
+                } else {
+                    "read-only"
+                }
+            );
+            (Some(m), Status::ok(detail))
+        }
+        Err(e) => (
+            None,
+            Status::with_problems(
+                "none",
+                vec![format!("{}; continuing with peers only", chain(&e))],
+            ),
+        ),
+    }
+}
+
+/// How many times the fetch is tried when peers are involved (offline,
+/// retrying cannot help: once).
+const FETCH_ATTEMPTS: u32 = 3;
+
+/// The verified fetch, retried a bounded number of times when there are
+/// network peers. `None`: it failed and said why; go to the rescue shell.
+fn fetch_with_retries(
+    config: &Config,
+    baked: &trust::BakedRoot,
+    places: &bootfetch::Places,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<bootfetch::Fetched> {
+    let networked = config
+        .peers
+        .iter()
+        .any(|p| matches!(p, phase_init::cmdline::Peer::Url(_)));
+    let attempts = if networked { FETCH_ATTEMPTS } else { 1 };
+    for attempt in 1..=attempts {
+        let r = step::run("fetch", || {
+            match bootfetch::run(config, baked, places, now) {
+                Ok(f) => {
+                    let detail = format!(
+                        "tuf root v{} timestamp v{} targets v{}; {} from {}",
+                        f.tuf.root.unwrap_or(0),
+                        f.tuf.timestamp.unwrap_or(0),
+                        f.tuf.targets.unwrap_or(0),
+                        f.artifacts.names.join(" "),
+                        f.peers
+                            .iter()
+                            .map(|p| format!("{}={}", p.peer, p.bytes))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    (Some(f), Status::ok(detail))
+                }
+                Err(e) => (None, Status::fail(chain(&e))),
+            }
+        });
+        if r.is_some() {
+            return r;
+        }
+        if attempt < attempts {
+            let wait = std::time::Duration::from_secs(2 * u64::from(attempt));
+            console().line(&format!(
+                "fetch: attempt {attempt} of {attempts} failed; retrying in {} s",
+                wait.as_secs()
+            ));
+            std::thread::sleep(wait);
+        }
+    }
+    console().line(
+        "boot: no verified boot set; nothing was kexec'd. Fix the cause above, then reboot (or run the rescue shell's tools)",
+    );
+    None
 }
 
 fn kernel_release() -> String {

@@ -1,0 +1,532 @@
+//! Stage 1's verified fetch: trusted state, TUF refresh, and the kernel,
+//! initramfs and rootfs of (`phase.channel`, arch) into a CAS.
+//!
+//! * Trusted state: `<cache>/tuf/` (`verifier::DirStorage`) when the cache
+//!   partition is writable; otherwise RAM (`verifier::MemoryStorage`),
+//!   pre-loaded from the read-only cache's `tuf/` if there is one. The baked
+//!   root is installed first (a newer stored root is kept).
+//! * Metadata: the peers in order (`fetcher::PeerTransport`), then the
+//!   cache's `tuf/metadata/`, then — when no peer answers — the trusted
+//!   state's own copies ([`CacheFallback`]): an offline boot re-verifies the
+//!   cached metadata against the boot time, so expired metadata is refused.
+//! * Objects: the writable cache's CAS, or a CAS on tmpfs under
+//!   [`RAM_CAS`]; a read-only cache's objects are used in place. Every
+//!   object is hashed again before use, so a tampered stick is caught.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fetcher::{
+    Cas, ChunkList, FetchOptions, Fetcher, ObjectSpec, Peer, PeerTransport, Sha256Digest,
+};
+use verifier::{DirStorage, MemoryStorage, Storage, Transport, TransportError, Updater};
+
+use crate::cachepart::Mounted;
+use crate::cmdline::{self, Config};
+use crate::console::console;
+use crate::handoff::Artifacts;
+use crate::payload::{Artifact, PayloadError, PeerBytes, TufVersions};
+use crate::trust::BakedRoot;
+
+/// The CAS on tmpfs when the cache may not be written.
+pub const RAM_CAS: &str = "/run/phase/ram-cache";
+
+/// The three artifacts a boot needs, in order.
+pub const KINDS: [&str; 3] = ["kernel", "initramfs", "rootfs"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootFetchError {
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot open the trusted state in {0}")]
+    State(PathBuf, #[source] verifier::StorageError),
+    #[error("the baked trusted root cannot be installed into the trusted state")]
+    InstallRoot(#[source] verifier::Error),
+    #[error("cannot open the object store {0}")]
+    Cas(PathBuf, #[source] fetcher::CasError),
+    #[error("cannot start the HTTP client")]
+    Client(#[source] Box<fetcher::FetchError>),
+    #[error("phase.peers: {0}")]
+    Peer(String, #[source] fetcher::PeerError),
+    #[error("TUF refresh failed with no peer and only the cache's metadata (offline); add a peer (phase.peers=http://HOST:PORT) or reseed the stick")]
+    RefreshOffline(#[source] verifier::Error),
+    #[error("TUF refresh failed against {0} peer(s) and the cache")]
+    Refresh(usize, #[source] verifier::Error),
+    #[error("the trusted metadata does not sign {0}; publish it for this channel and arch")]
+    Target(String, #[source] verifier::Error),
+    #[error("{0}: invalid signed Phase metadata")]
+    Custom(String, #[source] verifier::Error),
+    #[error("{0}: the signed metadata has no usable sha256 or chunk list")]
+    Spec(String),
+    #[error("{name}: not in the cache and no peer to fetch it from; add a peer (phase.peers=http://HOST:PORT)")]
+    NoSource { name: String },
+    #[error("{name}: fetch failed")]
+    Fetch {
+        name: String,
+        #[source]
+        source: Box<fetcher::FetchError>,
+    },
+    #[error("{name}: cannot read the stored object")]
+    Read {
+        name: String,
+        #[source]
+        source: PayloadError,
+    },
+    #[error("{name}: the stored object {path} does not match its signed digest (sha256 {got}, {len} bytes); refusing it")]
+    Mismatch {
+        name: String,
+        path: PathBuf,
+        got: String,
+        len: u64,
+    },
+}
+
+/// Where the fetch writes, and what it reads.
+#[derive(Debug, Clone)]
+pub struct Places {
+    /// The mounted cache partition, if any.
+    pub cache: Option<Mounted>,
+    /// The CAS used when the cache is absent or read-only.
+    pub ram_cas: PathBuf,
+}
+
+/// A verified boot set with its provenance.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub artifacts: Artifacts,
+    pub tuf: TufVersions,
+    /// Bytes per peer over all three artifacts (`cache` = read from the
+    /// cache partition).
+    pub peers: Vec<PeerBytes>,
+    /// Number of network peers used.
+    pub network_peers: usize,
+}
+
+/// The HTTP peers named by `phase.peers` (multiaddrs are for the DHT,
+/// which stage 1 does not run yet: they are reported and skipped).
+pub fn http_peers(config: &Config) -> Result<(Vec<Peer>, Vec<String>), BootFetchError> {
+    let mut peers = Vec::new();
+    let mut skipped = Vec::new();
+    for p in &config.peers {
+        match p {
+            cmdline::Peer::Url(u) => {
+                peers.push(Peer::parse(u).map_err(|e| BootFetchError::Peer(u.clone(), e))?)
+            }
+            cmdline::Peer::Multiaddr(m) => skipped.push(m.clone()),
+        }
+    }
+    Ok((peers, skipped))
+}
+
+/// Serves metadata from the inner transport; when that has nothing (no
+/// peer, or none answering), from the trusted state's own verified copies,
+/// so that an offline boot can refresh against the cache alone. Root
+/// rotations (`N.root.json`) are never answered from the state: offline, no
+/// newer root can be learned, which the verifier treats as "none".
+pub struct CacheFallback<T> {
+    pub inner: T,
+    /// `timestamp.json`, `snapshot.json`, `targets.json`, ... as stored.
+    pub stored: BTreeMap<String, Vec<u8>>,
+    /// Names served from `stored`, for the console.
+    pub used: Mutex<Vec<String>>,
+}
+
+impl<T> CacheFallback<T> {
+    pub fn new(inner: T, storage: &dyn Storage) -> Self {
+        let mut stored = BTreeMap::new();
+        for n in ["timestamp.json", "snapshot.json", "targets.json"] {
+            if let Ok(Some(b)) = storage.load(n) {
+                stored.insert(n.to_owned(), b);
+            }
+        }
+        CacheFallback {
+            inner,
+            stored,
+            used: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The stored file a repository name maps to: `7.snapshot.json` and
+    /// `snapshot.json` -> `snapshot.json`; roots never.
+    pub fn stored_name(name: &str) -> Option<&str> {
+        let plain = match name.split_once('.') {
+            Some((n, rest)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => rest,
+            _ => name,
+        };
+        (plain != "root.json").then_some(plain)
+    }
+}
+
+impl<T: Transport> Transport for CacheFallback<T> {
+    fn fetch_metadata(&self, name: &str, max_len: u64) -> Result<Vec<u8>, TransportError> {
+        let err = match self.inner.fetch_metadata(name, max_len) {
+            Ok(b) => return Ok(b),
+            Err(e @ TransportError::TooLarge { .. }) => return Err(e),
+            Err(e) => e,
+        };
+        let Some(stored) = Self::stored_name(name) else {
+            // No peer answered for a newer root: nothing newer is known.
+            return Err(TransportError::NotFound);
+        };
+        match self.stored.get(stored) {
+            Some(b) if b.len() as u64 <= max_len => {
+                if let Ok(mut u) = self.used.lock() {
+                    u.push(stored.to_owned());
+                }
+                Ok(b.clone())
+            }
+            Some(_) => Err(TransportError::TooLarge { max: max_len }),
+            None => Err(err),
+        }
+    }
+
+    fn fetch_target(
+        &self,
+        path: &str,
+        max_len: u64,
+    ) -> Result<Box<dyn std::io::Read + '_>, TransportError> {
+        self.inner.fetch_target(path, max_len)
+    }
+}
+
+impl<T> std::fmt::Debug for CacheFallback<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheFallback")
+            .field("stored", &self.stored.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Planned {
+    kind: &'static str,
+    name: String,
+    version: String,
+    spec: ObjectSpec,
+    path: String,
+}
+
+/// Runs the whole fetch once.
+pub fn run(
+    config: &Config,
+    baked: &BakedRoot,
+    places: &Places,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Fetched, BootFetchError> {
+    let writable = places.cache.as_ref().filter(|c| c.writable);
+    let readonly = places.cache.as_ref().filter(|c| !c.writable);
+
+    // Trusted state.
+    let storage: Box<dyn Storage> = match writable {
+        Some(c) => {
+            let dir = c.dir.join("tuf");
+            Box::new(DirStorage::new(&dir).map_err(|e| BootFetchError::State(dir, e))?)
+        }
+        None => {
+            let mem = MemoryStorage::new();
+            if let Some(c) = readonly {
+                let ro = DirStorage::new(c.dir.join("tuf"));
+                if let Ok(ro) = ro {
+                    for n in [
+                        "root.json",
+                        "timestamp.json",
+                        "snapshot.json",
+                        "targets.json",
+                    ] {
+                        if let Ok(Some(b)) = ro.load(n) {
+                            mem.store(n, &b)
+                                .map_err(|e| BootFetchError::State(c.dir.join("tuf"), e))?;
+                        }
+                    }
+                }
+            }
+            Box::new(mem)
+        }
+    };
+    verifier::install_root(&storage, &baked.bytes, now).map_err(BootFetchError::InstallRoot)?;
+
+    // Object store.
+    let cas_dir = writable
+        .map(|c| c.dir.clone())
+        .unwrap_or_else(|| places.ram_cas.clone());
+    let cas = Cas::open(&cas_dir).map_err(|e| BootFetchError::Cas(cas_dir.clone(), e))?;
+
+    let (peers, skipped) = http_peers(config)?;
+    for m in skipped {
+        console().warn(&format!(
+            "phase.peers: {m}: DHT peers are not used by stage 1 yet; skipped"
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(BootFetchError::Runtime)?;
+    let fetcher = {
+        let _guard = rt.enter();
+        Fetcher::new(
+            cas.clone(),
+            FetchOptions {
+                deadline: Duration::from_secs(600),
+                ..FetchOptions::default()
+            },
+        )
+        .map_err(|e| BootFetchError::Client(Box::new(e)))?
+    };
+    let meta_dir = places
+        .cache
+        .as_ref()
+        .map(|c| c.dir.join("tuf/metadata"))
+        .unwrap_or_else(|| cas.tuf_dir().join("metadata"));
+    let transport = CacheFallback::new(
+        PeerTransport::new(
+            fetcher.client().clone(),
+            rt.handle().clone(),
+            peers.clone(),
+            Some(meta_dir),
+        ),
+        &storage,
+    );
+
+    // TUF refresh.
+    let mut up = Updater::new(&storage, &transport, now);
+    up.refresh().map_err(|e| {
+        if peers.is_empty() {
+            BootFetchError::RefreshOffline(e)
+        } else {
+            BootFetchError::Refresh(peers.len(), e)
+        }
+    })?;
+    if let Ok(used) = transport.used.lock() {
+        if !used.is_empty() {
+            console().line(&format!(
+                "tuf: no peer answered for {}; using the cached trusted copies",
+                used.join(", ")
+            ));
+        }
+    }
+    let tuf = tuf_versions(&up);
+    let consistent = up.root().map(|r| r.consistent_snapshot).unwrap_or(true);
+
+    // The three targets.
+    let arch = std::env::consts::ARCH;
+    let mut plan = Vec::new();
+    let mut cmdline = String::new();
+    for kind in KINDS {
+        let name = format!("{}/{arch}/{kind}", config.channel);
+        let t = up
+            .target(&name)
+            .map_err(|e| BootFetchError::Target(name.clone(), e))?;
+        let custom = t
+            .phase()
+            .map_err(|e| BootFetchError::Custom(name.clone(), e))?;
+        if kind == "kernel" {
+            cmdline = custom.cmdline.clone().unwrap_or_default();
+        }
+        let spec = object_spec(&t, &custom).ok_or_else(|| BootFetchError::Spec(name.clone()))?;
+        plan.push(Planned {
+            kind,
+            name,
+            version: custom.version.clone(),
+            path: t.repository_path(consistent),
+            spec,
+        });
+    }
+
+    // The objects.
+    let mut per_peer: BTreeMap<String, u64> = BTreeMap::new();
+    let mut got = Vec::new();
+    for p in &plan {
+        let hex = p.spec.sha256.to_string();
+        let start = Instant::now();
+        let in_ro_cache = readonly
+            .map(|c| c.dir.join(format!("cas/sha256/{}/{hex}", &hex[..2])))
+            .filter(|path| path.is_file());
+        let (path, from) = if let Some(path) = in_ro_cache {
+            *per_peer.entry("cache".into()).or_default() += p.spec.length;
+            (path, "the cache (read-only)".to_owned())
+        } else {
+            let mut sources = Vec::new();
+            for peer in &peers {
+                if let Ok(s) = peer.source(&p.spec.sha256, &p.path) {
+                    sources.push(s);
+                }
+            }
+            if sources.is_empty() && !cas.contains(&p.spec.sha256) {
+                return Err(BootFetchError::NoSource {
+                    name: p.name.clone(),
+                });
+            }
+            let report = rt
+                .block_on(fetcher.fetch(&p.spec, sources, Some(progress_printer(p.kind))))
+                .map_err(|e| BootFetchError::Fetch {
+                    name: p.name.clone(),
+                    source: Box::new(e),
+                })?;
+            if writable.is_some() {
+                if let Err(e) = cas.record_ref(&p.name, &p.version, &p.spec.sha256) {
+                    console().warn(&format!(
+                        "{}: cannot record the version in the cache: {}",
+                        p.name,
+                        crate::step::chain(&e)
+                    ));
+                }
+            }
+            let from = if report.already_present {
+                *per_peer.entry("cache".into()).or_default() += p.spec.length;
+                "the cache".to_owned()
+            } else {
+                let mut parts = Vec::new();
+                for r in &report.peers {
+                    *per_peer.entry(r.label.clone()).or_default() += r.bytes;
+                    parts.push(format!("{}={}", r.label, r.bytes));
+                }
+                parts.join(", ")
+            };
+            (report.path, from)
+        };
+        let art = verify_object(&p.name, &path, &p.spec)?;
+        console().line(&format!(
+            "fetch: {:9} {} {} sha256:{}.. verified, from {} ({:.1} s)",
+            p.kind,
+            p.name,
+            human(p.spec.length),
+            &hex[..12],
+            from,
+            start.elapsed().as_secs_f64()
+        ));
+        got.push(art);
+    }
+    let [kernel, initramfs, rootfs]: [Artifact; 3] = got
+        .try_into()
+        .map_err(|_| BootFetchError::Spec("the boot set".into()))?;
+    let names = plan.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    let names: [String; 3] = names
+        .try_into()
+        .map_err(|_| BootFetchError::Spec("the boot set".into()))?;
+    // The runtime's worker threads end here, before kexec.
+    drop(fetcher);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(Fetched {
+        artifacts: Artifacts {
+            kernel,
+            initramfs,
+            rootfs,
+            cmdline,
+            names,
+        },
+        tuf,
+        peers: per_peer
+            .into_iter()
+            .map(|(peer, bytes)| PeerBytes { peer, bytes })
+            .collect(),
+        network_peers: peers.len(),
+    })
+}
+
+fn tuf_versions<S: Storage, T: Transport>(up: &Updater<S, T>) -> TufVersions {
+    let Ok(set) = up.trusted() else {
+        return TufVersions::default();
+    };
+    TufVersions {
+        root: Some(set.root().version),
+        timestamp: set.timestamp().map(|t| t.version),
+        snapshot: set.snapshot().map(|s| s.version),
+        targets: set.targets("targets").map(|t| t.version),
+    }
+}
+
+fn object_spec(t: &verifier::Target, custom: &verifier::PhaseCustom) -> Option<ObjectSpec> {
+    let sha256 = Sha256Digest::from_hex(t.sha256()?).ok()?;
+    let mut chunks = Vec::new();
+    for h in &custom.chunks.sha256 {
+        chunks.push(Sha256Digest::from_hex(h).ok()?);
+    }
+    Some(ObjectSpec {
+        sha256,
+        length: t.length,
+        chunks: ChunkList {
+            size: custom.chunks.size,
+            sha256: chunks,
+        },
+    })
+}
+
+/// Hashes a stored object once more and compares it with the signed digest
+/// and length.
+pub fn verify_object(
+    name: &str,
+    path: &Path,
+    spec: &ObjectSpec,
+) -> Result<Artifact, BootFetchError> {
+    let art = Artifact::hash_file("object", path).map_err(|source| BootFetchError::Read {
+        name: name.to_owned(),
+        source,
+    })?;
+    if art.sha256 != spec.sha256.to_string() || art.length != spec.length {
+        return Err(BootFetchError::Mismatch {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+            got: art.sha256,
+            len: art.length,
+        });
+    }
+    Ok(art)
+}
+
+/// A console line at most every 2 s while an object downloads.
+fn progress_printer(kind: &'static str) -> fetcher::ProgressFn {
+    let last = Mutex::new(Instant::now());
+    Arc::new(move |p: &fetcher::Progress| {
+        let Ok(mut l) = last.lock() else { return };
+        if l.elapsed() < Duration::from_secs(2) || p.done >= p.total {
+            return;
+        }
+        *l = Instant::now();
+        let pct = (p.done * 100).checked_div(p.total).unwrap_or(100);
+        console().line(&format!(
+            "fetch: {kind:9} {pct:3}% {}/{} {}/s from {} peer(s)",
+            human(p.done),
+            human(p.total),
+            human(p.rate as u64),
+            p.peers
+        ));
+    })
+}
+
+/// `12.3 MiB`.
+pub fn human(n: u64) -> String {
+    const K: f64 = 1024.0;
+    let f = n as f64;
+    if f >= K * K * K {
+        format!("{:.1} GiB", f / (K * K * K))
+    } else if f >= K * K {
+        format!("{:.1} MiB", f / (K * K))
+    } else if f >= K {
+        format!("{:.1} KiB", f / K)
+    } else {
+        format!("{n} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_map_versions_away_but_never_roots() {
+        type F = CacheFallback<verifier::DirTransport>;
+        assert_eq!(F::stored_name("timestamp.json"), Some("timestamp.json"));
+        assert_eq!(F::stored_name("7.snapshot.json"), Some("snapshot.json"));
+        assert_eq!(F::stored_name("12.targets.json"), Some("targets.json"));
+        assert_eq!(F::stored_name("3.root.json"), None);
+        assert_eq!(F::stored_name("root.json"), None);
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(12), "12 B");
+        assert_eq!(human(3 * 1024 * 1024 / 2), "1.5 MiB");
+    }
+}

@@ -1,0 +1,212 @@
+//! Stage 1's verified fetch on the host, against a real signed repository
+//! (the verifier's publisher) and a cache laid out as `phase image
+//! --seed-repo` lays it out: offline from a writable and from a read-only
+//! cache, a tampered cached object, expired metadata, an empty cache.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{Duration, Utc};
+use phase_init::bootfetch::{self, BootFetchError, Places};
+use phase_init::cachepart::Mounted;
+use phase_init::cmdline::Config;
+use phase_init::trust;
+use verifier::publish::{generate_keys, KeygenOptions, Publisher, TargetSpec};
+use verifier::{DirStorage, DirTransport, Kind, Updater};
+
+struct World {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    cache: PathBuf,
+    shas: Vec<String>,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let repo = dir.path().join("repo");
+    let now = Utc::now();
+    generate_keys(
+        &keys,
+        &KeygenOptions {
+            root_keys: 1,
+            root_threshold: 1,
+            root_expires: now + Duration::days(365),
+            consistent_snapshot: true,
+        },
+    )
+    .expect("keygen");
+    let mut p = Publisher::open(&repo, &keys).expect("publisher");
+    let arch = std::env::consts::ARCH;
+    for (kind, k, len) in [
+        ("kernel", Kind::Kernel, 5_000_000usize),
+        ("initramfs", Kind::Initramfs, 300_000),
+        ("rootfs", Kind::Rootfs, 70_000),
+    ] {
+        let src = dir.path().join(kind);
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + kind.len()) as u8).collect();
+        std::fs::write(&src, bytes).expect("write artifact");
+        p.add_target(&TargetSpec {
+            name: format!("testing/{arch}/{kind}"),
+            kind: k,
+            version: "1".into(),
+            cmdline: (kind == "kernel").then(|| "console=ttyS0 quiet".to_owned()),
+            source: src,
+        })
+        .expect("add target");
+    }
+    p.commit(Duration::days(7)).expect("commit");
+
+    // The baked root, as the initramfs carries it.
+    let root = dir.path().join("baked");
+    std::fs::create_dir_all(root.join("etc/phase")).expect("mkdir");
+    let root_json = std::fs::read(keys.join("1.root.json")).expect("root");
+    std::fs::write(root.join(trust::ROOT_FILE), &root_json).expect("write root");
+
+    // The cache, seeded as `phase image --seed-repo` does.
+    let cache = dir.path().join("cache");
+    let storage = DirStorage::new(cache.join("tuf")).expect("storage");
+    verifier::install_root(&storage, &root_json, now).expect("install root");
+    let mut up = Updater::new(storage, DirTransport::new(&repo), now);
+    up.refresh().expect("refresh");
+    let mut shas = Vec::new();
+    for t in up.all_targets().expect("targets") {
+        let sha = t.sha256().expect("sha256").to_owned();
+        let d = cache.join("cas/sha256").join(&sha[..2]);
+        std::fs::create_dir_all(&d).expect("mkdir cas");
+        std::fs::write(d.join(&sha), up.download_bytes(&t).expect("download")).expect("write");
+        shas.push(sha);
+    }
+    World {
+        _dir: dir,
+        root,
+        cache,
+        shas,
+    }
+}
+
+fn config() -> Config {
+    Config {
+        channel: "testing".into(),
+        ..Config::default()
+    }
+}
+
+fn places(w: &World, writable: bool) -> Places {
+    Places {
+        cache: Some(Mounted {
+            device: "/dev/null".into(),
+            dir: w.cache.clone(),
+            writable,
+        }),
+        ram_cas: w.cache.parent().expect("parent").join("ram-cas"),
+    }
+}
+
+fn chain(e: &BootFetchError) -> String {
+    phase_init::step::chain(e)
+}
+
+fn under(p: &Path, dir: &Path) -> bool {
+    p.starts_with(dir)
+}
+
+#[test]
+fn offline_from_a_writable_cache() {
+    let w = world();
+    let now = Utc::now();
+    let baked = trust::load(&w.root, now).expect("baked root");
+    let f = bootfetch::run(&config(), &baked, &places(&w, true), now).expect("fetch");
+    assert_eq!(f.artifacts.cmdline, "console=ttyS0 quiet");
+    assert_eq!(f.network_peers, 0);
+    for a in [
+        &f.artifacts.kernel,
+        &f.artifacts.initramfs,
+        &f.artifacts.rootfs,
+    ] {
+        assert!(w.shas.contains(&a.sha256), "{a:?}");
+        assert!(under(&a.path, &w.cache.join("cas")), "{a:?}");
+    }
+    assert_eq!(f.artifacts.kernel.length, 5_000_000);
+    assert_eq!(f.tuf.root, Some(1));
+    assert!(f.tuf.timestamp.is_some() && f.tuf.targets.is_some());
+    assert_eq!(f.peers.len(), 1);
+    assert_eq!(f.peers[0].peer, "cache");
+    assert_eq!(f.peers[0].bytes, 5_370_000);
+}
+
+#[test]
+fn offline_from_a_read_only_cache_uses_it_in_place_and_writes_nothing() {
+    let w = world();
+    let now = Utc::now();
+    let baked = trust::load(&w.root, now).expect("baked root");
+    let before = std::fs::read(w.cache.join("tuf/timestamp.json")).expect("ts");
+    let f = bootfetch::run(&config(), &baked, &places(&w, false), now).expect("fetch");
+    assert!(under(&f.artifacts.rootfs.path, &w.cache.join("cas")));
+    assert!(
+        !w.cache.join("refs.json").exists(),
+        "refs written read-only"
+    );
+    assert_eq!(
+        std::fs::read(w.cache.join("tuf/timestamp.json")).expect("ts"),
+        before
+    );
+}
+
+#[test]
+fn a_tampered_cached_object_is_refused() {
+    let w = world();
+    let now = Utc::now();
+    let baked = trust::load(&w.root, now).expect("baked root");
+    for sha in &w.shas {
+        let p = w.cache.join("cas/sha256").join(&sha[..2]).join(sha);
+        let mut b = std::fs::read(&p).expect("read");
+        b[100] ^= 1;
+        std::fs::write(&p, b).expect("write");
+    }
+    let e = bootfetch::run(&config(), &baked, &places(&w, true), now).expect_err("tampered");
+    let text = chain(&e);
+    assert!(matches!(e, BootFetchError::Mismatch { .. }), "{text}");
+    assert!(text.contains("does not match its signed digest"), "{text}");
+}
+
+#[test]
+fn expired_metadata_offline_is_refused_with_a_clear_line() {
+    let w = world();
+    let later = Utc::now() + Duration::days(30);
+    let baked = trust::load(&w.root, Utc::now()).expect("baked root");
+    let e = bootfetch::run(&config(), &baked, &places(&w, true), later).expect_err("expired");
+    let text = chain(&e);
+    assert!(matches!(e, BootFetchError::RefreshOffline(_)), "{text}");
+    assert!(text.contains("expired"), "{text}");
+    assert!(text.contains("phase.peers="), "{text}");
+}
+
+#[test]
+fn an_empty_cache_without_peers_says_so() {
+    let w = world();
+    let now = Utc::now();
+    let baked = trust::load(&w.root, now).expect("baked root");
+    std::fs::remove_dir_all(&w.cache).expect("rm cache");
+    let p = Places {
+        cache: None,
+        ram_cas: w.cache.clone(),
+    };
+    let e = bootfetch::run(&config(), &baked, &p, now).expect_err("nothing");
+    let text = chain(&e);
+    assert!(matches!(e, BootFetchError::RefreshOffline(_)), "{text}");
+    assert!(text.contains("timestamp.json"), "{text}");
+}
+
+#[test]
+fn an_unsigned_channel_is_named() {
+    let w = world();
+    let now = Utc::now();
+    let baked = trust::load(&w.root, now).expect("baked root");
+    let c = Config {
+        channel: "stable".into(),
+        ..Config::default()
+    };
+    let e = bootfetch::run(&c, &baked, &places(&w, true), now).expect_err("no such channel");
+    let text = chain(&e);
+    assert!(text.contains("does not sign stable/"), "{text}");
+}
