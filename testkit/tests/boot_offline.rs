@@ -1,0 +1,261 @@
+//! Offline cache boot (issue 6): no network device at all. The image's
+//! `PHASE-CACHE` partition is seeded from a repository this test publishes
+//! (Debian's kernel, a target initramfs, a squashfs rootfs whose service
+//! prints a marker), with keys generated here and baked into the image.
+//! Stage 1 mounts the cache, refreshes TUF from the cached metadata alone,
+//! re-verifies the three objects, kexecs; stage 2 boots the squashfs under
+//! an overlay and the marker service runs from inside it.
+//!
+//! Prerequisites (built by `make test`): `$PHASE_BIN` (the release `phase`
+//! CLI), `$PHASE_BUILD/kernel/current` with the unpacked kernel,
+//! `$PHASE_BUILD/x86_64/phase-init`; `mksquashfs` and a static
+//! `/bin/busybox`. A missing one fails the test with what to do.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testkit::qemu::{Qemu, Vm};
+
+/// UEFI boot + a kexec'd second kernel under TCG on a loaded 2-core host.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn build_dir() -> PathBuf {
+    std::env::var_os("PHASE_BUILD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_dir().join("build"))
+}
+
+fn need(p: &Path, how: &str) {
+    assert!(
+        p.exists(),
+        "boot test prerequisite missing: {} ({how})",
+        p.display()
+    );
+}
+
+fn phase_bin() -> PathBuf {
+    let p = std::env::var_os("PHASE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("PHASE_BIN is not set: run through `make test` (it points it at the release phase binary)")
+    });
+    need(&p, "build it with `make host`");
+    p
+}
+
+/// Runs `phase args...` and fails the test with its output on error.
+fn phase(args: &[&std::ffi::OsStr]) {
+    let out = Command::new(phase_bin())
+        .args(args)
+        .current_dir(repo_dir())
+        .output()
+        .expect("run phase");
+    assert!(
+        out.status.success(),
+        "phase {:?} failed: {}\n{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+macro_rules! os {
+    ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new($a)),*] };
+}
+
+/// busybox + `/etc/phase/services.toml`: a marker service that proves it
+/// runs from the overlay root and sees boot.json, then a poweroff.
+fn make_rootfs(dir: &Path, out: &Path, marker: &str) {
+    let root = dir.join("rootfs");
+    for d in [
+        "bin",
+        "sbin",
+        "etc/phase",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+    ] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir in rootfs");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy /bin/busybox");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink sh");
+    std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/init")).expect("symlink init");
+    std::fs::write(root.join("etc/marker"), format!("{marker}\n")).expect("write marker");
+    let hello = "echo \"offline-marker: $(cat /etc/marker) root=$(busybox awk '$2==\"/\"{print $3}' /proc/mounts)\"; \
+                 echo \"boot.json: $(busybox tr -d ' \\n' < /phase/boot.json) :boot.json-end\"";
+    let services = format!(
+        r#"[service.hello]
+command = "/bin/sh"
+args = ["-c", "{hello}"]
+type = "oneshot"
+
+[service.stopper]
+command = "/bin/busybox"
+args = ["poweroff"]
+after = ["hello"]
+"#,
+        hello = hello.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    std::fs::write(root.join("etc/phase/services.toml"), services).expect("write services.toml");
+    let st = Command::new("mksquashfs")
+        .arg(&root)
+        .arg(out)
+        .args(["-all-root", "-noappend", "-quiet", "-no-progress"])
+        .status()
+        .expect("run mksquashfs (apt-get install squashfs-tools)");
+    assert!(st.success(), "mksquashfs failed: {st}");
+}
+
+#[test]
+fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
+    let t0 = Instant::now();
+    let build = build_dir();
+    let release_file = build.join("kernel/current");
+    need(&release_file, "run `make kernel`");
+    let release = std::fs::read_to_string(&release_file).expect("read kernel/current");
+    let release = release.trim().to_owned();
+    let kernel = build.join(format!("kernel/{release}/boot/vmlinuz-{release}"));
+    need(&kernel, "run `make kernel`");
+    let init = build.join("x86_64/phase-init");
+    need(&init, "run `make init`");
+    need(Path::new("/bin/busybox"), "apt-get install busybox-static");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let keys = d.join("keys");
+    let repo = d.join("repo");
+    let root = keys.join("1.root.json");
+    phase(os!["keygen", "--out", keys.as_os_str()]);
+
+    // The target initramfs: phase-init again (role target via the kexec
+    // cmdline), built with the same trusted root.
+    let target_initrd = d.join("target-initramfs.img");
+    let common = |out: &Path, stage: Option<&str>| {
+        let mut a: Vec<std::ffi::OsString> = vec![
+            "image".into(),
+            "--out".into(),
+            out.into(),
+            "--root".into(),
+            root.clone().into(),
+            "--init".into(),
+            init.clone().into(),
+            "--arch".into(),
+            "x86_64".into(),
+            "--build-dir".into(),
+            build.clone().into(),
+            "--kernel-version".into(),
+            release.clone().into(),
+            "--templates".into(),
+            "esp".into(),
+            "--modules-list".into(),
+            "kernel/modules-x86_64.list".into(),
+        ];
+        if let Some(s) = stage {
+            a.extend(["--stage".into(), s.into()]);
+        }
+        a
+    };
+    let run = |a: Vec<std::ffi::OsString>| {
+        let refs: Vec<&std::ffi::OsStr> = a.iter().map(|s| s.as_os_str()).collect();
+        phase(&refs);
+    };
+    run(common(&target_initrd, Some("initramfs")));
+
+    let marker = format!("offline-{}-{}", std::process::id(), t0.elapsed().as_nanos());
+    let squash = d.join("rootfs.squashfs");
+    make_rootfs(d, &squash, &marker);
+    phase(os![
+        "publish",
+        "--repo",
+        repo.as_os_str(),
+        "--keys",
+        keys.as_os_str(),
+        "--channel",
+        "stable",
+        "--arch",
+        "x86_64",
+        "--kernel",
+        kernel.as_os_str(),
+        "--initramfs",
+        target_initrd.as_os_str(),
+        "--rootfs",
+        squash.as_os_str(),
+        "--cmdline",
+        "console=ttyS0,115200",
+        "--release-version",
+        "1",
+    ]);
+
+    let disk = d.join("disk.img");
+    let mut a = common(&disk, None);
+    a.extend([
+        "--seed-repo".into(),
+        repo.clone().into(),
+        "--channel".into(),
+        "stable".into(),
+        "--default-mode".into(),
+        "local".into(),
+    ]);
+    run(a);
+    let t_built = t0.elapsed();
+
+    let mut vm = Qemu::image(&disk)
+        .mode("local")
+        .memory_mib(1024)
+        .name("offline")
+        .timeout(BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
+    expect(&mut vm, "Phase Boot (local)");
+    expect(&mut vm, "trust    ok");
+    expect(&mut vm, "fingerprint ");
+    expect(&mut vm, "network  ok");
+    expect(&mut vm, "no wired interfaces");
+    expect(&mut vm, "cache    ok");
+    expect(&mut vm, "read-write");
+    expect(&mut vm, "using the cached trusted copies");
+    expect(&mut vm, "fetch: kernel");
+    expect(&mut vm, "fetch: rootfs");
+    expect(&mut vm, "fetch    ok");
+    expect(&mut vm, "phase-init: ready mode=local channel=stable");
+    expect(&mut vm, "kexec: starting the target kernel");
+    let t_kexec = t0.elapsed();
+    expect(&mut vm, "kexec_core: Starting new kernel");
+    expect(&mut vm, "stage=target");
+    expect(&mut vm, "switch   ok");
+    expect(&mut vm, &format!("offline-marker: {marker} root=overlay"));
+    expect(&mut vm, ":boot.json-end");
+    let log = vm.log();
+    let boot_json = log
+        .lines()
+        .find(|l| l.starts_with("boot.json: {"))
+        .unwrap_or_else(|| panic!("no boot.json line in the log"));
+    for want in [
+        "\"target\":\"stable/x86_64/kernel\"",
+        "\"target\":\"stable/x86_64/rootfs\"",
+        "\"tuf\":{\"root\":1,",
+        "\"peer\":\"cache\"",
+        "\"mode\":\"local\"",
+        "\"step\":\"fetch\"",
+    ] {
+        assert!(
+            boot_json.contains(want),
+            "boot.json lacks {want}: {boot_json}"
+        );
+    }
+    expect(&mut vm, "supervisor: powering off");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
+    eprintln!(
+        "offline boot test: build {:.1} s, to kexec {:.1} s, whole {:.1} s",
+        t_built.as_secs_f64(),
+        t_kexec.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}
