@@ -240,7 +240,8 @@ pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
 pub fn wait_signal(signals: &[libc::c_int], timeout: std::time::Duration) -> Option<libc::c_int> {
     let set = sigset(signals);
     let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        // Capped to fit a 32-bit time_t too (68 years is forever here).
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as _,
         tv_nsec: timeout.subsec_nanos() as _,
     };
     // SAFETY: `set` and `ts` are initialized and alive for the call; a null
