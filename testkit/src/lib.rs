@@ -1,5 +1,7 @@
 //! Test helpers shared by the workspace's integration tests: the QEMU/OVMF
-//! boot runner (`qemu`) and the network-namespace guard (`netns`).
+//! boot runner (`qemu`), the network-namespace guard (`netns`) and the boot
+//! tests' fixtures (`fixtures`).
 //! Test-only: nothing in a shipped binary depends on this crate.
+pub mod fixtures;
 pub mod netns;
 pub mod qemu;

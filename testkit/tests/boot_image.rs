@@ -10,16 +10,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use testkit::fixtures::build_dir;
 use testkit::qemu::{Qemu, Vm};
 
 /// Generous for TCG on a loaded 2-core machine; a boot takes 10–30 s.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn build_dir() -> PathBuf {
-    std::env::var_os("PHASE_BUILD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"))
-}
 
 fn image(ext: &str) -> PathBuf {
     let p = build_dir().join(format!("phase-boot-x86_64.{ext}"));

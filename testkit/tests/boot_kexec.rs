@@ -15,29 +15,15 @@
 //! `/bin/busybox` on the host. A missing one fails the test with what to do.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use testkit::fixtures::{self, build_dir, need};
 use testkit::qemu::{Qemu, Vm};
 
 /// Generous for TCG on a loaded 2-core machine: two kernel boots take
 /// 20–40 s.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn build_dir() -> PathBuf {
-    std::env::var_os("PHASE_BUILD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"))
-}
-
-fn need(p: &Path, how: &str) {
-    assert!(
-        p.exists(),
-        "boot test prerequisite missing: {} ({how})",
-        p.display()
-    );
-}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -51,23 +37,6 @@ fn hex(b: &[u8]) -> String {
 /// run (overlay root, writable, payload visible, CAS holds the kernel),
 /// exercise a restart with backoff, and power the VM off through PID 1.
 fn make_rootfs(dir: &Path, out: &Path, marker: &str, kernel_sha: &str) {
-    let root = dir.join("rootfs");
-    for d in [
-        "bin",
-        "sbin",
-        "etc/phase",
-        "proc",
-        "sys",
-        "dev",
-        "run",
-        "tmp",
-    ] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir in rootfs");
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy /bin/busybox");
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink sh");
-    std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/init")).expect("symlink init");
-    std::fs::write(root.join("etc/marker"), format!("{marker}\n")).expect("write marker");
     let cas = format!("/phase/cas/sha256/{}/{kernel_sha}", &kernel_sha[..2]);
     let hello = format!(
         "echo \"phase-target-marker: $(cat /etc/marker) root=$(busybox awk '$2==\"/\"{{print $3}}' /proc/mounts)\"; \
@@ -93,16 +62,10 @@ command = "/bin/busybox"
 args = ["poweroff"]
 after = ["hello", "flaky"]
 "#,
-        hello = hello.replace('\\', "\\\\").replace('"', "\\\"")
+        hello = fixtures::toml_escape(&hello)
     );
-    std::fs::write(root.join("etc/phase/services.toml"), services).expect("write services.toml");
-    let st = Command::new("mksquashfs")
-        .arg(&root)
-        .arg(out)
-        .args(["-all-root", "-noappend", "-quiet", "-no-progress"])
-        .status()
-        .expect("run mksquashfs (apt-get install squashfs-tools)");
-    assert!(st.success(), "mksquashfs failed: {st}");
+    let marker_file = format!("{marker}\n");
+    fixtures::busybox_rootfs(dir, out, &[("etc/marker", &marker_file)], &services);
 }
 
 /// The stage-1 initrd: the built initramfs ++ an uncompressed cpio with
@@ -136,14 +99,8 @@ struct Prereqs {
 }
 
 fn prereqs() -> Prereqs {
-    let build = build_dir();
-    let release_file = build.join("kernel/current");
-    need(&release_file, "run `make kernel`");
-    let release = std::fs::read_to_string(&release_file).expect("read kernel/current");
-    let release = release.trim().to_owned();
-    let kernel = build.join(format!("kernel/{release}/boot/vmlinuz-{release}"));
-    let initrd = build.join("x86_64/initramfs.img");
-    need(&kernel, "run `make kernel`");
+    let (release, kernel) = fixtures::kernel();
+    let initrd = build_dir().join("x86_64/initramfs.img");
     need(&initrd, "run `make initramfs`");
     need(Path::new("/bin/busybox"), "apt-get install busybox-static");
     Prereqs {

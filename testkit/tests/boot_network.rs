@@ -10,36 +10,16 @@
 //! Prerequisites (built by `make test`): `$PHASE_BUILD/kernel/current`, the
 //! kernel, and `$PHASE_BUILD/x86_64/initramfs.img`.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use testkit::fixtures::{self, build_dir, need};
 use testkit::qemu::{Qemu, Vm};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
-fn build_dir() -> PathBuf {
-    std::env::var_os("PHASE_BUILD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"))
-}
-
-fn need(p: &Path, how: &str) {
-    assert!(
-        p.exists(),
-        "boot test prerequisite missing: {} ({how})",
-        p.display()
-    );
-}
-
 fn boot(netdev: &str, name: &str) -> Vm {
-    let build = build_dir();
-    let release_file = build.join("kernel/current");
-    need(&release_file, "run `make kernel`");
-    let release = std::fs::read_to_string(&release_file).expect("read kernel/current");
-    let release = release.trim();
-    let kernel = build.join(format!("kernel/{release}/boot/vmlinuz-{release}"));
-    let initrd = build.join("x86_64/initramfs.img");
-    need(&kernel, "run `make kernel`");
+    let (_, kernel) = fixtures::kernel();
+    let initrd = build_dir().join("x86_64/initramfs.img");
     need(&initrd, "run `make initramfs`");
     Qemu::direct_kernel(
         &kernel,

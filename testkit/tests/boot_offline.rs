@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use testkit::fixtures::{self, build_dir, need, phase_bin};
 use testkit::qemu::{Qemu, Vm};
 
 /// UEFI boot + a kexec'd second kernel under TCG on a loaded 2-core host.
@@ -22,28 +23,6 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn build_dir() -> PathBuf {
-    std::env::var_os("PHASE_BUILD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_dir().join("build"))
-}
-
-fn need(p: &Path, how: &str) {
-    assert!(
-        p.exists(),
-        "boot test prerequisite missing: {} ({how})",
-        p.display()
-    );
-}
-
-fn phase_bin() -> PathBuf {
-    let p = std::env::var_os("PHASE_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        panic!("PHASE_BIN is not set: run through `make test` (it points it at the release phase binary)")
-    });
-    need(&p, "build it with `make host`");
-    p
 }
 
 /// Runs `phase args...` and fails the test with its output on error.
@@ -69,23 +48,6 @@ macro_rules! os {
 /// busybox + `/etc/phase/services.toml`: a marker service that proves it
 /// runs from the overlay root and sees boot.json, then a poweroff.
 fn make_rootfs(dir: &Path, out: &Path, marker: &str) {
-    let root = dir.join("rootfs");
-    for d in [
-        "bin",
-        "sbin",
-        "etc/phase",
-        "proc",
-        "sys",
-        "dev",
-        "run",
-        "tmp",
-    ] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir in rootfs");
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy /bin/busybox");
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink sh");
-    std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/init")).expect("symlink init");
-    std::fs::write(root.join("etc/marker"), format!("{marker}\n")).expect("write marker");
     let hello = "echo \"offline-marker: $(cat /etc/marker) root=$(busybox awk '$2==\"/\"{print $3}' /proc/mounts)\"; \
                  echo \"boot.json: $(busybox tr -d ' \\n' < /phase/boot.json) :boot.json-end\"";
     let services = format!(
@@ -99,28 +61,17 @@ command = "/bin/busybox"
 args = ["poweroff"]
 after = ["hello"]
 "#,
-        hello = hello.replace('\\', "\\\\").replace('"', "\\\"")
+        hello = fixtures::toml_escape(hello)
     );
-    std::fs::write(root.join("etc/phase/services.toml"), services).expect("write services.toml");
-    let st = Command::new("mksquashfs")
-        .arg(&root)
-        .arg(out)
-        .args(["-all-root", "-noappend", "-quiet", "-no-progress"])
-        .status()
-        .expect("run mksquashfs (apt-get install squashfs-tools)");
-    assert!(st.success(), "mksquashfs failed: {st}");
+    let marker_file = format!("{marker}\n");
+    fixtures::busybox_rootfs(dir, out, &[("etc/marker", &marker_file)], &services);
 }
 
 #[test]
 fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
     let t0 = Instant::now();
     let build = build_dir();
-    let release_file = build.join("kernel/current");
-    need(&release_file, "run `make kernel`");
-    let release = std::fs::read_to_string(&release_file).expect("read kernel/current");
-    let release = release.trim().to_owned();
-    let kernel = build.join(format!("kernel/{release}/boot/vmlinuz-{release}"));
-    need(&kernel, "run `make kernel`");
+    let (release, kernel) = fixtures::kernel();
     let init = build.join("x86_64/phase-init");
     need(&init, "run `make init`");
     need(Path::new("/bin/busybox"), "apt-get install busybox-static");

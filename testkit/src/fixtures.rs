@@ -1,0 +1,92 @@
+//! Fixtures the boot tests share: where `make` put the build outputs, the
+//! Debian kernel it unpacked, the `phase` binary, and a busybox rootfs
+//! squashfs with a services file.
+//!
+//! These are test helpers: a missing prerequisite panics with what to run,
+//! so a test fails loudly instead of passing vacuously.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The build directory: `$PHASE_BUILD` (set by `make test`), else `build/`
+/// at the top of the workspace.
+pub fn build_dir() -> PathBuf {
+    std::env::var_os("PHASE_BUILD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build"))
+}
+
+/// Fails the test unless `path` exists; `how` says how to make it.
+pub fn need(path: &Path, how: &str) {
+    assert!(
+        path.exists(),
+        "boot test prerequisite missing: {} ({how})",
+        path.display()
+    );
+}
+
+/// The Debian kernel `make kernel` unpacked: its release and its `vmlinuz`.
+pub fn kernel() -> (String, PathBuf) {
+    let build = build_dir();
+    let current = build.join("kernel/current");
+    need(&current, "run `make kernel`");
+    let release = std::fs::read_to_string(&current).expect("read kernel/current");
+    let release = release.trim().to_owned();
+    let vmlinuz = build.join(format!("kernel/{release}/boot/vmlinuz-{release}"));
+    need(&vmlinuz, "run `make kernel`");
+    (release, vmlinuz)
+}
+
+/// The release `phase` binary `make test` names in `$PHASE_BIN`.
+pub fn phase_bin() -> PathBuf {
+    let path = std::env::var_os("PHASE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("PHASE_BIN is not set: run through `make test` (it points it at the release phase binary)")
+    });
+    need(&path, "build it with `make host`");
+    path
+}
+
+/// `s` as the inside of a TOML basic string.
+pub fn toml_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Writes `out`, a squashfs (`mksquashfs -all-root`) of a minimal rootfs:
+/// static busybox as `/bin/sh` and `/sbin/init`, the usual mount points,
+/// `files` (path relative to `/`, contents) and `/etc/phase/services.toml`.
+/// Stage 2 of phase-init supervises those services.
+pub fn busybox_rootfs(work: &Path, out: &Path, files: &[(&str, &str)], services_toml: &str) {
+    need(Path::new("/bin/busybox"), "apt-get install busybox-static");
+    let root = work.join("rootfs");
+    for d in [
+        "bin",
+        "sbin",
+        "etc/phase",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+    ] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir in rootfs");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy /bin/busybox");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink sh");
+    std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/init")).expect("symlink init");
+    for (path, contents) in files {
+        let dest = root.join(path);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir in rootfs");
+        }
+        std::fs::write(&dest, contents).expect("write rootfs file");
+    }
+    std::fs::write(root.join("etc/phase/services.toml"), services_toml)
+        .expect("write services.toml");
+    let status = Command::new("mksquashfs")
+        .arg(&root)
+        .arg(out)
+        .args(["-all-root", "-noappend", "-quiet", "-no-progress"])
+        .status()
+        .expect("run mksquashfs (apt-get install squashfs-tools)");
+    assert!(status.success(), "mksquashfs failed: {status}");
+}
