@@ -1,13 +1,10 @@
 # The boot part of `make demo` (owner: lead). Included last, so it runs after
-# the other areas' demo steps.
+# the other areas' demo steps. See scripts/demo-boot.sh.
 #
-## demo-boot   build the image and boot it under QEMU/OVMF, streaming the console
+## demo-boot   publish a target, seed an image with it, boot it under QEMU/OVMF to the target's greeting
 
 DEMO_STEPS += demo-boot
 
 .PHONY: demo-boot
-demo-boot: image
-	@echo
-	@echo "== boot: $(IMAGE_IMG) under QEMU/OVMF (TCG, no KVM), mode local; the console follows"
-	scripts/test-qemu-x86.sh --image $(IMAGE_IMG) --mode local --append phase.test=poweroff \
-	  --timeout 300 --stream
+demo-boot: $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT)
+	scripts/demo-boot.sh $(PHASE) $(BUILD) "$$(cat $(KERNEL_CURRENT))" $(INIT_BIN)

@@ -53,9 +53,12 @@ done
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-qemu-x86.XXXXXX")
 qemu_pid='' tail_pid=''
 cleanup() {
-  [[ -n $qemu_pid ]] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
-  [[ -n $tail_pid ]] && kill "$tail_pid" 2>/dev/null && wait "$tail_pid" 2>/dev/null
+  local rc=$?
+  [[ -n $qemu_pid ]] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null || true
+  [[ -n $tail_pid ]] && kill "$tail_pid" 2>/dev/null && wait "$tail_pid" 2>/dev/null || true
   rm -rf "$tmp"
+  # The script's verdict, not the status of the processes stopped above.
+  exit "$rc"
 }
 trap cleanup EXIT
 [[ -n $log ]] || log=$tmp/serial.log
