@@ -13,7 +13,18 @@
 //! number of failed requests (with exponential backoff), when it sends
 //! nothing for `read_timeout`, or when a request falls below
 //! `min_throughput` after `throughput_grace` (the rule that catches a peer
-//! trickling a byte every few seconds). The whole fetch has a `deadline`.
+//! trickling a byte every few seconds) while another live peer can supply
+//! that chunk. A slow peer that is the only live source of the chunk is not
+//! dropped for it: the request is abandoned, the bytes received so far are
+//! kept, and after a backoff the rest of the chunk is asked for again from
+//! the same peer, each time with the floor halved (at most
+//! `max_failures - 1` halvings, kept for that peer). Only `max_failures`
+//! such slow requests in a row on one connection without completing a chunk
+//! drop it (a peer trickling a few bytes a second still fails in bounded
+//! time). The whole fetch has a `deadline`.
+//!
+//! Sources are de-duplicated by object URL: the same peer listed twice
+//! would otherwise get twice the connections.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -236,6 +247,9 @@ struct PeerState {
     bytes: u64,
     chunks: u64,
     failures: u32,
+    /// How many times the throughput floor is halved for this peer when it
+    /// is the only source of a chunk.
+    slow_level: u32,
     dropped: Option<String>,
     bad: bool,
 }
@@ -259,6 +273,24 @@ struct Sched {
     done: usize,
     /// When the last chunk was verified (or the fetch started).
     progressed: Instant,
+}
+
+impl Sched {
+    /// Whether `p` is the only live peer that can supply chunk `i`.
+    fn only_source(&self, p: usize, i: usize) -> bool {
+        !self
+            .peers
+            .iter()
+            .enumerate()
+            .any(|(q, peer)| q != p && peer.can_serve(i))
+    }
+}
+
+/// Bytes of a chunk received by an abandoned (slow) request, kept so the
+/// retry asks only for the rest.
+struct Prefix {
+    buf: Vec<u8>,
+    hasher: Sha256,
 }
 
 enum Pick {
@@ -290,8 +322,8 @@ enum ChunkError {
     NotFound(StatusCode),
     /// Peer does not have this range (yet).
     Unavailable,
-    /// Too slow or silent.
-    Slow(String),
+    /// Below the throughput floor; what arrived so far.
+    Slow(String, Prefix),
     /// Network or server trouble worth a retry.
     Transient(String),
     /// Protocol violation (not malicious bytes, but unusable).
@@ -458,6 +490,7 @@ impl Fetcher {
         let resumed = partial.resumed_chunks();
         let partial = Arc::new(partial);
         let missing = partial.missing();
+        let sources = dedup_sources(sources);
         if !missing.is_empty() && sources.is_empty() {
             return Err(FetchError::NoPeers(digest));
         }
@@ -501,6 +534,7 @@ impl Fetcher {
                 bytes: 0,
                 chunks: 0,
                 failures: 0,
+                slow_level: 0,
                 dropped: None,
                 bad: false,
             })
@@ -677,6 +711,21 @@ impl Fetcher {
     }
 }
 
+/// The sources with repeated object URLs removed (first one kept).
+fn dedup_sources(sources: Vec<Source>) -> Vec<Source> {
+    let mut seen = HashSet::new();
+    sources
+        .into_iter()
+        .filter(|s| {
+            let new = seen.insert(s.object_url.clone());
+            if !new {
+                tracing::debug!(peer = %s.label, "source listed twice; using it once");
+            }
+            new
+        })
+        .collect()
+}
+
 fn report_progress(sh: &Shared, cb: &ProgressFn, last: &mut (Instant, u64)) {
     let flow = sh.flow_bytes.load(Ordering::Relaxed);
     let now = Instant::now();
@@ -768,49 +817,92 @@ async fn query_chunks(sh: &Shared, p: usize) -> Option<Vec<bool>> {
     Some(has)
 }
 
+fn backoff_delay(opts: &FetchOptions, failures: u32) -> Duration {
+    opts.backoff
+        .saturating_mul(1 << failures.saturating_sub(1).min(5))
+        .min(Duration::from_secs(2))
+}
+
 async fn worker(sh: Arc<Shared>, p: usize) {
     let mut last_requery = Instant::now();
+    // A chunk whose slow request was abandoned while this peer was its only
+    // source: resumed from here with what already arrived.
+    let mut resume: Option<(usize, Prefix)> = None;
+    // Slow requests in a row on this connection (as the only source)
+    // without a finished chunk.
+    let mut slow_strikes = 0u32;
     loop {
-        let i = match sh.pick(p) {
-            Pick::Stop => return,
-            Pick::Wait => {
-                if sh.stuck() {
-                    // A peer still downloading may have gained chunks.
-                    let has_url = sh.sched().peers[p].source.chunks_url.is_some();
-                    if has_url && last_requery.elapsed() > Duration::from_millis(500) {
-                        last_requery = Instant::now();
-                        if let Some(has) = query_chunks(&sh, p).await {
-                            let mut s = sh.sched();
-                            s.peers[p].has = Some(has);
-                            s.peers[p].lacks.clear();
-                            drop(s);
-                            continue;
-                        }
-                    }
-                    let any_active = {
-                        let s = sh.sched();
-                        // Peers still downloading may gain the missing
-                        // chunks, but only while the fetch makes progress.
-                        let waiting_ok = s.progressed.elapsed() < sh.opts.read_timeout * 3;
-                        s.chunks
-                            .iter()
-                            .any(|c| matches!(c, ChunkState::InFlight(_)))
-                            || (waiting_ok
-                                && s.peers
-                                    .iter()
-                                    .any(|q| q.dropped.is_none() && q.source.chunks_url.is_some()))
-                    };
-                    if !any_active {
-                        return;
-                    }
-                }
-                let notified = sh.changed.notified();
-                let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        if let Some((i, _)) = &resume {
+            let i = *i;
+            let mut s = sh.sched();
+            if s.fatal.is_some() || s.peers[p].dropped.is_some() || sh.stop.load(Ordering::Relaxed)
+            {
+                sh.release(&mut s, p, i);
+                drop(s);
+                sh.changed.notify_waiters();
+                return;
+            }
+            if s.chunks[i] == ChunkState::Done {
+                // Another peer finished it meanwhile.
+                resume = None;
                 continue;
             }
-            Pick::Chunk(i) => i,
+        }
+        let (i, prefix) = if let Some((i, prefix)) = resume.take() {
+            (i, Some(prefix))
+        } else {
+            let i = match sh.pick(p) {
+                Pick::Stop => return,
+                Pick::Wait => {
+                    if sh.stuck() {
+                        // A peer still downloading may have gained chunks.
+                        let has_url = sh.sched().peers[p].source.chunks_url.is_some();
+                        if has_url && last_requery.elapsed() > Duration::from_millis(500) {
+                            last_requery = Instant::now();
+                            if let Some(has) = query_chunks(&sh, p).await {
+                                let mut s = sh.sched();
+                                s.peers[p].has = Some(has);
+                                s.peers[p].lacks.clear();
+                                drop(s);
+                                continue;
+                            }
+                        }
+                        let any_active = {
+                            let s = sh.sched();
+                            // Peers still downloading may gain the missing
+                            // chunks, but only while the fetch makes progress.
+                            let waiting_ok = s.progressed.elapsed() < sh.opts.read_timeout * 3;
+                            s.chunks
+                                .iter()
+                                .any(|c| matches!(c, ChunkState::InFlight(_)))
+                                || (waiting_ok
+                                    && s.peers.iter().any(|q| {
+                                        q.dropped.is_none() && q.source.chunks_url.is_some()
+                                    }))
+                        };
+                        if !any_active {
+                            return;
+                        }
+                    }
+                    let notified = sh.changed.notified();
+                    let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+                    continue;
+                }
+                Pick::Chunk(i) => i,
+            };
+            (i, None)
         };
-        match fetch_chunk(&sh, p, i).await {
+        let (floor, level_used) = {
+            let s = sh.sched();
+            let min = sh.opts.min_throughput.max(1);
+            if s.only_source(p, i) {
+                let level = s.peers[p].slow_level;
+                ((min >> level.min(32)).max(1), level)
+            } else {
+                (min, 0)
+            }
+        };
+        match fetch_chunk(&sh, p, i, floor, prefix).await {
             Ok((data, digest)) => {
                 if digest != sh.spec.chunks.sha256[i] {
                     sh.drop_peer(
@@ -863,6 +955,7 @@ async fn worker(sh: Arc<Shared>, p: usize) {
                 } else {
                     sh.sched().peers[p].failures = 0;
                 }
+                slow_strikes = 0;
                 sh.changed.notify_waiters();
             }
             Err(ChunkError::Cancelled) => {
@@ -885,9 +978,59 @@ async fn worker(sh: Arc<Shared>, p: usize) {
                 drop(s);
                 sh.changed.notify_waiters();
             }
-            Err(ChunkError::Slow(why)) => {
-                sh.drop_peer(p, i, why, false);
-                return;
+            Err(ChunkError::Slow(why, prefix)) => {
+                // `None`: drop the peer; `Some`: retry after this many strikes.
+                let verdict = {
+                    let mut s = sh.sched();
+                    if !s.only_source(p, i) {
+                        // Someone else can supply it: a slow peer only
+                        // holds the fetch up.
+                        None
+                    } else {
+                        // The only source: slow but honest so far, so keep
+                        // what arrived and ask again (bounded, with backoff,
+                        // and with a lower floor each time).
+                        let max = sh.opts.max_failures.max(1);
+                        let peer = &mut s.peers[p];
+                        // Lower the floor one step per slow request at the
+                        // current floor (the peer's other connections may
+                        // have lowered it already).
+                        if level_used >= peer.slow_level {
+                            peer.slow_level = (level_used + 1).min(max - 1);
+                        }
+                        slow_strikes += 1;
+                        Some((slow_strikes, slow_strikes >= max))
+                    }
+                };
+                match verdict {
+                    None => {
+                        sh.drop_peer(p, i, why, false);
+                        return;
+                    }
+                    Some((strikes, true)) => {
+                        sh.drop_peer(
+                            p,
+                            i,
+                            format!(
+                                "{strikes} slow requests in a row as the only source, last: {why}"
+                            ),
+                            false,
+                        );
+                        return;
+                    }
+                    Some((strikes, false)) => {
+                        tracing::info!(
+                            peer = p,
+                            chunk = i,
+                            %why,
+                            strikes,
+                            kept = prefix.buf.len(),
+                            "only source is slow; resuming the chunk with a lower floor"
+                        );
+                        resume = Some((i, prefix));
+                        tokio::time::sleep(backoff_delay(&sh.opts, strikes)).await;
+                    }
+                }
             }
             Err(ChunkError::Protocol(why)) => {
                 sh.drop_peer(p, i, why, false);
@@ -911,12 +1054,7 @@ async fn worker(sh: Arc<Shared>, p: usize) {
                     return;
                 }
                 tracing::debug!(peer = p, chunk = i, %why, failures, "retrying");
-                let delay = sh
-                    .opts
-                    .backoff
-                    .saturating_mul(1 << (failures - 1).min(5))
-                    .min(Duration::from_secs(2));
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(backoff_delay(&sh.opts, failures)).await;
             }
         }
     }
@@ -926,13 +1064,26 @@ fn chunk_done(sh: &Shared, i: usize) -> bool {
     sh.stop.load(Ordering::Relaxed) || sh.sched().chunks[i] == ChunkState::Done
 }
 
+/// Fetches chunk `i` from peer `p`, giving up below `floor` bytes/s after
+/// the grace period; `prefix` holds bytes an earlier request already got.
 async fn fetch_chunk(
     sh: &Shared,
     p: usize,
     i: usize,
+    floor: u64,
+    prefix: Option<Prefix>,
 ) -> Result<(Vec<u8>, Sha256Digest), ChunkError> {
-    let (start, end) = sh.spec.chunk_range(i);
-    let want = (end - start) as usize;
+    let (chunk_start, end) = sh.spec.chunk_range(i);
+    let want = (end - chunk_start) as usize;
+    let Prefix {
+        mut buf,
+        mut hasher,
+    } = prefix.unwrap_or_else(|| Prefix {
+        buf: Vec::with_capacity(want),
+        hasher: Sha256::new(),
+    });
+    let kept = buf.len();
+    let start = chunk_start + kept as u64;
     let url = sh.sched().peers[p].source.object_url.clone();
     let t0 = Instant::now();
     let opts = &sh.opts;
@@ -980,12 +1131,12 @@ async fn fetch_chunk(
         }
         s => return Err(ChunkError::Protocol(format!("answered HTTP {s}"))),
     }
-    let mut buf = Vec::with_capacity(want);
-    let mut hasher = Sha256::new();
-    let min_tp = opts.min_throughput.max(1) as f64;
+    let min_tp = floor.max(1) as f64;
     loop {
-        // Time until the throughput rule fails at the current byte count.
-        let need_by = opts.throughput_grace + Duration::from_secs_f64(buf.len() as f64 / min_tp);
+        // Time until the throughput rule fails at the current byte count
+        // (of this request).
+        let got = (buf.len() - kept) as f64;
+        let need_by = opts.throughput_grace + Duration::from_secs_f64(got / min_tp);
         let wait = need_by
             .saturating_sub(t0.elapsed())
             .max(Duration::from_millis(50))
@@ -1001,14 +1152,18 @@ async fn fetch_chunk(
         };
         match next {
             Err(_) => {
+                if buf.len() == want {
+                    // Every byte is here; only the end of the body is late.
+                    break;
+                }
                 let el = t0.elapsed();
                 if el >= opts.throughput_grace {
-                    let rate = buf.len() as f64 / el.as_secs_f64();
+                    let rate = (buf.len() - kept) as f64 / el.as_secs_f64();
                     if rate < min_tp {
-                        return Err(ChunkError::Slow(format!(
-                            "too slow: {:.0} B/s < {} B/s on chunk {i}",
-                            rate, opts.min_throughput
-                        )));
+                        return Err(ChunkError::Slow(
+                            format!("too slow: {rate:.0} B/s < {floor} B/s on chunk {i}"),
+                            Prefix { buf, hasher },
+                        ));
                     }
                 }
                 if wait >= opts.read_timeout {
@@ -1033,12 +1188,12 @@ async fn fetch_chunk(
                 sh.flow_bytes
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 let el = t0.elapsed();
-                if el >= opts.throughput_grace && (buf.len() as f64 / el.as_secs_f64()) < min_tp {
-                    return Err(ChunkError::Slow(format!(
-                        "too slow: {:.0} B/s < {} B/s on chunk {i}",
-                        buf.len() as f64 / el.as_secs_f64(),
-                        opts.min_throughput
-                    )));
+                let rate = (buf.len() - kept) as f64 / el.as_secs_f64();
+                if el >= opts.throughput_grace && rate < min_tp && buf.len() < want {
+                    return Err(ChunkError::Slow(
+                        format!("too slow: {rate:.0} B/s < {floor} B/s on chunk {i}"),
+                        Prefix { buf, hasher },
+                    ));
                 }
                 if chunk_done(sh, i) {
                     return Err(ChunkError::Cancelled);

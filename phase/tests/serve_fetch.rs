@@ -184,6 +184,27 @@ fn publish_serve_fetch_reshare_gc() {
     ]);
     assert!(!good && err.contains("not http://"), "{err}");
 
+    // A static mirror alone (no --peer) is a valid source ...
+    let mirror = format!("{}/tuf/", origin.url.trim_end_matches('/'));
+    let out = ok(&[
+        "fetch",
+        "--root",
+        &root,
+        "--mirror",
+        &mirror,
+        "--cache",
+        &s(&t.join("c7")),
+        "--target",
+        "stable/x86_64/initramfs",
+    ]);
+    assert!(out.contains(&mirror), "{out}");
+    // ... and no source at all is one line naming the three options.
+    let (good, _, err) = run(&["fetch", "--root", &root, "--cache", &s(&t.join("c8"))]);
+    assert!(
+        !good && err.contains("--peer, --mirror or --discover"),
+        "{err}"
+    );
+
     let out = ok(&[
         "cache",
         "gc",

@@ -20,8 +20,9 @@ pub struct Args {
     #[arg(long)]
     pub root: PathBuf,
     /// A peer: http://host:port (a Phase peer) or http://host/path/ (a
-    /// static mirror of a TUF repository). Repeat for several.
-    #[arg(long = "peer", required_unless_present = "discover")]
+    /// static mirror of a TUF repository). Repeat for several. At least one
+    /// of --peer, --mirror or --discover is required.
+    #[arg(long = "peer")]
     pub peers: Vec<String>,
     /// Find peers of this trust root and channel by discovery, in addition
     /// to any --peer.
@@ -70,6 +71,10 @@ struct Planned {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.peers.is_empty() || !args.mirrors.is_empty() || args.discover.is_some(),
+        "no source given: pass at least one of --peer, --mirror or --discover"
+    );
     let mut peers = Vec::new();
     for p in &args.peers {
         peers.push(Peer::parse(p)?);
