@@ -168,31 +168,12 @@ pub fn write_image(
             esp: layout.esp.len(),
         });
     }
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".phase-image-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    let path = tmp.path().to_path_buf();
-    let mut file = tmp.as_file().try_clone().map_err(io_err(&path))?;
-    let mut perms = file.metadata().map_err(io_err(&path))?.permissions();
-    file.set_len(spec.size).map_err(io_err(&path))?;
-
-    write_gpt(&mut file, &path, &layout, spec)?;
-    write_esp(&mut file, &path, layout.esp, spec, esp)?;
-    write_cache(&mut file, &path, &layout, spec, cache_dir)?;
-
-    file.sync_all().map_err(io_err(&path))?;
-    // tempfile creates 0600; an image is an ordinary output file.
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
-    file.set_permissions(perms).map_err(io_err(&path))?;
-    tmp.persist(out).map_err(|e| DiskError::Io {
-        path: out.to_path_buf(),
-        source: e.error,
-    })?;
+    let mut output = OutputFile::create(out, ".phase-image-", spec.size)?;
+    let (file, path) = (&mut output.file, &output.path);
+    write_gpt(file, path, &layout, spec)?;
+    write_esp(file, path, layout.esp, spec, esp)?;
+    write_cache(file, path, &layout, spec, cache_dir)?;
+    output.commit(out)?;
     tracing::info!(out = %out.display(), size = spec.size, "disk image written");
     Ok(layout)
 }
@@ -256,32 +237,59 @@ pub fn write_esp_image(out: &Path, spec: &DiskSpec, esp: &EspFiles) -> Result<()
             esp: spec.esp_size,
         });
     }
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".phase-esp-")
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    let path = tmp.path().to_path_buf();
-    let mut file = tmp.as_file().try_clone().map_err(io_err(&path))?;
-    let mut perms = file.metadata().map_err(io_err(&path))?.permissions();
-    file.set_len(spec.esp_size).map_err(io_err(&path))?;
+    let mut output = OutputFile::create(out, ".phase-esp-", spec.esp_size)?;
     let extent = Extent {
         first_lba: 0,
         last_lba: spec.esp_size / SECTOR - 1,
     };
-    write_esp(&mut file, &path, extent, spec, esp)?;
-    file.sync_all().map_err(io_err(&path))?;
-    // tempfile creates 0600; an image is an ordinary output file.
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
-    file.set_permissions(perms).map_err(io_err(&path))?;
-    tmp.persist(out).map_err(|e| DiskError::Io {
-        path: out.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    write_esp(&mut output.file, &output.path, extent, spec, esp)?;
+    output.commit(out)
+}
+
+/// An output file written beside its final name and renamed into place
+/// only when complete, so a failed build never leaves a half image there.
+struct OutputFile {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+    file: File,
+}
+
+impl OutputFile {
+    /// A temporary file of `size` bytes (sparse) in `out`'s directory.
+    fn create(out: &Path, prefix: &str, size: u64) -> Result<Self, DiskError> {
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempfile_in(dir)
+            .map_err(io_err(dir))?;
+        let path = tmp.path().to_path_buf();
+        let file = tmp.as_file().try_clone().map_err(io_err(&path))?;
+        file.set_len(size).map_err(io_err(&path))?;
+        Ok(Self { tmp, path, file })
+    }
+
+    /// fsync, mode 0644 (tempfile creates 0600; an image is an ordinary
+    /// output file), then rename to `out`.
+    fn commit(self, out: &Path) -> Result<(), DiskError> {
+        self.file.sync_all().map_err(io_err(&self.path))?;
+        let mut perms = self
+            .file
+            .metadata()
+            .map_err(io_err(&self.path))?
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+        self.file
+            .set_permissions(perms)
+            .map_err(io_err(&self.path))?;
+        self.tmp.persist(out).map_err(|e| DiskError::Io {
+            path: out.to_path_buf(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
 }
 
 /// Format a FAT32 filesystem in the file `fat` (already sized) with
