@@ -165,14 +165,7 @@ fn read_capped(path: &Path, max_len: u64) -> Result<Option<Vec<u8>>, TransportEr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(TransportError::other(e)),
     };
-    let mut b = Vec::new();
-    f.take(max_len + 1)
-        .read_to_end(&mut b)
-        .map_err(TransportError::other)?;
-    if b.len() as u64 > max_len {
-        return Err(TransportError::TooLarge { max: max_len });
-    }
-    Ok(Some(b))
+    verifier::read_capped(f, max_len).map(Some)
 }
 
 fn plain_name(name: &str) -> bool {

@@ -46,7 +46,7 @@ pub mod updater;
 pub use crypto::SigningKey;
 pub use digest::StreamDigest;
 pub use error::{Error, HashMismatch, Rule, StorageError, TargetRule, TransportError};
-pub use store::{DirStorage, DirTransport, MemoryStorage, Storage, Transport};
+pub use store::{read_capped, DirStorage, DirTransport, MemoryStorage, Storage, Transport};
 pub use target::{check_target_name, Chunks, Kind, PhaseCustom, Target, DEFAULT_CHUNK_SIZE};
 pub use trusted::TrustedSet;
 pub use updater::{encode_name, install_root, role_file, root_fingerprint, Limits, Updater};

@@ -235,15 +235,7 @@ impl Transport for DirTransport {
                 "refusing unsafe metadata name {name:?}"
             )));
         }
-        let f = open_bounded(&self.metadata.join(name), max_len)?;
-        let mut out = Vec::new();
-        f.take(max_len + 1)
-            .read_to_end(&mut out)
-            .map_err(TransportError::other)?;
-        if out.len() as u64 > max_len {
-            return Err(TransportError::TooLarge { max: max_len });
-        }
-        Ok(out)
+        read_capped(open_bounded(&self.metadata.join(name), max_len)?, max_len)
     }
 
     fn fetch_target(&self, path: &str, max_len: u64) -> Result<Box<dyn Read + '_>, TransportError> {
@@ -251,4 +243,19 @@ impl Transport for DirTransport {
         let f = open_bounded(&self.targets.join(path), max_len)?;
         Ok(Box::new(f.take(max_len + 1)))
     }
+}
+
+/// Reads all of `reader`, but never more than `max_len` bytes: one byte more
+/// is [`TransportError::TooLarge`] (the endless-data rule every transport
+/// shares).
+pub fn read_capped(reader: impl Read, max_len: u64) -> Result<Vec<u8>, TransportError> {
+    let mut out = Vec::new();
+    reader
+        .take(max_len.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(TransportError::other)?;
+    if out.len() as u64 > max_len {
+        return Err(TransportError::TooLarge { max: max_len });
+    }
+    Ok(out)
 }

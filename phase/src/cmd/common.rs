@@ -103,14 +103,7 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn fetch_metadata(&self, name: &str, max_len: u64) -> Result<Vec<u8>, TransportError> {
         let resp = self.get(&join_url(&self.metadata_base, name), max_len)?;
-        let mut out = Vec::new();
-        resp.take(max_len.saturating_add(1))
-            .read_to_end(&mut out)
-            .map_err(TransportError::other)?;
-        if out.len() as u64 > max_len {
-            return Err(TransportError::TooLarge { max: max_len });
-        }
-        Ok(out)
+        verifier::read_capped(resp, max_len)
     }
 
     fn fetch_target(&self, path: &str, max_len: u64) -> Result<Box<dyn Read + '_>, TransportError> {
