@@ -8,6 +8,12 @@
 //! usable at once). Nothing is created in the host's own namespace, and
 //! everything is deleted on drop, also when a test panics.
 //!
+//! QEMU guests join the same bridge through tap devices: [`Lan::add_tap`]
+//! creates `tap<k>` inside the hub namespace (never in the host's), attached
+//! to `br0`, and [`crate::qemu::Qemu::tap`] runs QEMU under `ip netns exec
+//! <hub>` with a virtio NIC on it. Long-running programs in a node (`phase
+//! serve --mdns`) go through [`spawn`], whose guard kills them on drop.
+//!
 //! Run code inside a node with [`in_ns`] (a thread that `setns`es itself,
 //! then runs a tokio runtime: every socket it opens lives in the node), or a
 //! program with [`command`] (`ip netns exec`). Traffic shaping and firewall
@@ -90,6 +96,44 @@ pub struct Lan {
     pub hub: String,
     /// The node namespaces.
     pub nodes: Vec<String>,
+    /// The tap devices made by [`Lan::add_tap`] (they live in `hub`).
+    pub taps: Vec<Tap>,
+}
+
+/// A tap device on the LAN's bridge, for one QEMU NIC
+/// ([`crate::qemu::Qemu::tap`]). It lives in the hub namespace and goes
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tap {
+    /// The namespace that holds the device (the LAN's hub).
+    pub ns: String,
+    /// The device name, `tap<k>`.
+    pub ifname: String,
+    /// The MAC address to give the guest's NIC: `52:54:00:18:00:<k>`.
+    pub mac: String,
+}
+
+impl Tap {
+    /// The guest's IPv6 link-local address (EUI-64 from [`Tap::mac`], which
+    /// is what the Linux kernel assigns by default).
+    pub fn guest_link_local(&self) -> std::net::Ipv6Addr {
+        let b: Vec<u8> = self
+            .mac
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).unwrap_or(0))
+            .collect();
+        let w = |hi: u8, lo: u8| (u16::from(hi) << 8) | u16::from(lo);
+        std::net::Ipv6Addr::new(
+            0xfe80,
+            0,
+            0,
+            0,
+            w(b[0] ^ 0x02, b[1]),
+            w(b[2], 0xff),
+            w(0xfe, b[3]),
+            w(b[4], b[5]),
+        )
+    }
 }
 
 impl Lan {
@@ -105,6 +149,7 @@ impl Lan {
         let mut lan = Self {
             hub: hub.clone(),
             nodes: Vec::new(),
+            taps: Vec::new(),
         };
         exec(
             &hub,
@@ -165,6 +210,46 @@ impl Lan {
     pub fn node(&self, i: usize) -> &str {
         &self.nodes[i]
     }
+
+    /// The IPv6 link-local address of node `i`'s `eth0` (for a URL it needs
+    /// the zone: `http://[fe80::..%eth0]:port` from inside another node).
+    pub fn link_local(&self, i: usize) -> Result<std::net::Ipv6Addr, NetnsError> {
+        let out = exec(
+            self.node(i),
+            &[
+                "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link",
+            ],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| NetnsError::NoLinkLocal(self.node(i).to_owned()))
+    }
+
+    /// A new tap device `tap<k>` in the hub namespace, attached to `br0`
+    /// and up, for a QEMU guest ([`crate::qemu::Qemu::tap`]). Deleted with
+    /// the LAN.
+    pub fn add_tap(&mut self) -> Result<Tap, NetnsError> {
+        let k = self.taps.len();
+        let ifname = format!("tap{k}");
+        exec(
+            &self.hub,
+            &["ip", "tuntap", "add", "dev", &ifname, "mode", "tap"],
+        )?;
+        exec(&self.hub, &["ip", "link", "set", &ifname, "master", "br0"])?;
+        exec(&self.hub, &["ip", "link", "set", &ifname, "up"])?;
+        let tap = Tap {
+            ns: self.hub.clone(),
+            ifname,
+            // Guests count far below 256 in tests.
+            mac: format!("52:54:00:18:00:{:02x}", k as u8),
+        };
+        self.taps.push(tap.clone());
+        Ok(tap)
+    }
 }
 
 fn wait_link_local(ns: &str) -> Result<(), NetnsError> {
@@ -190,6 +275,38 @@ impl Drop for Lan {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// A program started by [`spawn`]; killed (SIGKILL) and reaped on drop,
+/// also when the test panics.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The running program (`ip netns exec` execs it: this is its pid).
+    pub child: std::process::Child,
+}
+
+impl Daemon {
+    /// Whether it is still running (`Some(status)` once it exited).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` (built with [`command`], so it runs in a node) and returns
+/// a guard that kills it on drop.
+pub fn spawn(cmd: &mut Command) -> Result<Daemon, NetnsError> {
+    let child = cmd.spawn().map_err(|source| NetnsError::Spawn {
+        cmd: format!("{cmd:?}"),
+        source,
+    })?;
+    Ok(Daemon { child })
 }
 
 /// Runs `f` on a new thread inside namespace `ns`, with a tokio runtime of

@@ -31,8 +31,10 @@
 //! vm.wait_exit().unwrap();
 //! ```
 //!
-//! No NIC is attached unless asked for ([`Qemu::arg`]): a test VM never
-//! reaches a network the test did not create.
+//! No NIC is attached unless asked for ([`Qemu::tap`], [`Qemu::arg`]): a
+//! test VM never reaches a network the test did not create. With
+//! [`Qemu::tap`] QEMU runs inside the LAN's hub namespace (`ip netns exec`)
+//! and its NIC is a tap device on the test bridge ([`crate::netns::Lan`]).
 
 use std::fmt;
 use std::fs::{self, File};
@@ -139,6 +141,9 @@ pub struct Qemu {
     timeout: Duration,
     extra: Vec<String>,
     log_path: Option<PathBuf>,
+    /// Run QEMU inside this network namespace (set by [`Qemu::tap`]).
+    netns: Option<String>,
+    nics: u32,
 }
 
 impl Qemu {
@@ -151,6 +156,8 @@ impl Qemu {
             timeout: Duration::from_secs(180),
             extra: Vec::new(),
             log_path: None,
+            netns: None,
+            nics: 0,
         }
     }
 
@@ -238,6 +245,23 @@ impl Qemu {
     /// One extra QEMU argument (e.g. a `-netdev` / `-device` pair for a NIC).
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.extra.push(a.into());
+        self
+    }
+
+    /// A virtio NIC on `tap` (from [`crate::netns::Lan::add_tap`]), with
+    /// the tap's MAC: QEMU then runs inside the tap's namespace (`ip netns
+    /// exec`), so the guest is one more host on the test bridge. Call once
+    /// per NIC; all taps must be in the same namespace.
+    pub fn tap(mut self, tap: &crate::netns::Tap) -> Self {
+        let id = format!("tapnic{}", self.nics);
+        self.nics += 1;
+        self.netns = Some(tap.ns.clone());
+        self.extra.extend([
+            "-netdev".to_owned(),
+            format!("tap,id={id},ifname={},script=no,downscript=no", tap.ifname),
+            "-device".to_owned(),
+            format!("virtio-net-pci,netdev={id},mac={}", tap.mac),
+        ]);
         self
     }
 
@@ -704,7 +728,16 @@ impl Vm {
             path: log_path.clone(),
             source,
         })?;
-        let mut child = Command::new(QEMU_X86_64)
+        let mut cmd = match &q.netns {
+            // `ip netns exec` execs QEMU in place: the child is QEMU.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, QEMU_X86_64]);
+                c
+            }
+            None => Command::new(QEMU_X86_64),
+        };
+        let mut child = cmd
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
