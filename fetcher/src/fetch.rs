@@ -242,7 +242,15 @@ enum ChunkState {
 #[derive(Debug)]
 struct PeerState {
     source: Source,
+    /// Which chunks it holds; `None` means all (a mirror, or no map).
     has: Option<Vec<bool>>,
+    /// Holds every chunk (`has` is `None` or all true): a seed, used only
+    /// for chunks no partial peer offers while partial peers are around.
+    seed: bool,
+    /// Joined during the fetch (from the feed): a swarm member whose own
+    /// download may not have started yet, so "no such object" on its chunk
+    /// map means "nothing yet" and it keeps being polled.
+    patient: bool,
     lacks: HashSet<usize>,
     bytes: u64,
     chunks: u64,
@@ -255,6 +263,42 @@ struct PeerState {
 }
 
 impl PeerState {
+    fn new(source: Source, patient: bool, n: usize) -> Self {
+        Self {
+            source,
+            has: if patient { Some(vec![false; n]) } else { None },
+            seed: !patient,
+            patient,
+            lacks: HashSet::new(),
+            bytes: 0,
+            chunks: 0,
+            failures: 0,
+            slow_level: 0,
+            dropped: None,
+            bad: false,
+        }
+    }
+
+    /// Records a chunk map the peer answered.
+    fn set_map(&mut self, map: ChunkMap, n: usize) {
+        let has = match map {
+            ChunkMap::All => None,
+            ChunkMap::Partial(v) => Some(v),
+            // A swarm member that has not started this object yet.
+            ChunkMap::Absent if self.patient => Some(vec![false; n]),
+            // Unknown: keep what we knew; an initial peer without a map is
+            // assumed to hold everything (its range answers will tell).
+            ChunkMap::Absent | ChunkMap::Unknown => return,
+        };
+        if let Some(h) = &has {
+            self.lacks.retain(|&i| !h.get(i).copied().unwrap_or(false));
+        } else {
+            self.lacks.clear();
+        }
+        self.seed = has.as_ref().is_none_or(|h| h.iter().all(|&x| x));
+        self.has = has;
+    }
+
     fn can_serve(&self, i: usize) -> bool {
         self.dropped.is_none()
             && !self.lacks.contains(&i)
@@ -273,6 +317,9 @@ struct Sched {
     done: usize,
     /// When the last chunk was verified (or the fetch started).
     progressed: Instant,
+    /// Per-fetch random tie-break among equally rare chunks, so the clients
+    /// of a fleet ask a seed for different chunks.
+    order: Vec<u64>,
 }
 
 impl Sched {
@@ -339,7 +386,7 @@ impl Shared {
         self.sched.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pick(&self, p: usize) -> Pick {
+    fn pick(&self, p: usize, k: usize) -> Pick {
         let mut s = self.sched();
         if s.fatal.is_some() || s.peers[p].dropped.is_some() || self.stop.load(Ordering::Relaxed) {
             return Pick::Stop;
@@ -348,13 +395,44 @@ impl Shared {
             return Pick::Stop;
         }
         let n = s.chunks.len();
-        if let Some(i) =
-            (0..n).find(|&i| s.chunks[i] == ChunkState::Missing && s.peers[p].can_serve(i))
-        {
+        // A swarm: some live peer holds only part of the object (it is
+        // downloading too). Then chunks are taken rarest first (random
+        // among equals), and a seed only supplies chunks no partial peer
+        // offers, so the seeds' uplinks carry each chunk into the swarm
+        // about once and the clients spread it from there. Without partial
+        // peers: lowest chunk first (in order, for the whole-object hash).
+        let swarm = s.peers.iter().any(|q| q.dropped.is_none() && !q.seed);
+        // In a swarm one connection per peer: every peer's uplink is shared
+        // by many clients, and a chunk can be re-shared only once it is
+        // complete, so fewer requests at a time finish chunks sooner. The
+        // other connections help in the endgame.
+        if swarm && k > 0 && s.chunks.contains(&ChunkState::Missing) {
+            return Pick::Wait;
+        }
+        let me = &s.peers[p];
+        let candidates = (0..n).filter(|&i| s.chunks[i] == ChunkState::Missing && me.can_serve(i));
+        let chosen = if !swarm {
+            candidates.min()
+        } else if me.seed {
+            candidates
+                .filter(|&i| !s.peers.iter().any(|q| !q.seed && q.can_serve(i)))
+                .min_by_key(|&i| s.order[i])
+        } else {
+            candidates.min_by_key(|&i| {
+                let holders = s.peers.iter().filter(|q| q.can_serve(i)).count();
+                (holders, s.order[i])
+            })
+        };
+        if let Some(i) = chosen {
             s.chunks[i] = ChunkState::InFlight(vec![p]);
             return Pick::Chunk(i);
         }
-        // Endgame: help with a chunk another peer is still on.
+        // Endgame: help with a chunk another peer is still on (in a swarm
+        // only once nothing is left unassigned, so idle seeds do not
+        // duplicate what partial peers are sending).
+        if swarm && s.chunks.contains(&ChunkState::Missing) {
+            return Pick::Wait;
+        }
         let steal = (0..n).find(|&i| match &s.chunks[i] {
             ChunkState::InFlight(v) => v.len() < 2 && !v.contains(&p) && s.peers[p].can_serve(i),
             _ => false,
@@ -414,14 +492,29 @@ impl Shared {
 impl Fetcher {
     /// A fetcher storing into `cas`.
     pub fn new(cas: Cas, opts: FetchOptions) -> Result<Self, FetchError> {
-        let client = reqwest::Client::builder()
+        Self::with_resolve(cas, opts, &[])
+    }
+
+    /// A fetcher whose HTTP client connects each `(host, addr)` host name
+    /// to exactly `addr` (the URL's port wins) instead of asking DNS. This
+    /// is how a peer at an IPv6 link-local address is reached: a URL cannot
+    /// carry the zone, a `SocketAddrV6` carries it as `scope_id` (used by
+    /// phase-init for mDNS peers).
+    pub fn with_resolve(
+        cas: Cas,
+        opts: FetchOptions,
+        resolve: &[(String, std::net::SocketAddr)],
+    ) -> Result<Self, FetchError> {
+        let mut b = reqwest::Client::builder()
             .no_proxy()
             .hickory_dns(true)
             .connect_timeout(opts.connect_timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(FetchError::Client)?;
+            .pool_idle_timeout(Duration::from_secs(30));
+        for (host, addr) in resolve {
+            b = b.resolve(host, *addr);
+        }
+        let client = b.build().map_err(FetchError::Client)?;
         Ok(Self { cas, client, opts })
     }
 
@@ -445,6 +538,24 @@ impl Fetcher {
         &self,
         spec: &ObjectSpec,
         sources: Vec<Source>,
+        progress: Option<ProgressFn>,
+    ) -> Result<FetchReport, FetchError> {
+        self.fetch_with_feed(spec, sources, None, progress).await
+    }
+
+    /// Fetches `spec` from `sources` and from every source that arrives on
+    /// `feed` while the fetch runs (peers found by discovery meanwhile).
+    /// A source from the feed is a swarm member: if it does not have the
+    /// object yet (its chunk map answers 404) it is kept and its map
+    /// re-read, like every partial peer's, every [`POLL_INTERVAL`]. At most
+    /// [`MAX_PEERS`] sources are used; repeated object URLs count once.
+    /// With a feed, the fetch may start with no source at all and waits for
+    /// one (bounded by the stall limit, 3 x `read_timeout`).
+    pub async fn fetch_with_feed(
+        &self,
+        spec: &ObjectSpec,
+        sources: Vec<Source>,
+        mut feed: Option<SourceFeed>,
         progress: Option<ProgressFn>,
     ) -> Result<FetchReport, FetchError> {
         let start = Instant::now();
@@ -490,10 +601,12 @@ impl Fetcher {
         let resumed = partial.resumed_chunks();
         let partial = Arc::new(partial);
         let missing = partial.missing();
-        let sources = dedup_sources(sources);
-        if !missing.is_empty() && sources.is_empty() {
+        let mut sources = dedup_sources(sources);
+        sources.truncate(MAX_PEERS);
+        if !missing.is_empty() && sources.is_empty() && feed.is_none() {
             return Err(FetchError::NoPeers(digest));
         }
+        let mut seen: HashSet<Url> = sources.iter().map(|s| s.object_url.clone()).collect();
 
         // The whole-object hash runs beside the download, reading chunks back
         // in order as they become contiguous (from the page cache).
@@ -527,18 +640,12 @@ impl Fetcher {
         }
         let peers = sources
             .into_iter()
-            .map(|source| PeerState {
-                source,
-                has: None,
-                lacks: HashSet::new(),
-                bytes: 0,
-                chunks: 0,
-                failures: 0,
-                slow_level: 0,
-                dropped: None,
-                bad: false,
-            })
+            .map(|source| PeerState::new(source, false, n))
             .collect::<Vec<_>>();
+        let random = std::hash::RandomState::new();
+        let order = (0..n)
+            .map(|i| std::hash::BuildHasher::hash_one(&random, i))
+            .collect();
         let npeers = peers.len();
         let shared = Arc::new(Shared {
             spec: spec.clone(),
@@ -549,6 +656,7 @@ impl Fetcher {
                 fatal: None,
                 done,
                 progressed: Instant::now(),
+                order,
             }),
             changed: Notify::new(),
             done_bytes: AtomicU64::new(done_bytes),
@@ -560,60 +668,103 @@ impl Fetcher {
         });
 
         let mut workers = JoinSet::new();
+        // Helpers that hold the shared state: aborted before the end.
+        let mut aux = JoinSet::new();
+        let conns = self.opts.connections_per_peer.max(1);
         if done < n {
             // Which chunks each peer holds (a peer still downloading holds some).
             let mut queries = JoinSet::new();
             for p in 0..npeers {
                 let sh = Arc::clone(&shared);
-                queries.spawn(async move { (p, query_chunks(&sh, p).await) });
+                let t = self.opts.read_timeout;
+                queries.spawn(async move { (p, query_chunks(&sh, p, t).await) });
             }
             while let Some(r) = queries.join_next().await {
-                if let Ok((p, has)) = r {
-                    shared.sched().peers[p].has = has;
+                if let Ok((p, map)) = r {
+                    shared.sched().peers[p].set_map(map, n);
                 }
             }
             for p in 0..npeers {
-                for _ in 0..self.opts.connections_per_peer.max(1) {
-                    workers.spawn(worker(Arc::clone(&shared), p));
+                for k in 0..conns {
+                    workers.spawn(worker(Arc::clone(&shared), p, k));
                 }
             }
+            aux.spawn(poll_maps(Arc::clone(&shared)));
+        } else {
+            feed = None;
         }
-        let ticker = progress.clone().map(|cb| {
+        if let Some(cb) = progress.clone() {
             let sh = Arc::clone(&shared);
-            tokio::spawn(async move {
+            aux.spawn(async move {
                 let mut last = (Instant::now(), 0u64);
                 loop {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     report_progress(&sh, &cb, &mut last);
                 }
-            })
-        });
+            });
+        }
 
         let mut timed_out = false;
         loop {
+            let finished = shared.sched().done == n;
+            if workers.is_empty() && (feed.is_none() || finished || timed_out) {
+                break;
+            }
+            // With no worker left, wait for a new peer only while the
+            // fetch is within its stall limit.
+            let stall_end = shared.sched().progressed + self.opts.read_timeout * 3;
             tokio::select! {
-                r = workers.join_next() => match r {
-                    None => break,
+                r = workers.join_next(), if !workers.is_empty() => match r {
+                    None => {}
                     Some(Err(e)) if e.is_panic() => {
                         shared.stop.store(true, Ordering::Relaxed);
                         workers.abort_all();
-                        if let Some(t) = &ticker { t.abort(); }
+                        aux.abort_all();
+                        while aux.join_next().await.is_some() {}
                         return Err(FetchError::Task(digest, e));
                     }
                     Some(_) => {}
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                src = recv_feed(&mut feed), if feed.is_some() => match src {
+                    None => feed = None,
+                    Some(source) => {
+                        if finished || !seen.insert(source.object_url.clone()) {
+                            continue;
+                        }
+                        let p = {
+                            let mut s = shared.sched();
+                            if s.peers.len() >= MAX_PEERS {
+                                continue;
+                            }
+                            tracing::debug!(peer = %source.label, "peer joined the fetch");
+                            s.peers.push(PeerState::new(source, true, n));
+                            s.peers.len() - 1
+                        };
+                        let sh = Arc::clone(&shared);
+                        let t = self.opts.read_timeout;
+                        aux.spawn(async move {
+                            let map = query_chunks(&sh, p, t).await;
+                            sh.sched().peers[p].set_map(map, n);
+                            sh.changed.notify_waiters();
+                        });
+                        for k in 0..conns {
+                            workers.spawn(worker(Arc::clone(&shared), p, k));
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(stall_end.into()), if workers.is_empty() => {
+                    break;
+                }
+                _ = tokio::time::sleep_until(deadline.into()), if !timed_out => {
                     timed_out = true;
                     shared.stop.store(true, Ordering::Relaxed);
                     workers.abort_all();
                 }
             }
         }
-        if let Some(t) = ticker {
-            // Wait for the abort to land: the ticker holds the partial.
-            t.abort();
-            let _ = t.await;
-        }
+        // Wait for the aborts to land: these tasks hold the partial.
+        aux.abort_all();
+        while aux.join_next().await.is_some() {}
         let (all_done, fatal) = {
             let mut s = shared.sched();
             (s.done == n, s.fatal.take())
@@ -711,6 +862,16 @@ impl Fetcher {
     }
 }
 
+/// Sources that join a running fetch (see [`Fetcher::fetch_with_feed`]).
+pub type SourceFeed = tokio::sync::mpsc::UnboundedReceiver<Source>;
+
+async fn recv_feed(feed: &mut Option<SourceFeed>) -> Option<Source> {
+    match feed {
+        Some(f) => f.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The sources with repeated object URLs removed (first one kept).
 fn dedup_sources(sources: Vec<Source>) -> Vec<Source> {
     let mut seen = HashSet::new();
@@ -783,39 +944,104 @@ struct ChunksAnswer {
     verified: Vec<u64>,
 }
 
-/// Asks a peer which chunks it holds; `None` means "assume all".
-async fn query_chunks(sh: &Shared, p: usize) -> Option<Vec<bool>> {
-    let url = sh.sched().peers[p].source.chunks_url.clone()?;
+/// What a peer's chunk map says.
+#[derive(Debug)]
+enum ChunkMap {
+    /// The whole object.
+    All,
+    /// A download in progress: these chunks.
+    Partial(Vec<bool>),
+    /// Neither (HTTP 404).
+    Absent,
+    /// No usable answer (no map URL, network error, bad body).
+    Unknown,
+}
+
+/// Asks peer `p` which chunks it holds, waiting at most `timeout`.
+async fn query_chunks(sh: &Shared, p: usize, timeout: Duration) -> ChunkMap {
+    let Some(url) = sh.sched().peers[p].source.chunks_url.clone() else {
+        return ChunkMap::Unknown;
+    };
     let n = sh.spec.chunk_count();
-    let resp = tokio::time::timeout(sh.opts.read_timeout, sh.client.get(url).send())
-        .await
-        .ok()?
-        .ok()?;
+    let resp = match tokio::time::timeout(timeout, sh.client.get(url).send()).await {
+        Ok(Ok(r)) => r,
+        _ => return ChunkMap::Unknown,
+    };
+    if resp.status() == StatusCode::NOT_FOUND {
+        return ChunkMap::Absent;
+    }
     if !resp.status().is_success() {
-        return None;
+        return ChunkMap::Unknown;
     }
-    let body = tokio::time::timeout(sh.opts.read_timeout, resp.bytes())
-        .await
-        .ok()?
-        .ok()?;
-    if body.len() > 1 << 20 {
-        return None;
-    }
-    let ans: ChunksAnswer = serde_json::from_slice(&body).ok()?;
+    let body = match tokio::time::timeout(timeout, resp.bytes()).await {
+        Ok(Ok(b)) if b.len() <= 1 << 20 => b,
+        _ => return ChunkMap::Unknown,
+    };
+    let Ok(ans) = serde_json::from_slice::<ChunksAnswer>(&body) else {
+        return ChunkMap::Unknown;
+    };
     if ans.complete {
-        return Some(vec![true; n]);
-    }
-    if ans.chunk_size != sh.spec.chunks.size {
-        return Some(vec![false; n]);
+        return ChunkMap::All;
     }
     let mut has = vec![false; n];
-    for i in ans.verified {
-        if let Some(h) = usize::try_from(i).ok().and_then(|i| has.get_mut(i)) {
-            *h = true;
+    if ans.chunk_size == sh.spec.chunks.size {
+        for i in ans.verified {
+            if let Some(h) = usize::try_from(i).ok().and_then(|i| has.get_mut(i)) {
+                *h = true;
+            }
         }
     }
-    Some(has)
+    ChunkMap::Partial(has)
 }
+
+/// Re-reads the chunk maps of the live peers that hold part of the object
+/// (downloading themselves), every [`POLL_INTERVAL`], so chunks they verify
+/// meanwhile become fetchable. Runs until aborted with the fetch.
+async fn poll_maps(sh: Arc<Shared>) {
+    let timeout = sh.opts.read_timeout.min(Duration::from_secs(2));
+    loop {
+        tokio::time::sleep(POLL_INTERVAL).await;
+        let due: Vec<usize> = {
+            let s = sh.sched();
+            if s.done == s.chunks.len() {
+                return;
+            }
+            (0..s.peers.len())
+                .filter(|&p| {
+                    let q = &s.peers[p];
+                    q.dropped.is_none() && !q.seed && q.source.chunks_url.is_some()
+                })
+                .collect()
+        };
+        if due.is_empty() {
+            continue;
+        }
+        let mut queries = JoinSet::new();
+        for p in due {
+            let sh = Arc::clone(&sh);
+            queries.spawn(async move { (p, query_chunks(&sh, p, timeout).await) });
+        }
+        let n = sh.spec.chunk_count();
+        let mut changed = false;
+        while let Some(r) = queries.join_next().await {
+            if let Ok((p, map)) = r {
+                let mut s = sh.sched();
+                let before = (s.peers[p].has.clone(), s.peers[p].seed);
+                s.peers[p].set_map(map, n);
+                changed |= before != (s.peers[p].has.clone(), s.peers[p].seed);
+            }
+        }
+        if changed {
+            sh.changed.notify_waiters();
+        }
+    }
+}
+
+/// How often the chunk maps of partial peers are re-read.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Most peers one fetch uses (initial ones plus those from the feed).
+pub const MAX_PEERS: usize = 64;
 
 fn backoff_delay(opts: &FetchOptions, failures: u32) -> Duration {
     opts.backoff
@@ -823,8 +1049,8 @@ fn backoff_delay(opts: &FetchOptions, failures: u32) -> Duration {
         .min(Duration::from_secs(2))
 }
 
-async fn worker(sh: Arc<Shared>, p: usize) {
-    let mut last_requery = Instant::now();
+/// Connection `k` of peer `p`.
+async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
     // A chunk whose slow request was abandoned while this peer was its only
     // source: resumed from here with what already arrived.
     let mut resume: Option<(usize, Prefix)> = None;
@@ -851,22 +1077,12 @@ async fn worker(sh: Arc<Shared>, p: usize) {
         let (i, prefix) = if let Some((i, prefix)) = resume.take() {
             (i, Some(prefix))
         } else {
-            let i = match sh.pick(p) {
+            let i = match sh.pick(p, k) {
                 Pick::Stop => return,
                 Pick::Wait => {
                     if sh.stuck() {
-                        // A peer still downloading may have gained chunks.
-                        let has_url = sh.sched().peers[p].source.chunks_url.is_some();
-                        if has_url && last_requery.elapsed() > Duration::from_millis(500) {
-                            last_requery = Instant::now();
-                            if let Some(has) = query_chunks(&sh, p).await {
-                                let mut s = sh.sched();
-                                s.peers[p].has = Some(has);
-                                s.peers[p].lacks.clear();
-                                drop(s);
-                                continue;
-                            }
-                        }
+                        // Peers still downloading may gain the missing
+                        // chunks: the poller re-reads their chunk maps.
                         let any_active = {
                             let s = sh.sched();
                             // Peers still downloading may gain the missing

@@ -26,6 +26,7 @@ pub use cas::{Cas, CasError, GcReport};
 pub use digest::Sha256Digest;
 pub use fetch::{
     FetchError, FetchOptions, FetchReport, Fetcher, PeerReport, Progress, ProgressFn, Source,
+    SourceFeed,
 };
 pub use object::{ChunkList, ObjectSpec, DEFAULT_CHUNK_SIZE};
 pub use peer::{Peer, PeerError};
