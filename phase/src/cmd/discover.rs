@@ -267,8 +267,24 @@ impl AnnounceArgs {
 #[derive(Debug)]
 pub struct Announcing {
     _mdns: Option<(Mdns, discovery::mdns::Advertisement)>,
-    _dht: Option<Dht>,
+    /// The DHT node lives in the task that re-announces new objects.
+    dht: Option<tokio::task::JoinHandle<()>>,
 }
+
+impl Drop for Announcing {
+    fn drop(&mut self) {
+        if let Some(t) = &self.dht {
+            t.abort();
+        }
+    }
+}
+
+/// Most objects `phase serve --dht` provides.
+const MAX_PROVIDED: usize = 65536;
+
+/// How often `phase serve --dht` looks for objects that arrived in the
+/// cache since the last look (a fetch into the same cache) and provides them.
+pub const REANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Starts announcing the server at `http` (its bound address) serving
 /// `cache` (and `repo`). Prints one line per announcement.
@@ -303,7 +319,7 @@ pub async fn announce(
     };
     let mut out = Announcing {
         _mdns: None,
-        _dht: None,
+        dht: None,
     };
     if args.mdns {
         let mdns = Mdns::new(&MdnsConfig::default()).context("mDNS")?;
@@ -371,18 +387,43 @@ pub async fn announce(
         digests.sort();
         digests.dedup();
         let n = digests.len();
+        let mut provided = std::collections::HashSet::new();
         for d in digests {
             // Without peers yet, publication reaches nobody now; Kademlia
             // re-publishes on schedule once peers are known.
             if let Err(err) = dht.provide(d).await {
                 tracing::warn!(digest = %hex::encode(d), %err, "DHT provide");
             }
+            provided.insert(d);
         }
         println!(
             "phase serve: DHT providing {} object(s) and the fleet key",
             n.saturating_sub(1)
         );
-        out._dht = Some(dht);
+        // Objects that arrive later (a `phase fetch` into this cache) are
+        // provided as they become complete.
+        out.dht = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REANNOUNCE_INTERVAL).await;
+                let cas2 = cas.clone();
+                let Ok(Ok(now)) = tokio::task::spawn_blocking(move || cas2.list()).await else {
+                    continue;
+                };
+                for d in now {
+                    if provided.len() >= MAX_PROVIDED {
+                        break;
+                    }
+                    if provided.insert(d.0) {
+                        match dht.provide(d.0).await {
+                            Ok(()) => eprintln!("phase serve: DHT providing new object {d}"),
+                            Err(err) => {
+                                tracing::warn!(digest = %d, %err, "DHT provide");
+                            }
+                        }
+                    }
+                }
+            }
+        }));
     }
     Ok(out)
 }
@@ -502,20 +543,66 @@ pub enum DiscoverMode {
     Both,
 }
 
-/// Finds peers of the fleet whose trust root is in the first existing file
-/// of `root_files` (mDNS: TXT
-/// root and channel; DHT: providers of the fleet key), for up to `timeout`
-/// or until `count` peers. Returns their HTTP base URLs, printing one line
-/// per peer on stderr.
-pub fn find_peer_urls(
-    rt: &tokio::runtime::Runtime,
+/// Most peers `phase fetch --discover` collects.
+const MAX_DISCOVERED: usize = 64;
+
+/// Pause between two DHT provider lookups while a fetch runs.
+const DHT_REQUERY: Duration = Duration::from_secs(2);
+
+/// Peers found by discovery running in the background of a fetch: the
+/// HTTP base URLs found so far (deduplicated, at most [`MAX_DISCOVERED`]),
+/// growing while discovery keeps looking. Dropping it stops discovery.
+pub struct Discovery {
+    urls: tokio::sync::watch::Receiver<Vec<String>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Discovery {
+    /// The URLs found so far and every later addition.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
+        self.urls.clone()
+    }
+
+    /// Waits (at most `timeout`) for a first peer, then [`FIRST_PEER_GRACE`]
+    /// for others to join in; returns the URLs found by then.
+    pub async fn first_peers(&self, timeout: Duration) -> Vec<String> {
+        let mut rx = self.urls.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let found = matches!(
+            tokio::time::timeout_at(deadline, rx.wait_for(|v| !v.is_empty())).await,
+            Ok(Ok(_))
+        );
+        if found {
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + FIRST_PEER_GRACE))
+                .await;
+        }
+        let v = rx.borrow().clone();
+        v
+    }
+}
+
+/// Starts looking for peers of the fleet whose trust root is in the first
+/// existing file of `root_files` (mDNS: TXT root and channel; DHT:
+/// providers of the fleet key, looked up again every [`DHT_REQUERY`]), for
+/// up to `run_for` or until the returned [`Discovery`] is dropped. Prints
+/// one line per peer on stderr. `self_id` (this node's own peer id) is
+/// never reported.
+pub async fn start_discovery(
     mode: DiscoverMode,
     root_files: &[PathBuf],
     channel: &str,
     bootstrap: &[String],
-    timeout: Duration,
-    count: usize,
-) -> anyhow::Result<Vec<String>> {
+    self_id: Option<String>,
+    run_for: Duration,
+) -> anyhow::Result<Discovery> {
     let root_file = root_files
         .iter()
         .find(|p| p.is_file())
@@ -531,80 +618,84 @@ pub fn find_peer_urls(
     if mode != DiscoverMode::Mdns && boots.is_empty() {
         bail!("--discover dht needs at least one --bootstrap peer");
     }
-    rt.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Peer>(64);
-        let mut keep = Vec::new();
-        if mode != DiscoverMode::Dht {
-            let mdns = Mdns::new(&MdnsConfig::default()).context("mDNS")?;
-            let filter = BrowseFilter {
-                root: Some(root),
-                channel: Some(channel.to_owned()),
-                self_id: None,
-            };
-            let mut b = mdns.browse(filter, timeout).context("mDNS")?;
-            let tx = tx.clone();
-            keep.push(tokio::spawn(async move {
-                let _mdns = mdns;
-                while let Some(p) = b.next().await {
-                    if tx.send(p).await.is_err() {
-                        break;
-                    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Peer>(64);
+    let mut tasks = Vec::new();
+    if mode != DiscoverMode::Dht {
+        let mdns = Mdns::new(&MdnsConfig::default()).context("mDNS")?;
+        let filter = BrowseFilter {
+            root: Some(root),
+            channel: Some(channel.to_owned()),
+            self_id: self_id.clone(),
+        };
+        let mut b = mdns.browse(filter, run_for).context("mDNS")?;
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _mdns = mdns;
+            while let Some(p) = b.next().await {
+                if tx.send(p).await.is_err() {
+                    break;
                 }
-            }));
-        }
-        if mode != DiscoverMode::Mdns {
-            let dht = Dht::start(DhtConfig {
-                listen: Vec::new(),
-                bootstrap: boots,
-                server: false,
-                query_timeout: timeout,
-                ..DhtConfig::default()
-            })
-            .await
-            .context("DHT")?;
-            let tx = tx.clone();
-            let fleet = discovery::dht::fleet_digest(&root);
-            keep.push(tokio::spawn(async move {
-                let _ = tokio::time::timeout(timeout, dht.bootstrap()).await;
-                if let Ok(mut s) = dht.find_providers(fleet, timeout).await {
+            }
+        }));
+    }
+    if mode != DiscoverMode::Mdns {
+        let lookup = Duration::from_secs(3).min(run_for);
+        let dht = Dht::start(DhtConfig {
+            listen: Vec::new(),
+            bootstrap: boots,
+            server: false,
+            query_timeout: lookup,
+            ..DhtConfig::default()
+        })
+        .await
+        .context("DHT")?;
+        let tx = tx.clone();
+        let fleet = discovery::dht::fleet_digest(&root);
+        tasks.push(tokio::spawn(async move {
+            let _ = tokio::time::timeout(lookup, dht.bootstrap()).await;
+            let end = tokio::time::Instant::now() + run_for;
+            // Bounded: one lookup (at most `lookup` long) per DHT_REQUERY
+            // until `run_for` has passed or the fetch drops the Discovery.
+            while tokio::time::Instant::now() < end {
+                if let Ok(mut s) = dht.find_providers(fleet, lookup).await {
                     while let Some(p) = s.next().await {
                         if tx.send(p).await.is_err() {
-                            break;
+                            return;
                         }
                     }
                 }
-            }));
-        }
-        drop(tx);
-        let mut urls: Vec<String> = Vec::new();
-        let mut deadline = tokio::time::Instant::now() + timeout + Duration::from_secs(1);
-        let mut n = 0;
-        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            // A booting node should not wait out the whole window: after the
-            // first answer, others get a short grace period to join in.
-            deadline = deadline.min(tokio::time::Instant::now() + FIRST_PEER_GRACE);
+                tokio::time::sleep(DHT_REQUERY).await;
+            }
+        }));
+    }
+    drop(tx);
+    let (wtx, wrx) = tokio::sync::watch::channel(Vec::<String>::new());
+    tasks.push(tokio::spawn(async move {
+        let mut seen_ids = std::collections::HashSet::new();
+        while let Some(p) = rx.recv().await {
             let u = p.http_urls();
-            eprintln!(
-                "phase fetch: discovered {} {} {} after {:.0} ms",
-                p.source,
-                p.id,
-                u.first().map(String::as_str).unwrap_or("(link-local only)"),
-                p.found_after.as_secs_f64() * 1000.0
-            );
+            // DHT re-lookups find the same providers again: print each once.
+            if seen_ids.insert((p.id.clone(), u.first().cloned())) {
+                eprintln!(
+                    "phase fetch: discovered {} {} {} after {:.0} ms",
+                    p.source,
+                    p.id,
+                    u.first().map(String::as_str).unwrap_or("(link-local only)"),
+                    p.found_after.as_secs_f64() * 1000.0
+                );
+            }
             if let Some(first) = u.into_iter().next() {
                 // The same server found by mDNS and by DHT counts once.
-                if !urls.contains(&first) {
-                    urls.push(first);
-                    n += 1;
-                }
-            }
-            if n >= count {
-                break;
+                wtx.send_if_modified(|v| {
+                    if v.len() < MAX_DISCOVERED && !v.contains(&first) {
+                        v.push(first);
+                        true
+                    } else {
+                        false
+                    }
+                });
             }
         }
-        for k in keep {
-            k.abort();
-        }
-        Ok(urls)
-    })
+    }));
+    Ok(Discovery { urls: wrx, tasks })
 }

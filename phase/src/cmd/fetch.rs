@@ -102,27 +102,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         connections_per_peer: args.connections.max(1),
         ..FetchOptions::default()
     };
-    if let Some(mode) = args.discover {
-        let timeout = Duration::from_secs(args.discover_timeout.clamp(1, 600));
-        let urls = super::discover::find_peer_urls(
-            &rt,
-            mode,
-            &[cas.tuf_dir().join("root.json"), args.root.clone()],
-            &args.channel,
-            &args.bootstrap,
-            timeout,
-            16,
-        )
-        .context("peer discovery")?;
-        for u in urls {
-            peers.push(Peer::parse(&u)?);
+    // Discovery keeps running during the whole fetch: peers found later
+    // (a fleet booting together announces as it goes) join the running
+    // fetch of each target.
+    let discovery = match args.discover {
+        None => None,
+        Some(mode) => {
+            let timeout = Duration::from_secs(args.discover_timeout.clamp(1, 600));
+            let d = rt
+                .block_on(super::discover::start_discovery(
+                    mode,
+                    &[cas.tuf_dir().join("root.json"), args.root.clone()],
+                    &args.channel,
+                    &args.bootstrap,
+                    own_peer_id(&args.cache),
+                    Duration::from_secs(args.deadline.max(1)).saturating_add(timeout),
+                ))
+                .context("peer discovery")?;
+            if peers.is_empty() {
+                // Nothing to run the TUF refresh against yet: wait for the
+                // first peers (the first answer plus a short grace).
+                for u in rt.block_on(d.first_peers(timeout)) {
+                    peers.push(Peer::parse(&u)?);
+                }
+                anyhow::ensure!(
+                    !peers.is_empty(),
+                    "no peers: discovery found none within {} s",
+                    timeout.as_secs()
+                );
+            }
+            Some(d)
         }
-        anyhow::ensure!(
-            !peers.is_empty(),
-            "no peers: discovery found none within {} s",
-            timeout.as_secs()
-        );
-    }
+    };
     let fetcher = {
         let _guard = rt.enter();
         Fetcher::new(cas.clone(), opts)?
@@ -208,7 +219,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             b2.set_position(pr.done);
             b2.set_prefix(format!("{} peers", pr.peers));
         });
-        let res = rt.block_on(fetcher.fetch(&p.spec, sources, Some(cb)));
+        // Peers discovered so far and later, as sources of this target.
+        let (feed, forward) = match &discovery {
+            None => (None, None),
+            Some(d) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let mut urls = d.subscribe();
+                let (sha, path) = (p.spec.sha256, p.path.clone());
+                let task = rt.spawn(async move {
+                    let mut sent = std::collections::HashSet::new();
+                    loop {
+                        let now: Vec<String> = urls.borrow_and_update().clone();
+                        for u in now {
+                            if !sent.insert(u.clone()) {
+                                continue;
+                            }
+                            let Ok(source) = Peer::parse(&u).and_then(|peer| {
+                                peer.source(&sha, &path)
+                                    .map_err(|e| fetcher::PeerError::Parse(u.clone(), e))
+                            }) else {
+                                continue;
+                            };
+                            if tx.send(source).is_err() {
+                                return;
+                            }
+                        }
+                        if urls.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                (Some(rx), Some(task))
+            }
+        };
+        let res = rt.block_on(fetcher.fetch_with_feed(&p.spec, sources, feed, Some(cb)));
+        if let Some(t) = forward {
+            t.abort();
+        }
         bar.finish_and_clear();
         match res {
             Ok(r) => {
@@ -307,4 +354,16 @@ fn export_metadata(
         }
     }
     Ok(())
+}
+
+/// This node's own peer id, if its server (`phase serve --mdns/--dht` on
+/// the same cache) created one, so discovery does not report ourselves.
+fn own_peer_id(cache: &std::path::Path) -> Option<String> {
+    let key = cache.join("peer.key");
+    if !key.is_file() {
+        return None;
+    }
+    discovery::dht::load_or_create_identity(&key)
+        .ok()
+        .map(|k| k.public().to_peer_id().to_string())
 }
