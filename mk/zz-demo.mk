@@ -1,10 +1,14 @@
-# The boot part of `make demo` (owner: lead). Included last, so it runs after
-# the other areas' demo steps. See scripts/demo-boot.sh.
+# The boot part of `make demo` (owner: target). Included last, so it runs
+# after the other areas' demo steps. See scripts/demo-peer.sh.
 #
-## demo-boot   publish a target, seed an image with it, boot it under QEMU/OVMF to the target's greeting
+## demo-boot     a VM boots the demo target from a peer in a test netns (empty cache) to "Hello from Phase WASM"
+## demo-offline  the older offline demo: a seeded image boots a busybox target with no network
 
 DEMO_STEPS += demo-boot
 
-.PHONY: demo-boot
-demo-boot: $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT)
+.PHONY: demo-boot demo-offline
+demo-boot: publish-demo $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT)
+	scripts/demo-peer.sh $(PHASE) $(BUILD) "$$(cat $(KERNEL_CURRENT))" $(INIT_BIN)
+
+demo-offline: $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT)
 	scripts/demo-boot.sh $(PHASE) $(BUILD) "$$(cat $(KERNEL_CURRENT))" $(INIT_BIN)

@@ -7,7 +7,7 @@ set -euo pipefail
 PHASE=${1:?usage: demo-trust.sh PHASE_BIN BUILD_DIR}
 BUILD=${2:?usage: demo-trust.sh PHASE_BIN BUILD_DIR}
 KEYS=$BUILD/demo-keys
-REPO=$BUILD/demo-repo
+REPO=$BUILD/demo-trust-repo
 ART=$BUILD/demo-artifacts
 CLIENT=$BUILD/demo-client
 

@@ -4,7 +4,8 @@
 #
 #   scripts/test-qemu-x86.sh --image build/phase-boot-x86_64.img \
 #       [--mode internet|local|private] [--append "phase.test=poweroff ..."] \
-#       [--timeout SECONDS] [--expect STRING] [--log FILE] [--stream]
+#       [--timeout SECONDS] [--expect STRING] [--log FILE] [--stream] \
+#       [--netns NS --tap IFNAME [--mac MAC]] [--memory MIB]
 #
 # Exit status 0 when STRING (default "phase-init: ready") appears on the
 # serial console within the timeout; otherwise non-zero and the log's tail.
@@ -12,6 +13,8 @@
 # options line) of a temporary copy: a sparse raw copy for a raw image, a
 # qcow2 overlay backed by the image for a qcow2. The image is never modified.
 # --stream copies the serial console to the terminal as it arrives.
+# --netns/--tap: one virtio NIC on the existing tap IFNAME inside network
+# namespace NS (QEMU runs under `ip netns exec NS`); otherwise no NIC.
 # KVM is not used (-accel tcg): it does not work on the build machines.
 set -euo pipefail
 
@@ -25,6 +28,7 @@ die() {
 }
 
 image='' mode='' append='' timeout=120 expect='phase-init: ready' log='' stream=false
+netns='' tap='' mac=52:54:00:12:34:56 memory=512
 while (($#)); do
   case $1 in
     --image) image=${2:?--image needs a path}; shift 2 ;;
@@ -34,6 +38,10 @@ while (($#)); do
     --expect) expect=${2:?--expect needs a string}; shift 2 ;;
     --log) log=${2:?--log needs a path}; shift 2 ;;
     --stream) stream=true; shift ;;
+    --netns) netns=${2:?--netns needs a namespace}; shift 2 ;;
+    --tap) tap=${2:?--tap needs an interface name}; shift 2 ;;
+    --mac) mac=${2:?--mac needs a MAC address}; shift 2 ;;
+    --memory) memory=${2:?--memory needs MiB}; shift 2 ;;
     -h | --help) usage ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -42,6 +50,14 @@ done
 [[ -f $image ]] || die "image $image does not exist (build it with: make image)"
 [[ -z $mode || $mode =~ ^(internet|local|private)$ ]] || die "--mode $mode: expected internet, local or private"
 [[ $timeout =~ ^[0-9]+$ ]] || die "--timeout $timeout: expected whole seconds"
+[[ $memory =~ ^[0-9]+$ ]] || die "--memory $memory: expected MiB"
+[[ -z $netns && -z $tap ]] || [[ -n $netns && -n $tap ]] || die "--netns and --tap go together"
+nic=(-nic none) runner=()
+if [[ -n $tap ]]; then
+  ip netns exec "$netns" ip link show "$tap" >/dev/null 2>&1 || die "no interface $tap in network namespace $netns"
+  nic=(-nic "tap,ifname=$tap,script=no,downscript=no,model=virtio-net-pci,mac=$mac")
+  runner=(ip netns exec "$netns")
+fi
 
 ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
 ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
@@ -108,8 +124,8 @@ if [[ -n $mode || -n $append ]]; then
 fi
 
 cp "$ovmf_vars" "$tmp/OVMF_VARS.fd"
-qemu-system-x86_64 -accel tcg -machine q35 -m 512 -smp 1 \
-  -display none -monitor none -nic none -no-reboot \
+"${runner[@]}" qemu-system-x86_64 -accel tcg -machine q35 -m "$memory" -smp 1 \
+  -display none -monitor none "${nic[@]}" -no-reboot \
   -drive "if=pflash,format=raw,unit=0,readonly=on,file=$ovmf_code" \
   -drive "if=pflash,format=raw,unit=1,file=$tmp/OVMF_VARS.fd" \
   -drive "if=virtio,format=$disk_format,file=${disk//,/,,},cache=unsafe$snapshot" \

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# demo-peer.sh: the boot part of `make demo` (owner: target).
+#
+# A VM boots a verified target FETCHED FROM A PEER and runs a WASM job:
+#   1. a disk image whose cache partition is empty (local mode): the stick
+#      carries only systemd-boot, the kernel, phase-init and the trusted root;
+#   2. a test LAN: a network namespace with a bridge (198.18.0.1/24 and IPv6
+#      link-local), busybox udhcpd on it, and `phase serve --mdns` serving the
+#      demo repository ($BUILD/demo-repo, `make publish-demo`);
+#   3. QEMU/OVMF (TCG) on a tap on that bridge; the console streams here:
+#      systemd-boot -> phase-init finds the peer, verifies and fetches the
+#      kernel, initramfs, rootfs and the demo job -> kexec -> the target
+#      mounts the squashfs under OverlayFS -> plasmd runs the verified job:
+#      `Hello from Phase WASM on <host>`; the node re-shares /phase with
+#      `phase serve --mdns`;
+#   4. the VM is stopped and the namespace deleted (also on error or ^C).
+#
+#   scripts/demo-peer.sh PHASE_BIN BUILD_DIR KERNEL_RELEASE INIT_BIN
+# Environment: DEMO_PEERS=mdns (default: find the peer by mDNS and also name
+# it with phase.peers=) or DEMO_PEERS=mdns-only; DEMO_TIMEOUT (s, 600).
+set -euo pipefail
+PHASE=${1:?usage: demo-peer.sh PHASE_BIN BUILD_DIR KERNEL_RELEASE INIT_BIN}
+BUILD=${2:?usage}
+RELEASE=${3:?usage}
+INIT=${4:?usage}
+here=$(cd "$(dirname "$0")/.." && pwd)
+KEYS=$BUILD/demo-keys
+REPO=$BUILD/demo-repo
+WORK=$BUILD/demo-peer
+DISK=$BUILD/phase-boot-demo.img
+GREETING="Hello from Phase WASM"
+NS=phase-demo-$$
+PEER_IP=198.18.0.1
+PORT=7070
+TIMEOUT=${DEMO_TIMEOUT:-600}
+
+t0=$SECONDS
+step() { printf '\n== boot demo [%3ds]: %s\n' $((SECONDS - t0)) "$*"; }
+die() {
+  echo "demo-peer: $*" >&2
+  exit 1
+}
+[[ $(id -u) == 0 ]] || die "needs root (network namespaces, tap devices)"
+[[ -f $KEYS/1.root.json ]] || die "no demo keys in $KEYS (run: make publish-demo)"
+[[ -f $REPO/metadata/timestamp.json ]] || die "no demo repository in $REPO (run: make publish-demo)"
+
+serve_pid='' dhcp_pid=''
+cleanup() {
+  local rc=$?
+  [[ -n $serve_pid ]] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null || true
+  [[ -n $dhcp_pid ]] && kill "$dhcp_pid" 2>/dev/null && wait "$dhcp_pid" 2>/dev/null || true
+  ip netns del "$NS" 2>/dev/null || true
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rm -rf "$WORK" && mkdir -p "$WORK"
+step "disk image $DISK: local mode, EMPTY cache partition (everything comes from the peer)"
+"$PHASE" image --out "$DISK" --root "$KEYS/1.root.json" --init "$INIT" --arch x86_64 \
+  --build-dir "$BUILD" --kernel-version "$RELEASE" --templates "$here/esp" \
+  --modules-list "$here/kernel/modules-x86_64.list" --default-mode local
+
+step "test LAN: network namespace $NS, bridge br0 $PEER_IP/24 + IPv6 link-local, DHCP (busybox udhcpd)"
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" link add br0 type bridge
+ip -n "$NS" link set br0 up
+ip -n "$NS" addr add "$PEER_IP/24" dev br0
+ip -n "$NS" tuntap add dev tap0 mode tap
+ip -n "$NS" link set tap0 master br0
+ip -n "$NS" link set tap0 up
+cat >"$WORK/udhcpd.conf" <<EOF
+start 198.18.0.100
+end 198.18.0.150
+interface br0
+lease_file $WORK/udhcpd.leases
+pidfile $WORK/udhcpd.pid
+option subnet 255.255.255.0
+option lease 600
+EOF
+: >"$WORK/udhcpd.leases"
+ip netns exec "$NS" busybox udhcpd -f "$WORK/udhcpd.conf" >"$WORK/udhcpd.log" 2>&1 &
+dhcp_pid=$!
+
+step "peer: phase serve --mdns over $REPO on [::]:$PORT in $NS"
+mkdir -p "$WORK/peer-cache"
+ip netns exec "$NS" "$PHASE" serve --repo "$REPO" --cache "$WORK/peer-cache" \
+  --listen "[::]:$PORT" --mdns >"$WORK/serve.log" 2>&1 &
+serve_pid=$!
+for _ in $(seq 100); do
+  grep -q 'listening on' "$WORK/serve.log" 2>/dev/null && break
+  kill -0 "$serve_pid" 2>/dev/null || { cat "$WORK/serve.log" >&2; die "phase serve exited"; }
+  sleep 0.1
+done
+grep -q 'listening on' "$WORK/serve.log" || die "phase serve did not start within 10 s"
+sed 's/^/    /' "$WORK/serve.log"
+
+append=''
+[[ ${DEMO_PEERS:-} == mdns-only ]] || append="phase.peers=http://$PEER_IP:$PORT"
+step "boot under QEMU/OVMF (TCG) on tap0: discover -> verify + fetch -> kexec -> overlay root -> plasmd ${append:+($append)}"
+"$here/scripts/test-qemu-x86.sh" --image "$DISK" --netns "$NS" --tap tap0 \
+  ${append:+--append "$append"} --timeout "$TIMEOUT" --stream --expect "$GREETING" \
+  --log "$WORK/serial.log"
+
+step "the VM ran the verified WASM job; stopping it and deleting $NS"
+grep -aF "$GREETING" "$WORK/serial.log" | head -n 1 | tr -d '\r'
+echo "== boot demo: done in $((SECONDS - t0)) s (serial log: $WORK/serial.log)"
