@@ -244,7 +244,20 @@ pub fn run(
             Box::new(mem)
         }
     };
-    verifier::install_root(&storage, &baked.bytes, now).map_err(BootFetchError::InstallRoot)?;
+    // Every root stored also as N.root.json; the stored root must be the
+    // baked one or chain from it (an unsigned cache cannot swap the keys).
+    let storage: Box<dyn Storage> = Box::new(crate::trust::ChainStorage(storage));
+    match crate::trust::reconcile_root(&storage, baked, now).map_err(BootFetchError::InstallRoot)? {
+        crate::trust::RootCheck::Replaced(why) => console().warn(&format!(
+            "trust: the cache's trusted root is not ours ({why}); using the baked root {}",
+            baked.fingerprint
+        )),
+        crate::trust::RootCheck::Rotated(v) => console().line(&format!(
+            "trust: root v{v} from the cache, rotated from the baked root v{}",
+            baked.version
+        )),
+        crate::trust::RootCheck::Installed | crate::trust::RootCheck::Same => {}
+    }
 
     // Object store.
     let cas_dir = writable

@@ -90,6 +90,10 @@ pub struct Config {
     pub stage: Stage,
     pub debug: bool,
     pub test: Option<TestAction>,
+    /// `phase.grace`: offline, metadata that expired at most this long ago
+    /// may boot the newest cached trusted target (logged loudly). `None`
+    /// (the default): expired metadata refuses the boot.
+    pub grace: Option<std::time::Duration>,
 }
 
 impl Default for Config {
@@ -103,6 +107,7 @@ impl Default for Config {
             stage: Stage::default(),
             debug: false,
             test: None,
+            grace: None,
         }
     }
 }
@@ -135,6 +140,9 @@ impl Config {
         if let Some(t) = self.test {
             s.push_str(&format!(" test={}", t.as_str()));
         }
+        if let Some(g) = self.grace {
+            s.push_str(&format!(" grace={}", grace_words(g)));
+        }
         s
     }
 
@@ -155,6 +163,9 @@ impl Config {
         }
         if let Some(t) = self.test {
             words.push(format!("phase.test={}", t.as_str()));
+        }
+        if let Some(g) = self.grace {
+            words.push(format!("phase.grace={}", grace_words(g)));
         }
         words.join(" ")
     }
@@ -310,7 +321,51 @@ pub const PARAMS: &[Param] = &[
         },
         current: |c| c.test.map_or("none", TestAction::as_str).to_owned(),
     },
+    Param {
+        name: "phase.grace",
+        expected: "a duration up to 90d such as 12h or 7d, or off",
+        apply: |c, v, _| grace(v).map(|g| c.grace = g),
+        current: |c| c.grace.map_or("off".to_owned(), grace_words),
+    },
 ];
+
+/// The longest `phase.grace` accepted: a stick offline for more than a
+/// quarter needs a peer or a reseed, not a longer freeze window.
+pub const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(90 * 86400);
+
+/// `phase.grace=`: `<N>s|m|h|d` up to [`MAX_GRACE`], or `0`/`off` for none.
+fn grace(value: Option<&str>) -> Result<Option<std::time::Duration>, ()> {
+    let v = value.ok_or(())?;
+    if v == "0" || v == "off" {
+        return Ok(None);
+    }
+    let (num, unit) = v.split_at(v.len().checked_sub(1).ok_or(())?);
+    let n: u64 = num.parse().map_err(|_| ())?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86400),
+        _ => None,
+    }
+    .ok_or(())?;
+    let d = std::time::Duration::from_secs(secs);
+    if d > MAX_GRACE {
+        return Err(());
+    }
+    Ok((secs > 0).then_some(d))
+}
+
+/// A grace period as `phase.grace` spells it: the largest whole unit.
+pub fn grace_words(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    for (unit, n) in [("d", 86400), ("h", 3600), ("m", 60)] {
+        if s >= n && s % n == 0 {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    format!("{s}s")
+}
 
 fn known_names() -> String {
     PARAMS
@@ -608,9 +663,13 @@ mod tests {
                 Just(Some(TestAction::Panic)),
                 Just(Some(TestAction::Kexec))
             ],
+            prop_oneof![
+                Just(None),
+                (1u64..=90 * 86400).prop_map(|s| Some(std::time::Duration::from_secs(s)))
+            ],
         )
             .prop_map(
-                |(mode, channel, cache, nowrite, peers, stage, debug, test)| Config {
+                |(mode, channel, cache, nowrite, peers, stage, debug, test, grace)| Config {
                     mode,
                     channel,
                     cache,
@@ -619,8 +678,36 @@ mod tests {
                     stage,
                     debug,
                     test,
+                    grace,
                 },
             )
+    }
+
+    #[test]
+    fn grace_takes_a_bounded_duration_or_off() {
+        let g = |v: &str| parse(&format!("phase.grace={v}"));
+        let day = std::time::Duration::from_secs(86400);
+        assert_eq!(g("7d").config.grace, Some(7 * day));
+        assert_eq!(g("12h").config.grace, Some(day / 2));
+        assert_eq!(g("90d").config.grace, Some(90 * day));
+        assert_eq!(g("off").config.grace, None);
+        assert_eq!(g("0").config.grace, None);
+        for bad in ["91d", "7", "d", "-1d", "7w", "", "1e3d"] {
+            let p = g(bad);
+            assert_eq!(p.config.grace, None, "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}");
+            let w = p.warnings[0].to_string();
+            assert!(
+                w.starts_with("phase.grace") && w.ends_with("using off"),
+                "{w}"
+            );
+        }
+        assert_eq!(grace_words(7 * day), "7d");
+        assert_eq!(grace_words(std::time::Duration::from_secs(90)), "90s");
+        assert!(parse("phase.grace=36h")
+            .config
+            .summary()
+            .ends_with("grace=36h"));
     }
 
     proptest! {

@@ -11,8 +11,10 @@
 
 pub mod bootfetch;
 pub mod cachepart;
+pub mod clock;
 pub mod cmdline;
 pub mod console;
+pub mod failure;
 pub mod handoff;
 pub mod kexec;
 pub mod loader;
@@ -25,6 +27,7 @@ pub mod power;
 pub mod rescue;
 pub mod services;
 pub mod stage2;
+pub mod status;
 pub mod step;
 pub mod supervisor;
 pub mod sys;

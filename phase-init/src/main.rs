@@ -42,13 +42,14 @@ use phase_init::{
     bootfetch, cachepart, handoff, kexec, loader, modules, mounts, net, power, rescue, services,
     stage2, supervisor, trust,
 };
+use phase_init::{clock, failure};
 
 fn main() {
     if !phase_init::is_pid1() {
-        eprintln!(
-            "phase-init: must run as PID 1 (it mounts, loads modules and powers off); refusing"
-        );
-        std::process::exit(2);
+        // `phase-init status` in the rescue shell (the kernel's init is
+        // always PID 1, so its arguments never get here).
+        let args: Vec<String> = std::env::args().collect();
+        std::process::exit(phase_init::status::command(&args));
     }
     phase_init::panic::install_hook();
     if panic::catch_unwind(AssertUnwindSafe(boot)).is_err() {
@@ -62,6 +63,7 @@ fn main() {
 fn boot() {
     let root = Path::new("/");
     step::run("mounts", early_mounts);
+    phase_init::status::persist_to(phase_init::status::STEPS_FILE);
     console().attach();
     console().line(&format!(
         "phase-init {} (pid 1, kernel {})",
@@ -71,8 +73,10 @@ fn boot() {
     let config = step::run("cmdline", read_cmdline);
     step::run("modules", || load_modules(root, config.debug));
     step::run("loader", boot_entry);
-    // The boot time every expiry check uses (the RTC, as the kernel set it).
-    let now = chrono::Utc::now();
+    // The boot time every expiry check uses: never behind the image's build
+    // time (and, once the cache is mounted, the last verified boot).
+    let clock = step::run("clock", || boot_clock(root));
+    let now = clock.now;
     let baked = step::run("trust", || trusted_root(root, now));
     if config.test == Some(TestAction::Panic) {
         panic!("phase.test=panic: panicking on purpose");
@@ -88,6 +92,7 @@ fn boot() {
             return;
         };
         let cache = step::run("cache", || mount_cache(&config));
+        let now = raise_clock(clock, cache.as_ref()).now;
         let places = bootfetch::Places {
             cache,
             ram_cas: bootfetch::RAM_CAS.into(),
@@ -398,7 +403,9 @@ fn fetch_with_retries(
         .iter()
         .any(|p| matches!(p, phase_init::cmdline::Peer::Url(_)));
     let attempts = if networked { FETCH_ATTEMPTS } else { 1 };
+    let mut kind = failure::Kind::Other;
     for attempt in 1..=attempts {
+        let mut grace_allowed = false;
         let r = step::run("fetch", || {
             match bootfetch::run(config, baked, places, now) {
                 Ok(f) => {
@@ -416,11 +423,24 @@ fn fetch_with_retries(
                     );
                     (Some(f), Status::ok(detail))
                 }
-                Err(e) => (None, Status::fail(chain(&e))),
+                Err(e) => {
+                    kind = failure::classify(&e);
+                    grace_allowed = failure::expired_offline(&e);
+                    (None, Status::fail(chain(&e)))
+                }
             }
         });
         if r.is_some() {
+            remember_verified_time(places, now);
             return r;
+        }
+        if grace_allowed {
+            if let Some(f) = fetch_with_grace(config, baked, places, now) {
+                return Some(f);
+            }
+        }
+        if !kind.retry_helps() {
+            break;
         }
         if attempt < attempts {
             let wait = std::time::Duration::from_secs(2 * u64::from(attempt));
@@ -431,10 +451,94 @@ fn fetch_with_retries(
             std::thread::sleep(wait);
         }
     }
-    console().line(
-        "boot: no verified boot set; nothing was kexec'd. Fix the cause above, then reboot (or run the rescue shell's tools)",
+    let line = format!(
+        "boot: no verified boot set; nothing was kexec'd: {}. `phase-init status` shows the steps",
+        kind.advice()
     );
+    phase_init::status::record_failure(&line);
+    console().line(&line);
     None
+}
+
+/// The grace policy (`phase.grace`, docs/boot-flow.md): offline, with
+/// metadata that expired, judge expiry `grace` in the past — once, loudly.
+/// Signatures, versions and hashes are checked as always.
+fn fetch_with_grace(
+    config: &Config,
+    baked: &trust::BakedRoot,
+    places: &bootfetch::Places,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<bootfetch::Fetched> {
+    let Some(grace) = config.grace else {
+        console().line(
+            "grace: metadata expired while offline and phase.grace is not set; refusing (the default)",
+        );
+        return None;
+    };
+    let words = cmdline::grace_words(grace);
+    let at = clock::grace_time(now, grace);
+    console().line(&format!(
+        "WARNING grace: metadata expired while offline; phase.grace={words} allows booting the newest cached trusted target, judging expiry at {} instead of {}",
+        at.format("%Y-%m-%dT%H:%M:%SZ"),
+        now.format("%Y-%m-%dT%H:%M:%SZ")
+    ));
+    step::run("grace", || {
+        match bootfetch::run(config, baked, places, at) {
+            Ok(f) => {
+                let detail = format!(
+                "UNFRESH boot allowed by phase.grace={words}: tuf timestamp v{} targets v{}; {}",
+                f.tuf.timestamp.unwrap_or(0),
+                f.tuf.targets.unwrap_or(0),
+                f.artifacts.names.join(" ")
+            );
+                (Some(f), Status::with_problems(detail, vec![format!(
+                "booting metadata that expired less than {words} ago without a fresh verification; connect a peer to refresh it"
+            )]))
+            }
+            Err(e) => (
+                None,
+                Status::fail(format!("even with phase.grace={words}: {}", chain(&e))),
+            ),
+        }
+    })
+}
+
+/// After a verified fetch, the time it verified at becomes the clock's floor
+/// for the next boot (written only to a writable cache).
+fn remember_verified_time(places: &bootfetch::Places, now: chrono::DateTime<chrono::Utc>) {
+    let Some(c) = places.cache.as_ref().filter(|c| c.writable) else {
+        return;
+    };
+    if let Err(e) = clock::store_last_verified(&c.dir, now) {
+        console().warn(&format!(
+            "clock: cannot record the verified time in {}: {e}; continuing",
+            c.dir.display()
+        ));
+    }
+}
+
+/// The boot clock from the RTC and the image's build time.
+fn boot_clock(root: &Path) -> (clock::BootClock, Status) {
+    let c = clock::BootClock::new(
+        chrono::Utc::now(),
+        &[(
+            clock::Source::BuildTime,
+            clock::build_time(&root.join(trust::ROOT_FILE)),
+        )],
+    );
+    (c, Status::ok(c.describe()))
+}
+
+/// The clock raised to the last verified time the cache recorded.
+fn raise_clock(c: clock::BootClock, cache: Option<&cachepart::Mounted>) -> clock::BootClock {
+    let raised = c.raise(
+        clock::Source::LastVerified,
+        cache.and_then(|m| clock::last_verified(&m.dir)),
+    );
+    if raised.now != c.now {
+        console().line(&format!("clock: {}", raised.describe()));
+    }
+    raised
 }
 
 fn kernel_release() -> String {

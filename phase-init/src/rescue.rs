@@ -122,6 +122,15 @@ pub fn shell_forever() -> ! {
         ));
         reap_forever();
     }
+    match crate::status::install_command_link() {
+        Ok(()) => {
+            console().line("rescue: `phase-init status` prints the boot's steps and why it stopped")
+        }
+        Err(e) => console().line(&format!(
+            "rescue: cannot link {} to /init ({e}); `/init status` prints the boot's steps",
+            crate::status::COMMAND_LINK
+        )),
+    }
     let mut seats: Vec<Seat> = console_ttys().into_iter().map(Seat::new).collect();
     loop {
         let now = Instant::now();

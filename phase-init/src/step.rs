@@ -56,6 +56,7 @@ pub fn run<T>(name: &str, f: impl FnOnce() -> (T, Status)) -> T {
     if let Ok(mut t) = TIMINGS.lock() {
         t.push((name.to_owned(), took.as_millis() as u64));
     }
+    crate::status::record_step(name, &status, took);
     let c = console();
     c.step(name, status.outcome, took, &status.detail);
     for p in &status.problems {

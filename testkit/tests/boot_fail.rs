@@ -1,0 +1,168 @@
+//! Stage 1's failure paths (issue 6), one VM boot each, all from one fleet
+//! and one seeded disk (release 1, metadata valid for 30 days):
+//!
+//! 1. expired metadata while offline: the RTC 40 days ahead, no NIC →
+//!    `fetch FAIL ... expired`, the grace policy is named as off, the last
+//!    line says what to do, no retry, the rescue shell, `phase-init status`;
+//! 2. the grace policy: the same boot with `phase.grace=14d` → a loud
+//!    `WARNING grace` line, a `grace warn` step (`UNFRESH`), and kexec;
+//! 3. no peer delivers: `phase.cache=disabled`, the only peer refuses every
+//!    connection → 3 bounded attempts (2 s, 4 s apart), the last line, the
+//!    rescue shell;
+//! 4. TUF failure, wrong root: the stage-1 initramfs of ANOTHER fleet on this
+//!    disk → the cache's root is not trusted (replaced by the baked one), the
+//!    cached metadata fails its signature threshold, the last line names the
+//!    root, the rescue shell.
+//!
+//! Bad bytes from every peer: testkit/tests/boot_tampered*.rs (helper
+//! bootnet); a refused kexec: boot_kexec.rs.
+//!
+//! Prerequisites (built by `make test`): `$PHASE_BIN`, `$PHASE_BUILD/kernel/`,
+//! `$PHASE_BUILD/x86_64/phase-init`; `mksquashfs`, static `/bin/busybox`.
+
+use std::process::Command;
+use std::time::Instant;
+
+#[path = "boot_fail_common/mod.rs"]
+mod common;
+
+use common::{boot, expect, status_in_rescue_shell, user_net, Fleet, PEER_URL};
+
+/// `-rtc base=` this many days ahead of now (UTC), from date(1).
+fn rtc_ahead(days: u32) -> Vec<String> {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("+{days} days"), "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .expect("run date");
+    assert!(out.status.success(), "date failed");
+    let base = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    vec!["-rtc".into(), format!("base={base}")]
+}
+
+#[test]
+fn each_failure_says_why_and_what_to_do_then_the_rescue_shell() {
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    let fleet = Fleet::new(d, "fleet");
+    let repo = d.join("repo");
+    let tag = format!("{}-{}", std::process::id(), t0.elapsed().as_nanos());
+    fleet.publish(&repo, &format!("fail-{tag}"), 1);
+    let disk = d.join("disk.img");
+    fleet.disk(&repo, &disk);
+    let mut times = vec![("build", t0.elapsed())];
+
+    // 1. Expired while offline; the default refuses.
+    {
+        let mut vm = boot(
+            &fleet,
+            &fleet.initramfs,
+            &disk,
+            "",
+            rtc_ahead(40),
+            "expired",
+        );
+        expect(&mut vm, "clock    ok");
+        expect(&mut vm, "cache    ok");
+        expect(&mut vm, "fetch    FAIL");
+        expect(&mut vm, "expired at");
+        expect(
+            &mut vm,
+            "grace: metadata expired while offline and phase.grace is not set; refusing",
+        );
+        let line = expect(&mut vm, "boot: no verified boot set");
+        assert!(line.contains("phase.grace=7d"), "{line}");
+        status_in_rescue_shell(&mut vm, "the signed metadata expired");
+        let log = vm.log();
+        assert!(!log.contains("retrying in"), "offline was retried:\n{log}");
+        assert!(!log.contains("kexec: starting"), "{log}");
+    }
+    times.push(("expired", t0.elapsed()));
+
+    // 2. The same with an explicit grace: loud, then kexec.
+    {
+        let mut vm = boot(
+            &fleet,
+            &fleet.initramfs,
+            &disk,
+            "phase.grace=14d",
+            rtc_ahead(40),
+            "grace",
+        );
+        expect(&mut vm, "fetch    FAIL");
+        expect(
+            &mut vm,
+            "WARNING grace: metadata expired while offline; phase.grace=14d allows",
+        );
+        let step = expect(&mut vm, "grace    warn");
+        assert!(
+            step.contains("UNFRESH boot allowed by phase.grace=14d"),
+            "{step}"
+        );
+        expect(&mut vm, "without a fresh verification");
+        expect(&mut vm, "kexec: starting the target kernel");
+        expect(&mut vm, "kexec_core: Starting new kernel");
+    }
+    times.push(("grace", t0.elapsed()));
+
+    // 3. No peer delivers anything: bounded retries, then the rescue shell.
+    {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let mut vm = boot(
+            &fleet,
+            &fleet.initramfs,
+            &disk,
+            &format!("phase.mode=internet phase.cache=disabled phase.peers={PEER_URL}"),
+            user_net(Some(port)),
+            "no-peer",
+        );
+        expect(&mut vm, "network  ok");
+        expect(&mut vm, "fetch    FAIL");
+        expect(&mut vm, "fetch: attempt 1 of 3 failed; retrying in 2 s");
+        expect(&mut vm, "fetch: attempt 2 of 3 failed; retrying in 4 s");
+        expect(&mut vm, "fetch    FAIL");
+        let line = expect(&mut vm, "boot: no verified boot set");
+        assert!(line.contains("no peer delivered the files"), "{line}");
+        status_in_rescue_shell(&mut vm, "no peer delivered the files");
+        assert!(!vm.log().contains("attempt 3 of 3 failed; retrying"));
+    }
+    times.push(("no peer", t0.elapsed()));
+
+    // 4. Another fleet's stage 1 on this stick: its root does not sign this
+    //    cache's metadata, and the cache cannot make it trust other keys.
+    {
+        let other = Fleet::new(d, "other");
+        let mut vm = boot(
+            &fleet,
+            &other.initramfs,
+            &disk,
+            "",
+            Vec::new(),
+            "wrong-root",
+        );
+        expect(&mut vm, "trust: the cache's trusted root is not ours");
+        expect(&mut vm, "fetch    FAIL");
+        expect(&mut vm, "signature threshold not met");
+        let line = expect(&mut vm, "boot: no verified boot set");
+        assert!(
+            line.contains("not signed by this image's trusted root"),
+            "{line}"
+        );
+        status_in_rescue_shell(&mut vm, "not signed by this image's trusted root");
+        assert!(!vm.log().contains("kexec: starting"));
+    }
+    times.push(("wrong root", t0.elapsed()));
+
+    let mut prev = std::time::Duration::ZERO;
+    let parts: Vec<String> = times
+        .iter()
+        .map(|(n, t)| {
+            let s = format!("{n} {:.1} s", (*t - prev).as_secs_f64());
+            prev = *t;
+            s
+        })
+        .collect();
+    eprintln!("failure paths test: {}", parts.join(", "));
+}
