@@ -573,6 +573,27 @@ impl Publisher {
     /// Copy a file into `targets/` (hash-prefixed with consistent
     /// snapshots) and list it with its custom metadata.
     pub fn add_target(&mut self, spec: &TargetSpec) -> Result<(), PublishError> {
+        self.add_target_with(spec, serde_json::Map::new())
+    }
+
+    /// [`Publisher::add_target`] with more signed custom metadata: `extra`
+    /// keys are added beside `kind`, `version`, `chunks` and `cmdline`
+    /// (a job's `args`, `env`, `limits`). An `extra` key naming one of those
+    /// four is refused, so what the publisher computes cannot be overridden.
+    pub fn add_target_with(
+        &mut self,
+        spec: &TargetSpec,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), PublishError> {
+        if let Some(k) = extra
+            .keys()
+            .find(|k| ["kind", "version", "chunks", "cmdline"].contains(&k.as_str()))
+        {
+            return Err(PublishError::Invalid(format!(
+                "target {:?}: custom metadata key {k:?} is set by the publisher",
+                spec.name
+            )));
+        }
         check_target_name(&spec.name)
             .map_err(|why| PublishError::Invalid(format!("target name {:?}: {why}", spec.name)))?;
         let src = fs::File::open(&spec.source).map_err(io(&spec.source))?;
@@ -607,6 +628,9 @@ impl Publisher {
         });
         if let Some(c) = &spec.cmdline {
             custom["cmdline"] = serde_json::Value::String(c.clone());
+        }
+        for (k, v) in extra {
+            custom[k] = v;
         }
         self.targets.targets.insert(
             spec.name.clone(),

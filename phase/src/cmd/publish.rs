@@ -34,9 +34,26 @@ pub struct Args {
     /// Root filesystem image, published as <channel>/<arch>/rootfs.
     #[arg(long)]
     pub rootfs: Option<PathBuf>,
-    /// WASM job, published as jobs/<file name> (repeatable).
+    /// WASM job FILE (`NAME.wasm`), published as jobs/NAME.wasm
+    /// (repeatable). The --job-* options below apply to a single --job.
     #[arg(long)]
     pub job: Vec<PathBuf>,
+    /// Argument passed to the job after argv[0] (repeatable, in order).
+    #[arg(long = "job-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub job_args: Vec<String>,
+    /// Environment variable KEY=VALUE for the job (repeatable).
+    #[arg(long = "job-env", value_name = "KEY=VALUE")]
+    pub job_env: Vec<String>,
+    /// Memory limit of the job in MiB (default: the node's, 64 MiB).
+    #[arg(long, value_name = "MIB")]
+    pub job_memory_mib: Option<u64>,
+    /// CPU limit of the job in wasmtime fuel units, about one per WASM
+    /// instruction (default: the node's, 10^10).
+    #[arg(long, value_name = "FUEL")]
+    pub job_fuel: Option<u64>,
+    /// Wall-clock deadline of the job in seconds (default: the node's, 60).
+    #[arg(long, value_name = "SECONDS")]
+    pub job_deadline_s: Option<u64>,
     /// Kernel command line of the target (stored on the kernel target).
     #[arg(long)]
     pub cmdline: Option<String>,
@@ -85,19 +102,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             });
         }
     }
+    let job_meta = job_metadata(&args)?;
+    if !job_meta.is_empty() && args.job.len() != 1 {
+        anyhow::bail!(
+            "--job-arg, --job-env, --job-memory-mib, --job-fuel and --job-deadline-s describe one job: give exactly one --job (got {})",
+            args.job.len()
+        );
+    }
+    let mut job_specs = Vec::new();
     for job in &args.job {
         let file = job
             .file_name()
             .and_then(|n| n.to_str())
             .with_context(|| format!("job {} has no UTF-8 file name", job.display()))?;
         check_component("job file name", file)?;
-        specs.push(TargetSpec {
+        let stem = file.strip_suffix(".wasm").unwrap_or("");
+        if stem.is_empty() || stem.starts_with('.') {
+            anyhow::bail!("job file name {file:?} must be NAME.wasm (the job is jobs/NAME.wasm)");
+        }
+        job_specs.push(TargetSpec {
             name: format!("jobs/{file}"),
             kind: Kind::Job,
             version: version.clone(),
             cmdline: None,
             source: job.clone(),
         });
+    }
+    for spec in &job_specs {
+        publisher
+            .add_target_with(spec, job_meta.clone())
+            .with_context(|| {
+                format!(
+                    "publishing {} from {} failed",
+                    spec.name,
+                    spec.source.display()
+                )
+            })?;
     }
     for spec in &specs {
         publisher.add_target(spec).with_context(|| {
@@ -127,4 +167,70 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.timestamp_version
     );
     Ok(())
+}
+
+/// The signed custom metadata the --job-* options ask for (`args`, `env`,
+/// `limits`; the format plasmd reads, docs/plasmd.md). Empty when none is
+/// given.
+fn job_metadata(args: &Args) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let mut m = serde_json::Map::new();
+    for a in &args.job_args {
+        if a.contains('\0') {
+            anyhow::bail!("--job-arg {a:?} contains a NUL byte");
+        }
+    }
+    if !args.job_args.is_empty() {
+        m.insert("args".into(), serde_json::json!(args.job_args));
+    }
+    let mut env = serde_json::Map::new();
+    for kv in &args.job_env {
+        let Some((k, v)) = kv.split_once('=') else {
+            anyhow::bail!("--job-env {kv:?} must be KEY=VALUE");
+        };
+        let key_ok = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !key_ok {
+            anyhow::bail!(
+                "--job-env key {k:?} must be letters, digits and '_', not starting with a digit"
+            );
+        }
+        if k.starts_with("PHASE_") {
+            anyhow::bail!(
+                "--job-env key {k:?}: PHASE_* variables are set by plasmd, not by the job"
+            );
+        }
+        if v.contains('\0') {
+            anyhow::bail!("--job-env {k}: the value contains a NUL byte");
+        }
+        if env.insert(k.to_string(), v.into()).is_some() {
+            anyhow::bail!("--job-env key {k:?} is given twice");
+        }
+    }
+    if !env.is_empty() {
+        m.insert("env".into(), serde_json::Value::Object(env));
+    }
+    let mut limits = serde_json::Map::new();
+    if let Some(mib) = args.job_memory_mib {
+        let bytes = mib
+            .checked_mul(1 << 20)
+            .filter(|&b| b > 0)
+            .with_context(|| format!("--job-memory-mib {mib} is out of range"))?;
+        limits.insert("memory_bytes".into(), bytes.into());
+    }
+    if let Some(fuel) = args.job_fuel {
+        anyhow::ensure!(fuel > 0, "--job-fuel must be at least 1");
+        limits.insert("fuel".into(), fuel.into());
+    }
+    if let Some(s) = args.job_deadline_s {
+        let ms = s
+            .checked_mul(1000)
+            .filter(|&ms| ms > 0)
+            .with_context(|| format!("--job-deadline-s {s} is out of range"))?;
+        limits.insert("deadline_ms".into(), ms.into());
+    }
+    if !limits.is_empty() {
+        m.insert("limits".into(), serde_json::Value::Object(limits));
+    }
+    Ok(m)
 }
