@@ -27,11 +27,14 @@ use crate::cachepart::Mounted;
 use crate::cmdline::{self, Config};
 use crate::console::console;
 use crate::handoff::Artifacts;
-use crate::payload::{Artifact, PayloadError, PeerBytes, TufVersions};
+use crate::payload::{Artifact, MetaFile, PayloadError, PeerBytes, TufVersions};
 use crate::trust::BakedRoot;
 
 /// The CAS on tmpfs when the cache may not be written.
 pub const RAM_CAS: &str = "/run/phase/ram-cache";
+
+/// At most this many jobs are carried to the target.
+pub const MAX_JOBS: usize = 64;
 
 /// The three artifacts a boot needs, in order.
 pub const KINDS: [&str; 3] = ["kernel", "initramfs", "rootfs"];
@@ -131,6 +134,10 @@ pub struct CacheFallback<T> {
     pub stored: BTreeMap<String, Vec<u8>>,
     /// Names served from `stored`, for the console.
     pub used: Mutex<Vec<String>>,
+    /// Every `N.root.json` answered (by a peer or the cache): after a
+    /// successful refresh each one was verified, and the target re-shares
+    /// them so the next node can walk the same rotation chain.
+    pub roots: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 impl<T> CacheFallback<T> {
@@ -145,6 +152,7 @@ impl<T> CacheFallback<T> {
             inner,
             stored,
             used: Mutex::new(Vec::new()),
+            roots: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -162,7 +170,14 @@ impl<T> CacheFallback<T> {
 impl<T: Transport> Transport for CacheFallback<T> {
     fn fetch_metadata(&self, name: &str, max_len: u64) -> Result<Vec<u8>, TransportError> {
         let err = match self.inner.fetch_metadata(name, max_len) {
-            Ok(b) => return Ok(b),
+            Ok(b) => {
+                if is_versioned_root(name) {
+                    if let Ok(mut r) = self.roots.lock() {
+                        r.insert(name.to_owned(), b.clone());
+                    }
+                }
+                return Ok(b);
+            }
             Err(e @ TransportError::TooLarge { .. }) => return Err(e),
             Err(e) => e,
         };
@@ -197,6 +212,56 @@ impl<T> std::fmt::Debug for CacheFallback<T> {
             .field("stored", &self.stored.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+/// `N.root.json`.
+fn is_versioned_root(name: &str) -> bool {
+    name.strip_suffix(".root.json")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The verified metadata the target re-shares (see [`crate::payload`]):
+/// the trusted state under its storage names, and under the repository's
+/// names in `metadata/` (every root of the chain, `timestamp.json`,
+/// `N.snapshot.json` and `N.targets.json` with the plain names beside them).
+pub fn reshare_metadata(
+    storage: &dyn Storage,
+    versions: &TufVersions,
+    roots: &BTreeMap<String, Vec<u8>>,
+) -> Vec<MetaFile> {
+    let mut out = Vec::new();
+    let mut add = |name: String, bytes: &Vec<u8>| {
+        if let Some(m) = out.iter_mut().find(|m: &&mut MetaFile| m.name == name) {
+            m.bytes = bytes.clone();
+        } else {
+            out.push(MetaFile {
+                name,
+                bytes: bytes.clone(),
+            });
+        }
+    };
+    for (name, bytes) in roots {
+        add(format!("metadata/{name}"), bytes);
+    }
+    for (role, version) in [
+        ("root", versions.root),
+        ("timestamp", None),
+        ("snapshot", versions.snapshot),
+        ("targets", versions.targets),
+    ] {
+        let file = format!("{role}.json");
+        let Ok(Some(bytes)) = storage.load(&file) else {
+            continue;
+        };
+        add(file.clone(), &bytes);
+        if role != "root" {
+            add(format!("metadata/{file}"), &bytes);
+        }
+        if let Some(v) = version {
+            add(format!("metadata/{v}.{file}"), &bytes);
+        }
+    }
+    out
 }
 
 struct Planned {
@@ -347,10 +412,52 @@ pub fn run(
         });
     }
 
+    // The jobs the trusted targets list (`jobs/<name>.wasm`), so that the
+    // target runs and re-shares them from its own CAS. Best effort: a job
+    // that cannot be fetched is reported and the boot goes on.
+    let job_names: Vec<String> = up
+        .trusted()
+        .ok()
+        .and_then(|set| set.targets("targets"))
+        .map(|t| {
+            t.targets
+                .keys()
+                .filter(|n| n.starts_with("jobs/"))
+                .take(MAX_JOBS)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in job_names {
+        let planned = up.target(&name).ok().and_then(|t| {
+            Some(Planned {
+                kind: "job",
+                spec: job_spec(&t)?,
+                version: t.version().unwrap_or_default().to_owned(),
+                path: t.repository_path(consistent),
+                name: name.clone(),
+            })
+        });
+        match planned {
+            Some(p) => plan.push(p),
+            None => console().warn(&format!(
+                "{name}: no usable sha256 or chunk list in the signed metadata; job skipped"
+            )),
+        }
+    }
+    let tuf_files = reshare_metadata(
+        &*storage,
+        &tuf,
+        &transport
+            .roots
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default(),
+    );
+
     // The objects.
     let mut per_peer: BTreeMap<String, u64> = BTreeMap::new();
-    let mut got = Vec::new();
-    for p in &plan {
+    let mut fetch_one = |p: &Planned| -> Result<Artifact, BootFetchError> {
         let hex = p.spec.sha256.to_string();
         let start = Instant::now();
         let in_ro_cache = readonly
@@ -409,12 +516,30 @@ pub fn run(
             from,
             start.elapsed().as_secs_f64()
         ));
-        got.push(art);
+        Ok(art)
+    };
+    let mut got = Vec::new();
+    let mut extra = Vec::new();
+    for p in &plan {
+        match fetch_one(p) {
+            Ok(art) if p.kind == "job" => extra.push((p.name.clone(), art)),
+            Ok(art) => got.push(art),
+            Err(e) if p.kind == "job" => console().warn(&format!(
+                "{}: job not fetched, the target will not have it: {}",
+                p.name,
+                crate::step::chain(&e)
+            )),
+            Err(e) => return Err(e),
+        }
     }
     let [kernel, initramfs, rootfs]: [Artifact; 3] = got
         .try_into()
         .map_err(|_| BootFetchError::Spec("the boot set".into()))?;
-    let names = plan.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    let names = plan
+        .iter()
+        .filter(|p| p.kind != "job")
+        .map(|p| p.name.clone())
+        .collect::<Vec<_>>();
     let names: [String; 3] = names
         .try_into()
         .map_err(|_| BootFetchError::Spec("the boot set".into()))?;
@@ -428,6 +553,8 @@ pub fn run(
             rootfs,
             cmdline,
             names,
+            extra,
+            tuf: tuf_files,
         },
         tuf,
         peers: per_peer
@@ -448,6 +575,26 @@ fn tuf_versions<S: Storage, T: Transport>(up: &Updater<S, T>) -> TufVersions {
         snapshot: set.snapshot().map(|s| s.version),
         targets: set.targets("targets").map(|t| t.version),
     }
+}
+
+/// The spec of a target from its hashes and chunk list alone (jobs carry
+/// their own custom fields besides these).
+fn job_spec(t: &verifier::Target) -> Option<ObjectSpec> {
+    let sha256 = Sha256Digest::from_hex(t.sha256()?).ok()?;
+    let c = t.chunks()?;
+    let mut chunks = Vec::new();
+    for h in &c.sha256 {
+        chunks.push(Sha256Digest::from_hex(h).ok()?);
+    }
+    let want = verifier::Chunks::expected_count(t.length, c.size);
+    (c.size > 0 && chunks.len() as u64 == want).then_some(ObjectSpec {
+        sha256,
+        length: t.length,
+        chunks: ChunkList {
+            size: c.size,
+            sha256: chunks,
+        },
+    })
 }
 
 fn object_spec(t: &verifier::Target, custom: &verifier::PhaseCustom) -> Option<ObjectSpec> {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cmdline::{Config, Stage};
 use crate::kexec::Target;
-use crate::payload::{self, Artifact, ArtifactRecord, BootJson, Payload, PayloadError};
+use crate::payload::{self, Artifact, ArtifactRecord, BootJson, MetaFile, Payload, PayloadError};
 
 /// `phase.test=kexec` reads `vmlinuz`, `initramfs.img`, `rootfs.squashfs`
 /// and `cmdline` (the target's own kernel parameters) from here.
@@ -56,6 +56,11 @@ pub struct Artifacts {
     pub cmdline: String,
     /// TUF target names, for `boot.json`.
     pub names: [String; 3],
+    /// Further verified objects the target gets in its CAS (the jobs),
+    /// with their TUF target names.
+    pub extra: Vec<(String, Artifact)>,
+    /// The verified TUF metadata, re-shared from `/phase/tuf/`.
+    pub tuf: Vec<MetaFile>,
 }
 
 /// The artifacts of a `phase.test=kexec` boot, from `dir`.
@@ -77,6 +82,8 @@ pub fn test_artifacts(dir: &Path, channel: &str) -> Result<Artifacts, HandoffErr
         rootfs: hash("rootfs", "rootfs.squashfs")?,
         cmdline: cmdline.trim().to_owned(),
         names: ["kernel", "initramfs", "rootfs"].map(|k| format!("{channel}/{arch}/{k}")),
+        extra: Vec::new(),
+        tuf: Vec::new(),
     })
 }
 
@@ -109,11 +116,14 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
         mode: config.mode.as_str().to_owned(),
         channel: config.channel.clone(),
         cmdline: cmdline.to_owned(),
-        artifacts: vec![
+        artifacts: [
             record("kernel", &a.names[0], &a.kernel),
             record("initramfs", &a.names[1], &a.initramfs),
             record("rootfs", &a.names[2], &a.rootfs),
-        ],
+        ]
+        .into_iter()
+        .chain(a.extra.iter().map(|(name, art)| record("job", name, art)))
+        .collect(),
         tuf: Default::default(),
         peers: Vec::new(),
         steps: crate::step::timings()
@@ -136,12 +146,15 @@ pub fn prepare(a: &Artifacts, boot: &BootJson, out: &Path) -> Result<(Target, u6
         path: out.to_path_buf(),
         source,
     })?;
+    let extra: Vec<Artifact> = a.extra.iter().map(|(_, art)| art.clone()).collect();
     let size = payload::write_initrd(
         BufWriter::with_capacity(1 << 20, file),
         &Payload {
             kernel: &a.kernel,
             initramfs: &a.initramfs,
             rootfs: &a.rootfs,
+            extra: &extra,
+            tuf: &a.tuf,
             boot,
         },
     )

@@ -4,12 +4,22 @@
 //! | path | what |
 //! |---|---|
 //! | `/phase/rootfs.squashfs` | the verified root filesystem |
-//! | `/phase/cas/sha256/<2>/<64>` | the verified kernel and target initramfs (so the target can re-share them) |
+//! | `/phase/cas/sha256/<2>/<64>` | every verified object: kernel, target initramfs, rootfs (a hard link to `/phase/rootfs.squashfs`, no second copy) and the jobs stage 1 fetched |
+//! | `/phase/cas/locks/` | empty; `fetcher::Cas::open` expects it |
+//! | `/phase/tuf/{root,timestamp,snapshot,targets}.json` | the trusted TUF state stage 1 verified (`verifier::DirStorage` layout) |
+//! | `/phase/tuf/metadata/<name>` | the same metadata under the repository's names (`N.root.json`, `timestamp.json`, `N.snapshot.json`, `N.targets.json`) |
 //! | `/phase/boot.json` | [`BootJson`]: the provenance of this boot |
+//!
+//! `/phase` is therefore a cache in the layout `phase serve --cache` reads,
+//! holding only bytes stage 1 verified: the booted target re-shares exactly
+//! what it booted from, and the next node verifies it all again.
 //!
 //! The kernel unpacks concatenated cpio archives (compressed or not) into
 //! the same rootfs, so the target sees one tree. Files are streamed from
-//! disk into the output: the rootfs is never held in memory.
+//! disk into the output: the rootfs is never held in memory. The rootfs's
+//! CAS name is a newc hard link (same inode number, `nlink` 2, the data in
+//! the first entry): the kernel's unpacker links the second name to the
+//! first, so the rootfs occupies RAM once.
 //!
 //! The header encoding is the `cpio` crate's (as in the image crate's
 //! writer); the image crate's `Archive` keeps whole files in memory, which
@@ -27,6 +37,7 @@ use sha2::{Digest, Sha256};
 pub const ROOTFS: &str = "/phase/rootfs.squashfs";
 pub const BOOT_JSON: &str = "/phase/boot.json";
 pub const CAS_DIR: &str = "/phase/cas";
+pub const TUF_DIR: &str = "/phase/tuf";
 
 /// The `boot.json` format version.
 pub const BOOT_JSON_VERSION: u32 = 1;
@@ -52,7 +63,7 @@ pub struct BootJson {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactRecord {
-    /// `kernel`, `initramfs` or `rootfs`.
+    /// `kernel`, `initramfs`, `rootfs` or `job`.
     pub kind: String,
     /// The TUF target name, e.g. `stable/x86_64/kernel`.
     pub target: String,
@@ -127,6 +138,32 @@ pub enum PayloadError {
     },
     #[error("cannot write the payload")]
     Write(#[source] io::Error),
+    #[error("TUF metadata name {0:?} is not a plain relative path (a-z A-Z 0-9 . _ - segments)")]
+    MetaName(String),
+}
+
+/// A verified TUF metadata file the target re-shares, at
+/// `/phase/tuf/<name>` (`root.json`, `metadata/3.targets.json`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl MetaFile {
+    /// Whether `name` is one or two plain segments (`x.json`,
+    /// `metadata/x.json`): no `..`, no leading dot or `/`.
+    pub fn valid_name(name: &str) -> bool {
+        let segs: Vec<&str> = name.split('/').collect();
+        segs.len() <= 2
+            && (segs.len() == 1 || segs[0] == "metadata")
+            && segs.iter().all(|s| {
+                !s.is_empty()
+                    && !s.starts_with('.')
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            })
+    }
 }
 
 /// A file that goes into the payload, with its digest and length.
@@ -172,6 +209,10 @@ pub struct Payload<'a> {
     pub kernel: &'a Artifact,
     pub initramfs: &'a Artifact,
     pub rootfs: &'a Artifact,
+    /// Further verified objects for the CAS only (the jobs).
+    pub extra: &'a [Artifact],
+    /// The verified TUF metadata, under `/phase/tuf/`.
+    pub tuf: &'a [MetaFile],
     pub boot: &'a BootJson,
 }
 
@@ -211,18 +252,31 @@ pub fn write_initrd<W: Write>(out: W, p: &Payload<'_>) -> Result<u64, PayloadErr
     let pad = (4 - (w.n % 4) as usize) % 4;
     w.write_all(&[0u8; 4][..pad]).map_err(PayloadError::Write)?;
 
+    for m in p.tuf {
+        if !MetaFile::valid_name(&m.name) {
+            return Err(PayloadError::MetaName(m.name.clone()));
+        }
+    }
     let mut ino = 0u32;
     let mut next_ino = || {
         ino += 1;
         ino
     };
+    let shard = |a: &Artifact| format!("phase/cas/sha256/{}", &a.sha256[..2.min(a.sha256.len())]);
+    let objects: Vec<&Artifact> = [p.kernel, p.initramfs, p.rootfs]
+        .into_iter()
+        .chain(p.extra.iter())
+        .collect();
     let mut dirs: Vec<String> = vec![
         "phase".into(),
         "phase/cas".into(),
         "phase/cas/sha256".into(),
+        "phase/cas/locks".into(),
+        "phase/tuf".into(),
+        "phase/tuf/metadata".into(),
     ];
-    for a in [p.kernel, p.initramfs] {
-        let d = format!("phase/cas/sha256/{}", &a.sha256[..2.min(a.sha256.len())]);
+    for a in &objects {
+        let d = shard(a);
         if !dirs.contains(&d) {
             dirs.push(d);
         }
@@ -231,40 +285,61 @@ pub fn write_initrd<W: Write>(out: W, p: &Payload<'_>) -> Result<u64, PayloadErr
         let wr = header(d, 0o040755, next_ino()).write(&mut w, 0);
         wr.finish().map_err(PayloadError::Write)?;
     }
-    let file = |w: &mut Counting<W>, name: &str, what: &'static str, a: &Artifact, ino: u32| {
+    let file = |w: &mut Counting<W>,
+                name: &str,
+                what: &'static str,
+                a: &Artifact,
+                ino: u32,
+                nlink: u32| {
         let len = u32::try_from(a.length).map_err(|_| PayloadError::TooLarge {
             what,
             path: a.path.clone(),
             len: a.length,
         })?;
-        let mut wr = header(name, 0o100644, ino).write(&mut *w, len);
+        let mut wr = header(name, 0o100644, ino).nlink(nlink).write(&mut *w, len);
         copy_exact(&mut wr, what, a)?;
         wr.finish().map_err(PayloadError::Write)?;
         Ok::<(), PayloadError>(())
     };
-    file(
-        &mut w,
-        &cas_path(&p.kernel.sha256),
-        "kernel",
-        p.kernel,
-        next_ino(),
-    )?;
-    if p.initramfs.sha256 != p.kernel.sha256 {
-        file(
-            &mut w,
-            &cas_path(&p.initramfs.sha256),
-            "target initramfs",
-            p.initramfs,
-            next_ino(),
-        )?;
-    }
+    // The rootfs first, with its data; its CAS name is a second link to
+    // the same inode (unless another object has the same digest).
+    let rootfs_ino = next_ino();
+    let mut written: Vec<&str> = Vec::new();
+    let link_rootfs = p.rootfs.sha256 != p.kernel.sha256 && p.rootfs.sha256 != p.initramfs.sha256;
     file(
         &mut w,
         ROOTFS.trim_start_matches('/'),
         "rootfs",
         p.rootfs,
-        next_ino(),
+        rootfs_ino,
+        if link_rootfs { 2 } else { 1 },
     )?;
+    if link_rootfs {
+        let wr = header(&cas_path(&p.rootfs.sha256), 0o100644, rootfs_ino)
+            .nlink(2)
+            .write(&mut w, 0);
+        wr.finish().map_err(PayloadError::Write)?;
+        written.push(&p.rootfs.sha256);
+    }
+    let whats = ["kernel", "target initramfs"];
+    for (i, a) in [p.kernel, p.initramfs]
+        .into_iter()
+        .chain(p.extra.iter())
+        .enumerate()
+    {
+        if written.contains(&a.sha256.as_str()) {
+            continue;
+        }
+        let what = whats.get(i).copied().unwrap_or("job");
+        file(&mut w, &cas_path(&a.sha256), what, a, next_ino(), 1)?;
+        written.push(&a.sha256);
+    }
+    for m in p.tuf {
+        let name = format!("{}/{}", TUF_DIR.trim_start_matches('/'), m.name);
+        let mut wr = header(&name, 0o100644, next_ino()).write(&mut w, m.bytes.len() as u32);
+        wr.write_all(&m.bytes).map_err(PayloadError::Write)?;
+        wr.finish().map_err(PayloadError::Write)?;
+    }
     let json = p.boot.to_json();
     let mut wr = header(BOOT_JSON.trim_start_matches('/'), 0o100644, next_ino())
         .write(&mut w, json.len() as u32);
@@ -404,6 +479,8 @@ mod tests {
                 kernel: &kernel,
                 initramfs: &initramfs,
                 rootfs: &rootfs,
+                extra: &[],
+                tuf: &[],
                 boot: &boot,
             },
         )
@@ -458,6 +535,8 @@ mod tests {
                 kernel: &kernel,
                 initramfs: &initramfs,
                 rootfs: &rootfs,
+                extra: &[],
+                tuf: &[],
                 boot: &boot,
             },
         )
@@ -465,6 +544,136 @@ mod tests {
         assert!(
             matches!(e, PayloadError::Changed { what: "rootfs", .. }),
             "{e:?}"
+        );
+    }
+
+    /// Entry name -> (ino, nlink, body).
+    fn by_name(bytes: &[u8]) -> std::collections::BTreeMap<String, (u32, u32, Vec<u8>)> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut bytes = bytes;
+        loop {
+            let mut r = cpio::newc::Reader::new(bytes).expect("header");
+            if r.entry().is_trailer() {
+                break;
+            }
+            let (name, ino, nlink) = (
+                r.entry().name().to_owned(),
+                r.entry().ino(),
+                r.entry().nlink(),
+            );
+            let mut data = Vec::new();
+            r.read_to_end(&mut data).expect("body");
+            out.insert(name, (ino, nlink, data));
+            bytes = r.finish().expect("finish");
+        }
+        out
+    }
+
+    #[test]
+    fn the_payload_is_a_cache_phase_serve_can_re_share() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let initramfs = write(dir.path(), "initrd", b"INIT");
+        let kernel = write(dir.path(), "vmlinuz", b"kernel bytes");
+        let rootfs = write(dir.path(), "rootfs", &vec![0x5a; 70_000]);
+        let job = write(dir.path(), "hello.wasm", b"\0asm job");
+        // The same bytes twice are stored once.
+        let dup = write(dir.path(), "dup", b"kernel bytes");
+        let tuf = vec![
+            MetaFile {
+                name: "root.json".into(),
+                bytes: b"{\"root\":1}".to_vec(),
+            },
+            MetaFile {
+                name: "metadata/1.root.json".into(),
+                bytes: b"{\"root\":1}".to_vec(),
+            },
+            MetaFile {
+                name: "metadata/timestamp.json".into(),
+                bytes: b"{\"ts\":7}".to_vec(),
+            },
+        ];
+        let boot = sample_boot();
+        let mut out = Vec::new();
+        write_initrd(
+            &mut out,
+            &Payload {
+                kernel: &kernel,
+                initramfs: &initramfs,
+                rootfs: &rootfs,
+                extra: &[job.clone(), dup],
+                tuf: &tuf,
+                boot: &boot,
+            },
+        )
+        .expect("write");
+        let e = by_name(&out[4..]);
+        for d in ["phase/cas/locks", "phase/tuf", "phase/tuf/metadata"] {
+            assert!(e.contains_key(d), "{d} missing: {:?}", e.keys());
+        }
+        // The rootfs: data once, its CAS name a hard link to the same inode.
+        let (r_ino, r_nlink, r_body) = &e["phase/rootfs.squashfs"];
+        let (c_ino, c_nlink, c_body) = &e[&cas_path(&rootfs.sha256)];
+        assert_eq!((r_ino, r_nlink, r_body.len()), (c_ino, &2, 70_000));
+        assert_eq!((*c_nlink, c_body.len()), (2, 0), "the link carries no data");
+        // Every object under its digest, each once.
+        assert_eq!(e[&cas_path(&job.sha256)].2, b"\0asm job");
+        assert_eq!(e[&cas_path(&kernel.sha256)].2, b"kernel bytes");
+        let kernels = e.keys().filter(|n| n.ends_with(&kernel.sha256)).count();
+        assert_eq!(kernels, 1);
+        // The metadata, byte for byte, where `phase serve --cache /phase`
+        // and `verifier::DirStorage` look for it.
+        assert_eq!(e["phase/tuf/root.json"].2, b"{\"root\":1}");
+        assert_eq!(e["phase/tuf/metadata/1.root.json"].2, b"{\"root\":1}");
+        assert_eq!(e["phase/tuf/metadata/timestamp.json"].2, b"{\"ts\":7}");
+        // Inode numbers are unique except for the link.
+        let mut inos: Vec<u32> = e.values().map(|(i, _, _)| *i).collect();
+        inos.sort_unstable();
+        let n = inos.len();
+        inos.dedup();
+        assert_eq!(inos.len(), n - 1);
+    }
+
+    #[test]
+    fn a_metadata_name_that_leaves_the_tuf_dir_is_refused() {
+        for bad in [
+            "../etc/passwd",
+            "/root.json",
+            "metadata/../../x",
+            ".hidden",
+            "targets/x.json",
+            "metadata/",
+            "a/b/c",
+        ] {
+            assert!(!MetaFile::valid_name(bad), "{bad}");
+        }
+        for good in [
+            "root.json",
+            "metadata/12.targets.json",
+            "metadata/timestamp.json",
+        ] {
+            assert!(MetaFile::valid_name(good), "{good}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = write(dir.path(), "a", b"a");
+        let boot = sample_boot();
+        let e = write_initrd(
+            Vec::new(),
+            &Payload {
+                kernel: &a,
+                initramfs: &a,
+                rootfs: &a,
+                extra: &[],
+                tuf: &[MetaFile {
+                    name: "../x".into(),
+                    bytes: vec![],
+                }],
+                boot: &boot,
+            },
+        )
+        .expect_err("bad name");
+        assert_eq!(
+            e.to_string(),
+            "TUF metadata name \"../x\" is not a plain relative path (a-z A-Z 0-9 . _ - segments)"
         );
     }
 
