@@ -257,7 +257,8 @@ for i in range(1, n + 1):
     # "<name>  sha256:..  <bytes> bytes  <s> s  url=bytes, url=bytes (dropped: ..)"
     for url, b in re.findall(r"(http://[^=\s,]+)=(\d+)", out):
         total += int(b)
-        if seed not in url:
+        # Exact host match: 198.18.0.1 is a prefix of 198.18.0.1x.
+        if not url.startswith(f"http://{seed}:") and not url.startswith(f"http://{seed}/"):
             from_peers += int(b)
     try:
         err = open(f"{shm}/{mode}.{i}.err").read()
@@ -342,7 +343,7 @@ done
     echo "| $n | $(cell "${ta[$n]}" "$n") | $(cell "${tb[$n]}" "$n") | $(ratio "${ta[$n]}" "${tb[$n]}") | $pct % | $med / $mx | $found | $(cell "${tc[$n]}" "$n") | $(ratio "${ta[$n]}" "${tc[$n]}") | $cpct % | $cfound |"
   done
   echo
-  echo "Peers found per fetch count the seed (found by mDNS and also given as --peer, so it is listed twice) and the client's own server."
+  echo "Peers found per fetch count the seed (found by mDNS and also given as --peer; used once), not the client's own server (filtered by its id)."
   echo
   n1=${sizes[0]} nl=${sizes[-1]}
   echo "Targets at N=$nl: swarm >= 5x faster than the single server (measured: $(ratio "${ta[$nl]}" "${tb[$nl]}"); pre-announced: $(ratio "${ta[$nl]}" "${tc[$nl]}")); swarm within 2x of the N=$n1 time (measured: $(ratio "${tb[$nl]}" "${tb[$n1]}"))."
@@ -359,19 +360,20 @@ done
   echo "mDNS time to the first peer, \`phase discover --mdns --json --count 1\` from a client while the seed advertises,"
   echo "5 runs: ${disc[*]} ms (target <= 500 ms)."
   echo
-  echo "Why the swarm does not beat one server (fetcher and discovery as of this run; see the bytes-from-clients"
-  echo "column): (1) \`phase fetch --discover\` takes one batch of peers before the fetch (discovery::find_peer_urls: up"
-  echo "to 16, the window closing 0.5 s after the first answer) and hands a fixed source list to \`Fetcher::fetch\`;"
-  echo "a peer announced later is never added. (2) The fetch engine asks each peer for its chunk map once, at the"
-  echo "start, when every client of a fleet booting together holds nothing; it asks again only when it is stuck"
-  echo "(some missing chunk has no live peer able to serve it), which never happens while the seed holds every"
-  echo "chunk, so clients take their chunks from the seed and the seed's uplink is shared by N, as with"
-  echo "nginx. (3) Since 827eacb a slow peer that is the only source of a chunk is no longer dropped (its request"
-  echo "is resumed with a lower floor) and sources are de-duplicated by URL, so no client fails any more; but with"
-  echo "every chunk still coming from the seed, the N clients share its one uplink and the time grows with N."
-  echo "What would have to change (in fetcher and phase, not done here): keep discovery running during the fetch"
-  echo "and add peers to a running fetch; re-poll the chunk maps of partial peers every ~0.5 s (or have peers push"
-  echo "\"have\" updates) and prefer chunks held by peers other than the seed (rarest first, seed last)."
+  echo "How the swarm works (since the swarm-scheduling commits; docs/fetcher.md, docs/discovery.md): \`phase fetch"
+  echo "--discover\` starts at once with the --peer seed and keeps discovering for the whole fetch; every client found"
+  echo "joins the running fetch (\`Fetcher::fetch_with_feed\`), and its chunk map (\`/cas/sha256/<hex>/chunks\`, served by"
+  echo "its \`phase serve\` from the cache its fetch writes) is re-read every 0.5 s. Chunks are taken rarest first with a"
+  echo "per-client random tie-break; the seed is asked only for chunks no other client offers; one connection per peer"
+  echo "(more only in the endgame); a peer slow on a chunk others also offer gets the chunk taken back instead of"
+  echo "being dropped."
+  echo
+  echo "What limits it now: the release's chunks are 4 MiB (\`phase publish\` default), and a chunk can be re-shared"
+  echo "only once it is complete and verified. At the start every client asks the seed for one chunk at once, so the"
+  echo "seed's 100 Mbit/s is split N ways and the first re-shareable chunks appear only after about N x 4 MiB /"
+  echo "12.5 MB/s (5.4 s at N=16); the clients pick their first chunk at random without knowing each other's"
+  echo "requests, so some chunks are sent by the seed twice (the seed's share above 1/N of the bytes). Smaller chunks"
+  echo "or a seed that hands out each chunk once (super-seeding) would shorten that first phase; neither is done."
   echo "<!-- fleet:end -->"
 } >"$shm/section.md"
 cat "$shm/section.md"
