@@ -9,19 +9,28 @@
 //! * the sandbox ([`sandbox`]): memory limit, fuel (CPU) limit, wall-clock
 //!   deadline, a per-run scratch directory as the only writable file system,
 //!   no network, output to the console and a per-run log;
-//! * the record of a run ([`outcome`]): a typed [`JobStatus`] and [`Usage`].
+//! * the record of a run ([`outcome`]): a typed [`JobStatus`] and [`Usage`];
+//! * resolving a job name to verified bytes ([`resolve`]): TUF refresh
+//!   through the `verifier`, bytes from the local CAS or from peers through
+//!   the `fetcher`;
+//! * the daemon ([`daemon`]): start-up jobs, the Unix control socket
+//!   (`submit`, `status`, `logs`), the run table.
 //!
 //! What it does not own: TUF (the `verifier` crate), fetching from peers
 //! (the `fetcher` crate), or starting plasmd at boot (`phase-init`).
 
 #![forbid(unsafe_code)]
 
+pub mod daemon;
 pub mod job;
 pub mod outcome;
+pub mod resolve;
 pub mod sandbox;
 
+pub use daemon::{Daemon, DaemonConfig, Request, Response, RunInfo, RunState};
 pub use job::{Job, JobError, JobLimits, JobSpec, Policy, RequestedLimits};
 pub use outcome::{JobOutcome, JobStatus, Usage};
+pub use resolve::{ResolveError, Resolved, Resolver, Sources};
 pub use sandbox::{host_name, Plasm, PlasmConfig, PlasmError};
 
 /// The demo job's source (WAT), as committed in `plasmd/jobs/hello.wat`.

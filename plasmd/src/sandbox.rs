@@ -220,8 +220,45 @@ impl Plasm {
     /// Run a verified job to its end. `Err` only when the host could not set
     /// the run up; whatever the job does ends in a [`JobStatus`].
     pub async fn run(&self, job: &Job) -> Result<JobOutcome, PlasmError> {
+        let id = self.reserve_run(job.name())?;
+        self.run_reserved(job, &id).await
+    }
+
+    /// Reserve a run id `<name>-<n>` unique in this state directory (its
+    /// directory `<state>/runs/<id>` is created), for
+    /// [`Plasm::run_reserved`]. `name` must be a valid job name.
+    pub fn reserve_run(&self, name: &str) -> Result<String, PlasmError> {
+        if crate::job::job_name(&crate::job::target_name(name)).is_none() {
+            return Err(PlasmError::Io {
+                path: self.config.state_dir.join("runs").join(name),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a job name"),
+            });
+        }
+        let runs = self.config.state_dir.join("runs");
+        loop {
+            let id = self.next_id(name);
+            match std::fs::create_dir(runs.join(&id)) {
+                Ok(()) => return Ok(id),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(source) => {
+                    return Err(PlasmError::Io {
+                        path: runs.join(&id),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The directory of run `id`.
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.config.state_dir.join("runs").join(id)
+    }
+
+    /// Run a verified job under an id from [`Plasm::reserve_run`].
+    pub async fn run_reserved(&self, job: &Job, id: &str) -> Result<JobOutcome, PlasmError> {
         let limits = self.limits_for(job);
-        let id = self.next_id(job.name());
+        let id = id.to_string();
         let dir = self.config.state_dir.join("runs").join(&id);
         let scratch = dir.join("scratch");
         std::fs::create_dir_all(&scratch).map_err(io_err(&scratch))?;

@@ -42,47 +42,48 @@ impl Fixture {
     }
 
     /// Sign `wasm` as `jobs/<name>.wasm` with custom metadata `extra`
-    /// (`args`, `env`, `limits`) added to what the publisher writes.
-    ///
-    /// `Publisher` writes only kind/version/chunks, so this commits once,
-    /// adds `extra` to the committed targets entry, and commits again: the
-    /// publisher carries the targets it read into the next signed version,
-    /// which is the one snapshot lists (the patched file it read from is
-    /// never served as current).
+    /// (`args`, `env`, `limits`) beside what the publisher computes, the way
+    /// `phase publish --job FILE --job-arg ..` does.
     pub fn publish(&self, name: &str, wasm: &[u8], extra: Value) {
         let src = self.dir.path().join(format!("{name}.wasm"));
         std::fs::write(&src, wasm).expect("write module");
         let mut p = Publisher::open(&self.repo, &self.keys).expect("open repo");
-        p.add_target(&TargetSpec {
-            name: plasmd::job::target_name(name),
-            kind: Kind::Job,
-            version: "1".into(),
-            cmdline: None,
-            source: src,
-        })
-        .expect("add job");
-        let report = p.commit(chrono::Duration::days(7)).expect("commit");
         let Value::Object(extra) = extra else {
             panic!("extra custom metadata must be an object")
         };
-        if extra.is_empty() {
-            return;
+        p.add_target_with(
+            &TargetSpec {
+                name: plasmd::job::target_name(name),
+                kind: Kind::Job,
+                version: "1".into(),
+                cmdline: None,
+                source: src,
+            },
+            extra,
+        )
+        .expect("add job");
+        p.commit(chrono::Duration::days(7)).expect("commit");
+    }
+
+    /// A read-only cache in the layout of a booted node's `/phase`: the
+    /// repository's metadata in `tuf/metadata/`, the trusted root in
+    /// `tuf/root.json`, and the named jobs' bytes in `cas/sha256/<2>/<64>`.
+    pub fn node_cache(&self, jobs: &[&[u8]]) -> PathBuf {
+        let cache = self.dir.path().join("node-cache");
+        let meta = cache.join("tuf/metadata");
+        std::fs::create_dir_all(&meta).expect("cache dirs");
+        for e in std::fs::read_dir(self.repo.join("metadata")).expect("repo metadata") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), meta.join(e.file_name())).expect("copy metadata");
         }
-        let file = self
-            .repo
-            .join("metadata")
-            .join(format!("{}.targets.json", report.targets_version));
-        let mut doc: Value = serde_json::from_slice(&std::fs::read(&file).expect("read targets"))
-            .expect("targets json");
-        let custom = &mut doc["signed"]["targets"][plasmd::job::target_name(name)]["custom"];
-        for (k, v) in extra {
-            custom[k] = v;
+        std::fs::copy(self.keys.join("root.json"), cache.join("tuf/root.json")).expect("root");
+        for wasm in jobs {
+            let hex = verifier::digest::sha256_hex(wasm);
+            let d = cache.join("cas/sha256").join(&hex[..2]);
+            std::fs::create_dir_all(&d).expect("cas dir");
+            std::fs::write(d.join(&hex), wasm).expect("cas object");
         }
-        std::fs::write(&file, serde_json::to_vec(&doc).expect("json")).expect("write targets");
-        Publisher::open(&self.repo, &self.keys)
-            .expect("reopen repo")
-            .commit(chrono::Duration::days(7))
-            .expect("re-sign");
+        cache
     }
 
     /// A refreshed TUF client over the repository directory.
