@@ -11,6 +11,7 @@
 //! the trust root enters only as a tag ([`RootTag`]) taken from the caller.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "dht")]
 pub mod dht;
 pub mod mdns;
 pub mod peer;

@@ -93,6 +93,9 @@ pub struct Places {
     pub cache: Option<Mounted>,
     /// The CAS used when the cache is absent or read-only.
     pub ram_cas: PathBuf,
+    /// Peers found by discovery (mDNS), tried after the cache and before
+    /// `phase.peers` ([`crate::discover`]).
+    pub discovered: crate::discover::Discovered,
 }
 
 /// A verified boot set with its provenance.
@@ -108,7 +111,8 @@ pub struct Fetched {
 }
 
 /// The HTTP peers named by `phase.peers` (multiaddrs are for the DHT,
-/// which stage 1 does not run yet: they are reported and skipped).
+/// which this build of stage 1 does not run: they are reported and skipped;
+/// see docs/boot-flow.md).
 pub fn http_peers(config: &Config) -> Result<(Vec<Peer>, Vec<String>), BootFetchError> {
     let mut peers = Vec::new();
     let mut skipped = Vec::new();
@@ -330,7 +334,10 @@ pub fn run(
         .unwrap_or_else(|| places.ram_cas.clone());
     let cas = Cas::open(&cas_dir).map_err(|e| BootFetchError::Cas(cas_dir.clone(), e))?;
 
-    let (peers, skipped) = http_peers(config)?;
+    let (static_peers, skipped) = http_peers(config)?;
+    // Cache first (above), then discovered peers, then `phase.peers`.
+    let mut peers = places.discovered.fetcher_peers();
+    peers.extend(static_peers);
     for m in skipped {
         console().warn(&format!(
             "phase.peers: {m}: DHT peers are not used by stage 1 yet; skipped"
@@ -343,12 +350,13 @@ pub fn run(
         .map_err(BootFetchError::Runtime)?;
     let fetcher = {
         let _guard = rt.enter();
-        Fetcher::new(
+        Fetcher::with_resolve(
             cas.clone(),
             FetchOptions {
                 deadline: Duration::from_secs(600),
                 ..FetchOptions::default()
             },
+            &places.discovered.resolve(),
         )
         .map_err(|e| BootFetchError::Client(Box::new(e)))?
     };

@@ -90,6 +90,8 @@ pub struct Config {
     pub stage: Stage,
     pub debug: bool,
     pub test: Option<TestAction>,
+    /// `phase.discover_timeout`: seconds stage 1 looks for peers (bootnet).
+    pub discover_timeout: u32,
     /// `phase.grace`: offline, metadata that expired at most this long ago
     /// may boot the newest cached trusted target (logged loudly). `None`
     /// (the default): expired metadata refuses the boot.
@@ -107,10 +109,15 @@ impl Default for Config {
             stage: Stage::default(),
             debug: false,
             test: None,
+            discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
             grace: None,
         }
     }
 }
+
+/// Seconds stage 1 looks for peers unless `phase.discover_timeout` says
+/// otherwise (it stops early once peers answer).
+pub const DEFAULT_DISCOVER_TIMEOUT: u32 = 4;
 
 /// The channel booted when `phase.channel` is absent or malformed.
 pub const DEFAULT_CHANNEL: &str = "stable";
@@ -305,6 +312,19 @@ pub const PARAMS: &[Param] = &[
         expected: "true|false",
         apply: |c, v, _| boolean(v).map(|b| c.debug = b),
         current: |c| c.debug.to_string(),
+    },
+    // bootnet: discovery parameters.
+    Param {
+        name: "phase.discover_timeout",
+        expected: "seconds, 1..=60",
+        apply: |c, v, _| match v.and_then(|v| v.parse::<u32>().ok()) {
+            Some(n @ 1..=60) => {
+                c.discover_timeout = n;
+                Ok(())
+            }
+            _ => Err(()),
+        },
+        current: |c| c.discover_timeout.to_string(),
     },
     Param {
         name: "phase.test",
@@ -612,6 +632,16 @@ mod tests {
     }
 
     #[test]
+    fn discover_timeout_is_bounded_seconds() {
+        assert_eq!(parse("phase.discover_timeout=9").config.discover_timeout, 9);
+        for bad in ["0", "61", "2s", ""] {
+            let p = parse(&format!("phase.discover_timeout={bad}"));
+            assert_eq!(p.config.discover_timeout, DEFAULT_DISCOVER_TIMEOUT, "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_peer_entries_are_skipped_one_by_one() {
         let p = parse("phase.peers=http://198.18.0.9,ftp://x,/ip4,/dns/peer.example/tcp/80");
         assert_eq!(p.config.peers.len(), 2);
@@ -679,6 +709,7 @@ mod tests {
                     debug,
                     test,
                     grace,
+                    discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
                 },
             )
     }

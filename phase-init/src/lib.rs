@@ -14,6 +14,7 @@ pub mod cachepart;
 pub mod clock;
 pub mod cmdline;
 pub mod console;
+pub mod discover;
 pub mod failure;
 pub mod handoff;
 pub mod kexec;

@@ -12,7 +12,8 @@
 //!  7. network   (stage 1) wired links up, DHCPv4 in parallel, IPv6 link-local
 //!  8. cache     (stage 1, no test hook) the PHASE-CACHE partition, ext4,
 //!               read-write unless phase.nowrite / private mode
-//!  9. fetch     TUF refresh (peers, then the cache) and the verified kernel,
+//!  9. discover  (stage 1) peers: mDNS in local mode (phase.discover_timeout)
+//! 10. fetch     TUF refresh (peers, then the cache) and the verified kernel,
 //!               initramfs, rootfs of (channel, arch); bounded retries
 //! 10. ready     `phase-init: ready mode=<mode> channel=<channel>`
 //! stage 1 (phase.stage=boot):
@@ -39,8 +40,8 @@ use phase_init::cmdline::{self, Config, Stage, TestAction};
 use phase_init::console::console;
 use phase_init::step::{self, chain, Status};
 use phase_init::{
-    bootfetch, cachepart, handoff, kexec, loader, modules, mounts, net, power, rescue, services,
-    stage2, supervisor, trust,
+    bootfetch, cachepart, discover, handoff, kexec, loader, modules, mounts, net, power, rescue,
+    services, stage2, supervisor, trust,
 };
 use phase_init::{clock, failure};
 
@@ -93,9 +94,11 @@ fn boot() {
         };
         let cache = step::run("cache", || mount_cache(&config));
         let now = raise_clock(clock, cache.as_ref()).now;
+        let discovered = step::run("discover", || discover::step(&config, &baked));
         let places = bootfetch::Places {
             cache,
             ram_cas: bootfetch::RAM_CAS.into(),
+            discovered,
         };
         let Some(f) = fetch_with_retries(&config, &baked, &places, now) else {
             return;
@@ -398,10 +401,11 @@ fn fetch_with_retries(
     places: &bootfetch::Places,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<bootfetch::Fetched> {
-    let networked = config
-        .peers
-        .iter()
-        .any(|p| matches!(p, phase_init::cmdline::Peer::Url(_)));
+    let networked = !places.discovered.peers.is_empty()
+        || config
+            .peers
+            .iter()
+            .any(|p| matches!(p, phase_init::cmdline::Peer::Url(_)));
     let attempts = if networked { FETCH_ATTEMPTS } else { 1 };
     let mut kind = failure::Kind::Other;
     for attempt in 1..=attempts {

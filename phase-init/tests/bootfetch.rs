@@ -99,6 +99,7 @@ fn places(w: &World, writable: bool) -> Places {
             writable,
         }),
         ram_cas: w.cache.parent().expect("parent").join("ram-cas"),
+        discovered: Default::default(),
     }
 }
 
@@ -190,6 +191,7 @@ fn an_empty_cache_without_peers_says_so() {
     let p = Places {
         cache: None,
         ram_cas: w.cache.clone(),
+        discovered: Default::default(),
     };
     let e = bootfetch::run(&config(), &baked, &p, now).expect_err("nothing");
     let text = chain(&e);

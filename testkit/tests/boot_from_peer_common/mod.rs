@@ -1,0 +1,250 @@
+//! What the boot-from-peer tests share: a repository published with a test
+//! target (Debian's kernel, a target initramfs = phase-init, a busybox
+//! squashfs whose service prints a marker), a stage-1 disk image with the
+//! same trusted root and an EMPTY cache partition (everything must come
+//! from the peers), and `phase serve --mdns` in a node of a test LAN.
+
+#![allow(dead_code)]
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::fixtures::{self, build_dir, need, phase_bin};
+use testkit::netns::{self, Daemon, Lan};
+
+/// UEFI boot, a 10 s DHCP wait on a LAN without DHCP, the fetch, kexec and
+/// stage 2, under TCG on a loaded 2-core host.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// The port `phase serve` listens on inside its node.
+pub const PORT: u16 = 7070;
+
+fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `phase args...`; fails the test with its output on error.
+pub fn phase(args: &[OsString]) {
+    let out = Command::new(phase_bin())
+        .args(args)
+        .current_dir(repo_dir())
+        .output()
+        .expect("run phase");
+    assert!(
+        out.status.success(),
+        "phase {:?} failed: {}\n{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn os<S: AsRef<OsStr>>(v: &[S]) -> Vec<OsString> {
+    v.iter().map(|s| s.as_ref().to_owned()).collect()
+}
+
+/// The published test target and the stage-1 image that trusts it.
+pub struct Published {
+    pub dir: tempfile::TempDir,
+    /// The TUF repository (`metadata/`, `targets/`).
+    pub repo: PathBuf,
+    /// The stage-1 disk image (cache partition empty).
+    pub disk: PathBuf,
+    /// What the target's service prints.
+    pub marker: String,
+}
+
+/// Keys, target initramfs, rootfs with `marker`, `phase publish`, and a
+/// disk image defaulting to `local` mode with nothing seeded.
+pub fn publish(tag: &str) -> Published {
+    let build = build_dir();
+    let (release, kernel) = fixtures::kernel();
+    let init = build.join("x86_64/phase-init");
+    need(&init, "run `make init`");
+    need(Path::new("/bin/busybox"), "apt-get install busybox-static");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let keys = d.join("keys");
+    let repo = d.join("repo");
+    let root = keys.join("1.root.json");
+    phase(&os(&[
+        OsStr::new("keygen"),
+        "--out".as_ref(),
+        keys.as_os_str(),
+    ]));
+    let common = |out: &Path| -> Vec<OsString> {
+        let mut a = os(&["image", "--out"]);
+        a.push(out.into());
+        a.extend(os(&["--root"]));
+        a.push(root.clone().into());
+        a.extend(os(&["--init"]));
+        a.push(init.clone().into());
+        a.extend(os(&["--arch", "x86_64", "--build-dir"]));
+        a.push(build.clone().into());
+        a.extend(os(&[
+            "--kernel-version",
+            release.as_str(),
+            "--templates",
+            "esp",
+            "--modules-list",
+            "kernel/modules-x86_64.list",
+        ]));
+        a
+    };
+    let target_initrd = d.join("target-initramfs.img");
+    let mut a = common(&target_initrd);
+    a.extend(os(&["--stage", "initramfs"]));
+    phase(&a);
+
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let marker = format!("{tag}-{}-{nanos}", std::process::id());
+    let squash = d.join("rootfs.squashfs");
+    let hello = "echo \"peer-marker: $(cat /etc/marker) root=$(busybox awk '$2==\"/\"{print $3}' /proc/mounts)\"; \
+                 echo \"boot.json: $(busybox tr -d ' \\n' < /phase/boot.json) :boot.json-end\"";
+    let services = format!(
+        "[service.hello]\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"{}\"]\ntype = \"oneshot\"\n\n\
+         [service.stopper]\ncommand = \"/bin/busybox\"\nargs = [\"poweroff\"]\nafter = [\"hello\"]\n",
+        fixtures::toml_escape(hello)
+    );
+    let marker_file = format!("{marker}\n");
+    fixtures::busybox_rootfs(d, &squash, &[("etc/marker", &marker_file)], &services);
+    let mut p = os(&["publish", "--repo"]);
+    p.push(repo.clone().into());
+    p.extend(os(&["--keys"]));
+    p.push(keys.clone().into());
+    p.extend(os(&["--channel", "stable", "--arch", "x86_64", "--kernel"]));
+    p.push(kernel.into());
+    p.extend(os(&["--initramfs"]));
+    p.push(target_initrd.into());
+    p.extend(os(&["--rootfs"]));
+    p.push(squash.into());
+    p.extend(os(&[
+        "--cmdline",
+        "console=ttyS0,115200",
+        "--release-version",
+        "1",
+    ]));
+    phase(&p);
+
+    let disk = d.join("disk.img");
+    let mut a = common(&disk);
+    a.extend(os(&["--default-mode", "local"]));
+    phase(&a);
+    Published {
+        dir,
+        repo,
+        disk,
+        marker,
+    }
+}
+
+/// A copy of `repo` whose kernel object has one byte flipped (metadata
+/// untouched, so only the hash check can catch it). Returns the copy.
+pub fn tampered_copy(repo: &Path, out: &Path) -> PathBuf {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(repo)
+        .arg(out)
+        .status()
+        .expect("cp -a");
+    assert!(st.success(), "cp -a {} {}", repo.display(), out.display());
+    let mut kernels = Vec::new();
+    let mut stack = vec![out.join("targets")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir targets").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with("kernel") {
+                kernels.push(p);
+            }
+        }
+    }
+    assert!(
+        !kernels.is_empty(),
+        "no kernel file under {}",
+        out.display()
+    );
+    for k in &kernels {
+        let mut bytes = std::fs::read(k).expect("read kernel");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        // A new file, not a write through a hard link into the original.
+        let _ = std::fs::remove_file(k);
+        std::fs::write(k, &bytes).expect("write tampered kernel");
+    }
+    out.to_owned()
+}
+
+/// `phase serve --mdns` in node `i`, serving `repo` (with an empty cache
+/// of its own) on `[::]:PORT`; waits (10 s at most) for its listening line
+/// and returns the guard and the mDNS id it announces.
+pub fn serve(lan: &Lan, i: usize, repo: &Path, work: &Path) -> (Daemon, String) {
+    let cache = work.join(format!("serve-cache-{i}"));
+    std::fs::create_dir_all(&cache).expect("mkdir cache");
+    let out_path = work.join(format!("serve-{i}.out"));
+    let out = std::fs::File::create(&out_path).expect("serve log");
+    let err = out.try_clone().expect("dup");
+    let mut cmd = netns::command(lan.node(i), phase_bin());
+    cmd.arg("serve")
+        .arg("--cache")
+        .arg(&cache)
+        .arg("--repo")
+        .arg(repo)
+        .args(["--listen", &format!("[::]:{PORT}"), "--mdns"])
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    let mut d = netns::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if text.contains("listening on") {
+            let id = text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("id="))
+                .unwrap_or_else(|| panic!("no id= in phase serve's output: {text}"))
+                .to_owned();
+            return (d, id);
+        }
+        if let Some(st) = d.exited() {
+            panic!("phase serve in node {i} exited ({st}): {text}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "phase serve in node {i} did not start within 10 s: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The host name stage 1 gives a peer announcing `id` (see
+/// `phase_init::discover::host_name`), without the uniqueness suffix.
+pub fn host_label(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect()
+}
+
+/// Waits for the first complete console line (up to its newline) that
+/// contains `needle` after the previous match, and returns it. The serial
+/// log can end in the middle of a line; a plain `wait_for` would then
+/// return a cut line.
+pub fn full_line(vm: &mut testkit::qemu::Vm, needle: &str) -> String {
+    let re = regex::Regex::new(&format!("{}[^\\n]*\\n", regex::escape(needle))).expect("regex");
+    vm.wait_for_regex(&re)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trim_end()
+        .to_owned()
+}

@@ -1,0 +1,116 @@
+//! A peer serving bad bytes (issue 6): its repository copy has one flipped
+//! byte in the kernel object (metadata untouched, so only the hash check can
+//! tell). Stage 1 finds it by mDNS like any peer.
+//!
+//! * The only peer is the tampered one: the boot refuses with a line naming
+//!   the artifact and the peer, and nothing is kexec'd.
+//! * With an honest second peer on the LAN: the boot succeeds, the kernel's
+//!   bytes come from the honest peer, the target's marker runs.
+//!
+//! Prerequisites as for `boot_from_peer` (built by `make test`).
+
+use testkit::netns::Lan;
+use testkit::qemu::{Qemu, Vm};
+
+#[path = "boot_from_peer_common/mod.rs"]
+mod common;
+
+fn expect(vm: &mut Vm, s: &str) -> String {
+    vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_only_peer_serves_a_flipped_byte_and_the_boot_refuses() {
+    let t0 = std::time::Instant::now();
+    let pubd = common::publish("tampered");
+    let bad_repo = common::tampered_copy(&pubd.repo, &pubd.dir.path().join("bad-repo"));
+    let mut lan = Lan::new(1, false).unwrap_or_else(|e| panic!("{e}"));
+    let tap = lan.add_tap().unwrap_or_else(|e| panic!("{e}"));
+    let (_bad, bad_id) = common::serve(&lan, 0, &bad_repo, pubd.dir.path());
+    let bad_host = common::host_label(&bad_id);
+
+    let mut vm = Qemu::image(&pubd.disk)
+        .mode("local")
+        .tap(&tap)
+        .memory_mib(512)
+        .name("tampered-only")
+        .timeout(common::BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let line = common::full_line(&mut vm, "discover ok");
+    assert!(
+        line.contains("1 peers (mdns)") && line.contains(&bad_host),
+        "{line}"
+    );
+    // Every attempt refuses the kernel, naming it and the peer.
+    let refusal = expect(&mut vm, "fetch    FAIL");
+    let why = common::full_line(&mut vm, "stable/x86_64/kernel");
+    assert!(
+        why.contains(&bad_host),
+        "the refusal names the peer {bad_host}: {why} (after {refusal})"
+    );
+    expect(&mut vm, "boot: no verified boot set; nothing was kexec'd");
+    let log = vm.log();
+    assert!(!log.contains("kexec: starting"), "{log}");
+    assert!(!log.contains("kexec    ok"), "{log}");
+    assert!(!log.contains("phase-init: ready"), "{log}");
+    assert!(!log.contains("fetch    ok"), "{log}");
+    eprintln!(
+        "tampered-only boot: refused after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn with_an_honest_second_peer_the_boot_succeeds_from_it() {
+    let t0 = std::time::Instant::now();
+    let pubd = common::publish("honest");
+    let bad_repo = common::tampered_copy(&pubd.repo, &pubd.dir.path().join("bad-repo"));
+    let mut lan = Lan::new(2, false).unwrap_or_else(|e| panic!("{e}"));
+    let tap = lan.add_tap().unwrap_or_else(|e| panic!("{e}"));
+    let (_bad, bad_id) = common::serve(&lan, 0, &bad_repo, pubd.dir.path());
+    let (_good, good_id) = common::serve(&lan, 1, &pubd.repo, pubd.dir.path());
+    let (bad_host, good_host) = (common::host_label(&bad_id), common::host_label(&good_id));
+
+    let mut vm = Qemu::image(&pubd.disk)
+        .mode("local")
+        .tap(&tap)
+        .memory_mib(512)
+        .name("tampered-and-honest")
+        .timeout(common::BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let line = common::full_line(&mut vm, "discover ok");
+    assert!(
+        line.contains("2 peers (mdns)") && line.contains(&bad_host) && line.contains(&good_host),
+        "{line}"
+    );
+    let k = common::full_line(&mut vm, "fetch: kernel");
+    assert!(k.contains("verified"), "{k}");
+    // The kernel's bytes: all the honest peer's that were kept (the bad
+    // peer's chunk failed its hash and was thrown away).
+    let from = k.split(" from ").nth(1).unwrap_or("");
+    assert!(
+        from.contains(&good_host),
+        "kernel bytes from the honest peer: {k}"
+    );
+    expect(&mut vm, "fetch    ok");
+    expect(&mut vm, "kexec: starting the target kernel");
+    expect(&mut vm, "switch   ok");
+    expect(
+        &mut vm,
+        &format!("peer-marker: {} root=overlay", pubd.marker),
+    );
+    let bj = common::full_line(&mut vm, "boot.json: {");
+    assert!(
+        bj.contains(&good_host),
+        "boot.json names the honest peer: {bj}"
+    );
+    expect(&mut vm, "supervisor: powering off");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
+    eprintln!(
+        "tampered+honest boot: whole {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
