@@ -26,8 +26,8 @@
 //! Sources are de-duplicated by object URL: the same peer listed twice
 //! would otherwise get twice the connections.
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -354,13 +354,20 @@ struct Shared {
     done_bytes: AtomicU64,
     flow_bytes: AtomicU64,
     hasher: Mutex<mpsc::Sender<HashMsg>>,
+    /// Chunk buffers sent to the hasher and not yet taken by it (bounds the
+    /// memory of its queue when hashing is slower than the network).
+    hash_queued: Arc<AtomicUsize>,
     stop: AtomicBool,
+    /// Peers join through a feed (discovery): schedule as a swarm from the
+    /// start, before any partial peer is known.
+    expect_swarm: bool,
     client: reqwest::Client,
     opts: FetchOptions,
 }
 
 enum HashMsg {
-    Chunk(usize),
+    /// Chunk `i` is verified and written; its bytes when still at hand.
+    Chunk(usize, Option<Vec<u8>>),
     Abort,
 }
 
@@ -395,13 +402,13 @@ impl Shared {
             return Pick::Stop;
         }
         let n = s.chunks.len();
-        // A swarm: some live peer holds only part of the object (it is
-        // downloading too). Then chunks are taken rarest first (random
+        // A swarm (peers join through a feed, or some live peer holds only
+        // part of the object: it is downloading too). Then chunks are taken rarest first (random
         // among equals), and a seed only supplies chunks no partial peer
         // offers, so the seeds' uplinks carry each chunk into the swarm
         // about once and the clients spread it from there. Without partial
         // peers: lowest chunk first (in order, for the whole-object hash).
-        let swarm = s.peers.iter().any(|q| q.dropped.is_none() && !q.seed);
+        let swarm = self.swarm(&s);
         // In a swarm one connection per peer: every peer's uplink is shared
         // by many clients, and a chunk can be re-shared only once it is
         // complete, so fewer requests at a time finish chunks sooner. The
@@ -444,6 +451,24 @@ impl Shared {
             return Pick::Chunk(i);
         }
         Pick::Wait
+    }
+
+    /// The chunk's bytes for the whole-object hasher, or `None` (it reads
+    /// the chunk back) when [`HASH_HELD`] buffers are already queued for it.
+    fn hash_buffer(&self, data: Vec<u8>) -> Option<Vec<u8>> {
+        let queued = self.hash_queued.fetch_add(1, Ordering::AcqRel);
+        if queued < HASH_HELD {
+            Some(data)
+        } else {
+            self.hash_queued.fetch_sub(1, Ordering::AcqRel);
+            None
+        }
+    }
+
+    /// Whether this fetch runs in a swarm: peers join through a feed, or
+    /// some live peer holds only part of the object.
+    fn swarm(&self, s: &Sched) -> bool {
+        self.expect_swarm || s.peers.iter().any(|q| q.dropped.is_none() && !q.seed)
     }
 
     /// Whether any live peer could still supply every missing chunk.
@@ -612,9 +637,11 @@ impl Fetcher {
         // in order as they become contiguous (from the page cache).
         let (htx, hrx) = mpsc::channel();
         let hpartial = Arc::clone(&partial);
+        let hash_queued = Arc::new(AtomicUsize::new(0));
+        let hqueued = Arc::clone(&hash_queued);
         let hasher = std::thread::Builder::new()
             .name("phase-hash".into())
-            .spawn(move || whole_hasher(&hpartial, hrx))
+            .spawn(move || whole_hasher(&hpartial, hrx, &hqueued))
             .map_err(|e| {
                 FetchError::Cas(
                     digest,
@@ -635,7 +662,7 @@ impl Fetcher {
                 done += 1;
                 let (a, b) = spec.chunk_range(i);
                 done_bytes += b - a;
-                let _ = htx.send(HashMsg::Chunk(i));
+                let _ = htx.send(HashMsg::Chunk(i, None));
             }
         }
         let peers = sources
@@ -662,7 +689,9 @@ impl Fetcher {
             done_bytes: AtomicU64::new(done_bytes),
             flow_bytes: AtomicU64::new(0),
             hasher: Mutex::new(htx),
+            hash_queued: Arc::clone(&hash_queued),
             stop: AtomicBool::new(false),
+            expect_swarm: feed.is_some(),
             client: self.client.clone(),
             opts: self.opts.clone(),
         });
@@ -908,26 +937,42 @@ fn report_progress(sh: &Shared, cb: &ProgressFn, last: &mut (Instant, u64)) {
     });
 }
 
-/// Hashes chunks in order as they are reported; `None` when aborted.
+/// Chunk buffers queued for or held by the whole-object hasher at most;
+/// beyond that it reads chunks back from the partial file.
+const HASH_HELD: usize = 4;
+
+/// Hashes chunks in order as they are reported, from the buffers the
+/// workers pass on (at most [`HASH_HELD`] queued or held, counted in
+/// `queued`) or else read back from the partial file; `None` when aborted.
 fn whole_hasher(
     partial: &PartialObject,
     rx: mpsc::Receiver<HashMsg>,
+    queued: &AtomicUsize,
 ) -> Result<Option<Sha256Digest>, CasError> {
     let n = partial.spec().chunk_count();
     let mut hasher = Sha256::new();
-    let mut ready = BTreeSet::new();
+    let mut ready: BTreeMap<usize, Option<Vec<u8>>> = BTreeMap::new();
     let mut next = 0;
     let mut buf = Vec::new();
     while next < n {
         match rx.recv() {
-            Ok(HashMsg::Chunk(i)) => {
-                ready.insert(i);
+            Ok(HashMsg::Chunk(i, data)) => {
+                ready.insert(i, data);
             }
             Ok(HashMsg::Abort) | Err(_) => return Ok(None),
         }
-        while ready.remove(&next) {
-            partial.read_chunk(next, &mut buf)?;
-            hasher.update(&buf);
+        while let Some(data) = ready.remove(&next) {
+            match data {
+                Some(d) => {
+                    hasher.update(&d);
+                    drop(d);
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                }
+                None => {
+                    partial.read_chunk(next, &mut buf)?;
+                    hasher.update(&buf);
+                }
+            }
             next += 1;
         }
     }
@@ -1132,9 +1177,13 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
                 let already = sh.sched().chunks[i] == ChunkState::Done;
                 if !already {
                     let partial = Arc::clone(&sh.partial);
-                    let write =
-                        tokio::task::spawn_blocking(move || partial.write_chunk(i, &data, &digest))
-                            .await;
+                    // The buffer comes back from the write and goes on to
+                    // the whole-object hash, which then need not read the
+                    // chunk back.
+                    let write = tokio::task::spawn_blocking(move || {
+                        partial.write_chunk(i, &data, &digest).map(|()| data)
+                    })
+                    .await;
                     let write = match write {
                         Ok(r) => r,
                         Err(e) => Err(CasError::Io {
@@ -1143,15 +1192,18 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
                         }),
                     };
                     let mut s = sh.sched();
-                    if let Err(e) = write {
-                        sh.release(&mut s, p, i);
-                        if s.fatal.is_none() {
-                            s.fatal = Some(e);
+                    let data = match write {
+                        Ok(d) => d,
+                        Err(e) => {
+                            sh.release(&mut s, p, i);
+                            if s.fatal.is_none() {
+                                s.fatal = Some(e);
+                            }
+                            drop(s);
+                            sh.changed.notify_waiters();
+                            return;
                         }
-                        drop(s);
-                        sh.changed.notify_waiters();
-                        return;
-                    }
+                    };
                     if s.chunks[i] != ChunkState::Done {
                         s.chunks[i] = ChunkState::Done;
                         s.done += 1;
@@ -1164,7 +1216,7 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
                             .hasher
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .send(HashMsg::Chunk(i));
+                            .send(HashMsg::Chunk(i, sh.hash_buffer(data)));
                     }
                     s.peers[p].failures = 0;
                     drop(s);
@@ -1195,18 +1247,40 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
                 sh.changed.notify_waiters();
             }
             Err(ChunkError::Slow(why, prefix)) => {
-                // `None`: drop the peer; `Some`: retry after this many strikes.
+                enum Verdict {
+                    Drop(String),
+                    /// Ask again for the rest of the chunk (kept bytes).
+                    Resume(u32),
+                    /// Give the chunk back to the pool, keep the peer.
+                    Abandon(u32),
+                }
+                let max = sh.opts.max_failures.max(1);
                 let verdict = {
                     let mut s = sh.sched();
                     if !s.only_source(p, i) {
-                        // Someone else can supply it: a slow peer only
-                        // holds the fetch up.
-                        None
+                        if sh.swarm(&s) {
+                            // In a swarm every uplink is shared and a peer
+                            // (the seed above all) is slow because it is
+                            // popular, not because it is bad: hand the
+                            // chunk to the others and keep the peer, unless
+                            // it is slow `max` times in a row.
+                            slow_strikes += 1;
+                            if slow_strikes >= max {
+                                Verdict::Drop(format!(
+                                    "{slow_strikes} slow requests in a row, last: {why}"
+                                ))
+                            } else {
+                                Verdict::Abandon(slow_strikes)
+                            }
+                        } else {
+                            // Someone else can supply it: a slow peer only
+                            // holds the fetch up.
+                            Verdict::Drop(why.clone())
+                        }
                     } else {
                         // The only source: slow but honest so far, so keep
                         // what arrived and ask again (bounded, with backoff,
                         // and with a lower floor each time).
-                        let max = sh.opts.max_failures.max(1);
                         let peer = &mut s.peers[p];
                         // Lower the floor one step per slow request at the
                         // current floor (the peer's other connections may
@@ -1215,26 +1289,30 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
                             peer.slow_level = (level_used + 1).min(max - 1);
                         }
                         slow_strikes += 1;
-                        Some((slow_strikes, slow_strikes >= max))
+                        if slow_strikes >= max {
+                            Verdict::Drop(format!(
+                                "{slow_strikes} slow requests in a row as the only source, last: {why}"
+                            ))
+                        } else {
+                            Verdict::Resume(slow_strikes)
+                        }
                     }
                 };
                 match verdict {
-                    None => {
-                        sh.drop_peer(p, i, why, false);
+                    Verdict::Drop(reason) => {
+                        sh.drop_peer(p, i, reason, false);
                         return;
                     }
-                    Some((strikes, true)) => {
-                        sh.drop_peer(
-                            p,
-                            i,
-                            format!(
-                                "{strikes} slow requests in a row as the only source, last: {why}"
-                            ),
-                            false,
-                        );
-                        return;
+                    Verdict::Abandon(strikes) => {
+                        tracing::debug!(peer = p, chunk = i, %why, strikes, "slow in a swarm; chunk handed back");
+                        {
+                            let mut s = sh.sched();
+                            sh.release(&mut s, p, i);
+                        }
+                        sh.changed.notify_waiters();
+                        tokio::time::sleep(backoff_delay(&sh.opts, strikes)).await;
                     }
-                    Some((strikes, false)) => {
+                    Verdict::Resume(strikes) => {
                         tracing::info!(
                             peer = p,
                             chunk = i,
