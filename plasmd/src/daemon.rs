@@ -96,8 +96,16 @@ impl DaemonConfig {
 
     /// Parse and check config text.
     pub fn parse(text: &str) -> Result<DaemonConfig, String> {
-        let c: DaemonConfig = toml::from_str(text)
-            .map_err(|e| e.to_string().replace('\n', " ").trim().to_string())?;
+        let c: DaemonConfig = toml::from_str(text).map_err(|e: toml::de::Error| {
+            let msg = e.message().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: {msg}")
+                }
+                None => msg,
+            }
+        })?;
         c.check()?;
         Ok(c)
     }
@@ -682,8 +690,8 @@ jobs = ["hello", "a-b.c"]
         assert_eq!(c.boot_json_path(), PathBuf::from(DEFAULT_BOOT_JSON));
         let e = DaemonConfig::parse("jobs = [\"../x\"]").expect_err("bad job name");
         assert!(e.contains("\"../x\""), "{e}");
-        let e = DaemonConfig::parse("job = [\"x\"]").expect_err("unknown key");
-        assert!(e.contains("job"), "{e}");
+        let e = DaemonConfig::parse("state = \"/s\"\njob = [\"x\"]").expect_err("unknown key");
+        assert!(e.starts_with("line 2: unknown field `job`"), "{e}");
         assert!(!e.contains('\n'), "{e}");
         let e = DaemonConfig::parse("max_parallel = 0").expect_err("zero slots");
         assert!(e.contains("max_parallel"), "{e}");
