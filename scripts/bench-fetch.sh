@@ -85,9 +85,11 @@ fetch_into() { # cache peers...
   local args=()
   for p in "$@"; do args+=(--peer "$p"); done
   rm -rf "$cache"
-  /usr/bin/time -f '%M' -o "$shm/rss" "$phase" fetch --quiet --root "$root" --cache "$cache" "${args[@]}" --target stable/x86_64/rootfs >"$shm/fetch.out"
-  local r; r=$(tail -1 "$shm/rss")
+  /usr/bin/time -f '%M %U %S' -o "$shm/rss" "$phase" fetch --quiet --root "$root" --cache "$cache" "${args[@]}" --target stable/x86_64/rootfs >"$shm/fetch.out"
+  local r u sy; read -r r u sy <<<"$(tail -1 "$shm/rss")"
   (( r > rss_kib )) && rss_kib=$r
+  # CPU seconds of the fetch process (user, sys), to see where time goes.
+  echo "$u $sy" >>"$shm/cpu.$(basename "$cache")"
   return 0
 }
 for run in $(seq "$runs"); do
@@ -127,6 +129,10 @@ row() { # name label
     "$(echo "${secs[a]} / ${secs[c]}" | bc -l)" "$(echo "${secs[a]} / ${secs[d]}" | bc -l)" "$(echo "${secs[a]} / ${secs[e]}" | bc -l)"
   echo
   echo "Peak RSS of \`phase fetch\` over all runs: $((rss_kib / 1024)) MiB (object: $mib MiB)."
+  echo
+  cpu_u=$(cut -d' ' -f1 "$shm/cpu.c" | median); cpu_s=$(cut -d' ' -f2 "$shm/cpu.c" | median)
+  printf 'CPU of `phase fetch` in (c), median: %.2f s user + %.2f s sys for %.2f s wall (%.0f %% of all cores; the peer server and the kernel copies need the rest).\n' \
+    "$cpu_u" "$cpu_s" "${secs[c]}" "$(echo "100 * ($cpu_u + $cpu_s) / ${secs[c]} / $(nproc)" | bc -l)"
   echo
   echo "Hashing: \`$hash_line\`; coreutils \`sha256sum\` of the object: ${coreutils_s} s."
   echo "<!-- fetch:end -->"
