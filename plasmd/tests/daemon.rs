@@ -243,6 +243,29 @@ fn daemon_runs_startup_job_and_answers_submit_status_logs() {
     let (code, _, err) = d.cli(&["logs", "nope"]);
     assert_eq!(code, 1);
     assert_eq!(err.trim(), "plasmd: no run or job named \"nope\"");
+
+    // SIGTERM: the daemon stops cleanly and removes its socket.
+    let mut d = d;
+    let pid = d.child.id().to_string();
+    let st = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(st.success());
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(st) = d.child.try_wait().expect("wait") {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0), "{}", d.console());
+    assert!(!d.socket.exists(), "socket left behind");
+    assert!(d.console().contains("plasmd: stopped"), "{}", d.console());
 }
 
 #[test]
