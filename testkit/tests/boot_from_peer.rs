@@ -119,7 +119,7 @@ fn boot_from_peer_over_mdns_and_ipv6_link_local() {
         line.contains(&format!("[{node_ll}%")),
         "the peer is reached at its link-local address {node_ll} with a zone: {line}"
     );
-    let k = common::full_line(&mut vm, "fetch: kernel");
+    let k = common::full_line(&mut vm, "fetch: kernel    stable/x86_64/kernel");
     assert!(k.contains("verified") && k.contains(&host), "{k}");
     expect(&mut vm, "fetch: rootfs");
     expect(&mut vm, "fetch    ok");

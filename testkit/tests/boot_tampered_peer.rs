@@ -85,7 +85,7 @@ fn with_an_honest_second_peer_the_boot_succeeds_from_it() {
         line.contains("2 peers (mdns)") && line.contains(&bad_host) && line.contains(&good_host),
         "{line}"
     );
-    let k = common::full_line(&mut vm, "fetch: kernel");
+    let k = common::full_line(&mut vm, "fetch: kernel    stable/x86_64/kernel");
     assert!(k.contains("verified"), "{k}");
     // The kernel's bytes: all the honest peer's that were kept (the bad
     // peer's chunk failed its hash and was thrown away).
