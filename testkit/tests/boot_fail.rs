@@ -166,3 +166,80 @@ fn each_failure_says_why_and_what_to_do_then_the_rescue_shell() {
         .collect();
     eprintln!("failure paths test: {}", parts.join(", "));
 }
+
+/// Missing modules: the initramfs's module order names a module file the
+/// initramfs does not carry (a cpio appended to the fleet's initramfs
+/// replaces `/etc/phase/modules.order` with the real list plus one module
+/// that is not there). The modules step names it in one line, loads every
+/// other module, and the boot goes on to the ready line (most modules are
+/// for hardware a machine may not have; a needed one shows up as the
+/// later failure).
+#[test]
+fn a_missing_module_is_named_and_the_boot_goes_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    let fleet = Fleet::new(d, "fleet");
+    let bytes = std::fs::read(&fleet.initramfs).expect("read initramfs");
+    let tool = match bytes.get(..4) {
+        Some([0x28, 0xb5, 0x2f, 0xfd]) => "zstd",
+        Some([0xfd, 0x37, 0x7a, 0x58]) => "xz",
+        Some([0x1f, 0x8b, ..]) => "gzip",
+        _ => "cat",
+    };
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(d)
+            .output()
+            .expect("run sh");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let decompress = if tool == "cat" {
+        "cat".to_owned()
+    } else {
+        format!("{tool} -dc")
+    };
+    let order = sh(&format!(
+        "{decompress} < '{}' | cpio -i --quiet --to-stdout etc/phase/modules.order",
+        fleet.initramfs.display()
+    ));
+    assert!(
+        order.lines().count() > 2,
+        "no module order in the initramfs: {order:?}"
+    );
+    let missing = "kernel/drivers/phase-test/not-in-this-initramfs.ko";
+    std::fs::create_dir_all(d.join("extra/etc/phase")).expect("mkdir");
+    std::fs::write(
+        d.join("extra/etc/phase/modules.order"),
+        format!("{}\n{missing}\n", order.trim_end()),
+    )
+    .expect("write modules.order");
+    sh("cd extra && find etc | cpio -o --quiet -H newc -R 0:0 > ../extra.cpio");
+    // The kernel reads an appended archive only at a 4-byte boundary.
+    let initrd = d.join("initrd-missing-module.img");
+    let mut combined = bytes.clone();
+    combined.resize(bytes.len().next_multiple_of(4), 0);
+    combined.extend(std::fs::read(d.join("extra.cpio")).expect("read extra.cpio"));
+    std::fs::write(&initrd, combined).expect("write initrd");
+    let mut vm = testkit::qemu::Qemu::direct_kernel(
+        &fleet.kernel,
+        &initrd,
+        "console=ttyS0,115200 phase.mode=local phase.test=poweroff",
+    )
+    .name("missing-module")
+    .timeout(common::BOOT_TIMEOUT)
+    .start()
+    .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let step = expect(&mut vm, "modules  warn");
+    assert!(step.contains("1 failed"), "{step}");
+    let line = expect(&mut vm, &format!("module {missing}: cannot open"));
+    assert!(line.contains("warning: "), "{line}");
+    expect(&mut vm, "phase-init: ready mode=local");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
+}
