@@ -267,4 +267,76 @@ fn serve_mdns_dht_then_discover_and_fetch_without_peers() {
             );
         }
     }
+
+    // phase serve --dht on an empty cache provides what a fetch into that
+    // cache adds later (re-announced within REANNOUNCE_INTERVAL).
+    let late_cache = s(t.join("late-cache"));
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lan.nodes[3], "timeout", "120"])
+        .arg(phase_bin())
+        .args(["serve", "--listen", "0.0.0.0:7071", "--cache", &late_cache])
+        .args(["--dht", "--bootstrap", &bootstrap, "--dht-listen"])
+        .arg(format!("/ip4/{}/tcp/4001", lan.ipv4(3)))
+        .args(["--root-key", &"0".repeat(16)])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn late phase serve");
+    let stdout = child.stdout.take().unwrap();
+    let _late = Server(child);
+    let mut late_id = None;
+    for line in BufReader::new(stdout).lines().take(10) {
+        let line = line.expect("serve output");
+        if let Some(rest) = line.strip_prefix("phase serve: DHT /") {
+            late_id = rest.rsplit('/').next().map(str::to_string);
+        }
+        if line.starts_with("phase serve: listening on") {
+            break;
+        }
+    }
+    let late_id = late_id.expect("late server's DHT id");
+    ok(
+        Some(&lan.nodes[3]),
+        &[
+            "fetch",
+            "--root",
+            &root,
+            "--cache",
+            &late_cache,
+            "--peer",
+            &seed_url,
+            "--quiet",
+        ],
+    );
+    // Bounded: at most 8 lookups of at most 3 s, 1 s apart.
+    let start = Instant::now();
+    let mut seen = false;
+    for _ in 0..8 {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let out = ok(
+            Some(&lan.nodes[2]),
+            &[
+                "discover",
+                "--dht",
+                "--bootstrap",
+                &bootstrap,
+                "--digest",
+                &digest,
+                "--json",
+                "--timeout",
+                "3",
+            ],
+        );
+        if out.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["id"] == late_id.as_str())
+        }) {
+            seen = true;
+            break;
+        }
+    }
+    assert!(
+        seen,
+        "the late server never provided the object it fetched ({:?})",
+        start.elapsed()
+    );
+    eprintln!("re-announced object found after {:?}", start.elapsed());
 }
