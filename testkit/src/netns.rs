@@ -342,3 +342,25 @@ where
         out
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tap_guest_link_local_is_the_eui64_of_its_mac() {
+        let tap = |mac: &str| Tap {
+            ns: "x".into(),
+            ifname: "tap0".into(),
+            mac: mac.into(),
+        };
+        assert_eq!(
+            tap("52:54:00:18:00:00").guest_link_local().to_string(),
+            "fe80::5054:ff:fe18:0"
+        );
+        assert_eq!(
+            tap("52:54:00:12:34:56").guest_link_local().to_string(),
+            "fe80::5054:ff:fe12:3456"
+        );
+    }
+}
