@@ -13,7 +13,7 @@
 #                     musl build of wasmtime: see docs/target.md)
 #   /etc              hostname, passwd, group, hosts, resolv.conf (empty),
 #                     phase/services.toml (what phase-init supervises), phase/net.sh,
-#                     phase/plasmd.toml (plasmd's config: the demo job at start-up)
+#                     phase/plasmd.toml (plasmd's config: the demo job at start-up, cache /phase)
 #   /var/lib/phase    the writable cache view: cas -> /phase/cas, tuf -> /phase/tuf
 # The payload stage 1 hands over (/phase, read-only) holds only verified
 # bytes; the node serves exactly those.
@@ -112,16 +112,15 @@ echo "net: $(hostname): $(ip -o addr show | awk '$2 != "lo" { printf "%s %s  ", 
 SH
 chmod 0755 "$root/etc/phase/net.sh"
 
-# plasmd's cache: the verified objects in place (/phase/cas, read-only) and
-# a writable copy of the trusted TUF state stage 1 verified (plasmd's own
-# refresh stores metadata there).
+# plasmd reads the verified payload read-only (/phase: the job is in its CAS,
+# the trusted metadata in /phase/tuf) and keeps its own state in /var/lib/plasmd.
 cat >"$root/etc/phase/plasmd.toml" <<'TOML'
 state = "/var/lib/plasmd"
 socket = "/run/plasmd/plasmd.sock"
-cache = "/var/lib/plasmd/cache"
+cache = "/phase"
 root = "/phase/tuf/root.json"
 boot_json = "/phase/boot.json"
-peers_from_boot = true
+peers_from_boot = false
 peers = []
 jobs = ["hello"]
 TOML
@@ -143,17 +142,12 @@ after = ["net"]
 restart = "on-failure"
 backoff_ms = 2000
 
-[service.plasmd-cache]
-command = "/bin/sh"
-args = ["-c", "mkdir -p /var/lib/plasmd/cache && cp -a /phase/tuf /var/lib/plasmd/cache/tuf && ln -sfn /phase/cas /var/lib/plasmd/cache/cas"]
-type = "oneshot"
-
 # The WASM job daemon: runs the demo job, verified against the trusted
 # metadata; `plasmd submit|status|logs` over /run/plasmd/plasmd.sock.
 [service.plasmd]
 command = "/usr/bin/plasmd"
 args = ["daemon", "--config", "/etc/phase/plasmd.toml"]
-after = ["net", "plasmd-cache"]
+after = ["net"]
 restart = "on-failure"
 backoff_ms = 2000
 TOML
