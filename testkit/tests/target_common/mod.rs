@@ -1,0 +1,228 @@
+//! Shared by `boot_wasm` and `fleet_of_three` (owner: target): a demo
+//! repository with the REAL target (`make rootfs`: busybox, `phase`,
+//! `plasmd`; the demo job `make plasmd-jobs`), signed with keys made here,
+//! disk images with that trusted root, and a test LAN whose only host-side
+//! node runs a DHCP server (busybox udhcpd) — never a `phase serve`.
+
+#![allow(dead_code)]
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testkit::fixtures::{self, build_dir, need, phase_bin};
+use testkit::netns::{self, Daemon, Lan};
+
+/// The greeting of the demo job (plasmd/jobs/hello.wat).
+pub const GREETING: &str = "Hello from Phase WASM on ";
+
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `phase args...`; fails the test with its output on error.
+pub fn phase(args: &[OsString]) -> String {
+    let out = Command::new(phase_bin())
+        .args(args)
+        .current_dir(repo_dir())
+        .output()
+        .expect("run phase");
+    assert!(
+        out.status.success(),
+        "phase {:?} failed: {}\n{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn os<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(a: I) -> Vec<OsString> {
+    a.into_iter().map(|s| s.as_ref().to_owned()).collect()
+}
+
+/// A published target and the files around it.
+pub struct Published {
+    pub keys: PathBuf,
+    pub root: PathBuf,
+    pub repo: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub rootfs: PathBuf,
+    pub job: PathBuf,
+    release: String,
+    init: PathBuf,
+}
+
+/// keygen, the initramfs (stage 1 and target: the same phase-init), then
+/// kernel + initramfs + the real rootfs + the demo job signed into `d/repo`.
+pub fn publish(d: &Path) -> Published {
+    let build = build_dir();
+    let (release, kernel) = fixtures::kernel();
+    let init = build.join("x86_64/phase-init");
+    need(&init, "run `make init`");
+    let rootfs = build.join("x86_64/rootfs.squashfs");
+    need(&rootfs, "run `make rootfs`");
+    let job = build.join("jobs/hello.wasm");
+    need(&job, "run `make plasmd-jobs`");
+    let keys = d.join("keys");
+    let p = Published {
+        root: keys.join("1.root.json"),
+        keys,
+        repo: d.join("repo"),
+        kernel,
+        initramfs: d.join("initramfs.img"),
+        rootfs,
+        job,
+        release,
+        init,
+    };
+    phase(&os([
+        OsStr::new("keygen"),
+        OsStr::new("--out"),
+        p.keys.as_os_str(),
+    ]));
+    let mut a = p.image_args(&p.initramfs);
+    a.extend(os(["--stage", "initramfs"]));
+    phase(&a);
+    let mut a = os(["publish", "--repo"]);
+    a.push(p.repo.clone().into());
+    a.extend(os(["--keys"]));
+    a.push(p.keys.clone().into());
+    a.extend(os(["--channel", "stable", "--arch", "x86_64", "--kernel"]));
+    a.push(p.kernel.clone().into());
+    a.push("--initramfs".into());
+    a.push(p.initramfs.clone().into());
+    a.push("--rootfs".into());
+    a.push(p.rootfs.clone().into());
+    a.push("--job".into());
+    a.push(p.job.clone().into());
+    a.extend(os([
+        "--cmdline",
+        "console=ttyS0,115200",
+        "--release-version",
+        "1",
+    ]));
+    phase(&a);
+    p
+}
+
+impl Published {
+    fn image_args(&self, out: &Path) -> Vec<OsString> {
+        let mut a = os(["image", "--out"]);
+        a.push(out.into());
+        a.push("--root".into());
+        a.push(self.root.clone().into());
+        a.push("--init".into());
+        a.push(self.init.clone().into());
+        a.extend(os(["--arch", "x86_64", "--build-dir"]));
+        a.push(build_dir().into());
+        a.push("--kernel-version".into());
+        a.push(self.release.clone().into());
+        a.extend(os([
+            "--templates",
+            "esp",
+            "--modules-list",
+            "kernel/modules-x86_64.list",
+            "--default-mode",
+            "local",
+        ]));
+        a
+    }
+
+    /// A disk image (local mode by default) with this trusted root; its
+    /// cache partition seeded from the repository when `seeded`, else empty.
+    pub fn disk(&self, out: &Path, seeded: bool) {
+        let mut a = self.image_args(out);
+        if seeded {
+            a.push("--seed-repo".into());
+            a.push(self.repo.clone().into());
+            a.extend(os(["--channel", "stable"]));
+        }
+        phase(&a);
+    }
+}
+
+/// A test LAN with one host-side node running busybox udhcpd (leases
+/// 198.18.0.100-150 on 198.18.0.0/24): the guests' only helper.
+pub fn lan_with_dhcp(dir: &Path) -> (Lan, Daemon) {
+    need(Path::new("/bin/busybox"), "apt-get install busybox-static");
+    let lan = Lan::new(1, true).unwrap_or_else(|e| panic!("{e}"));
+    let conf = dir.join("udhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "start 198.18.0.100\nend 198.18.0.150\ninterface eth0\n\
+             lease_file {d}/leases\npidfile {d}/udhcpd.pid\n\
+             option subnet 255.255.255.0\noption lease 3600\n",
+            d = dir.display()
+        ),
+    )
+    .expect("write udhcpd.conf");
+    std::fs::write(dir.join("leases"), b"").expect("leases file");
+    let dhcpd = netns::spawn(
+        netns::command(lan.node(0), "/bin/busybox")
+            .args(["udhcpd", "-f"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    (lan, dhcpd)
+}
+
+/// The IPv4 address the target's `net` service printed
+/// (`net: <host>: eth0 198.18.0.N/24 ...`), from `line`.
+pub fn net_ipv4(line: &str) -> Option<String> {
+    line.split_whitespace()
+        .find(|w| w.starts_with("198.18.") && w.contains('/'))
+        .and_then(|w| w.split('/').next())
+        .map(str::to_owned)
+}
+
+/// `phase fetch` of every target from `peer` into `cache`, run in
+/// namespace `ns`, retried for up to `within` (the node's peer service
+/// starts after its network); returns the last output and whether it
+/// succeeded.
+pub fn fetch_from(
+    ns: &str,
+    root: &Path,
+    peer: &str,
+    cache: &Path,
+    within: Duration,
+) -> (bool, String) {
+    let start = Instant::now();
+    let mut last = String::new();
+    for _ in 0..60 {
+        let out = netns::command(ns, phase_bin())
+            .args(["fetch", "--root"])
+            .arg(root)
+            .args(["--peer", peer, "--cache"])
+            .arg(cache)
+            .args(["--channel", "stable", "--arch", "x86_64"])
+            .output()
+            .expect("run phase fetch");
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            return (true, last);
+        }
+        if start.elapsed() > within {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    (false, last)
+}
+
+/// The CAS path of a file's SHA-256 under `cache`.
+pub fn cas_object(cache: &Path, file: &Path) -> PathBuf {
+    use sha2::Digest;
+    let bytes = std::fs::read(file).expect("read");
+    let hex = format!("{:x}", sha2::Sha256::digest(&bytes));
+    cache.join(format!("cas/sha256/{}/{hex}", &hex[..2]))
+}
