@@ -76,7 +76,7 @@ fn two_nodes_boot_from_the_first_nodes_re_shared_payload() {
         .collect();
     for vm in &mut others {
         expect(vm, "cache    ok");
-        expect(vm, &format!("fetch: rootfs    stable/x86_64/rootfs"));
+        expect(vm, "fetch: rootfs    stable/x86_64/rootfs");
         let line = vm.log();
         assert!(
             line.contains(&format!("from {peer}=")) || line.contains(&format!("from {ip}")),
