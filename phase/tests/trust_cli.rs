@@ -353,7 +353,7 @@ fn rollback_refused_across_runs_with_state() {
     let root1 = keys.join("1.root.json");
     let state = tmp.path().join("state");
     let old_ts = std::fs::read(repo.join("metadata/timestamp.json")).unwrap();
-    std::fs::write(tmp.path().join("more"), b"more").unwrap();
+    std::fs::write(tmp.path().join("more.wasm"), b"more").unwrap();
     ok(&[
         "publish",
         "--repo",
@@ -361,7 +361,7 @@ fn rollback_refused_across_runs_with_state() {
         "--keys",
         s(&keys),
         "--job",
-        s(&tmp.path().join("more")),
+        s(&tmp.path().join("more.wasm")),
     ]);
     ok(&[
         "verify",
