@@ -35,6 +35,7 @@ BUSYBOX=/bin/busybox
 command -v mksquashfs >/dev/null || die "mksquashfs is missing (apt-get install squashfs-tools)"
 command -v ldd >/dev/null || die "ldd is missing (libc-bin)"
 
+mkdir -p "$(dirname "$OUT")"
 work=$(mktemp -d "$(dirname "$OUT")/.rootfs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/root
@@ -152,7 +153,6 @@ restart = "on-failure"
 backoff_ms = 2000
 TOML
 
-mkdir -p "$(dirname "$OUT")"
 mksquashfs "$root" "$OUT.tmp" -all-root -noappend -quiet -no-progress
 mv -f "$OUT.tmp" "$OUT"
 echo "build-rootfs: $OUT ($(du -h "$OUT" | cut -f1); busybox, phase, plasmd, $(wc -w <<<"$libs") libraries)"
