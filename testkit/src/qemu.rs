@@ -130,6 +130,9 @@ enum Boot {
     },
 }
 
+/// How long [`Vm::wait_for`] waits for the rest of a matched line.
+const LINE_GRACE: Duration = Duration::from_secs(2);
+
 /// A VM to start: builder methods, then [`Qemu::start`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -846,14 +849,28 @@ impl Vm {
     ) -> Result<String> {
         let (lock, cvar) = &*self.serial;
         let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Set when the match is seen before the end of its line arrived.
+        let mut line_grace: Option<Instant> = None;
         loop {
             let log = clean(&s.bytes);
             let from = self.cursor.min(log.len());
             if let Some((start, end)) = find(&log[from..]) {
                 let (start, end) = (from + start, from + end);
+                let newline = log[end..].find('\n');
+                // The serial console delivers a line in pieces: give the rest
+                // of it a bounded moment, so callers see the whole line (a
+                // prompt never gets its newline and is returned as it is).
+                let grace_end = *line_grace.get_or_insert_with(|| Instant::now() + LINE_GRACE);
+                if newline.is_none() && !s.eof && Instant::now() < grace_end.min(self.deadline) {
+                    s = cvar
+                        .wait_timeout(s, Duration::from_millis(100))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
                 self.cursor = end;
                 let line_start = log[..start].rfind('\n').map_or(0, |i| i + 1);
-                let line_end = log[end..].find('\n').map_or(log.len(), |i| end + i);
+                let line_end = newline.map_or(log.len(), |i| end + i);
                 return Ok(log[line_start..line_end].to_owned());
             }
             let now = Instant::now();
