@@ -5,6 +5,7 @@
 //! These are test helpers: a missing prerequisite panics with what to run,
 //! so a test fails loudly instead of passing vacuously.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -44,6 +45,29 @@ pub fn phase_bin() -> PathBuf {
     });
     need(&path, "build it with `make host`");
     path
+}
+
+/// Runs the release `phase` with `args` from the workspace root and returns
+/// its stdout; fails the test with its output when it fails.
+pub fn run_phase<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let out = Command::new(phase_bin())
+        .args(&args)
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("run phase");
+    assert!(
+        out.status.success(),
+        "phase {:?} failed: {}\n{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `s` as the inside of a TOML basic string.

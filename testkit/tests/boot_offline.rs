@@ -11,34 +11,18 @@
 //! `$PHASE_BUILD/x86_64/phase-init`; `mksquashfs` and a static
 //! `/bin/busybox`. A missing one fails the test with what to do.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use testkit::fixtures::{self, build_dir, need, phase_bin};
+use testkit::fixtures::{self, build_dir, need};
 use testkit::qemu::{Qemu, Vm};
 
 /// UEFI boot + a kexec'd second kernel under TCG on a loaded 2-core host.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn repo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Runs `phase args...` and fails the test with its output on error.
 fn phase(args: &[&std::ffi::OsStr]) {
-    let out = Command::new(phase_bin())
-        .args(args)
-        .current_dir(repo_dir())
-        .output()
-        .expect("run phase");
-    assert!(
-        out.status.success(),
-        "phase {:?} failed: {}\n{}",
-        args,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::fixtures::run_phase(args);
 }
 
 macro_rules! os {

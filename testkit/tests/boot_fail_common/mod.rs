@@ -27,29 +27,13 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The peer address inside the guest's user network.
 pub const PEER_URL: &str = "http://198.18.64.100:8080";
 
-fn repo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Runs `phase args...`; fails the test with its output on error.
 pub fn phase<I, S>(args: I)
 where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
-    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let out = Command::new(phase_bin())
-        .args(&args)
-        .current_dir(repo_dir())
-        .output()
-        .expect("run phase");
-    assert!(
-        out.status.success(),
-        "phase {:?} failed: {}\n{}",
-        args,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::fixtures::run_phase(args.into_iter().map(Into::<OsString>::into));
 }
 
 /// Keys, the stage-1/target initramfs with their root, the kernel.

@@ -21,24 +21,9 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 /// The port `phase serve` listens on inside its node.
 pub const PORT: u16 = 7070;
 
-fn repo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Runs `phase args...`; fails the test with its output on error.
 pub fn phase(args: &[OsString]) {
-    let out = Command::new(phase_bin())
-        .args(args)
-        .current_dir(repo_dir())
-        .output()
-        .expect("run phase");
-    assert!(
-        out.status.success(),
-        "phase {:?} failed: {}\n{}",
-        args,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::fixtures::run_phase(args);
 }
 
 fn os<S: AsRef<OsStr>>(v: &[S]) -> Vec<OsString> {

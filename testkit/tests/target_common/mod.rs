@@ -8,7 +8,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use testkit::fixtures::{self, build_dir, need, phase_bin};
@@ -17,25 +16,9 @@ use testkit::netns::{self, Daemon, Lan};
 /// The greeting of the demo job (plasmd/jobs/hello.wat).
 pub const GREETING: &str = "Hello from Phase WASM on ";
 
-pub fn repo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Runs `phase args...`; fails the test with its output on error.
 pub fn phase(args: &[OsString]) -> String {
-    let out = Command::new(phase_bin())
-        .args(args)
-        .current_dir(repo_dir())
-        .output()
-        .expect("run phase");
-    assert!(
-        out.status.success(),
-        "phase {:?} failed: {}\n{}",
-        args,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    testkit::fixtures::run_phase(args)
 }
 
 pub fn os<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(a: I) -> Vec<OsString> {
