@@ -1,6 +1,7 @@
 //! `phase image --seed-repo`: the cache partition gets the verified TUF
-//! metadata and the (channel, arch) targets in its CAS, and nothing that
-//! does not match the signed hashes.
+//! metadata and, in its CAS, the (channel, arch) targets plus the fleet's
+//! `jobs/`, and nothing of another channel or that does not match the
+//! signed hashes.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -29,6 +30,9 @@ fn kernel_release() -> String {
         .trim()
         .to_owned()
 }
+
+/// Stands in for a job's bytes: the seeder copies them, nothing runs them.
+const JOB: &[u8] = b"\0asm\x01\0\0\0 a job the seeder must copy";
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -63,6 +67,7 @@ fn fixture() -> Fixture {
             Kind::Kernel,
             &b"another channel".to_vec(),
         ),
+        ("jobs/hello.wasm", Kind::Job, &JOB.to_vec()),
     ] {
         let src = dir.path().join(name.replace('/', "_"));
         std::fs::write(&src, bytes).unwrap();
@@ -152,7 +157,14 @@ fn seeded_cache_holds_verified_metadata_and_channel_targets() {
     );
     let summary: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
     let seeded: Vec<String> = serde_json::from_value(summary["seeded"].clone()).unwrap();
-    assert_eq!(seeded, ["stable/x86_64/initramfs", "stable/x86_64/kernel"]);
+    assert_eq!(
+        seeded,
+        [
+            "jobs/hello.wasm",
+            "stable/x86_64/initramfs",
+            "stable/x86_64/kernel"
+        ]
+    );
 
     // Pull the cache partition out at its offset and read it with debugfs.
     let first = summary["layout"]["cache"]["first_lba"].as_u64().unwrap();
@@ -178,9 +190,11 @@ fn seeded_cache_holds_verified_metadata_and_channel_targets() {
         String::from_utf8_lossy(&fsck.stdout)
     );
 
+    let job = JOB.to_vec();
     for (bytes, what) in [
         (&f.kernel_bytes, "kernel"),
         (&f.initramfs_bytes, "initramfs"),
+        (&job, "job"),
     ] {
         let sha = sha256_hex(bytes);
         let dumped = f.dir.path().join(format!("dumped-{what}"));

@@ -1,6 +1,8 @@
 //! Seed the cache partition from a TUF repository: the verified metadata in
 //! `tuf/` (the client's trusted state, as `verifier::DirStorage` writes it)
-//! and the (channel, arch) targets in `cas/sha256/<2 hex>/<64 hex>`. Only
+//! and, in `cas/sha256/<2 hex>/<64 hex>`, the (channel, arch) boot set plus
+//! the fleet's WASM jobs (`jobs/`), so a seeded node can run its jobs and
+//! re-share them without a peer. Only
 //! bytes whose length and SHA-256 match the signed targets metadata are
 //! written; the refresh runs against the same trusted root the initramfs
 //! carries.
@@ -9,6 +11,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use verifier::{DirStorage, DirTransport, Updater};
+
+/// Where the fleet's WASM jobs live in the targets namespace (plasmd).
+const JOBS_PREFIX: &str = "jobs/";
 
 /// Returns the seeded target names.
 pub fn seed(
@@ -29,9 +34,9 @@ pub fn seed(
         .all_targets()
         .context("cannot list the repository's targets")?
         .into_iter()
-        .filter(|t| t.name.starts_with(&prefix))
+        .filter(|t| t.name.starts_with(&prefix) || t.name.starts_with(JOBS_PREFIX))
         .collect();
-    if targets.is_empty() {
+    if !targets.iter().any(|t| t.name.starts_with(&prefix)) {
         bail!("the repository signs no targets under {prefix}");
     }
     let mut names = Vec::new();
