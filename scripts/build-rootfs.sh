@@ -121,7 +121,7 @@ socket = "/run/plasmd/plasmd.sock"
 cache = "/phase"
 root = "/phase/tuf/root.json"
 boot_json = "/phase/boot.json"
-peers_from_boot = false
+peers_from_boot = true
 peers = []
 jobs = ["hello"]
 TOML
@@ -136,12 +136,14 @@ args = ["/etc/phase/net.sh"]
 type = "oneshot"
 
 # Re-share the verified payload: the next node boots from this one.
+# Not in private mode: it listens and announces (docs/threat-model.md).
 [service.peer]
 command = "/usr/bin/phase"
 args = ["serve", "--cache", "/var/lib/phase", "--listen", "[::]:7070", "--mdns"]
 after = ["net"]
 restart = "on-failure"
 backoff_ms = 2000
+modes = ["internet", "local"]
 
 # The WASM job daemon: runs the demo job, verified against the trusted
 # metadata; `plasmd submit|status|logs` over /run/plasmd/plasmd.sock.

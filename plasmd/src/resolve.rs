@@ -61,6 +61,18 @@ fn refresh_err(e: verifier::Error) -> ResolveError {
     ResolveError::Refresh(Box::new(e))
 }
 
+/// A refresh that failed only because no peer delivered a file (as opposed
+/// to metadata that was delivered and rejected).
+fn no_peer_answered(e: &verifier::Error) -> bool {
+    matches!(
+        e,
+        verifier::Error::Fetch {
+            source: verifier::TransportError::Other(_),
+            ..
+        }
+    )
+}
+
 /// Where a resolver finds trust, metadata and bytes.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -228,16 +240,40 @@ impl Resolver {
         }
         let meta_dir = self.cas.tuf_dir().join("metadata");
         self.seed_metadata(&meta_dir);
-        let transport = PeerTransport::new(
+        let now = chrono::Utc::now();
+        let online = PeerTransport::new(
             self.fetcher.client().clone(),
             self.handle.clone(),
             self.peers.clone(),
             Some(meta_dir.clone()),
         );
-        let mut updater = Updater::new(&self.storage, &transport, chrono::Utc::now());
-        updater.refresh().map_err(refresh_err)?;
+        let offline;
+        let mut transport = &online;
+        let mut updater = Updater::new(&self.storage, transport, now);
+        if let Err(e) = updater.refresh() {
+            if self.peers.is_empty() || !no_peer_answered(&e) {
+                return Err(refresh_err(e));
+            }
+            // Every peer failed (unreachable, a name that does not resolve
+            // here, an HTTP error): refresh from the metadata this node
+            // verified at boot. It is verified again, expiry included, so
+            // this can only be as fresh as the boot, never less checked.
+            tracing::warn!(
+                error = %crate::daemon::chain(&e),
+                "no peer answered the TUF refresh; using the metadata verified at boot"
+            );
+            offline = PeerTransport::new(
+                self.fetcher.client().clone(),
+                self.handle.clone(),
+                Vec::new(),
+                Some(meta_dir.clone()),
+            );
+            transport = &offline;
+            updater = Updater::new(&self.storage, transport, now);
+            updater.refresh().map_err(refresh_err)?;
+        }
         // Re-share what was accepted; a failure here does not stop the job.
-        if let Err(e) = export_metadata(&transport, &self.storage, &meta_dir) {
+        if let Err(e) = export_metadata(transport, &self.storage, &meta_dir) {
             tracing::warn!(error = %e, "cannot keep the refreshed metadata in the cache");
         }
         let target = updater.target(&tname).map_err(|source| JobError::Resolve {

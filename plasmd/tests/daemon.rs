@@ -466,3 +466,34 @@ fn job_missing_from_the_cache_is_fetched_from_a_peer_and_verified() {
     let _ = stop.send(());
     let _ = rt.block_on(server);
 }
+
+#[test]
+fn unreachable_peers_fall_back_to_the_metadata_verified_at_boot() {
+    let fx = Fixture::new();
+    let hello = hello_wasm();
+    fx.publish("hello", &hello, serde_json::json!({}));
+    let cache = fx.node_cache(&[&hello]);
+    // boot.json names the peers stage 1 used; in the target an mDNS peer
+    // name does not resolve and a link-local address may be gone.
+    let boot = fx.dir.path().join("boot.json");
+    std::fs::write(
+        &boot,
+        r#"{"version":1,"peers":[{"peer":"http://0123456789abcdef.mdns.phase:7070"},{"peer":"http://127.0.0.1:9"}]}"#,
+    )
+    .expect("boot.json");
+    let d = Daemon::start(
+        &fx,
+        &format!("cache = {:?}\n", cache.display().to_string()),
+        &[],
+    );
+    let (code, out, err) = d.cli(&["submit", "--wait", "--json", "hello"]);
+    assert_eq!(code, 0, "{out} {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json answer");
+    assert_eq!(v["run"]["outcome"]["status"]["status"], "exited", "{v}");
+    assert!(
+        d.console()
+            .contains("no peer answered the TUF refresh; using the metadata verified at boot"),
+        "the fallback is logged: {}",
+        d.console()
+    );
+}
