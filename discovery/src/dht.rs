@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore, GetProvidersOk, QueryId, QueryResult};
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, tcp, yamux, StreamProtocol, Swarm};
@@ -34,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::peer::{tidy_addrs, usable_ip, Peer, Source};
 
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
 
 /// Kademlia protocol name of the Phase Boot DHT.

@@ -93,8 +93,9 @@ pub struct Places {
     pub cache: Option<Mounted>,
     /// The CAS used when the cache is absent or read-only.
     pub ram_cas: PathBuf,
-    /// Peers found by discovery (mDNS), tried after the cache and before
-    /// `phase.peers` ([`crate::discover`]).
+    /// Peers found by discovery (mDNS, or the DHT's fleet key), tried after
+    /// the cache and before `phase.peers` ([`crate::discover`]); in
+    /// `internet` mode also the DHT client for the per-artifact lookups.
     pub discovered: crate::discover::Discovered,
 }
 
@@ -110,9 +111,9 @@ pub struct Fetched {
     pub network_peers: usize,
 }
 
-/// The HTTP peers named by `phase.peers` (multiaddrs are for the DHT,
-/// which this build of stage 1 does not run: they are reported and skipped;
-/// see docs/boot-flow.md).
+/// The HTTP peers named by `phase.peers`, and the multiaddrs among them
+/// (DHT bootstrap peers: [`crate::discover`] uses them in `internet` mode;
+/// the other modes report and skip them, see [`multiaddr_skipped`]).
 pub fn http_peers(config: &Config) -> Result<(Vec<Peer>, Vec<String>), BootFetchError> {
     let mut peers = Vec::new();
     let mut skipped = Vec::new();
@@ -125,6 +126,17 @@ pub fn http_peers(config: &Config) -> Result<(Vec<Peer>, Vec<String>), BootFetch
         }
     }
     Ok((peers, skipped))
+}
+
+/// Why `mode` does not use a `phase.peers` multiaddr (`None`: it does).
+pub fn multiaddr_skipped(mode: cmdline::Mode) -> Option<&'static str> {
+    match mode {
+        cmdline::Mode::Internet => None,
+        cmdline::Mode::Local => Some("local mode never leaves the LAN, so it runs no DHT"),
+        cmdline::Mode::Private => {
+            Some("private mode runs no DHT (libp2p would not go through Tor)")
+        }
+    }
 }
 
 /// Serves metadata from the inner transport; when that has nothing (no
@@ -338,17 +350,17 @@ pub fn run(
     // Cache first (above), then discovered peers, then `phase.peers`.
     let mut peers = places.discovered.fetcher_peers();
     peers.extend(static_peers);
-    for m in skipped {
-        console().warn(&format!(
-            "phase.peers: {m}: DHT peers are not used by stage 1 yet; skipped"
-        ));
+    if let Some(why) = multiaddr_skipped(config.mode) {
+        for m in skipped {
+            console().warn(&format!("phase.peers: {m}: {why}; skipped"));
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(BootFetchError::Runtime)?;
-    let fetcher = {
+    let make_fetcher = |resolve: &[(String, std::net::SocketAddr)]| {
         let _guard = rt.enter();
         Fetcher::with_resolve(
             cas.clone(),
@@ -356,10 +368,11 @@ pub fn run(
                 deadline: Duration::from_secs(600),
                 ..FetchOptions::default()
             },
-            &places.discovered.resolve(),
+            resolve,
         )
-        .map_err(|e| BootFetchError::Client(Box::new(e)))?
+        .map_err(|e| BootFetchError::Client(Box::new(e)))
     };
+    let mut fetcher = make_fetcher(&places.discovered.resolve())?;
     let meta_dir = places
         .cache
         .as_ref()
@@ -451,6 +464,61 @@ pub fn run(
             None => console().warn(&format!(
                 "{name}: no usable sha256 or chunk list in the signed metadata; job skipped"
             )),
+        }
+    }
+    // Internet mode: who in the DHT provides the boot set's objects we do
+    // not hold yet. New providers join the peers for the objects.
+    let mut found_by: BTreeMap<String, &'static str> = BTreeMap::new();
+    for p in &places.discovered.peers {
+        found_by.insert(format!("{}/", p.url()), p.source);
+    }
+    let missing: Vec<[u8; 32]> = plan
+        .iter()
+        .filter(|p| p.kind != "job" && !cas.contains(&p.spec.sha256))
+        .filter(|p| {
+            let hex = p.spec.sha256.to_string();
+            !readonly.is_some_and(|c| {
+                c.dir
+                    .join(format!("cas/sha256/{}/{hex}", &hex[..2]))
+                    .is_file()
+            })
+        })
+        .map(|p| p.spec.sha256.0)
+        .collect();
+    if !missing.is_empty() {
+        if let Some(lookup) = places.discovered.artifact_providers(&missing) {
+            console().line(&format!(
+                "dht: providers of {} boot object(s): {} peer(s), {} new, in {:.1} s{}",
+                missing.len(),
+                lookup.providers,
+                lookup.new.len(),
+                lookup.took.as_secs_f64(),
+                if lookup.new.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", crate::discover::describe(&lookup.new))
+                }
+            ));
+            for problem in &lookup.problems {
+                console().warn(&format!("dht: {problem}"));
+            }
+            if !lookup.new.is_empty() {
+                let mut all = places.discovered.resolve();
+                for f in &lookup.new {
+                    all.push((f.host.clone(), f.addr));
+                    found_by.insert(format!("{}/", f.url()), f.source);
+                }
+                // Discovered peers first, then the DHT's new ones, then
+                // `phase.peers`.
+                let n = places.discovered.peers.len().min(peers.len());
+                let new: Vec<Peer> = lookup
+                    .new
+                    .iter()
+                    .filter_map(|f| Peer::parse(&f.url()).ok())
+                    .collect();
+                peers.splice(n..n, new);
+                fetcher = make_fetcher(&all)?;
+            }
         }
     }
     let tuf_files = reshare_metadata(
@@ -551,9 +619,11 @@ pub fn run(
     let names: [String; 3] = names
         .try_into()
         .map_err(|_| BootFetchError::Spec("the boot set".into()))?;
-    // The runtime's worker threads end here, before kexec.
+    // The runtime's worker threads (and the DHT client) end here, before
+    // kexec.
     drop(fetcher);
     rt.shutdown_timeout(Duration::from_secs(1));
+    places.discovered.close();
     Ok(Fetched {
         artifacts: Artifacts {
             kernel,
@@ -567,7 +637,18 @@ pub fn run(
         tuf,
         peers: per_peer
             .into_iter()
-            .map(|(peer, bytes)| PeerBytes { peer, bytes })
+            .map(|(peer, bytes)| {
+                let found = match found_by.get(&peer) {
+                    Some(how) => how,
+                    None if peer == "cache" => "cache",
+                    None => "phase.peers",
+                };
+                PeerBytes {
+                    peer,
+                    bytes,
+                    found: Some(found.to_owned()),
+                }
+            })
             .collect(),
         network_peers: peers.len(),
     })

@@ -5,9 +5,16 @@
 //!   `phase.discover_timeout` seconds have passed, or [`GRACE`] after the
 //!   first answer. Peers whose TXT `root` tag is not the baked root's
 //!   fingerprint are ignored (another fleet on the same LAN).
-//! * `private` mode announces nothing and browses nothing.
-//! * `internet` mode: the DHT is not in this build (see docs/boot-flow.md);
-//!   `phase.peers` HTTP mirrors only.
+//! * `private` mode announces nothing and browses nothing (and runs no DHT:
+//!   libp2p would not go through Tor; see docs/discovery.md).
+//! * `internet` mode: the `phase.peers` multiaddrs (`/ip4|ip6/.../tcp/N/p2p/ID`)
+//!   are the bootstrap peers of a Kademlia DHT client ([`DhtSession`], a new
+//!   libp2p identity every boot; stage 1 never serves). The providers of the
+//!   fleet key (`discovery::dht::fleet_digest` of the baked root, which
+//!   `phase serve --dht` provides) are the metadata peers; after the TUF
+//!   refresh [`Discovered::artifact_providers`] looks up the providers of each
+//!   boot-set digest. Both lookups end after `phase.discover_timeout`
+//!   seconds at most, or [`GRACE`] after the first answer.
 //!
 //! A peer announces several addresses; stage 1 keeps the first one that
 //! accepts a TCP connection, trying IPv6 link-local first (it works on a LAN
@@ -21,6 +28,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use discovery::dht::{Dht, DhtConfig, Identity, Multiaddr, Protocol};
 use discovery::mdns::{BrowseFilter, Mdns, MdnsConfig};
 use discovery::RootTag;
 
@@ -47,7 +57,7 @@ pub struct Found {
     pub host: String,
     /// The address that accepted a connection.
     pub addr: SocketAddr,
-    /// How it was found (`mdns`).
+    /// How it was found (`mdns`, `dht`).
     pub source: &'static str,
     /// Time from the start of the browse to its answer.
     pub after: Duration,
@@ -64,6 +74,10 @@ impl Found {
 #[derive(Debug, Clone, Default)]
 pub struct Discovered {
     pub peers: Vec<Found>,
+    /// The DHT client of `internet` mode, kept for the per-artifact
+    /// lookups after the TUF refresh ([`Discovered::artifact_providers`])
+    /// and closed with [`Discovered::close`].
+    pub dht: Option<Arc<Mutex<Option<DhtSession>>>>,
 }
 
 impl Discovered {
@@ -82,6 +96,239 @@ impl Discovered {
             .filter_map(|p| fetcher::Peer::parse(&p.url()).ok())
             .collect()
     }
+
+    /// How the peer whose fetcher label (`http://host:port/`) is `label`
+    /// was found, if discovery found it.
+    pub fn source_of(&self, label: &str) -> Option<&'static str> {
+        self.peers
+            .iter()
+            .find(|p| format!("{}/", p.url()) == label)
+            .map(|p| p.source)
+    }
+
+    /// Internet mode: the DHT providers of `digests` (the boot set's
+    /// SHA-256s) that are not among [`Discovered::peers`] yet, each probed
+    /// for a reachable HTTP address. `None` when there is no DHT session
+    /// (another mode, no bootstrap peer, or already closed). Bounded by
+    /// the session's deadline (`phase.discover_timeout`).
+    pub fn artifact_providers(&self, digests: &[[u8; 32]]) -> Option<Lookup> {
+        let cell = self.dht.as_ref()?;
+        let guard = cell.lock().ok()?;
+        let session = guard.as_ref()?;
+        let known: Vec<String> = self.peers.iter().map(|p| p.id.clone()).collect();
+        Some(session.providers(digests, &known, self.peers.len()))
+    }
+
+    /// Stops the DHT client (its sockets close), e.g. before kexec.
+    pub fn close(&self) {
+        if let Some(cell) = &self.dht {
+            if let Ok(mut g) = cell.lock() {
+                if let Some(s) = g.take() {
+                    s.close();
+                }
+            }
+        }
+    }
+}
+
+/// What one round of DHT lookups found.
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    /// Providers not known before, reachable over HTTP.
+    pub new: Vec<Found>,
+    /// Providers announced in all (known ones included).
+    pub providers: usize,
+    /// Time the lookups took.
+    pub took: Duration,
+    /// Why some provider was not used, one line each.
+    pub problems: Vec<String>,
+}
+
+/// A Kademlia DHT client for the length of stage 1: a current-thread tokio
+/// runtime that only runs while a lookup runs (no thread of its own) and
+/// the node on it.
+#[derive(Debug)]
+pub struct DhtSession {
+    rt: tokio::runtime::Runtime,
+    dht: Dht,
+    timeout: Duration,
+}
+
+impl DhtSession {
+    /// Starts the client with `bootstrap` peers and a new identity.
+    pub fn start(bootstrap: Vec<Multiaddr>, timeout: Duration) -> Result<Self, DiscoverError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(DiscoverError::Runtime)?;
+        let config = DhtConfig {
+            identity: Identity::Ephemeral,
+            listen: Vec::new(),
+            bootstrap,
+            server: false,
+            query_timeout: timeout,
+            allow_loopback: false,
+            ..DhtConfig::default()
+        };
+        let dht = rt
+            .block_on(Dht::start(config))
+            .map_err(DiscoverError::Dht)?;
+        Ok(DhtSession { rt, dht, timeout })
+    }
+
+    /// The providers of every digest, minus the peers whose ids are in
+    /// `known`; new ones get host names numbered from `first`.
+    pub fn providers(&self, digests: &[[u8; 32]], known: &[String], first: usize) -> Lookup {
+        let start = Instant::now();
+        let found = self.rt.block_on(async {
+            let mut streams = Vec::new();
+            for d in digests {
+                match self.dht.find_providers(*d, self.timeout).await {
+                    Ok(s) => streams.push(Box::pin(s.into_stream())),
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut all = futures_util::stream::select_all(streams);
+            collect(&mut all, self.timeout, start).await
+        });
+        let mut out = Lookup::default();
+        let peers = match found {
+            Ok(p) => p,
+            Err(e) => {
+                out.problems
+                    .push(format!("DHT lookup: {}", crate::step::chain(&e)));
+                Vec::new()
+            }
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for (peer, after) in peers {
+            if seen.contains(&peer.id) {
+                continue;
+            }
+            seen.push(peer.id.clone());
+            if known.contains(&peer.id) {
+                continue;
+            }
+            match self.rt.block_on(reachable(&peer.addrs)) {
+                Some(addr) => out.new.push(Found {
+                    host: dht_host_name(&peer.id, first + out.new.len()),
+                    id: peer.id,
+                    addr,
+                    source: "dht",
+                    after,
+                }),
+                None => out
+                    .problems
+                    .push(unreachable_problem("DHT provider", &peer)),
+            }
+        }
+        out.providers = seen.len();
+        out.took = start.elapsed();
+        out
+    }
+
+    /// Stops the node and its runtime.
+    pub fn close(self) {
+        let DhtSession { rt, dht, .. } = self;
+        rt.block_on(dht.shutdown());
+        rt.shutdown_timeout(Duration::from_millis(200));
+    }
+}
+
+/// Providers from `stream` until it ends, `timeout` passes, [`GRACE`]
+/// after the first one, or [`MAX_PEERS`] of them.
+async fn collect<S>(
+    stream: &mut S,
+    timeout: Duration,
+    start: Instant,
+) -> Result<Vec<(discovery::Peer, Duration)>, discovery::dht::DhtError>
+where
+    S: futures_util::Stream<Item = discovery::Peer> + Unpin,
+{
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut stop_at = tokio::time::Instant::now() + timeout;
+    while out.len() < MAX_PEERS {
+        match tokio::time::timeout_at(stop_at, stream.next()).await {
+            Ok(Some(p)) => {
+                if out.is_empty() {
+                    stop_at = stop_at.min(tokio::time::Instant::now() + GRACE);
+                }
+                out.push((p, start.elapsed()));
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+fn unreachable_problem(what: &str, peer: &discovery::Peer) -> String {
+    format!(
+        "{what} {} answered but none of its HTTP addresses {:?} accepts a connection; skipped",
+        peer.id, peer.addrs
+    )
+}
+
+/// A `phase.peers` multiaddr as a DHT bootstrap peer: `/ip4` or `/ip6`
+/// (stage 1 resolves no DNS names for libp2p), then `/tcp/PORT` (or
+/// `/udp/PORT/quic-v1`), ending in `/p2p/<peer id>`. The error is the one
+/// line to print.
+pub fn bootstrap_addr(entry: &str) -> Result<Multiaddr, String> {
+    let addr: Multiaddr = entry
+        .parse()
+        .map_err(|e| format!("phase.peers: {entry}: not a multiaddr ({e}); skipped"))?;
+    let mut it = addr.iter();
+    let ip: std::net::IpAddr = match it.next() {
+        Some(Protocol::Ip4(v4)) => v4.into(),
+        Some(Protocol::Ip6(v6)) => v6.into(),
+        _ => {
+            return Err(format!(
+                "phase.peers: {entry}: a DHT bootstrap peer must start with /ip4 or /ip6 (stage 1 resolves no names for the DHT); skipped"
+            ))
+        }
+    };
+    if !discovery::peer::usable_ip(&ip, false) {
+        return Err(format!(
+            "phase.peers: {entry}: {ip} cannot be a remote peer's address; skipped"
+        ));
+    }
+    if let std::net::IpAddr::V6(v6) = ip {
+        if (v6.segments()[0] & 0xffc0) == 0xfe80 {
+            return Err(format!(
+                "phase.peers: {entry}: an IPv6 link-local multiaddr names no interface; use /ip4 or a global /ip6; skipped"
+            ));
+        }
+    }
+    let transport_ok = match (it.next(), it.next()) {
+        (Some(Protocol::Tcp(port)), Some(Protocol::P2p(_))) => port != 0,
+        (Some(Protocol::Udp(port)), Some(Protocol::QuicV1)) => {
+            port != 0 && matches!(it.next(), Some(Protocol::P2p(_)))
+        }
+        _ => false,
+    };
+    if !transport_ok || it.next().is_some() {
+        return Err(format!(
+            "phase.peers: {entry}: a DHT bootstrap peer is /ip4|ip6/ADDR/tcp/PORT/p2p/PEER_ID (or /udp/PORT/quic-v1/p2p/PEER_ID); skipped"
+        ));
+    }
+    Ok(addr)
+}
+
+/// The DHT bootstrap peers among `phase.peers`, and one line per multiaddr
+/// that cannot be one.
+pub fn bootstrap_peers(config: &Config) -> (Vec<Multiaddr>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut problems = Vec::new();
+    for p in &config.peers {
+        if let crate::cmdline::Peer::Multiaddr(m) = p {
+            match bootstrap_addr(m) {
+                Ok(a) if !ok.contains(&a) => ok.push(a),
+                Ok(_) => {}
+                Err(e) => problems.push(e),
+            }
+        }
+    }
+    (ok, problems)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +339,8 @@ pub enum DiscoverError {
     Root(String),
     #[error("mDNS")]
     Mdns(#[source] discovery::mdns::MdnsError),
+    #[error("DHT")]
+    Dht(#[source] discovery::dht::DhtError),
 }
 
 /// The host name a peer's URLs use: `<id>.mdns.phase`, the id reduced to
@@ -116,6 +365,13 @@ pub fn host_name(id: &str, n: usize) -> String {
         label.push_str(&format!("-{n}"));
     }
     format!("{label}.mdns.phase")
+}
+
+/// The host name of a peer found in the DHT: `<peer id>.dht.phase`, as
+/// [`host_name`] otherwise.
+pub fn dht_host_name(id: &str, n: usize) -> String {
+    let h = host_name(id, n);
+    format!("{}.dht.phase", h.trim_end_matches(".mdns.phase"))
 }
 
 /// The order in which a peer's addresses are tried: IPv6 link-local (with a
@@ -144,10 +400,7 @@ pub fn step(config: &Config, baked: &BakedRoot) -> (Discovered, Status) {
             Discovered::default(),
             Status::ok("none: private mode browses and announces nothing"),
         ),
-        Mode::Internet => (
-            Discovered::default(),
-            Status::ok("no DHT in this build of stage 1; the cache and phase.peers only"),
-        ),
+        Mode::Internet => internet(config, baked),
         Mode::Local => {
             if crate::net::wired_interfaces(std::path::Path::new("/sys/class/net")).is_empty() {
                 return (
@@ -166,21 +419,7 @@ pub fn step(config: &Config, baked: &BakedRoot) -> (Discovered, Status) {
                     (d, Status::with_problems("0 peers (mdns)", vec![problem]))
                 }
                 Ok(d) => {
-                    let list = d
-                        .peers
-                        .iter()
-                        .map(|p| {
-                            format!(
-                                "{} {} at {} after {} ms",
-                                p.id,
-                                p.url(),
-                                p.addr,
-                                p.after.as_millis()
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let detail = format!("{} peers (mdns): {list}", d.peers.len());
+                    let detail = format!("{} peers (mdns): {}", d.peers.len(), describe(&d.peers));
                     (d, Status::ok(detail))
                 }
                 Err(e) => (
@@ -196,6 +435,86 @@ pub fn step(config: &Config, baked: &BakedRoot) -> (Discovered, Status) {
             }
         }
     }
+}
+
+/// Internet mode: the fleet key's providers in the DHT, from the
+/// `phase.peers` multiaddrs.
+fn internet(config: &Config, baked: &BakedRoot) -> (Discovered, Status) {
+    let (bootstrap, mut problems) = bootstrap_peers(config);
+    if bootstrap.is_empty() {
+        let detail = if problems.is_empty() {
+            "0 peers (dht): no DHT bootstrap peer in phase.peers (/ip4/ADDR/tcp/PORT/p2p/ID); the cache and phase.peers URLs only"
+        } else {
+            "0 peers (dht): no usable DHT bootstrap peer; the cache and phase.peers URLs only"
+        };
+        return (
+            Discovered::default(),
+            Status::with_problems(detail, problems),
+        );
+    }
+    if crate::net::wired_interfaces(std::path::Path::new("/sys/class/net")).is_empty() {
+        return (
+            Discovered::default(),
+            Status::ok("no wired interfaces; the cache and phase.peers only"),
+        );
+    }
+    let root: RootTag = match baked.fingerprint.parse() {
+        Ok(r) => r,
+        Err(_) => {
+            return (
+                Discovered::default(),
+                Status::fail(DiscoverError::Root(baked.fingerprint.clone()).to_string()),
+            )
+        }
+    };
+    let timeout = Duration::from_secs(u64::from(config.discover_timeout));
+    let n_boot = bootstrap.len();
+    let session = match DhtSession::start(bootstrap, timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(format!(
+                "{}; the cache and phase.peers URLs only",
+                crate::step::chain(&e)
+            ));
+            return (
+                Discovered::default(),
+                Status::with_problems("0 peers (dht)", problems),
+            );
+        }
+    };
+    let lookup = session.providers(&[discovery::dht::fleet_digest(&root)], &[], 0);
+    problems.extend(lookup.problems);
+    let d = Discovered {
+        peers: lookup.new,
+        dht: Some(Arc::new(Mutex::new(Some(session)))),
+    };
+    if d.peers.is_empty() {
+        problems.push(format!(
+            "no DHT provider of this fleet (root {}) answered within {} s through {n_boot} bootstrap peer(s); the cache and phase.peers URLs only (phase.discover_timeout=SECONDS waits longer)",
+            &baked.fingerprint[..16.min(baked.fingerprint.len())],
+            timeout.as_secs()
+        ));
+        return (d, Status::with_problems("0 peers (dht)", problems));
+    }
+    let detail = format!("{} peers (dht): {}", d.peers.len(), describe(&d.peers));
+    (d, Status::with_problems(detail, problems))
+}
+
+/// `id url at addr after N ms, ...`.
+pub fn describe(peers: &[Found]) -> String {
+    peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} at {} after {} ms",
+                p.id,
+                p.url(),
+                p.addr,
+                p.after.as_millis()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Browses mDNS for peers of the fleet whose root key fingerprint (64 hex)
@@ -298,6 +617,73 @@ mod tests {
         assert_eq!(address_order(&[ll(0), v4]), vec![v4]);
     }
 
+    const ID: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+
+    #[test]
+    fn bootstrap_multiaddrs_from_phase_peers() {
+        for good in [
+            format!("/ip4/198.18.0.10/tcp/4001/p2p/{ID}"),
+            format!("/ip6/2001:db8::1/tcp/4001/p2p/{ID}"),
+            format!("/ip4/198.18.0.10/udp/4001/quic-v1/p2p/{ID}"),
+        ] {
+            let a = bootstrap_addr(&good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(a.to_string(), good);
+        }
+        for (bad, why) in [
+            ("/ip4/198.18.0.10/tcp/4001".to_owned(), "/p2p/PEER_ID"),
+            (
+                format!("/dns/peer.example/tcp/4001/p2p/{ID}"),
+                "/ip4 or /ip6",
+            ),
+            (
+                format!("/ip4/198.18.0.10/tcp/4001/p2p/{ID}/http"),
+                "/p2p/PEER_ID",
+            ),
+            (format!("/ip4/198.18.0.10/tcp/0/p2p/{ID}"), "/p2p/PEER_ID"),
+            (format!("/ip4/198.18.0.10/udp/4001/p2p/{ID}"), "quic-v1"),
+            (
+                format!("/ip4/0.0.0.0/tcp/4001/p2p/{ID}"),
+                "cannot be a remote",
+            ),
+            (
+                format!("/ip4/127.0.0.1/tcp/4001/p2p/{ID}"),
+                "cannot be a remote",
+            ),
+            (format!("/ip6/fe80::1/tcp/4001/p2p/{ID}"), "link-local"),
+            (
+                "/ip4/198.18.0.10/tcp/4001/p2p/notapeerid".to_owned(),
+                "not a multiaddr",
+            ),
+            ("/ip4/300.1.1.1/tcp/1".to_owned(), "not a multiaddr"),
+        ] {
+            let e = bootstrap_addr(&bad).expect_err(&bad);
+            assert!(e.starts_with(&format!("phase.peers: {bad}: ")), "{e}");
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.ends_with("; skipped") && !e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn bootstrap_peers_come_from_the_cmdline_deduplicated() {
+        let p = crate::cmdline::parse(&format!(
+            "phase.peers=http://198.18.0.2:7070,/ip4/198.18.0.10/tcp/4001/p2p/{ID},/ip4/198.18.0.10/tcp/4001 \
+             phase.peers=/ip4/198.18.0.10/tcp/4001/p2p/{ID}"
+        ));
+        let (ok, problems) = bootstrap_peers(&p.config);
+        assert_eq!(ok.len(), 1, "{ok:?}");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("/ip4/198.18.0.10/tcp/4001:"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn dht_host_names() {
+        assert_eq!(dht_host_name("12D3KooWabc", 1), "12d3koowabc-1.dht.phase");
+        assert!(fetcher::Peer::parse(&format!("http://{}:7070", dht_host_name(ID, 0))).is_ok());
+    }
+
     #[test]
     fn found_peers_become_fetcher_peers_with_resolver_entries() {
         let addr: SocketAddr = "[fe80::1%2]:7070".parse().expect("addr");
@@ -309,6 +695,7 @@ mod tests {
                 source: "mdns",
                 after: Duration::from_millis(5),
             }],
+            dht: None,
         };
         assert_eq!(d.resolve(), vec![("n0.mdns.phase".to_owned(), addr)]);
         let peers = d.fetcher_peers();

@@ -87,6 +87,9 @@ pub struct TufVersions {
 pub struct PeerBytes {
     pub peer: String,
     pub bytes: u64,
+    /// How stage 1 found the peer: `cache`, `mdns`, `dht` or `phase.peers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,6 +421,7 @@ mod tests {
             peers: vec![PeerBytes {
                 peer: "http://198.18.0.1:8080".into(),
                 bytes: 42,
+                found: Some("dht".into()),
             }],
             steps: vec![StepTiming {
                 step: "fetch".into(),
@@ -433,6 +437,7 @@ mod tests {
         assert_eq!(BootJson::from_json(&bytes).expect("parse"), b);
         let text = String::from_utf8(bytes).expect("utf-8");
         assert!(text.contains("\"timestamp\": 7"), "{text}");
+        assert!(text.contains("\"found\": \"dht\""), "{text}");
         let bad = text.replacen("\"mode\"", "\"mood\"", 1);
         let e = BootJson::from_json(bad.as_bytes()).expect_err("unknown field");
         assert!(e.to_string().contains("mood"), "{e}");

@@ -1,0 +1,190 @@
+//! Stage 1 in `internet` mode finds its peer through the Kademlia DHT
+//! (issue 6, with issue 4's `discovery::dht`).
+//!
+//! A test LAN (bridge in a hub namespace, node 0 at 198.18.0.10/24 running
+//! busybox `udhcpd`), `phase serve --dht` in node 0 serving a published
+//! repository (it provides the fleet key and every target's digest), and a
+//! UEFI VM on a tap with an EMPTY cache, booted in `internet` mode with only
+//! the serve node's multiaddr in `phase.peers`: no HTTP URL and no mDNS
+//! (internet mode never browses, and the server does not advertise). The
+//! serial log must show the peer found through the DHT's fleet key, the
+//! per-artifact provider lookup, the verified fetch from the DHT peer's HTTP
+//! address, kexec, stage 2 and the marker from the overlay root, and
+//! boot.json must record that the peer was found by `dht`.
+//!
+//! Prerequisites (built by `make test`): the kernel, `x86_64/phase-init`
+//! and OVMF under `$PHASE_BUILD`; a static `/bin/busybox`; `PHASE_BIN`.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use testkit::fixtures::phase_bin;
+use testkit::netns::{self, Daemon, Lan};
+use testkit::qemu::Qemu;
+
+#[path = "boot_from_peer_common/mod.rs"]
+mod common;
+
+/// HTTP port of `phase serve` in node 0.
+const HTTP_PORT: u16 = 7070;
+/// libp2p (TCP) port of its DHT node.
+const DHT_PORT: u16 = 4001;
+
+/// busybox `udhcpd` in node `i`, leasing 198.18.0.100-110 on its eth0.
+fn dhcpd(lan: &Lan, i: usize, work: &Path) -> Daemon {
+    let conf = work.join("udhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "start 198.18.0.100\nend 198.18.0.110\ninterface eth0\n\
+             lease_file {d}/leases\npidfile {d}/udhcpd.pid\n\
+             option subnet 255.255.255.0\noption lease 600\n",
+            d = work.display()
+        ),
+    )
+    .expect("write udhcpd.conf");
+    std::fs::write(work.join("leases"), b"").expect("leases file");
+    netns::spawn(
+        netns::command(lan.node(i), "/bin/busybox")
+            .args(["udhcpd", "-f"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `phase serve --dht` (no `--mdns`) in node `i` at its IPv4 address,
+/// serving `repo` with an empty cache. Waits (20 s at most) for its
+/// listening line; returns the guard and its DHT multiaddr
+/// (`/ip4/198.18.0.1x/tcp/4001/p2p/12D3...`).
+fn serve_dht(lan: &Lan, i: usize, repo: &Path, work: &Path) -> (Daemon, String) {
+    let cache = work.join(format!("serve-cache-{i}"));
+    std::fs::create_dir_all(&cache).expect("mkdir cache");
+    let out_path = work.join(format!("serve-{i}.out"));
+    let out = std::fs::File::create(&out_path).expect("serve log");
+    let err = out.try_clone().expect("dup");
+    let ip = lan.ipv4(i);
+    let mut cmd = netns::command(lan.node(i), phase_bin());
+    cmd.arg("serve")
+        .arg("--cache")
+        .arg(&cache)
+        .arg("--repo")
+        .arg(repo)
+        .args(["--listen", &format!("{ip}:{HTTP_PORT}"), "--dht"])
+        .args(["--dht-listen", &format!("/ip4/{ip}/tcp/{DHT_PORT}")])
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    let mut d = netns::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if text.contains("listening on") {
+            let addr = text
+                .lines()
+                .find_map(|l| l.strip_prefix("phase serve: DHT /ip4/"))
+                .map(|rest| format!("/ip4/{}", rest.trim()))
+                .unwrap_or_else(|| panic!("no DHT multiaddr in phase serve's output: {text}"));
+            assert!(
+                text.contains("DHT providing"),
+                "phase serve does not say what it provides: {text}"
+            );
+            return (d, addr);
+        }
+        if let Some(st) = d.exited() {
+            panic!("phase serve in node {i} exited ({st}): {text}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "phase serve in node {i} did not start within 20 s: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn boot_from_a_dht_peer_in_internet_mode() {
+    let t0 = Instant::now();
+    let pubd = common::publish("dht");
+    let mut lan = Lan::new(1, true).unwrap_or_else(|e| panic!("{e}"));
+    let tap = lan.add_tap().unwrap_or_else(|e| panic!("{e}"));
+    let dhcp_dir = pubd.dir.path().join("dhcp");
+    std::fs::create_dir_all(&dhcp_dir).expect("mkdir dhcp");
+    let mut dhcpd = dhcpd(&lan, 0, &dhcp_dir);
+    let (mut serve, bootstrap) = serve_dht(&lan, 0, &pubd.repo, pubd.dir.path());
+    let peer_id = bootstrap
+        .rsplit("/p2p/")
+        .next()
+        .expect("peer id")
+        .to_owned();
+    assert!(
+        bootstrap.starts_with(&format!("/ip4/{}/tcp/{DHT_PORT}/p2p/12D3", lan.ipv4(0))),
+        "{bootstrap}"
+    );
+    let t_ready = t0.elapsed();
+
+    let mut vm = Qemu::image(&pubd.disk)
+        .mode("internet")
+        .append(format!("phase.peers={bootstrap}"))
+        .tap(&tap)
+        .memory_mib(384)
+        .name("boot-dht")
+        .timeout(common::BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let expect =
+        |vm: &mut testkit::qemu::Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
+    expect(&mut vm, "Phase Boot (internet)");
+    expect(&mut vm, "trust    ok");
+    let net = common::full_line(&mut vm, "network  ok");
+    assert!(net.contains("eth0 198.18.0.1"), "a DHCP lease: {net}");
+    expect(&mut vm, "cache    ok");
+    let line = common::full_line(&mut vm, "discover ok");
+    assert!(line.contains("1 peers (dht)"), "{line}");
+    let host = common::host_label(&peer_id);
+    assert!(
+        line.contains(&format!("{host}.dht.phase"))
+            && line.contains(&format!("{}:{HTTP_PORT}", lan.ipv4(0))),
+        "discovery names the DHT peer {host} at its HTTP address: {line}"
+    );
+    let lookup = common::full_line(&mut vm, "dht: providers of 3 boot object(s)");
+    assert!(lookup.contains("1 peer(s), 0 new"), "{lookup}");
+    let k = common::full_line(&mut vm, "fetch: kernel    stable/x86_64/kernel");
+    assert!(k.contains("verified") && k.contains(&host), "{k}");
+    expect(&mut vm, "fetch: rootfs");
+    expect(&mut vm, "fetch    ok");
+    expect(&mut vm, "phase-init: ready mode=internet channel=stable");
+    expect(&mut vm, "kexec: starting the target kernel");
+    let t_kexec = t0.elapsed();
+    expect(&mut vm, "kexec_core: Starting new kernel");
+    expect(&mut vm, "stage=target");
+    expect(&mut vm, "switch   ok");
+    expect(
+        &mut vm,
+        &format!("peer-marker: {} root=overlay", pubd.marker),
+    );
+    let bj = common::full_line(&mut vm, "boot.json: {");
+    assert!(bj.contains("\"mode\":\"internet\""), "{bj}");
+    assert!(
+        bj.contains(&format!("{host}.dht.phase")) && bj.contains("\"found\":\"dht\""),
+        "boot.json names the peer and how it was found: {bj}"
+    );
+    expect(&mut vm, "supervisor: powering off");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
+    let log = vm.log();
+    assert!(
+        !log.contains("(mdns)") && !log.contains("mdns.phase"),
+        "internet mode used mDNS"
+    );
+    assert!(serve.exited().is_none(), "phase serve died during the test");
+    assert!(dhcpd.exited().is_none(), "udhcpd died during the test");
+    eprintln!("{line}\n{lookup}\n{k}");
+    eprintln!(
+        "boot over the DHT: setup {:.1} s, to kexec {:.1} s, whole {:.1} s",
+        t_ready.as_secs_f64(),
+        t_kexec.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}
