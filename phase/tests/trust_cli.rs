@@ -111,21 +111,28 @@ fn publish_then_verify_directory() {
     assert_eq!(k["version"], "2030.1");
     assert_eq!(k["cmdline"], "console=ttyS0 quiet");
     assert_eq!(k["downloaded"], true);
-    // Signed custom metadata: 4 MiB chunks, last one shorter.
+    // Signed custom metadata: 1 MiB chunks (the automatic size for
+    // artifacts up to 64 MiB), last one shorter.
     let tj: serde_json::Value =
         serde_json::from_slice(&std::fs::read(repo.join("metadata/1.targets.json")).unwrap())
             .unwrap();
     let custom = &tj["signed"]["targets"]["stable/x86_64/kernel"]["custom"];
     assert_eq!(custom["kind"], "kernel");
-    assert_eq!(custom["chunks"]["size"], 4194304);
+    let size = 1usize << 20;
+    assert_eq!(custom["chunks"]["size"], size as u64);
     let chunks: Vec<&str> = custom["chunks"]["sha256"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| c.as_str().unwrap())
         .collect();
-    assert_eq!(chunks.len(), 2);
-    assert_eq!(chunks[1], verifier::digest::sha256_hex(&kernel[4194304..]));
+    assert_eq!(chunks.len(), kernel.len().div_ceil(size));
+    assert_eq!(chunks[0], verifier::digest::sha256_hex(&kernel[..size]));
+    let last = (chunks.len() - 1) * size;
+    assert_eq!(
+        chunks[chunks.len() - 1],
+        verifier::digest::sha256_hex(&kernel[last..])
+    );
     assert_eq!(
         tj["signed"]["targets"]["jobs/hello.wasm"]["custom"]["kind"],
         "job"

@@ -64,9 +64,33 @@ pub struct Args {
     /// How long targets, snapshot and timestamp stay valid (e.g. 30d, 12h).
     #[arg(long, default_value = "30d", value_parser = duration_arg)]
     pub expires: chrono::Duration,
+    /// Chunk size in KiB of the signed chunk lists (a power of two from 64
+    /// KiB to 64 MiB). Default: 1 MiB for artifacts up to 64 MiB, growing
+    /// with the largest artifact of this publish so it has about 64 chunks,
+    /// at most 4 MiB (docs/fetcher.md "Chunk size").
+    #[arg(long, value_name = "KIB")]
+    pub chunk_kib: Option<u64>,
     /// Print a JSON report.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Smallest and largest automatic chunk size, and the chunk count the
+/// automatic choice aims for at least.
+const AUTO_CHUNK_MIN: u64 = 1 << 20;
+const AUTO_CHUNK_MAX: u64 = 4 << 20;
+const AUTO_CHUNKS: u64 = 64;
+
+/// The automatic chunk size for artifacts whose largest is `largest` bytes:
+/// the smallest power of two from [`AUTO_CHUNK_MIN`] giving at most
+/// [`AUTO_CHUNKS`] chunks, capped at [`AUTO_CHUNK_MAX`]. Small chunks let a
+/// fleet re-share an artifact sooner (a chunk is re-shared only once it is
+/// complete and verified); the cap bounds the chunk list in targets.json
+/// (about 70 bytes a chunk) and the requests per object.
+pub fn auto_chunk_size(largest: u64) -> u64 {
+    let want = largest.div_ceil(AUTO_CHUNKS).max(1);
+    want.next_power_of_two()
+        .clamp(AUTO_CHUNK_MIN, AUTO_CHUNK_MAX)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -75,8 +99,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.cmdline.is_some() && args.kernel.is_none() {
         anyhow::bail!("--cmdline belongs to a kernel: give --kernel too");
     }
+    let chunk_size = match args.chunk_kib {
+        Some(k) => {
+            anyhow::ensure!(
+                k.is_power_of_two() && (64..=65536).contains(&k),
+                "--chunk-kib {k}: must be a power of two from 64 to 65536"
+            );
+            k << 10
+        }
+        None => {
+            let mut largest = 0;
+            for f in [&args.kernel, &args.initramfs, &args.rootfs]
+                .into_iter()
+                .flatten()
+                .chain(&args.job)
+            {
+                let len = std::fs::metadata(f)
+                    .with_context(|| format!("reading {} failed", f.display()))?
+                    .len();
+                largest = largest.max(len);
+            }
+            auto_chunk_size(largest)
+        }
+    };
     let mut publisher = Publisher::open(&args.repo, &args.keys)
-        .with_context(|| format!("opening repository {} failed", args.repo.display()))?;
+        .with_context(|| format!("opening repository {} failed", args.repo.display()))?
+        .chunk_size(chunk_size);
     let version = args
         .release_version
         .clone()
@@ -233,4 +281,21 @@ fn job_metadata(args: &Args) -> anyhow::Result<serde_json::Map<String, serde_jso
         m.insert("limits".into(), serde_json::Value::Object(limits));
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_chunk_size;
+
+    #[test]
+    fn auto_chunk_size_aims_for_64_chunks_between_1_and_4_mib() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(auto_chunk_size(0), MIB);
+        assert_eq!(auto_chunk_size(5 * MIB), MIB);
+        assert_eq!(auto_chunk_size(64 * MIB), MIB);
+        assert_eq!(auto_chunk_size(64 * MIB + 1), 2 * MIB);
+        assert_eq!(auto_chunk_size(128 * MIB), 2 * MIB);
+        assert_eq!(auto_chunk_size(200 * MIB), 4 * MIB);
+        assert_eq!(auto_chunk_size(1 << 40), 4 * MIB);
+    }
 }
