@@ -63,6 +63,7 @@ purls=()
 for i in 1 2 3; do
   p=$(free_port)
   "$phase" serve --cache "$work/srv$i" --repo "$work/repo" --listen 127.0.0.1:$p >/dev/null & pids+=($!)
+  [[ $i == 1 ]] && serve1=$!
   wait_port "$p"
   purls+=("http://127.0.0.1:$p")
 done
@@ -92,10 +93,14 @@ fetch_into() { # cache peers...
   echo "$u $sy" >>"$shm/cpu.$(basename "$cache")"
   return 0
 }
+# CPU seconds (user + sys) a process has used so far.
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$1/stat"; }
 for run in $(seq "$runs"); do
-  timed a curl -sf -o /dev/null "$nurl$rel"
+  timed a /usr/bin/time -f '%U %S' -a -o "$shm/cpu.a" curl -sf -o /dev/null "$nurl$rel"
   timed b bash -c "curl -sf '$nurl$rel' | sha256sum >/dev/null"
+  s0=$(cpu_of "$serve1")
   timed c fetch_into "$shm/c" "${purls[0]}"
+  echo "$(cpu_of "$serve1") - $s0" | bc -l >>"$shm/serve.cpu"
   timed d fetch_into "$shm/d" "$nurl"
   timed e fetch_into "$shm/e" "${purls[@]}"
 done
@@ -131,8 +136,11 @@ row() { # name label
   echo "Peak RSS of \`phase fetch\` over all runs: $((rss_kib / 1024)) MiB (object: $mib MiB)."
   echo
   cpu_u=$(cut -d' ' -f1 "$shm/cpu.c" | median); cpu_s=$(cut -d' ' -f2 "$shm/cpu.c" | median)
-  printf 'CPU of `phase fetch` in (c), median: %.2f s user + %.2f s sys for %.2f s wall (%.0f %% of all cores; the peer server and the kernel copies need the rest).\n' \
-    "$cpu_u" "$cpu_s" "${secs[c]}" "$(echo "100 * ($cpu_u + $cpu_s) / ${secs[c]} / $(nproc)" | bc -l)"
+  cpu_srv=$(median <"$shm/serve.cpu")
+  cpu_a=$(awk '{print $1 + $2}' "$shm/cpu.a" | median)
+  printf 'CPU of `phase fetch` in (c), median: %.2f s user + %.2f s sys for %.2f s wall (%.0f %% of all cores); the `phase serve` it fetched from: %.2f s.\n' \
+    "$cpu_u" "$cpu_s" "${secs[c]}" "$(echo "100 * ($cpu_u + $cpu_s) / ${secs[c]} / $(nproc)" | bc -l)" "$cpu_srv"
+  printf 'CPU of curl in (a), median: %.2f s (user + sys).\n' "$cpu_a"
   echo
   echo "Hashing: \`$hash_line\`; coreutils \`sha256sum\` of the object: ${coreutils_s} s."
   echo "<!-- fetch:end -->"

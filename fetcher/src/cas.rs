@@ -704,18 +704,40 @@ impl PartialObject {
         data: &[u8],
         digest: &Sha256Digest,
     ) -> Result<(), CasError> {
+        self.write_chunk_parts(i, &[data], digest, |_| {})
+    }
+
+    /// [`PartialObject::write_chunk`] for a chunk received in `parts` (in
+    /// order; no copy into one buffer): each part is written at its offset
+    /// and then handed to `after` while it is still in the CPU cache (the
+    /// fetch engine feeds the whole-object hash from there). The chunk is
+    /// marked verified only after every part is written.
+    pub fn write_chunk_parts<B: AsRef<[u8]>>(
+        &self,
+        i: usize,
+        parts: &[B],
+        digest: &Sha256Digest,
+        mut after: impl FnMut(&[u8]),
+    ) -> Result<(), CasError> {
         let (start, end) = self.spec.chunk_range(i);
-        if *digest != self.spec.chunks.sha256[i] || data.len() as u64 != end - start {
+        let len: u64 = parts.iter().map(|p| p.as_ref().len() as u64).sum();
+        if *digest != self.spec.chunks.sha256[i] || len != end - start {
             return Err(CasError::Mismatch {
                 expected: self.spec.chunks.sha256[i],
                 expected_len: end - start,
                 actual: *digest,
-                actual_len: data.len() as u64,
+                actual_len: len,
             });
         }
-        self.file
-            .write_all_at(data, start)
-            .map_err(io_err(&self.path))?;
+        let mut at = start;
+        for part in parts {
+            let part = part.as_ref();
+            self.file
+                .write_all_at(part, at)
+                .map_err(io_err(&self.path))?;
+            after(part);
+            at += part.len() as u64;
+        }
         let mut v = self.verified();
         v[i] = true;
         self.write_sidecar_locked(&v)

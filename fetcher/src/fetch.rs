@@ -27,10 +27,11 @@
 //! would otherwise get twice the connections.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use sha2::{Digest as _, Sha256};
@@ -336,7 +337,8 @@ impl Sched {
 /// Bytes of a chunk received by an abandoned (slow) request, kept so the
 /// retry asks only for the rest.
 struct Prefix {
-    buf: Vec<u8>,
+    parts: Vec<Bytes>,
+    len: usize,
     hasher: Sha256,
 }
 
@@ -353,22 +355,13 @@ struct Shared {
     changed: Notify,
     done_bytes: AtomicU64,
     flow_bytes: AtomicU64,
-    hasher: Mutex<mpsc::Sender<HashMsg>>,
-    /// Chunk buffers sent to the hasher and not yet taken by it (bounds the
-    /// memory of its queue when hashing is slower than the network).
-    hash_queued: Arc<AtomicUsize>,
+    whole: Arc<WholeHash>,
     stop: AtomicBool,
     /// Peers join through a feed (discovery): schedule as a swarm from the
     /// start, before any partial peer is known.
     expect_swarm: bool,
     client: reqwest::Client,
     opts: FetchOptions,
-}
-
-enum HashMsg {
-    /// Chunk `i` is verified and written; its bytes when still at hand.
-    Chunk(usize, Option<Vec<u8>>),
-    Abort,
 }
 
 enum ChunkError {
@@ -451,18 +444,6 @@ impl Shared {
             return Pick::Chunk(i);
         }
         Pick::Wait
-    }
-
-    /// The chunk's bytes for the whole-object hasher, or `None` (it reads
-    /// the chunk back) when [`HASH_HELD`] buffers are already queued for it.
-    fn hash_buffer(&self, data: Vec<u8>) -> Option<Vec<u8>> {
-        let queued = self.hash_queued.fetch_add(1, Ordering::AcqRel);
-        if queued < HASH_HELD {
-            Some(data)
-        } else {
-            self.hash_queued.fetch_sub(1, Ordering::AcqRel);
-            None
-        }
     }
 
     /// Whether this fetch runs in a swarm: peers join through a feed, or
@@ -633,24 +614,9 @@ impl Fetcher {
         }
         let mut seen: HashSet<Url> = sources.iter().map(|s| s.object_url.clone()).collect();
 
-        // The whole-object hash runs beside the download, reading chunks back
-        // in order as they become contiguous (from the page cache).
-        let (htx, hrx) = mpsc::channel();
-        let hpartial = Arc::clone(&partial);
-        let hash_queued = Arc::new(AtomicUsize::new(0));
-        let hqueued = Arc::clone(&hash_queued);
-        let hasher = std::thread::Builder::new()
-            .name("phase-hash".into())
-            .spawn(move || whole_hasher(&hpartial, hrx, &hqueued))
-            .map_err(|e| {
-                FetchError::Cas(
-                    digest,
-                    CasError::Io {
-                        path: "thread".into(),
-                        source: e,
-                    },
-                )
-            })?;
+        // The whole-object hash advances in chunk order as chunks are
+        // written (see `commit_chunk`); resumed chunks are read back.
+        let whole = Arc::new(WholeHash::new());
         let n = spec.chunk_count();
         let missing_set: HashSet<usize> = missing.iter().copied().collect();
         let mut chunks = vec![ChunkState::Missing; n];
@@ -662,7 +628,7 @@ impl Fetcher {
                 done += 1;
                 let (a, b) = spec.chunk_range(i);
                 done_bytes += b - a;
-                let _ = htx.send(HashMsg::Chunk(i, None));
+                whole.hold_resumed(i);
             }
         }
         let peers = sources
@@ -688,8 +654,7 @@ impl Fetcher {
             changed: Notify::new(),
             done_bytes: AtomicU64::new(done_bytes),
             flow_bytes: AtomicU64::new(0),
-            hasher: Mutex::new(htx),
-            hash_queued: Arc::clone(&hash_queued),
+            whole: Arc::clone(&whole),
             stop: AtomicBool::new(false),
             expect_swarm: feed.is_some(),
             client: self.client.clone(),
@@ -798,20 +763,12 @@ impl Fetcher {
             let mut s = shared.sched();
             (s.done == n, s.fatal.take())
         };
-        let send = |m| {
-            let _ = shared
-                .hasher
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .send(m);
-        };
+        // A write that failed is fatal even when its chunk was the last.
+        if let Some(e) = fatal {
+            return Err(FetchError::Cas(digest, e));
+        }
         if !all_done {
-            send(HashMsg::Abort);
-            let _ = hasher.join();
             let missing = n - shared.sched().done;
-            if let Some(e) = fatal {
-                return Err(FetchError::Cas(digest, e));
-            }
             let peers = shared.peer_summary();
             if timed_out {
                 return Err(FetchError::Deadline {
@@ -828,10 +785,10 @@ impl Fetcher {
                 peers,
             });
         }
-        let whole = tokio::task::spawn_blocking(move || hasher.join())
+        let (wpartial, wwhole) = (Arc::clone(&partial), Arc::clone(&whole));
+        let whole = tokio::task::spawn_blocking(move || wwhole.finish(&wpartial))
             .await
             .map_err(|e| FetchError::Task(digest, e))?
-            .unwrap_or(Ok(None))
             .map_err(|e| FetchError::Cas(digest, e))?;
         let peers_report: Vec<PeerReport> = shared
             .sched()
@@ -937,46 +894,134 @@ fn report_progress(sh: &Shared, cb: &ProgressFn, last: &mut (Instant, u64)) {
     });
 }
 
-/// Chunk buffers queued for or held by the whole-object hasher at most;
-/// beyond that it reads chunks back from the partial file.
+/// Chunks whose parts the whole-object hash keeps while it waits for an
+/// earlier chunk; beyond that it reads chunks back from the partial file.
 const HASH_HELD: usize = 4;
 
-/// Hashes chunks in order as they are reported, from the buffers the
-/// workers pass on (at most [`HASH_HELD`] queued or held, counted in
-/// `queued`) or else read back from the partial file; `None` when aborted.
-fn whole_hasher(
-    partial: &PartialObject,
-    rx: mpsc::Receiver<HashMsg>,
-    queued: &AtomicUsize,
-) -> Result<Option<Sha256Digest>, CasError> {
-    let n = partial.spec().chunk_count();
-    let mut hasher = Sha256::new();
-    let mut ready: BTreeMap<usize, Option<Vec<u8>>> = BTreeMap::new();
-    let mut next = 0;
-    let mut buf = Vec::new();
-    while next < n {
-        match rx.recv() {
-            Ok(HashMsg::Chunk(i, data)) => {
-                ready.insert(i, data);
-            }
-            Ok(HashMsg::Abort) | Err(_) => return Ok(None),
-        }
-        while let Some(data) = ready.remove(&next) {
-            match data {
-                Some(d) => {
-                    hasher.update(&d);
-                    drop(d);
-                    queued.fetch_sub(1, Ordering::AcqRel);
-                }
-                None => {
-                    partial.read_chunk(next, &mut buf)?;
-                    hasher.update(&buf);
-                }
-            }
-            next += 1;
+/// The whole-object SHA-256, advanced in chunk order as chunks are
+/// committed: the chunk that is next in order is hashed part by part right
+/// after each part is written (the bytes are still in the CPU cache, no
+/// second copy, no read back), chunks that arrive early are held (their
+/// parts, at most [`HASH_HELD`] chunks; else read back later) until the
+/// chunks before them are in.
+struct WholeHash {
+    state: Mutex<WholeState>,
+}
+
+struct WholeState {
+    hasher: Sha256,
+    /// The next chunk the hash needs.
+    next: usize,
+    /// Written chunks after `next`, with their parts when kept.
+    held: BTreeMap<usize, Option<Vec<Bytes>>>,
+    held_parts: usize,
+    /// A write failed half-way through the chunk being hashed.
+    broken: bool,
+    buf: Vec<u8>,
+}
+
+impl WholeHash {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(WholeState {
+                hasher: Sha256::new(),
+                next: 0,
+                held: BTreeMap::new(),
+                held_parts: 0,
+                broken: false,
+                buf: Vec::new(),
+            }),
         }
     }
-    Ok(Some(hasher.finalize().into()))
+
+    fn lock(&self) -> MutexGuard<'_, WholeState> {
+        // Poisoned only by a panic while hashing; `broken` then stays
+        // false only if the state is whole, and `finish` re-hashes anyway
+        // when the hash did not reach the end.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Chunk `i` was verified on disk when the download was resumed.
+    fn hold_resumed(&self, i: usize) {
+        self.lock().held.insert(i, None);
+    }
+
+    /// Writes the verified chunk `i` (its `parts`, in order) into the
+    /// partial object and advances the whole-object hash (blocking).
+    fn commit(
+        &self,
+        partial: &PartialObject,
+        i: usize,
+        parts: Vec<Bytes>,
+        digest: &Sha256Digest,
+    ) -> Result<(), CasError> {
+        let mut w = self.lock();
+        w.drain(partial)?;
+        if w.next == i && !w.broken {
+            let r = {
+                let hasher = &mut w.hasher;
+                partial.write_chunk_parts(i, &parts, digest, |b| hasher.update(b))
+            };
+            if r.is_err() {
+                w.broken = true;
+                return r;
+            }
+            w.next += 1;
+            return w.drain(partial);
+        }
+        drop(w);
+        partial.write_chunk_parts(i, &parts, digest, |_| {})?;
+        let mut w = self.lock();
+        if w.broken {
+            return Ok(());
+        }
+        if w.next == i {
+            for p in &parts {
+                w.hasher.update(p);
+            }
+            w.next += 1;
+            w.drain(partial)
+        } else {
+            let keep = w.held_parts < HASH_HELD;
+            w.held_parts += usize::from(keep);
+            w.held.insert(i, keep.then_some(parts));
+            Ok(())
+        }
+    }
+
+    /// The SHA-256 of the whole object once every chunk is committed;
+    /// `None` when the hash could not follow (the caller re-hashes the
+    /// file).
+    fn finish(&self, partial: &PartialObject) -> Result<Option<Sha256Digest>, CasError> {
+        let mut w = self.lock();
+        w.drain(partial)?;
+        if w.broken || w.next != partial.spec().chunk_count() {
+            return Ok(None);
+        }
+        Ok(Some(w.hasher.clone().finalize().into()))
+    }
+}
+
+impl WholeState {
+    /// Hashes the held chunks that are now next in order.
+    fn drain(&mut self, partial: &PartialObject) -> Result<(), CasError> {
+        while let Some(parts) = self.held.remove(&self.next) {
+            match parts {
+                Some(parts) => {
+                    for p in &parts {
+                        self.hasher.update(p);
+                    }
+                    self.held_parts -= 1;
+                }
+                None => {
+                    partial.read_chunk(self.next, &mut self.buf)?;
+                    self.hasher.update(&self.buf);
+                }
+            }
+            self.next += 1;
+        }
+        Ok(())
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -1164,7 +1209,7 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
             }
         };
         match fetch_chunk(&sh, p, i, floor, prefix).await {
-            Ok((data, digest)) => {
+            Ok((parts, digest)) => {
                 if digest != sh.spec.chunks.sha256[i] {
                     sh.drop_peer(
                         p,
@@ -1174,14 +1219,30 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
                     );
                     return;
                 }
-                let already = sh.sched().chunks[i] == ChunkState::Done;
-                if !already {
+                // The first verified copy of a chunk is claimed here (so a
+                // duplicate request in the endgame is cancelled at once)
+                // and then written; the write failing is fatal.
+                let claimed = {
+                    let mut s = sh.sched();
+                    s.peers[p].failures = 0;
+                    if s.chunks[i] == ChunkState::Done {
+                        false
+                    } else {
+                        s.chunks[i] = ChunkState::Done;
+                        s.done += 1;
+                        s.progressed = Instant::now();
+                        let (a, b) = sh.spec.chunk_range(i);
+                        s.peers[p].bytes += b - a;
+                        s.peers[p].chunks += 1;
+                        sh.done_bytes.fetch_add(b - a, Ordering::Relaxed);
+                        true
+                    }
+                };
+                if claimed {
                     let partial = Arc::clone(&sh.partial);
-                    // The buffer comes back from the write and goes on to
-                    // the whole-object hash, which then need not read the
-                    // chunk back.
+                    let whole = Arc::clone(&sh.whole);
                     let write = tokio::task::spawn_blocking(move || {
-                        partial.write_chunk(i, &data, &digest).map(|()| data)
+                        whole.commit(&partial, i, parts, &digest)
                     })
                     .await;
                     let write = match write {
@@ -1191,37 +1252,16 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
                             source: std::io::Error::other(e.to_string()),
                         }),
                     };
-                    let mut s = sh.sched();
-                    let data = match write {
-                        Ok(d) => d,
-                        Err(e) => {
-                            sh.release(&mut s, p, i);
-                            if s.fatal.is_none() {
-                                s.fatal = Some(e);
-                            }
-                            drop(s);
-                            sh.changed.notify_waiters();
-                            return;
+                    if let Err(e) = write {
+                        let mut s = sh.sched();
+                        if s.fatal.is_none() {
+                            s.fatal = Some(e);
                         }
-                    };
-                    if s.chunks[i] != ChunkState::Done {
-                        s.chunks[i] = ChunkState::Done;
-                        s.done += 1;
-                        s.progressed = Instant::now();
-                        let (a, b) = sh.spec.chunk_range(i);
-                        s.peers[p].bytes += b - a;
-                        s.peers[p].chunks += 1;
-                        sh.done_bytes.fetch_add(b - a, Ordering::Relaxed);
-                        let _ = sh
-                            .hasher
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .send(HashMsg::Chunk(i, sh.hash_buffer(data)));
+                        drop(s);
+                        sh.stop.store(true, Ordering::Relaxed);
+                        sh.changed.notify_waiters();
+                        return;
                     }
-                    s.peers[p].failures = 0;
-                    drop(s);
-                } else {
-                    sh.sched().peers[p].failures = 0;
                 }
                 slow_strikes = 0;
                 sh.changed.notify_waiters();
@@ -1318,7 +1358,7 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
                             chunk = i,
                             %why,
                             strikes,
-                            kept = prefix.buf.len(),
+                            kept = prefix.len,
                             "only source is slow; resuming the chunk with a lower floor"
                         );
                         resume = Some((i, prefix));
@@ -1366,17 +1406,21 @@ async fn fetch_chunk(
     i: usize,
     floor: u64,
     prefix: Option<Prefix>,
-) -> Result<(Vec<u8>, Sha256Digest), ChunkError> {
+) -> Result<(Vec<Bytes>, Sha256Digest), ChunkError> {
     let (chunk_start, end) = sh.spec.chunk_range(i);
     let want = (end - chunk_start) as usize;
+    // The body's pieces are kept as they arrive (no copy into one buffer);
+    // each is hashed at once, while it is in the CPU cache.
     let Prefix {
-        mut buf,
+        mut parts,
+        len: mut got,
         mut hasher,
     } = prefix.unwrap_or_else(|| Prefix {
-        buf: Vec::with_capacity(want),
+        parts: Vec::new(),
+        len: 0,
         hasher: Sha256::new(),
     });
-    let kept = buf.len();
+    let kept = got;
     let start = chunk_start + kept as u64;
     let url = sh.sched().peers[p].source.object_url.clone();
     let t0 = Instant::now();
@@ -1429,8 +1473,8 @@ async fn fetch_chunk(
     loop {
         // Time until the throughput rule fails at the current byte count
         // (of this request).
-        let got = (buf.len() - kept) as f64;
-        let need_by = opts.throughput_grace + Duration::from_secs_f64(got / min_tp);
+        let got_now = (got - kept) as f64;
+        let need_by = opts.throughput_grace + Duration::from_secs_f64(got_now / min_tp);
         let wait = need_by
             .saturating_sub(t0.elapsed())
             .max(Duration::from_millis(50))
@@ -1446,17 +1490,21 @@ async fn fetch_chunk(
         };
         match next {
             Err(_) => {
-                if buf.len() == want {
+                if got == want {
                     // Every byte is here; only the end of the body is late.
                     break;
                 }
                 let el = t0.elapsed();
                 if el >= opts.throughput_grace {
-                    let rate = (buf.len() - kept) as f64 / el.as_secs_f64();
+                    let rate = (got - kept) as f64 / el.as_secs_f64();
                     if rate < min_tp {
                         return Err(ChunkError::Slow(
                             format!("too slow: {rate:.0} B/s < {floor} B/s on chunk {i}"),
-                            Prefix { buf, hasher },
+                            Prefix {
+                                parts,
+                                len: got,
+                                hasher,
+                            },
                         ));
                     }
                 }
@@ -1472,21 +1520,28 @@ async fn fetch_chunk(
             Ok(Err(e)) => return Err(ChunkError::Transient(error_chain(&e))),
             Ok(Ok(None)) => break,
             Ok(Ok(Some(bytes))) => {
-                if buf.len() + bytes.len() > want {
+                if got + bytes.len() > want {
                     return Err(ChunkError::Protocol(format!(
                         "sent more than the {want} bytes asked for"
                     )));
                 }
                 hasher.update(&bytes);
-                buf.extend_from_slice(&bytes);
+                got += bytes.len();
                 sh.flow_bytes
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                if !bytes.is_empty() {
+                    parts.push(bytes);
+                }
                 let el = t0.elapsed();
-                let rate = (buf.len() - kept) as f64 / el.as_secs_f64();
-                if el >= opts.throughput_grace && rate < min_tp && buf.len() < want {
+                let rate = (got - kept) as f64 / el.as_secs_f64();
+                if el >= opts.throughput_grace && rate < min_tp && got < want {
                     return Err(ChunkError::Slow(
                         format!("too slow: {rate:.0} B/s < {floor} B/s on chunk {i}"),
-                        Prefix { buf, hasher },
+                        Prefix {
+                            parts,
+                            len: got,
+                            hasher,
+                        },
                     ));
                 }
                 if chunk_done(sh, i) {
@@ -1495,13 +1550,12 @@ async fn fetch_chunk(
             }
         }
     }
-    if buf.len() != want {
+    if got != want {
         return Err(ChunkError::Transient(format!(
-            "body ended after {} of {want} bytes",
-            buf.len()
+            "body ended after {got} of {want} bytes"
         )));
     }
-    Ok((buf, hasher.finalize().into()))
+    Ok((parts, hasher.finalize().into()))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
