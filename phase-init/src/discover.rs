@@ -483,15 +483,22 @@ fn internet(config: &Config, baked: &BakedRoot) -> (Discovered, Status) {
         }
     };
     let lookup = session.providers(&[discovery::dht::fleet_digest(&root)], &[], 0);
+    let took = lookup.took;
     problems.extend(lookup.problems);
     let d = Discovered {
         peers: lookup.new,
         dht: Some(Arc::new(Mutex::new(Some(session)))),
     };
     if d.peers.is_empty() {
+        let why = if took + Duration::from_millis(500) < timeout {
+            "the lookup ended early: are the bootstrap peers up, and is each /p2p/ id theirs?"
+        } else {
+            "phase.discover_timeout=SECONDS waits longer"
+        };
         problems.push(format!(
-            "no DHT provider of this fleet (root {}) answered within {} s through {n_boot} bootstrap peer(s); the cache and phase.peers URLs only (phase.discover_timeout=SECONDS waits longer)",
+            "no DHT provider of this fleet (root {}) found through {n_boot} bootstrap peer(s) in {:.1} s (limit {} s; {why}); the cache and phase.peers URLs only",
             &baked.fingerprint[..16.min(baked.fingerprint.len())],
+            took.as_secs_f64(),
             timeout.as_secs()
         ));
         return (d, Status::with_problems("0 peers (dht)", problems));
@@ -676,6 +683,30 @@ mod tests {
             problems[0].contains("/ip4/198.18.0.10/tcp/4001:"),
             "{problems:?}"
         );
+    }
+
+    /// A bootstrap peer that is not there: the lookup ends by its deadline
+    /// with no peer, and the session closes (real libp2p over loopback TCP).
+    #[test]
+    fn a_dead_bootstrap_peer_yields_no_provider_within_the_deadline() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dead: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{ID}")
+            .parse()
+            .expect("multiaddr");
+        let timeout = Duration::from_secs(2);
+        let session = DhtSession::start(vec![dead], timeout).expect("start");
+        let start = Instant::now();
+        let lookup = session.providers(&[[7u8; 32]], &[], 0);
+        assert!(lookup.new.is_empty() && lookup.providers == 0, "{lookup:?}");
+        assert!(
+            start.elapsed() < timeout + Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        session.close();
     }
 
     #[test]
