@@ -37,9 +37,3 @@ publish-demo: rootfs plasmd-jobs $(TARGET_INITRAMFS) $(KERNEL_CURRENT) $(DEMO_RO
 
 # boot_wasm boots this rootfs with the demo job (testkit/tests/boot_wasm.rs).
 TEST_PREREQS += rootfs plasmd-jobs
-
-## test-slow     the slow QEMU tests kept out of `make test` (fleet_of_three: three VMs under TCG)
-.PHONY: test-slow
-test-slow: deps host init kernel rootfs plasmd-jobs
-	PHASE_BIN=$(PHASE) PHASE_BUILD=$(BUILD) PHASE_VENV=$(VENV) \
-	  $(CARGO) test --release --locked -p testkit --test fleet_of_three -- --ignored --test-threads=1

@@ -8,10 +8,7 @@
 //! node one, verify it, kexec and print the WASM job's greeting.
 //!
 //! Slow under TCG (three UEFI boots, two of them fetching ~60 MB over the
-//! bridge): `make test-slow` runs it. NOT YET PASSING (never run to the end
-//! this session): `phase image --seed-repo` seeds only the boot set, not
-//! `jobs/*.wasm`, so node one has no job to run or re-share until the seeder
-//! copies jobs too (image crate).
+//! bridge).
 //!
 //! Prerequisites: as `boot_wasm`.
 
@@ -25,7 +22,6 @@ use testkit::qemu::{Qemu, Vm};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
 
 #[test]
-#[ignore = "slow (three VMs under TCG): run by `make test-slow`"]
 fn two_nodes_boot_from_the_first_nodes_re_shared_payload() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -76,11 +72,14 @@ fn two_nodes_boot_from_the_first_nodes_re_shared_payload() {
         .collect();
     for vm in &mut others {
         expect(vm, "cache    ok");
-        expect(vm, "fetch: rootfs    stable/x86_64/rootfs");
-        let line = vm.log();
+        let line = expect(vm, "fetch: rootfs    stable/x86_64/rootfs");
+        // Node one is the only node serving while these two boot; it is
+        // named by its address (phase.peers) or its mDNS peer name.
         assert!(
-            line.contains(&format!("from {peer}=")) || line.contains(&format!("from {ip}")),
-            "the rootfs did not come from node 1 ({peer})"
+            line.contains("verified, from ")
+                && !line.contains("from the cache")
+                && (line.contains(&ip) || line.contains(".mdns.phase")),
+            "the rootfs did not come from node 1 ({peer}): {line}"
         );
         expect(vm, "fetch: job       jobs/hello.wasm");
         expect(vm, "kexec: starting the target kernel");
