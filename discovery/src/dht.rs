@@ -167,14 +167,17 @@ impl Default for DhtConfig {
     fn default() -> Self {
         Self {
             identity: Identity::Ephemeral,
-            listen: vec![
-                "/ip4/0.0.0.0/tcp/0".parse().expect("static multiaddr"),
-                "/ip6/::/tcp/0".parse().expect("static multiaddr"),
-                "/ip4/0.0.0.0/udp/0/quic-v1"
-                    .parse()
-                    .expect("static multiaddr"),
-                "/ip6/::/udp/0/quic-v1".parse().expect("static multiaddr"),
-            ],
+            listen: [
+                "/ip4/0.0.0.0/tcp/0",
+                "/ip6/::/tcp/0",
+                #[cfg(feature = "quic")]
+                "/ip4/0.0.0.0/udp/0/quic-v1",
+                #[cfg(feature = "quic")]
+                "/ip6/::/udp/0/quic-v1",
+            ]
+            .iter()
+            .map(|a| a.parse().expect("static multiaddr"))
+            .collect(),
             bootstrap: Vec::new(),
             http_port: None,
             http_addrs: Vec::new(),
@@ -261,7 +264,7 @@ pub struct Dht {
 
 impl Dht {
     /// Starts a node: identity, transports (TCP + Noise + Yamux, and QUIC
-    /// v1), Kademlia
+    /// v1 with the `quic` feature), Kademlia
     /// and identify, listeners, and dials the bootstrap peers. Must be called
     /// inside a tokio runtime.
     pub async fn start(config: DhtConfig) -> Result<Self, DhtError> {
@@ -277,36 +280,47 @@ impl Dht {
             .set_provider_record_ttl(Some(config.record_ttl))
             .set_periodic_bootstrap_interval(Some(Duration::from_secs(5 * 60)));
         let query_timeout = config.query_timeout;
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        let make_behaviour = |key: &Keypair| {
+            let mut kad = kad::Behaviour::with_config(
+                key.public().to_peer_id(),
+                MemoryStore::new(key.public().to_peer_id()),
+                kad_config,
+            );
+            kad.set_mode(Some(if config.server {
+                kad::Mode::Server
+            } else {
+                kad::Mode::Client
+            }));
+            let identify = identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_VERSION.to_owned(), key.public())
+                    .with_agent_version(format!("phase/{}", env!("CARGO_PKG_VERSION"))),
+            );
+            Behaviour { kad, identify }
+        };
+        let swarm_config = |c: libp2p::swarm::Config| {
+            c.with_idle_connection_timeout(query_timeout.max(Duration::from_secs(60)))
+        };
+        let tcp_phase = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
                 yamux::Config::default,
             )
-            .map_err(|e| DhtError::Transport(Box::new(e)))?
+            .map_err(|e| DhtError::Transport(Box::new(e)))?;
+        // QUIC is a feature: phase-init's stage 1 dials TCP only.
+        #[cfg(feature = "quic")]
+        let mut swarm = tcp_phase
             .with_quic()
-            .with_behaviour(|key| {
-                let mut kad = kad::Behaviour::with_config(
-                    key.public().to_peer_id(),
-                    MemoryStore::new(key.public().to_peer_id()),
-                    kad_config,
-                );
-                kad.set_mode(Some(if config.server {
-                    kad::Mode::Server
-                } else {
-                    kad::Mode::Client
-                }));
-                let identify = identify::Behaviour::new(
-                    identify::Config::new(IDENTIFY_VERSION.to_owned(), key.public())
-                        .with_agent_version(format!("phase/{}", env!("CARGO_PKG_VERSION"))),
-                );
-                Behaviour { kad, identify }
-            })
+            .with_behaviour(make_behaviour)
             .map_err(|e| DhtError::Transport(Box::new(e)))?
-            .with_swarm_config(|c| {
-                c.with_idle_connection_timeout(query_timeout.max(Duration::from_secs(60)))
-            })
+            .with_swarm_config(swarm_config)
+            .build();
+        #[cfg(not(feature = "quic"))]
+        let mut swarm = tcp_phase
+            .with_behaviour(make_behaviour)
+            .map_err(|e| DhtError::Transport(Box::new(e)))?
+            .with_swarm_config(swarm_config)
             .build();
 
         for addr in &config.listen {

@@ -1,3 +1,4 @@
+#![cfg(feature = "quic")]
 //! The DHT over QUIC alone: three nodes on loopback listening only on
 //! `/udp/0/quic-v1` bootstrap, publish a provider record, find it, and get
 //! the provider's HTTP address.

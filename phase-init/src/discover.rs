@@ -270,8 +270,8 @@ fn unreachable_problem(what: &str, peer: &discovery::Peer) -> String {
 }
 
 /// A `phase.peers` multiaddr as a DHT bootstrap peer: `/ip4` or `/ip6`
-/// (stage 1 resolves no DNS names for libp2p), then `/tcp/PORT` (or
-/// `/udp/PORT/quic-v1`), ending in `/p2p/<peer id>`. The error is the one
+/// (stage 1 resolves no DNS names for libp2p), then `/tcp/PORT` (stage 1
+/// has no QUIC), ending in `/p2p/<peer id>`. The error is the one
 /// line to print.
 pub fn bootstrap_addr(entry: &str) -> Result<Multiaddr, String> {
     let addr: Multiaddr = entry
@@ -301,14 +301,16 @@ pub fn bootstrap_addr(entry: &str) -> Result<Multiaddr, String> {
     }
     let transport_ok = match (it.next(), it.next()) {
         (Some(Protocol::Tcp(port)), Some(Protocol::P2p(_))) => port != 0,
-        (Some(Protocol::Udp(port)), Some(Protocol::QuicV1)) => {
-            port != 0 && matches!(it.next(), Some(Protocol::P2p(_)))
+        (Some(Protocol::Udp(_)), Some(Protocol::QuicV1)) => {
+            return Err(format!(
+                "phase.peers: {entry}: stage 1 dials the DHT over TCP only (no QUIC in the initramfs); give the peer's /tcp/PORT/p2p/PEER_ID address; skipped"
+            ))
         }
         _ => false,
     };
     if !transport_ok || it.next().is_some() {
         return Err(format!(
-            "phase.peers: {entry}: a DHT bootstrap peer is /ip4|ip6/ADDR/tcp/PORT/p2p/PEER_ID (or /udp/PORT/quic-v1/p2p/PEER_ID); skipped"
+            "phase.peers: {entry}: a DHT bootstrap peer is /ip4|ip6/ADDR/tcp/PORT/p2p/PEER_ID; skipped"
         ));
     }
     Ok(addr)
@@ -631,7 +633,6 @@ mod tests {
         for good in [
             format!("/ip4/198.18.0.10/tcp/4001/p2p/{ID}"),
             format!("/ip6/2001:db8::1/tcp/4001/p2p/{ID}"),
-            format!("/ip4/198.18.0.10/udp/4001/quic-v1/p2p/{ID}"),
         ] {
             let a = bootstrap_addr(&good).unwrap_or_else(|e| panic!("{good}: {e}"));
             assert_eq!(a.to_string(), good);
@@ -647,7 +648,14 @@ mod tests {
                 "/p2p/PEER_ID",
             ),
             (format!("/ip4/198.18.0.10/tcp/0/p2p/{ID}"), "/p2p/PEER_ID"),
-            (format!("/ip4/198.18.0.10/udp/4001/p2p/{ID}"), "quic-v1"),
+            (
+                format!("/ip4/198.18.0.10/udp/4001/p2p/{ID}"),
+                "/tcp/PORT/p2p",
+            ),
+            (
+                format!("/ip4/198.18.0.10/udp/4001/quic-v1/p2p/{ID}"),
+                "TCP only",
+            ),
             (
                 format!("/ip4/0.0.0.0/tcp/4001/p2p/{ID}"),
                 "cannot be a remote",
