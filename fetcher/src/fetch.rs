@@ -1139,8 +1139,41 @@ fn backoff_delay(opts: &FetchOptions, failures: u32) -> Duration {
         .min(Duration::from_secs(2))
 }
 
-/// Connection `k` of peer `p`.
+/// A chunk's commit (write + whole-object hash) on the blocking pool.
+type Commit = tokio::task::JoinHandle<Result<(), CasError>>;
+
+/// Connection `k` of peer `p`. Its chunk commits overlap its next
+/// request (at most one pending): the connection receives and hashes the
+/// next chunk while a blocking thread writes the last one.
 async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
+    let mut commit = None;
+    worker_loop(Arc::clone(&sh), p, k, &mut commit).await;
+    finish_commit(&sh, commit.take()).await;
+}
+
+/// Waits for a pending commit; `false` when it failed (the error is then
+/// the fetch's fatal error and the fetch stops).
+async fn finish_commit(sh: &Shared, commit: Option<Commit>) -> bool {
+    let Some(c) = commit else { return true };
+    let r = match c.await {
+        Ok(r) => r,
+        Err(e) => Err(CasError::Io {
+            path: "writer".into(),
+            source: std::io::Error::other(e.to_string()),
+        }),
+    };
+    let Err(e) = r else { return true };
+    let mut s = sh.sched();
+    if s.fatal.is_none() {
+        s.fatal = Some(e);
+    }
+    drop(s);
+    sh.stop.store(true, Ordering::Relaxed);
+    sh.changed.notify_waiters();
+    false
+}
+
+async fn worker_loop(sh: Arc<Shared>, p: usize, k: usize, commit: &mut Option<Commit>) {
     // A chunk whose slow request was abandoned while this peer was its only
     // source: resumed from here with what already arrived.
     let mut resume: Option<(usize, Prefix)> = None;
@@ -1221,7 +1254,8 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
                 }
                 // The first verified copy of a chunk is claimed here (so a
                 // duplicate request in the endgame is cancelled at once)
-                // and then written; the write failing is fatal.
+                // and then written while this connection goes on; the
+                // write failing is fatal.
                 let claimed = {
                     let mut s = sh.sched();
                     s.peers[p].failures = 0;
@@ -1239,29 +1273,14 @@ async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
                     }
                 };
                 if claimed {
-                    let partial = Arc::clone(&sh.partial);
-                    let whole = Arc::clone(&sh.whole);
-                    let write = tokio::task::spawn_blocking(move || {
-                        whole.commit(&partial, i, parts, &digest)
-                    })
-                    .await;
-                    let write = match write {
-                        Ok(r) => r,
-                        Err(e) => Err(CasError::Io {
-                            path: "writer".into(),
-                            source: std::io::Error::other(e.to_string()),
-                        }),
-                    };
-                    if let Err(e) = write {
-                        let mut s = sh.sched();
-                        if s.fatal.is_none() {
-                            s.fatal = Some(e);
-                        }
-                        drop(s);
-                        sh.stop.store(true, Ordering::Relaxed);
-                        sh.changed.notify_waiters();
+                    if !finish_commit(&sh, commit.take()).await {
                         return;
                     }
+                    let partial = Arc::clone(&sh.partial);
+                    let whole = Arc::clone(&sh.whole);
+                    *commit = Some(tokio::task::spawn_blocking(move || {
+                        whole.commit(&partial, i, parts, &digest)
+                    }));
                 }
                 slow_strikes = 0;
                 sh.changed.notify_waiters();
