@@ -12,7 +12,8 @@
 //!  7. network   (stage 1) wired links up, DHCPv4 in parallel, IPv6 link-local
 //!  8. cache     (stage 1, no test hook) the PHASE-CACHE partition, ext4,
 //!               read-write unless phase.nowrite / private mode
-//!  9. discover  (stage 1) peers: mDNS in local mode (phase.discover_timeout)
+//!  9. discover  (stage 1) peers: mDNS in local mode, the DHT (phase.peers
+//!               multiaddrs) in internet mode (phase.discover_timeout)
 //! 10. fetch     TUF refresh (peers, then the cache) and the verified kernel,
 //!               initramfs, rootfs of (channel, arch); bounded retries
 //! 10. ready     `phase-init: ready mode=<mode> channel=<channel>`
