@@ -130,6 +130,7 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
             .into_iter()
             .map(|(step, ms)| payload::StepTiming { step, ms })
             .collect(),
+        identity: None,
     }
 }
 

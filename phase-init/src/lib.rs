@@ -25,6 +25,7 @@ pub mod net;
 pub mod panic;
 pub mod payload;
 pub mod power;
+pub mod private;
 pub mod rescue;
 pub mod services;
 pub mod stage2;

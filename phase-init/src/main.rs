@@ -41,8 +41,8 @@ use phase_init::cmdline::{self, Config, Stage, TestAction};
 use phase_init::console::console;
 use phase_init::step::{self, chain, Status};
 use phase_init::{
-    bootfetch, cachepart, discover, handoff, kexec, loader, modules, mounts, net, power, rescue,
-    services, stage2, supervisor, trust,
+    bootfetch, cachepart, discover, handoff, kexec, loader, modules, mounts, net, power, private,
+    rescue, services, stage2, supervisor, trust,
 };
 use phase_init::{clock, failure};
 
@@ -83,8 +83,17 @@ fn boot() {
     if config.test == Some(TestAction::Panic) {
         panic!("phase.test=panic: panicking on purpose");
     }
+    // Private mode: a fresh identity before any packet leaves (random MACs,
+    // an ephemeral peer id; see private.rs).
+    let mut identity = (config.stage == Stage::Boot && config.mode == cmdline::Mode::Private)
+        .then(|| step::run("identity", fresh_identity))
+        .flatten();
     if config.stage == Stage::Boot {
-        step::run("network", network);
+        if config.mode == cmdline::Mode::Private && identity.is_none() {
+            console().line("network: private mode without a fresh identity: every link stays down (the stick's cache only)");
+        } else {
+            step::run("network", || network(identity.as_mut()));
+        }
     }
     let mut fetched = None;
     if config.stage == Stage::Boot && config.test.is_none() {
@@ -101,6 +110,12 @@ fn boot() {
             ram_cas: bootfetch::RAM_CAS.into(),
             discovered,
         };
+        if let Err(line) = private_route(&config, &places) {
+            let line = format!("fetch: {line}");
+            phase_init::status::record_failure(&line);
+            console().line(&line);
+            return;
+        }
         let Some(f) = fetch_with_retries(&config, &baked, &places, now) else {
             return;
         };
@@ -108,7 +123,12 @@ fn boot() {
     }
     console().raw(&phase_init::ready_line(&config));
     if let Some(f) = fetched {
-        hand_over(&f.artifacts, &config, Some((f.tuf, f.peers)));
+        hand_over(
+            &f.artifacts,
+            &config,
+            Some((f.tuf, f.peers)),
+            identity.as_ref(),
+        );
         return;
     }
     if config.stage == Stage::Target {
@@ -142,6 +162,9 @@ fn target(config: &Config) {
     if !step::run("switch", || step_result(stage2::switch_root())) {
         return;
     }
+    if config.mode == cmdline::Mode::Private {
+        step::run("identity", target_identity);
+    }
     match stage2::handover(Path::new("/")) {
         stage2::Handover::Systemd(init) => {
             console().line(&format!("handover: systemd mode, exec {}", init.display()));
@@ -152,6 +175,13 @@ fn target(config: &Config) {
             let file = Path::new(services::SERVICES_FILE);
             let Some(list) = step::run("services", || match services::load(file) {
                 Ok(s) => {
+                    let (s, left_out) = s.for_mode(config.mode.as_str());
+                    for name in left_out {
+                        console().line(&format!(
+                            "service {name}: not started in {} mode (its `modes` leave it out)",
+                            config.mode
+                        ));
+                    }
                     let waves: Vec<String> = s.waves().iter().map(|w| w.join(" ")).collect();
                     let detail = format!(
                         "exec mode: {} service(s), start order: {}",
@@ -201,7 +231,7 @@ fn kexec_test_artifacts(config: &Config) {
     }) else {
         return;
     };
-    hand_over(&artifacts, config, None);
+    hand_over(&artifacts, config, None, None);
 }
 
 /// Payload, kexec_file_load, reboot(KEXEC). Returns only on failure, after
@@ -213,7 +243,11 @@ fn hand_over(
         phase_init::payload::TufVersions,
         Vec<phase_init::payload::PeerBytes>,
     )>,
+    identity: Option<&private::Identity>,
 ) {
+    if config.mode == cmdline::Mode::Private {
+        step::run("private", private_check);
+    }
     let cmdline = handoff::target_cmdline(&artifacts.cmdline, config);
     let out = Path::new(handoff::INITRD_OUT);
     let Some(target) = step::run("payload", || {
@@ -222,6 +256,7 @@ fn hand_over(
             boot.tuf = tuf;
             boot.peers = peers;
         }
+        boot.identity = identity.cloned();
         match handoff::prepare(artifacts, &boot, out) {
             Ok((t, size)) => (Some(t), Status::ok(format!("{} ({size} B)", out.display()))),
             Err(e) => (None, Status::fail(chain(&e))),
@@ -244,9 +279,10 @@ fn hand_over(
     console().line(&format!("kexec: {}", chain(&e)));
 }
 
-/// Every wired interface up, DHCPv4 in parallel, IPv6 link-local.
-fn network() -> ((), Status) {
-    match net::bring_up(net::DHCP_TIMEOUT) {
+/// Every wired interface up, DHCPv4 in parallel, IPv6 link-local; in
+/// private mode each with a random MAC first.
+fn network(identity: Option<&mut private::Identity>) -> ((), Status) {
+    match net::bring_up(net::DHCP_TIMEOUT, identity) {
         Ok(r) if r.is_empty() => ((), Status::ok("no wired interfaces")),
         Ok(reports) => {
             let detail = reports
@@ -257,6 +293,9 @@ fn network() -> ((), Status) {
             let problems = reports
                 .iter()
                 .filter_map(|r| {
+                    if let Some(Err(e)) = &r.random_mac {
+                        return Some(format!("{}: {e}; private mode leaves it down", r.name));
+                    }
                     let e = r.ipv4.as_ref().err()?;
                     Some(match r.ipv6_link_local {
                         Some(_) => format!("{}: {e}; IPv6 link-local only", r.name),
@@ -267,6 +306,119 @@ fn network() -> ((), Status) {
             ((), Status::with_problems(detail, problems))
         }
         Err(e) => ((), Status::fail(chain(&e))),
+    }
+}
+
+/// The target in private mode: stage 1's identity from `boot.json` (a fresh
+/// one if it has none), and its random MACs on the NICs before any service
+/// brings a link up (kexec gave them their burnt-in MACs back).
+fn target_identity() -> ((), Status) {
+    let from_boot = std::fs::read(phase_init::payload::BOOT_JSON)
+        .ok()
+        .and_then(|b| phase_init::payload::BootJson::from_json(&b).ok())
+        .and_then(|b| b.identity);
+    let (id, whence) = match from_boot {
+        Some(id) => (id, "from boot.json"),
+        None => match private::Identity::fresh() {
+            Ok(id) => (id, "fresh (boot.json has none)"),
+            Err(e) => {
+                return (
+                    (),
+                    Status::fail(format!("no random bytes for an ephemeral identity: {e}")),
+                )
+            }
+        },
+    };
+    match net::apply_private_macs(&id) {
+        Ok(lines) if lines.is_empty() => ((), Status::ok(format!("{id} {whence}; no wired NICs"))),
+        Ok(lines) => {
+            let problems = lines
+                .iter()
+                .filter(|l| l.contains("keeps its own"))
+                .cloned()
+                .collect();
+            (
+                (),
+                Status::with_problems(format!("{id} {whence}; {}", lines.join(", ")), problems),
+            )
+        }
+        Err(e) => ((), Status::fail(chain(&e))),
+    }
+}
+
+/// Private mode's identity for this boot (`identity ephemeral <id>`).
+fn fresh_identity() -> (Option<private::Identity>, Status) {
+    match private::Identity::fresh() {
+        Ok(id) => {
+            let detail = id.to_string();
+            (Some(id), Status::ok(detail))
+        }
+        Err(e) => (
+            None,
+            Status::fail(format!("no random bytes for an ephemeral identity: {e}")),
+        ),
+    }
+}
+
+/// Private mode, right before kexec: nothing listens (TCP listeners,
+/// unconnected bound UDP sockets) and no disk is mounted writable, as the
+/// kernel reports them (`/proc/net/*`, `/proc/self/mounts`).
+fn private_check() -> ((), Status) {
+    let mut problems = Vec::new();
+    let disks = match std::fs::read_to_string("/proc/self/mounts") {
+        Ok(text) => {
+            let rw = private::writable_disks(&text);
+            problems.extend(
+                rw.iter()
+                    .map(|m| format!("{m} is mounted read-write (private mode writes no disk)")),
+            );
+            let ro = private::disk_mounts(&text).len() - rw.len();
+            format!("{ro} disk mount(s), all read-only")
+        }
+        Err(e) => {
+            problems.push(format!("cannot read /proc/self/mounts: {e}"));
+            "disk mounts unknown".to_owned()
+        }
+    };
+    match private::listening(Path::new("/proc/net")) {
+        Ok(l) => problems.extend(
+            l.iter()
+                .map(|x| format!("listening: {x} (private mode must not listen)")),
+        ),
+        Err(e) => problems.push(e),
+    }
+    let detail = if problems.is_empty() {
+        format!("no listening sockets; {disks}; trusted state in RAM")
+    } else {
+        disks
+    };
+    ((), Status::with_problems(detail, problems))
+}
+
+/// Private mode never connects directly: network peers need a Tor route
+/// (`phase.socks5`); a seeded stick needs none. Other modes: always fine.
+fn private_route(config: &Config, places: &bootfetch::Places) -> Result<(), String> {
+    if config.mode != cmdline::Mode::Private {
+        return Ok(());
+    }
+    let peers = places.discovered.peers.len()
+        + config
+            .peers
+            .iter()
+            .filter(|p| matches!(p, cmdline::Peer::Url(_)))
+            .count();
+    match private::transport_check(peers, None) {
+        Ok(private::Route::CacheOnly) => {
+            console().line("fetch: private mode, no network peers: the stick's read-only cache only (no connection)");
+            Ok(())
+        }
+        Ok(private::Route::Tor(how)) => {
+            console().line(&format!(
+                "fetch: private mode, every request through Tor ({how})"
+            ));
+            Ok(())
+        }
+        Err(line) => Err(line),
     }
 }
 

@@ -18,6 +18,11 @@ use mozim::{DhcpV4Client, DhcpV4Config, DhcpV4State};
 /// How long stage 1 waits for DHCPv4 leases (all interfaces together).
 pub const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The DHCPv4 options private mode asks for: subnet mask (1), router (3),
+/// DNS servers (6), MTU (26) — nothing about names (host name 12, domain
+/// 15, search 119) or time (NTP 42).
+pub const PRIVATE_DHCP_OPTIONS: [u8; 4] = [1, 3, 6, 26];
+
 /// A wired interface found in sysfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Iface {
@@ -32,6 +37,9 @@ pub struct IfaceReport {
     pub name: String,
     pub ipv4: Result<Lease4, String>,
     pub ipv6_link_local: Option<Ipv6Addr>,
+    /// Private mode: the random MAC the NIC got, or why the driver kept
+    /// its own. `None` in the other modes.
+    pub random_mac: Option<Result<[u8; 6], String>>,
 }
 
 /// The parts of a DHCPv4 lease we apply.
@@ -47,6 +55,9 @@ pub struct Lease4 {
 impl fmt::Display for IfaceReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.name)?;
+        if let Some(Ok(m)) = &self.random_mac {
+            write!(f, " mac {} (random)", crate::private::format_mac(m))?;
+        }
         if let Ok(l) = &self.ipv4 {
             write!(f, " {}/{}", l.addr, l.prefix)?;
             if let Some(gw) = l.gateway {
@@ -150,13 +161,21 @@ pub fn resolv_conf(reports: &[IfaceReport]) -> Option<String> {
 /// Brings every wired interface up and configures it; waits at most
 /// `dhcp_timeout` for leases. Returns one report per interface (empty: no
 /// wired interface).
-pub fn bring_up(dhcp_timeout: Duration) -> Result<Vec<IfaceReport>, NetError> {
+///
+/// With a private-mode `identity`, every NIC first gets a random locally
+/// administered MAC (while its link is still down; recorded in
+/// `identity.macs`), and DHCP sends no host name and a client identifier
+/// made of that random MAC ([`crate::private`]).
+pub fn bring_up(
+    dhcp_timeout: Duration,
+    identity: Option<&mut crate::private::Identity>,
+) -> Result<Vec<IfaceReport>, NetError> {
     let ifaces = wired_interfaces(Path::new("/sys/class/net"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(NetError::Runtime)?;
-    let reports = rt.block_on(configure(ifaces, dhcp_timeout))?;
+    let reports = rt.block_on(configure(ifaces, dhcp_timeout, identity))?;
     if let Some(text) = resolv_conf(&reports) {
         // Best effort: a failure only costs name resolution.
         let _ = std::fs::create_dir_all("/etc");
@@ -166,8 +185,9 @@ pub fn bring_up(dhcp_timeout: Duration) -> Result<Vec<IfaceReport>, NetError> {
 }
 
 async fn configure(
-    ifaces: Vec<Iface>,
+    mut ifaces: Vec<Iface>,
     dhcp_timeout: Duration,
+    identity: Option<&mut crate::private::Identity>,
 ) -> Result<Vec<IfaceReport>, NetError> {
     let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Netlink)?;
     tokio::spawn(conn);
@@ -176,22 +196,46 @@ async fn configure(
             let _ = link_up(&handle, i).await;
         }
     }
-    for i in &ifaces {
-        link_up(&handle, i.index)
-            .await
-            .map_err(|e| NetError::LinkUp(i.name.clone(), e))?;
+    let private = identity.is_some();
+    let mut macs: Vec<Option<Result<[u8; 6], String>>> = vec![None; ifaces.len()];
+    if let Some(id) = identity {
+        for (i, slot) in ifaces.iter_mut().zip(macs.iter_mut()) {
+            let r = randomize_mac(&handle, i, id.mac_for(&i.name)).await;
+            if let Ok(m) = &r {
+                i.mac = *m;
+                id.macs.retain(|(n, _)| n != &i.name);
+                id.macs
+                    .push((i.name.clone(), crate::private::format_mac(m)));
+            }
+            *slot = Some(r);
+        }
     }
-    let leases = futures_util::future::join_all(
-        ifaces
-            .iter()
-            .map(|i| dhcp(handle.clone(), i.clone(), dhcp_timeout)),
-    )
+    // Private mode: a NIC that kept its burnt-in MAC stays down.
+    let usable = |m: &Option<Result<[u8; 6], String>>| !matches!(m, Some(Err(_)));
+    for (i, m) in ifaces.iter().zip(&macs) {
+        if usable(m) {
+            link_up(&handle, i.index)
+                .await
+                .map_err(|e| NetError::LinkUp(i.name.clone(), e))?;
+        }
+    }
+    let leases = futures_util::future::join_all(ifaces.iter().zip(&macs).map(|(i, m)| {
+        let up = usable(m);
+        let (handle, i) = (handle.clone(), i.clone());
+        async move {
+            if up {
+                dhcp(handle, i, dhcp_timeout, private).await
+            } else {
+                Err("left down".to_owned())
+            }
+        }
+    }))
     .await;
     // The kernel assigns the link-local address itself; DAD takes about a
     // second after carrier. Wait for it within the same budget.
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut reports: Vec<IfaceReport> = Vec::new();
-    for (i, ipv4) in ifaces.iter().zip(leases) {
+    for ((i, ipv4), random_mac) in ifaces.iter().zip(leases).zip(macs) {
         let ll = loop {
             let text = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
             if let Some(a) = link_local(&text, &i.name) {
@@ -206,9 +250,79 @@ async fn configure(
             name: i.name.clone(),
             ipv4,
             ipv6_link_local: ll,
+            random_mac,
         });
     }
     Ok(reports)
+}
+
+/// Gives `i` the MAC `want` (or a fresh random one) while its link is down,
+/// then reads the address back from sysfs: a driver that accepted the call
+/// but kept its address counts as a refusal.
+async fn randomize_mac(
+    handle: &rtnetlink::Handle,
+    i: &Iface,
+    want: Option<[u8; 6]>,
+) -> Result<[u8; 6], String> {
+    let mac = match want {
+        Some(m) => m,
+        None => crate::private::random_mac().map_err(|e| format!("no random bytes: {e}"))?,
+    };
+    let _ = handle
+        .link()
+        .set(
+            rtnetlink::LinkUnspec::new_with_index(i.index)
+                .down()
+                .build(),
+        )
+        .execute()
+        .await;
+    handle
+        .link()
+        .set(
+            rtnetlink::LinkUnspec::new_with_index(i.index)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(|e| format!("the driver refused a new MAC: {e}"))?;
+    let now = std::fs::read_to_string(format!("/sys/class/net/{}/address", i.name))
+        .ok()
+        .and_then(|s| parse_mac(s.trim()));
+    if now != Some(mac) {
+        return Err("the driver kept its own MAC".into());
+    }
+    Ok(mac)
+}
+
+/// The target's side of the private identity: every wired NIC gets the MAC
+/// stage 1 gave it (`identity.macs`, from `boot.json`; a fresh random one
+/// for a NIC not listed), before any service brings a link up. Returns one
+/// line per NIC for the console.
+pub fn apply_private_macs(identity: &crate::private::Identity) -> Result<Vec<String>, NetError> {
+    let ifaces = wired_interfaces(Path::new("/sys/class/net"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NetError::Runtime)?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Netlink)?;
+        tokio::spawn(conn);
+        let mut out = Vec::new();
+        for i in &ifaces {
+            let line = match randomize_mac(&handle, i, identity.mac_for(&i.name)).await {
+                Ok(m) => format!("{} mac {} (random)", i.name, crate::private::format_mac(&m)),
+                Err(e) => format!(
+                    "{}: {e}; it keeps its own MAC {}",
+                    i.name,
+                    crate::private::format_mac(&i.mac)
+                ),
+            };
+            out.push(line);
+        }
+        Ok(out)
+    })
 }
 
 async fn link_up(handle: &rtnetlink::Handle, index: u32) -> Result<(), rtnetlink::Error> {
@@ -219,11 +333,22 @@ async fn link_up(handle: &rtnetlink::Handle, index: u32) -> Result<(), rtnetlink
         .await
 }
 
-/// One DHCPv4 exchange on `i`, applied: address, default route.
-async fn dhcp(handle: rtnetlink::Handle, i: Iface, timeout: Duration) -> Result<Lease4, String> {
+/// One DHCPv4 exchange on `i`, applied: address, default route. Never a
+/// host name option; in private mode the client identifier is the
+/// (random) MAC `i` carries now, and the host name is not even requested.
+async fn dhcp(
+    handle: rtnetlink::Handle,
+    i: Iface,
+    timeout: Duration,
+    private: bool,
+) -> Result<Lease4, String> {
     let mut cfg = DhcpV4Config::new(&i.name);
     cfg.set_iface_index(i.index);
     cfg.set_iface_mac_raw(&i.mac).map_err(|e| e.to_string())?;
+    if private {
+        cfg.use_mac_as_client_id();
+        cfg.override_request_dhcp_opts(&PRIVATE_DHCP_OPTIONS);
+    }
     cfg.set_timeout_sec(timeout.as_secs().max(1) as u32);
     let got = tokio::time::timeout(timeout, async {
         let mut cli = DhcpV4Client::init(cfg, None)
@@ -330,16 +455,19 @@ fe80000000000000505400fffe123457 03 40 20 80     eth1
                 name: "eth0".into(),
                 ipv4: Ok(lease(vec![a, b])),
                 ipv6_link_local: None,
+                random_mac: None,
             },
             IfaceReport {
                 name: "eth1".into(),
                 ipv4: Ok(lease(vec![b])),
                 ipv6_link_local: None,
+                random_mac: None,
             },
             IfaceReport {
                 name: "eth2".into(),
                 ipv4: Err("no lease".into()),
                 ipv6_link_local: None,
+                random_mac: None,
             },
         ];
         let text = resolv_conf(&reports).expect("servers");

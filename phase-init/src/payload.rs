@@ -57,6 +57,10 @@ pub struct BootJson {
     pub peers: Vec<PeerBytes>,
     /// Stage-1 steps in order, with their durations.
     pub steps: Vec<StepTiming>,
+    /// Private mode: this boot's ephemeral identity (peer id, random MACs);
+    /// absent in the other modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::private::Identity>,
 }
 
 /// One verified artifact.
@@ -427,6 +431,7 @@ mod tests {
                 step: "fetch".into(),
                 ms: 1234,
             }],
+            identity: None,
         }
     }
 

@@ -9,6 +9,9 @@
 //! after = ["net"]            # start once these are ready
 //! restart = "on-failure"     # never (default) | on-failure | always
 //! backoff_ms = 500           # first restart delay; doubles, at most 30 s
+//! modes = ["internet", "local"]  # boot modes it runs in (default: all);
+//!                            # a service that listens or announces leaves
+//!                            # out "private"
 //!
 //! [service.net]
 //! command = "/bin/sh"
@@ -71,6 +74,9 @@ pub struct Service {
     pub kind: Kind,
     #[serde(default = "default_backoff_ms")]
     pub backoff_ms: u64,
+    /// The boot modes (`phase.mode`) this service runs in; `None`: all.
+    #[serde(default)]
+    pub modes: Option<Vec<String>>,
 }
 
 fn default_backoff_ms() -> u64 {
@@ -152,6 +158,16 @@ pub fn parse(text: &str, file: &str) -> Result<Services, ServicesError> {
             let mut s: Service = body
                 .try_into()
                 .map_err(|e: toml::de::Error| field(e.message().trim().replace('\n', " ")))?;
+            if let Some(m) = s
+                .modes
+                .iter()
+                .flatten()
+                .find(|m| !matches!(m.as_str(), "internet" | "local" | "private"))
+            {
+                return Err(field(format!(
+                    "field `modes` names `{m}`; the modes are internet, local, private"
+                )));
+            }
             if !s.command.starts_with('/') {
                 return Err(field(format!(
                     "field `command` must be an absolute path, not `{}`",
@@ -205,6 +221,30 @@ pub fn load(path: &Path) -> Result<Services, ServicesError> {
 }
 
 impl Services {
+    /// The services that run in boot mode `mode` (their `modes` include it),
+    /// and the names of those left out. A service left out is also dropped
+    /// from the others' `after` lists: nothing waits for what never starts.
+    pub fn for_mode(&self, mode: &str) -> (Services, Vec<String>) {
+        let runs = |s: &Service| s.modes.as_ref().is_none_or(|m| m.iter().any(|x| x == mode));
+        let left_out: Vec<String> = self
+            .services
+            .values()
+            .filter(|s| !runs(s))
+            .map(|s| s.name.clone())
+            .collect();
+        let services = self
+            .services
+            .iter()
+            .filter(|(_, s)| runs(s))
+            .map(|(n, s)| {
+                let mut s = s.clone();
+                s.after.retain(|d| !left_out.contains(d));
+                (n.clone(), s)
+            })
+            .collect();
+        (Services { services }, left_out)
+    }
+
     /// A dependency cycle, as `a -> b -> a`, if there is one.
     fn find_cycle(&self) -> Option<Vec<String>> {
         #[derive(Clone, Copy, PartialEq)]
@@ -396,6 +436,29 @@ after = ["plasmd", "peer"]
         assert!(e.contains("dependency cycle: a -> b -> c -> a"), "{e}");
         let e = err("[service.a]\ncommand = \"/x\"\nafter = [\"a\"]\n");
         assert!(e.contains("a -> a"), "{e}");
+    }
+
+    #[test]
+    fn private_mode_leaves_out_services_without_it() {
+        let text = GOOD.replace(
+            "restart = \"always\"",
+            "restart = \"always\"\nmodes = [\"internet\", \"local\"]",
+        );
+        let s = parse(&text, "f").expect("valid");
+        let (all, out) = s.for_mode("local");
+        assert_eq!(all.services.len(), 4);
+        assert!(out.is_empty());
+        let (private, out) = s.for_mode("private");
+        assert_eq!(out, vec!["peer".to_owned()]);
+        assert!(!private.services.contains_key("peer"));
+        assert_eq!(
+            private.services["report"].after,
+            vec!["plasmd".to_owned()],
+            "nothing waits for a service that never starts"
+        );
+        assert_eq!(private.waves().len(), 3);
+        let e = err("[service.web]\ncommand = \"/x\"\nmodes = [\"privat\"]\n");
+        assert!(e.contains("service `web`") && e.contains("`privat`"), "{e}");
     }
 
     #[test]

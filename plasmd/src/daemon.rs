@@ -145,6 +145,42 @@ impl DaemonConfig {
             .unwrap_or_else(|| DEFAULT_BOOT_JSON.into())
     }
 
+    /// What the boot asks of every service (phase-init's `PHASE_MODE` and
+    /// `PHASE_NOWRITE`, docs/threat-model.md): in private mode no peer at
+    /// all (a job comes from the verified boot payload, never over a direct
+    /// connection); with nowrite the state directory must not be on a
+    /// writable disk (`mounts`: `/proc/self/mounts` text). Returns what was
+    /// changed, for the log; an error names the offending mount.
+    pub fn apply_boot_policy(
+        &mut self,
+        mode: Option<&str>,
+        nowrite: bool,
+        mounts: &str,
+    ) -> Result<Vec<String>, String> {
+        let mut notes = Vec::new();
+        if mode == Some("private") {
+            notes.push(
+                "private mode: no peers (jobs come from the verified boot payload only)".to_owned(),
+            );
+            self.peers.clear();
+            self.peers_from_boot = Some(false);
+        }
+        if nowrite {
+            let state = self.state_dir();
+            if let Some(m) = disk_mount_of(&state, mounts) {
+                return Err(format!(
+                    "PHASE_NOWRITE=1 but the state directory {} is on the writable disk {m}; use a tmpfs path",
+                    state.display()
+                ));
+            }
+            notes.push(format!(
+                "nowrite: state {} is not on a disk",
+                state.display()
+            ));
+        }
+        Ok(notes)
+    }
+
     /// `peers`, then the http peers boot.json names (when asked to).
     pub fn all_peers(&self) -> Vec<String> {
         let mut v = self.peers.clone();
@@ -297,6 +333,26 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s.replace('\n', " ")
+}
+
+/// The writable block-device mount (`/dev/...`, `rw`) that holds `path`,
+/// as `device on dir`, from `/proc/self/mounts` text; `None` when the
+/// longest matching mount is not one (tmpfs, overlay, a read-only disk).
+pub fn disk_mount_of(path: &Path, mounts: &str) -> Option<String> {
+    let mut best: Option<(usize, &str, &str, bool)> = None;
+    for l in mounts.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 4 || !path.starts_with(f[1]) {
+            continue;
+        }
+        let len = f[1].len();
+        if best.is_none_or(|(b, ..)| len >= b) {
+            let rw = f[3].split(',').any(|o| o == "rw");
+            best = Some((len, f[0], f[1], rw));
+        }
+    }
+    best.filter(|(_, dev, _, rw)| *rw && dev.starts_with("/dev/"))
+        .map(|(_, dev, dir, _)| format!("{dev} on {dir}"))
 }
 
 /// The running daemon: job runner, resolver, run table.
@@ -736,5 +792,39 @@ jobs = ["hello", "a-b.c"]
             ..DaemonConfig::default()
         };
         assert_eq!(c.all_peers().len(), 2);
+    }
+
+    #[test]
+    fn private_mode_drops_every_peer_and_nowrite_refuses_a_disk_state_dir() {
+        let mounts = "\
+overlay / overlay rw,lowerdir=/l,upperdir=/u,workdir=/w 0 0
+tmpfs /run tmpfs rw,nosuid 0 0
+/dev/vda2 /var/lib/plasmd ext4 rw,relatime 0 0
+/dev/vda3 /mnt/ro ext4 ro,relatime 0 0
+";
+        let mut c = DaemonConfig {
+            peers: vec!["http://198.18.0.10:7070".into()],
+            state: Some("/run/plasmd-state".into()),
+            ..DaemonConfig::default()
+        };
+        let notes = c.apply_boot_policy(Some("private"), true, mounts).unwrap();
+        assert!(notes[0].contains("no peers"), "{notes:?}");
+        assert!(c.all_peers().is_empty());
+        assert_eq!(c.peers_from_boot, Some(false));
+        let mut local = DaemonConfig {
+            peers: vec!["http://198.18.0.10:7070".into()],
+            ..DaemonConfig::default()
+        };
+        local
+            .apply_boot_policy(Some("local"), false, mounts)
+            .unwrap();
+        assert_eq!(local.peers.len(), 1, "other modes keep their peers");
+        // The default state dir sits on the rw disk mount: refused.
+        let e = DaemonConfig::default()
+            .apply_boot_policy(Some("private"), true, mounts)
+            .unwrap_err();
+        assert!(e.contains("/dev/vda2 on /var/lib/plasmd"), "{e}");
+        assert_eq!(disk_mount_of(Path::new("/mnt/ro/x"), mounts), None);
+        assert_eq!(disk_mount_of(Path::new("/var/lib/plasmdx"), mounts), None);
     }
 }

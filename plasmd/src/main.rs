@@ -132,7 +132,17 @@ fn daemon_config(a: DaemonArgs) -> anyhow::Result<DaemonConfig> {
 }
 
 fn run_daemon(args: DaemonArgs) -> anyhow::Result<bool> {
-    let config = daemon_config(args)?;
+    let mut config = daemon_config(args)?;
+    // phase-init tells every service the boot's mode and write policy.
+    let mode = std::env::var("PHASE_MODE").ok();
+    let nowrite = std::env::var("PHASE_NOWRITE").is_ok_and(|v| v == "1");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for note in config
+        .apply_boot_policy(mode.as_deref(), nowrite, &mounts)
+        .map_err(anyhow::Error::msg)?
+    {
+        println!("plasmd: {note}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -147,6 +147,8 @@ pub struct Qemu {
     /// Run QEMU inside this network namespace (set by [`Qemu::tap`]).
     netns: Option<String>,
     nics: u32,
+    /// Image boots: QEMU writes the image itself ([`Qemu::writable`]).
+    writable: bool,
 }
 
 impl Qemu {
@@ -161,6 +163,7 @@ impl Qemu {
             log_path: None,
             netns: None,
             nics: 0,
+            writable: false,
         }
     }
 
@@ -268,6 +271,15 @@ impl Qemu {
         self
     }
 
+    /// Image boots: the VM writes the image file itself, as a machine
+    /// writes its stick (no snapshot, no overlay) — for tests of what a boot
+    /// writes. Boots the image as it is: edit its boot entry first with
+    /// [`edit_entry_in_place`] ([`Qemu::mode`] / [`Qemu::append`] are refused).
+    pub fn writable(mut self) -> Self {
+        self.writable = true;
+        self
+    }
+
     /// Extra QEMU arguments.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
@@ -315,7 +327,11 @@ impl Qemu {
         ];
         match &self.boot {
             Boot::Image { path, mode, append } => {
-                let disk = prepare_disk(path, mode.as_deref(), append, dir.path())?;
+                let disk = if self.writable {
+                    in_place_disk(path, mode.is_some() || !append.is_empty())?
+                } else {
+                    prepare_disk(path, mode.as_deref(), append, dir.path())?
+                };
                 args.extend(ovmf_args(dir.path())?);
                 args.push("-drive".into());
                 args.push(disk.drive_arg());
@@ -516,6 +532,76 @@ fn tool(cmd: &mut Command) -> Result<Vec<u8>> {
         });
     }
     Ok(out.stdout)
+}
+
+/// The image itself, written by the VM ([`Qemu::writable`]).
+fn in_place_disk(image: &Path, edits: bool) -> Result<PreparedDisk> {
+    exists("disk image", image, " (build it with `make image`)")?;
+    if edits {
+        return Err(QemuError::Disk {
+            path: image.to_owned(),
+            why: "a writable boot uses the image as it is: edit its entry first with qemu::edit_entry_in_place, not mode()/append()".into(),
+        });
+    }
+    let path = fs::canonicalize(image).map_err(|source| QemuError::Io {
+        path: image.to_owned(),
+        source,
+    })?;
+    let format = DiskFormat::detect(&path).map_err(|source| QemuError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(PreparedDisk {
+        path,
+        format,
+        snapshot: false,
+    })
+}
+
+/// Edits a RAW image's ESP in place (mtools at the partition's offset):
+/// makes `phase-<mode>.conf` the default entry when `mode` is given, and
+/// appends `words` (if not empty) to the default entry's `options` line.
+pub fn edit_entry_in_place(image: &Path, mode: Option<&str>, words: &str) -> Result<()> {
+    let (off, _) = esp_extent(image)?;
+    let img = format!("{}@@{off}", image.display());
+    let read = |p: &str| -> Result<String> {
+        let out = tool(Command::new("mtype").args(["-i", &img, &format!("::{p}")]))?;
+        Ok(String::from_utf8_lossy(&out).replace("\r\n", "\n"))
+    };
+    let tmp = tempfile::NamedTempFile::new().map_err(|source| QemuError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let write = |p: &str, text: &str| -> Result<()> {
+        fs::write(tmp.path(), text).map_err(|source| QemuError::Io {
+            path: tmp.path().to_owned(),
+            source,
+        })?;
+        tool(
+            Command::new("mcopy")
+                .args(["-o", "-i", &img])
+                .arg(tmp.path())
+                .arg(format!("::{p}")),
+        )?;
+        Ok(())
+    };
+    let conf = read("/loader/loader.conf")?;
+    let entry = match mode {
+        Some(m) => {
+            write("/loader/loader.conf", &set_default_entry(&conf, m))?;
+            format!("phase-{m}.conf")
+        }
+        None => default_entry(&conf).ok_or_else(|| QemuError::Disk {
+            path: image.to_owned(),
+            why: "loader/loader.conf names no default entry".into(),
+        })?,
+    };
+    if !words.is_empty() {
+        let path = format!("/loader/entries/{entry}");
+        let text = read(&path)?;
+        write(&path, &append_options(&text, words))?;
+    }
+    Ok(())
 }
 
 /// Makes the disk QEMU boots. Without edits that is the image itself, with
