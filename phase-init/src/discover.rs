@@ -97,15 +97,6 @@ impl Discovered {
             .collect()
     }
 
-    /// How the peer whose fetcher label (`http://host:port/`) is `label`
-    /// was found, if discovery found it.
-    pub fn source_of(&self, label: &str) -> Option<&'static str> {
-        self.peers
-            .iter()
-            .find(|p| format!("{}/", p.url()) == label)
-            .map(|p| p.source)
-    }
-
     /// Internet mode: the DHT providers of `digests` (the boot set's
     /// SHA-256s) that are not among [`Discovered::peers`] yet, each probed
     /// for a reachable HTTP address. `None` when there is no DHT session
