@@ -5,7 +5,8 @@
 # with `phase publish` into a TUF repository with fresh keys. N client nodes
 # (BENCH_FLEET_NODES, default "1 4 8 16") sit with the seed on one bridge;
 # every node's uplink (its eth0, egress) is limited with tbf to
-# BENCH_FLEET_RATE (100mbit). For each N, the time from the start until every
+# BENCH_FLEET_RATE (100mbit); BENCH_FLEET_CHUNK_KIB publishes with that
+# chunk size instead of phase publish's choice. For each N, the time from the start until every
 # client holds the verified artifact:
 #   (a) single server: every client runs `phase fetch --peer http://seed:8080/repo/` against one
 #       nginx on the seed serving the repository directory;
@@ -78,7 +79,8 @@ fail() { echo "bench-fleet: $*" >&2; exit 1; }
 rm -rf "$work"; mkdir -p "$work"
 head -c $((mib << 20)) /dev/urandom >"$work/rootfs.img"
 "$phase" keygen --out "$work/keys" >/dev/null
-"$phase" publish --repo "$work/repo" --keys "$work/keys" --rootfs "$work/rootfs.img" --expires 30d >/dev/null
+"$phase" publish --repo "$work/repo" --keys "$work/keys" --rootfs "$work/rootfs.img" --expires 30d \
+  ${BENCH_FLEET_CHUNK_KIB:+--chunk-kib "$BENCH_FLEET_CHUNK_KIB"} >/dev/null
 root=$work/keys/1.root.json
 rel=$(cd "$work/repo/targets" && ls stable/x86_64/*.rootfs)
 # The chunk size phase publish chose (signed in targets.json).
@@ -376,11 +378,12 @@ done
   echo "(more only in the endgame); a peer slow on a chunk others also offer gets the chunk taken back instead of"
   echo "being dropped."
   echo
-  echo "Chunk size: \`phase publish\` picks it per publish (docs/fetcher.md \"Chunk size\"): $chunk_kib KiB here ($chunk_count"
-  echo "chunks). A chunk can be re-shared only once it is complete and verified, so at the start, when every client"
-  echo "asks the seed for a chunk at once, the first re-shareable chunks appear after about N x chunk / 12.5 MB/s: with"
-  echo "the former fixed 4 MiB chunks 5.4 s at N=16 (then the swarm took 19.4 s, 4.65x one nginx, 3.04x its N=1 time),"
-  echo "with 1 MiB chunks 1.3 s."
+  echo "Chunk size: $chunk_kib KiB here ($chunk_count chunks; \`phase publish\` picks it per publish, docs/fetcher.md"
+  echo "\"Chunk size\"). A chunk can be re-shared only once it is complete and verified, so at the start, when every"
+  echo "client asks the seed for a chunk at once, the first re-shareable chunks appear after about N x chunk / 12.5 MB/s"
+  echo "(N=16: 5.4 s with 4 MiB chunks, 1.3 s with 1 MiB, 0.7 s with 512 KiB). N=16 swarm / single server, runs on"
+  echo "2026-11-27: 4 MiB chunks (the former default) 19.42 / 90.39 s (16:09Z); 1 MiB 9.99 / 90.15 s (19:02Z),"
+  echo "10.05 / 90.76 s (19:26Z), 11.81 / 90.08 s (19:40Z), 11.15 / 89.96 s (19:46Z); 512 KiB 8.82 / 90.08 s (19:44Z)."
   echo
   echo "What limits it now: the ideal is about the N=1 time (the seed's uplink must carry the 64 MiB once, 5.4 s at"
   echo "100 Mbit/s; all uplinks together carry N x 64 MiB in less). The rest is the serve start and mDNS discovery"

@@ -111,14 +111,14 @@ fn publish_then_verify_directory() {
     assert_eq!(k["version"], "2030.1");
     assert_eq!(k["cmdline"], "console=ttyS0 quiet");
     assert_eq!(k["downloaded"], true);
-    // Signed custom metadata: 1 MiB chunks (the automatic size for
+    // Signed custom metadata: 512 KiB chunks (the automatic size for
     // artifacts up to 64 MiB), last one shorter.
     let tj: serde_json::Value =
         serde_json::from_slice(&std::fs::read(repo.join("metadata/1.targets.json")).unwrap())
             .unwrap();
     let custom = &tj["signed"]["targets"]["stable/x86_64/kernel"]["custom"];
     assert_eq!(custom["kind"], "kernel");
-    let size = 1usize << 20;
+    let size = 512usize << 10;
     assert_eq!(custom["chunks"]["size"], size as u64);
     let chunks: Vec<&str> = custom["chunks"]["sha256"]
         .as_array()

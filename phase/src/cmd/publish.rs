@@ -65,9 +65,9 @@ pub struct Args {
     #[arg(long, default_value = "30d", value_parser = duration_arg)]
     pub expires: chrono::Duration,
     /// Chunk size in KiB of the signed chunk lists (a power of two from 64
-    /// KiB to 64 MiB). Default: 1 MiB for artifacts up to 64 MiB, growing
-    /// with the largest artifact of this publish so it has about 64 chunks,
-    /// at most 4 MiB (docs/fetcher.md "Chunk size").
+    /// KiB to 64 MiB). Default: 512 KiB for artifacts up to 64 MiB, growing
+    /// with the largest artifact of this publish so it has at most 128
+    /// chunks, at most 4 MiB (docs/fetcher.md "Chunk size").
     #[arg(long, value_name = "KIB")]
     pub chunk_kib: Option<u64>,
     /// Print a JSON report.
@@ -77,9 +77,9 @@ pub struct Args {
 
 /// Smallest and largest automatic chunk size, and the chunk count the
 /// automatic choice aims for at least.
-const AUTO_CHUNK_MIN: u64 = 1 << 20;
+const AUTO_CHUNK_MIN: u64 = 512 << 10;
 const AUTO_CHUNK_MAX: u64 = 4 << 20;
-const AUTO_CHUNKS: u64 = 64;
+const AUTO_CHUNKS: u64 = 128;
 
 /// The automatic chunk size for artifacts whose largest is `largest` bytes:
 /// the smallest power of two from [`AUTO_CHUNK_MIN`] giving at most
@@ -288,14 +288,15 @@ mod tests {
     use super::auto_chunk_size;
 
     #[test]
-    fn auto_chunk_size_aims_for_64_chunks_between_1_and_4_mib() {
+    fn auto_chunk_size_aims_for_128_chunks_between_512_kib_and_4_mib() {
         const MIB: u64 = 1 << 20;
-        assert_eq!(auto_chunk_size(0), MIB);
-        assert_eq!(auto_chunk_size(5 * MIB), MIB);
-        assert_eq!(auto_chunk_size(64 * MIB), MIB);
-        assert_eq!(auto_chunk_size(64 * MIB + 1), 2 * MIB);
-        assert_eq!(auto_chunk_size(128 * MIB), 2 * MIB);
-        assert_eq!(auto_chunk_size(200 * MIB), 4 * MIB);
+        assert_eq!(auto_chunk_size(0), MIB / 2);
+        assert_eq!(auto_chunk_size(5 * MIB), MIB / 2);
+        assert_eq!(auto_chunk_size(64 * MIB), MIB / 2);
+        assert_eq!(auto_chunk_size(64 * MIB + 1), MIB);
+        assert_eq!(auto_chunk_size(128 * MIB), MIB);
+        assert_eq!(auto_chunk_size(200 * MIB), 2 * MIB);
+        assert_eq!(auto_chunk_size(512 * MIB), 4 * MIB);
         assert_eq!(auto_chunk_size(1 << 40), 4 * MIB);
     }
 }
