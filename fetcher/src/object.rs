@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
 
-/// Default chunk size of `phase publish`: 4 MiB.
+/// Default chunk size of the `verifier` publisher (library use, e.g.
+/// `phase image`): 4 MiB. `phase publish` picks its own per publish, 512 KiB
+/// to 4 MiB (docs/fetcher.md "Chunk size").
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 * 1024 * 1024;
 
 /// The signed list of chunk digests: `{"size": 4194304, "sha256": [...]}`.
