@@ -6,6 +6,7 @@
 //!   verified chunk by chunk against the signed chunk list;
 //! * [`server`]: the read-only peer HTTP server (`phase serve`, every booted
 //!   node);
+//! * [`tor`]: the route of the HTTP client (direct, SOCKS5, embedded Tor);
 //! * [`peer`] and [`transport`]: peer URLs, and the TUF client's transport
 //!   over them (implements `verifier::Transport`).
 //!
@@ -20,6 +21,7 @@ pub mod fetch;
 pub mod object;
 pub mod peer;
 pub mod server;
+pub mod tor;
 pub mod transport;
 
 pub use cas::{Cas, CasError, GcReport};

@@ -61,6 +61,94 @@ pub struct Args {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// How to reach the peers: --tor or --socks5 (default: direct).
+    #[command(flatten)]
+    pub route: RouteArgs,
+}
+
+/// The route of every request (docs/tor.md). No fallback to direct.
+#[derive(Debug, clap::Args)]
+pub struct RouteArgs {
+    /// Fetch everything (metadata and artifacts) through the embedded Tor
+    /// client (arti). Peers may be `http://....onion` addresses.
+    #[arg(long, conflicts_with = "socks5")]
+    pub tor: bool,
+    /// An arti configuration fragment (TOML) for --tor: a custom Tor network
+    /// ([tor_network] authorities and fallback_caches), [bridges],
+    /// [path_rules]... See docs/tor.md.
+    #[arg(long, value_name = "FILE", requires = "tor")]
+    pub tor_network: Option<PathBuf>,
+    /// Keep arti's state and directory cache here (default: a fresh
+    /// temporary directory, deleted at exit).
+    #[arg(long, value_name = "DIR", requires = "tor")]
+    pub tor_dir: Option<PathBuf>,
+    /// Seconds allowed for the Tor bootstrap.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub tor_timeout: u64,
+    /// Fetch everything through this SOCKS5 proxy (HOST:PORT, e.g. a tor
+    /// daemon's SocksPort); host names are resolved by the proxy.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub socks5: Option<String>,
+}
+
+impl RouteArgs {
+    /// Whether requests leave by a proxy (then no discovery on the LAN).
+    pub fn proxied(&self) -> bool {
+        self.tor || self.socks5.is_some()
+    }
+
+    /// The route, bootstrapping Tor if asked (progress on stderr unless
+    /// `quiet`). The returned guard keeps a temporary Tor directory alive.
+    pub fn start(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        who: &'static str,
+        quiet: bool,
+    ) -> anyhow::Result<(fetcher::tor::Route, Option<tempfile::TempDir>)> {
+        if let Some(a) = &self.socks5 {
+            let addr = fetcher::tor::parse_socks5(a).map_err(anyhow::Error::msg)?;
+            return Ok((fetcher::tor::Route::Socks5(addr), None));
+        }
+        if !self.tor {
+            return Ok((fetcher::tor::Route::Direct, None));
+        }
+        let (dir, guard) = match &self.tor_dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("phase-tor-")
+                    .tempdir()
+                    .context("cannot create a temporary directory for Tor")?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let mut cfg = fetcher::tor::TorConfig::in_dir(&dir);
+        cfg.bootstrap_timeout = Duration::from_secs(self.tor_timeout.clamp(5, 3600));
+        if let Some(f) = &self.tor_network {
+            cfg = cfg.with_network_file(f)?;
+        }
+        let events: fetcher::tor::TorEventFn = Arc::new(move |e: &fetcher::tor::TorEvent| {
+            use fetcher::tor::TorEvent as E;
+            match e {
+                E::Bootstrap { status, .. } if !quiet => {
+                    eprintln!("{who}: tor: bootstrap {status}")
+                }
+                E::Ready { elapsed } if !quiet => {
+                    eprintln!("{who}: tor: ready after {:.1} s", elapsed.as_secs_f64())
+                }
+                E::FirstByte { target, elapsed } if !quiet => eprintln!(
+                    "{who}: tor: first byte from {target} after {:.1} s",
+                    elapsed.as_secs_f64()
+                ),
+                E::StreamFailed { target, error } => {
+                    eprintln!("{who}: tor: cannot reach {target} through Tor: {error}")
+                }
+                _ => {}
+            }
+        });
+        let tor = rt.block_on(fetcher::tor::Tor::start(cfg, Some(events)))?;
+        Ok((fetcher::tor::Route::Tor(tor), guard))
+    }
 }
 
 struct Planned {
@@ -74,6 +162,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
         !args.peers.is_empty() || !args.mirrors.is_empty() || args.discover.is_some(),
         "no source given: pass at least one of --peer, --mirror or --discover"
+    );
+    anyhow::ensure!(
+        !(args.route.proxied() && args.discover.is_some()),
+        "--discover cannot be combined with --tor or --socks5 (discovery does not go through the proxy)"
     );
     let mut peers = Vec::new();
     for p in &args.peers {
@@ -134,9 +226,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some(d)
         }
     };
+    let (route, _tor_dir) = args.route.start(&rt, "phase fetch", args.quiet)?;
     let fetcher = {
         let _guard = rt.enter();
-        Fetcher::new(cas.clone(), opts)?
+        Fetcher::with_route(cas.clone(), opts, &route)?
     };
     let meta_dir = cas.tuf_dir().join("metadata");
     let transport = PeerTransport::new(
@@ -146,7 +239,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(meta_dir.clone()),
     );
     let mut updater = Updater::new(&storage, &transport, now);
-    updater.refresh().context("TUF refresh failed")?;
+    updater.refresh().with_context(|| match &route {
+        fetcher::tor::Route::Direct => "TUF refresh failed".to_string(),
+        r => format!("TUF refresh failed (through {})", r.describe()),
+    })?;
     let consistent = updater.root()?.consistent_snapshot;
     let targets = if args.targets.is_empty() {
         let prefix = format!("{}/{}/", args.channel, args.arch);
@@ -296,7 +392,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
             Err(e) => {
-                let msg = format!("{}: {:#}", p.name, anyhow::Error::new(e));
+                let msg = match &route {
+                    fetcher::tor::Route::Direct => {
+                        format!("{}: {:#}", p.name, anyhow::Error::new(e))
+                    }
+                    r => format!(
+                        "{} (through {}): {:#}",
+                        p.name,
+                        r.describe(),
+                        anyhow::Error::new(e)
+                    ),
+                };
                 if !args.json {
                     eprintln!("phase fetch: FAILED {msg}");
                 }

@@ -23,6 +23,21 @@ pub struct Args {
     /// Announce this server: --mdns, --dht (see `phase discover`).
     #[command(flatten)]
     pub announce: super::discover::AnnounceArgs,
+    /// Also serve as a Tor onion service (embedded arti): port 80 of the
+    /// printed `http://....onion` address is forwarded to --listen.
+    #[arg(long)]
+    pub onion: bool,
+    /// An arti configuration fragment (TOML) for --onion: a custom Tor
+    /// network, bridges... See docs/tor.md.
+    #[arg(long, value_name = "FILE", requires = "onion")]
+    pub tor_network: Option<PathBuf>,
+    /// arti's state (with the onion service's keys: the address stays the
+    /// same across restarts) and cache. Default: <cache>/tor.
+    #[arg(long, value_name = "DIR", requires = "onion")]
+    pub tor_dir: Option<PathBuf>,
+    /// Seconds allowed for the Tor bootstrap.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub tor_timeout: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -55,6 +70,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } else {
             None
         };
+        let _onion = if args.onion {
+            Some(start_onion(&args, addr).await?)
+        } else {
+            None
+        };
         // One line a script can wait for.
         println!("phase serve: listening on http://{addr}");
         fetcher::serve(listener, cfg, async {
@@ -63,4 +83,45 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("peer server failed")
     })
+}
+
+/// Bootstraps the embedded Tor client and launches the onion service in
+/// front of `addr`; prints its address.
+async fn start_onion(
+    args: &Args,
+    addr: SocketAddr,
+) -> anyhow::Result<(fetcher::tor::Tor, fetcher::tor::OnionService)> {
+    let dir = args
+        .tor_dir
+        .clone()
+        .unwrap_or_else(|| args.cache.join("tor"));
+    let mut cfg = fetcher::tor::TorConfig::in_dir(&dir);
+    cfg.bootstrap_timeout = std::time::Duration::from_secs(args.tor_timeout.clamp(5, 3600));
+    if let Some(f) = &args.tor_network {
+        cfg = cfg.with_network_file(f)?;
+    }
+    let events: fetcher::tor::TorEventFn = std::sync::Arc::new(|e: &fetcher::tor::TorEvent| {
+        use fetcher::tor::TorEvent as E;
+        match e {
+            E::Bootstrap { status, .. } => eprintln!("phase serve: tor: bootstrap {status}"),
+            E::Ready { elapsed } => eprintln!(
+                "phase serve: tor: ready after {:.1} s",
+                elapsed.as_secs_f64()
+            ),
+            _ => {}
+        }
+    });
+    let tor = fetcher::tor::Tor::start(cfg, Some(events)).await?;
+    // The local side of the forward: a wildcard listen address is reached
+    // on loopback.
+    let target = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    };
+    let svc = tor.launch_onion_service("phase-serve", target)?;
+    println!("phase serve: onion service http://{}", svc.address);
+    Ok((tor, svc))
 }
