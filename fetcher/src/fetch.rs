@@ -220,9 +220,6 @@ pub enum FetchError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
-    /// The proxied route's gateway socket could not be opened.
-    #[error("cannot open the proxy gateway")]
-    Route(#[source] std::io::Error),
     /// A worker task died.
     #[error("a download task of {0} failed")]
     Task(Sha256Digest, #[source] tokio::task::JoinError),
@@ -234,8 +231,6 @@ pub struct Fetcher {
     cas: Cas,
     client: reqwest::Client,
     opts: FetchOptions,
-    /// The proxied route's gateway, kept alive with the client.
-    _route: Option<std::sync::Arc<crate::tor::Gateway>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -526,41 +521,7 @@ impl Fetcher {
             b = b.resolve(host, *addr);
         }
         let client = b.build().map_err(FetchError::Client)?;
-        Ok(Self {
-            cas,
-            client,
-            opts,
-            _route: None,
-        })
-    }
-
-    /// A fetcher whose every request goes by `route` (see
-    /// [`crate::tor::Route`]): through a SOCKS5 proxy or the embedded Tor
-    /// client, with no fallback to a direct connection (the client's only
-    /// transport is the route's gateway socket; it does no DNS). Call
-    /// inside a tokio runtime context (a SOCKS5 route starts its gateway).
-    pub fn with_route(
-        cas: Cas,
-        opts: FetchOptions,
-        route: &crate::tor::Route,
-    ) -> Result<Self, FetchError> {
-        let Some(gateway) = route.gateway().map_err(FetchError::Route)? else {
-            return Self::new(cas, opts);
-        };
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .unix_socket(gateway.path())
-            // Over Tor a circuit takes seconds; the floor stays the caller's.
-            .connect_timeout(opts.connect_timeout.max(Duration::from_secs(60)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(FetchError::Client)?;
-        Ok(Self {
-            cas,
-            client,
-            opts,
-            _route: Some(gateway),
-        })
+        Ok(Self { cas, client, opts })
     }
 
     /// The store.
@@ -1625,4 +1586,70 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunks committed out of order, more of them early than
+    /// [`HASH_HELD`] (so some are read back), in several pieces, plus a
+    /// chunk found on disk at the start: the whole-object hash still comes
+    /// out as the SHA-256 of the object, and the object finishes.
+    #[test]
+    fn whole_hash_follows_out_of_order_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(10 * 4096 + 123))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let spec = ObjectSpec::of_bytes(&data, 4096);
+        let n = spec.chunk_count();
+        let lock = cas.try_lock(&spec.sha256).unwrap().unwrap();
+        let partial = cas.open_partial(&spec, lock).unwrap();
+        let whole = WholeHash::new();
+        let parts = |i: usize| {
+            let (a, b) = spec.chunk_range(i);
+            let c = &data[a as usize..b as usize];
+            let mid = c.len() / 3;
+            vec![
+                Bytes::copy_from_slice(&c[..mid]),
+                Bytes::copy_from_slice(&c[mid..]),
+            ]
+        };
+        // Chunk 3 as if resumed: written before, known only as verified.
+        let (a, b) = spec.chunk_range(3);
+        let c3 = &data[a as usize..b as usize];
+        partial.write_chunk(3, c3, &Sha256Digest::of(c3)).unwrap();
+        whole.hold_resumed(3);
+        for i in [9, 1, 7, 10, 5, 2, 8, 0, 6, 4] {
+            whole
+                .commit(&partial, i, parts(i), &spec.chunks.sha256[i])
+                .unwrap();
+        }
+        assert_eq!(whole.lock().next, n);
+        let digest = whole.finish(&partial).unwrap().expect("hash followed");
+        assert_eq!(digest, spec.sha256);
+        let path = partial.finish(&digest).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
+    }
+
+    /// A chunk whose parts do not hash to its signed digest is refused and
+    /// leaves the whole-object hash where it was.
+    #[test]
+    fn commit_refuses_a_wrong_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let data = vec![7u8; 3 * 1000];
+        let spec = ObjectSpec::of_bytes(&data, 1000);
+        let lock = cas.try_lock(&spec.sha256).unwrap().unwrap();
+        let partial = cas.open_partial(&spec, lock).unwrap();
+        let whole = WholeHash::new();
+        let junk = vec![Bytes::from(vec![8u8; 1000])];
+        let bad = Sha256Digest::of(&[8u8; 1000]);
+        assert!(whole.commit(&partial, 0, junk, &bad).is_err());
+        assert!(!partial.is_verified(0));
+        // The state is marked broken: the final hash is re-done from disk.
+        assert!(whole.finish(&partial).unwrap().is_none());
+    }
 }
