@@ -220,6 +220,9 @@ pub enum FetchError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
+    /// The proxied route's gateway socket could not be opened.
+    #[error("cannot open the proxy gateway")]
+    Route(#[source] std::io::Error),
     /// A worker task died.
     #[error("a download task of {0} failed")]
     Task(Sha256Digest, #[source] tokio::task::JoinError),
@@ -231,6 +234,8 @@ pub struct Fetcher {
     cas: Cas,
     client: reqwest::Client,
     opts: FetchOptions,
+    /// The proxied route's gateway, kept alive with the client.
+    _route: Option<std::sync::Arc<crate::tor::Gateway>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -521,7 +526,41 @@ impl Fetcher {
             b = b.resolve(host, *addr);
         }
         let client = b.build().map_err(FetchError::Client)?;
-        Ok(Self { cas, client, opts })
+        Ok(Self {
+            cas,
+            client,
+            opts,
+            _route: None,
+        })
+    }
+
+    /// A fetcher whose every request goes by `route` (see
+    /// [`crate::tor::Route`]): through a SOCKS5 proxy or the embedded Tor
+    /// client, with no fallback to a direct connection (the client's only
+    /// transport is the route's gateway socket; it does no DNS). Call
+    /// inside a tokio runtime context (a SOCKS5 route starts its gateway).
+    pub fn with_route(
+        cas: Cas,
+        opts: FetchOptions,
+        route: &crate::tor::Route,
+    ) -> Result<Self, FetchError> {
+        let Some(gateway) = route.gateway().map_err(FetchError::Route)? else {
+            return Self::new(cas, opts);
+        };
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .unix_socket(gateway.path())
+            // Over Tor a circuit takes seconds; the floor stays the caller's.
+            .connect_timeout(opts.connect_timeout.max(Duration::from_secs(60)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(FetchError::Client)?;
+        Ok(Self {
+            cas,
+            client,
+            opts,
+            _route: Some(gateway),
+        })
     }
 
     /// The store.
