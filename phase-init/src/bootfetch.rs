@@ -362,14 +362,20 @@ pub fn run(
         .map_err(BootFetchError::Runtime)?;
     let make_fetcher = |resolve: &[(String, std::net::SocketAddr)]| {
         let _guard = rt.enter();
-        Fetcher::with_resolve(
-            cas.clone(),
-            FetchOptions {
-                deadline: Duration::from_secs(600),
-                ..FetchOptions::default()
-            },
-            resolve,
-        )
+        let opts = FetchOptions {
+            deadline: Duration::from_secs(600),
+            ..FetchOptions::default()
+        };
+        // Private mode: through the SOCKS5 proxy (Tor) or not at all
+        // (main.rs refuses a private fetch from peers without one).
+        match (config.mode, &config.socks5) {
+            (cmdline::Mode::Private, Some(addr)) => Fetcher::with_route(
+                cas.clone(),
+                opts,
+                &fetcher::tor::Route::Socks5(addr.clone()),
+            ),
+            _ => Fetcher::with_resolve(cas.clone(), opts, resolve),
+        }
         .map_err(|e| BootFetchError::Client(Box::new(e)))
     };
     let mut fetcher = make_fetcher(&places.discovered.resolve())?;

@@ -96,6 +96,9 @@ pub struct Config {
     /// may boot the newest cached trusted target (logged loudly). `None`
     /// (the default): expired metadata refuses the boot.
     pub grace: Option<std::time::Duration>,
+    /// `phase.socks5=HOST:PORT`: fetch through this SOCKS5 proxy (a Tor
+    /// daemon's SocksPort); private mode's only way to network peers.
+    pub socks5: Option<String>,
 }
 
 impl Default for Config {
@@ -111,6 +114,7 @@ impl Default for Config {
             test: None,
             discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
             grace: None,
+            socks5: None,
         }
     }
 }
@@ -173,6 +177,9 @@ impl Config {
         }
         if let Some(g) = self.grace {
             words.push(format!("phase.grace={}", grace_words(g)));
+        }
+        if let Some(a) = &self.socks5 {
+            words.push(format!("phase.socks5={a}"));
         }
         words.join(" ")
     }
@@ -341,6 +348,13 @@ pub const PARAMS: &[Param] = &[
         },
         current: |c| c.test.map_or("none", TestAction::as_str).to_owned(),
     },
+    // private: the Tor route (docs/threat-model.md).
+    Param {
+        name: "phase.socks5",
+        expected: "HOST:PORT of a SOCKS5 proxy (a Tor SocksPort)",
+        apply: |c, v, _| socks5(v).map(|a| c.socks5 = Some(a)),
+        current: |c| c.socks5.clone().unwrap_or_else(|| "none".to_owned()),
+    },
     Param {
         name: "phase.grace",
         expected: "a duration up to 90d such as 12h or 7d, or off",
@@ -374,6 +388,24 @@ fn grace(value: Option<&str>) -> Result<Option<std::time::Duration>, ()> {
         return Err(());
     }
     Ok((secs > 0).then_some(d))
+}
+
+/// `phase.socks5=`: `host:port` with a port number and a host of letters,
+/// digits, '.', '-' or an `[IPv6]` literal.
+fn socks5(value: Option<&str>) -> Result<String, ()> {
+    let v = value.ok_or(())?;
+    let (host, port) = v.rsplit_once(':').ok_or(())?;
+    port.parse::<u16>().ok().filter(|p| *p > 0).ok_or(())?;
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        }
+    };
+    host_ok.then(|| v.to_owned()).ok_or(())
 }
 
 /// A grace period as `phase.grace` spells it: the largest whole unit.
@@ -710,8 +742,37 @@ mod tests {
                     test,
                     grace,
                     discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
+                    socks5: None,
                 },
             )
+    }
+
+    #[test]
+    fn socks5_takes_host_and_port_and_is_handed_on() {
+        let s = |v: &str| parse(&format!("phase.mode=private phase.socks5={v}"));
+        for good in ["198.18.0.1:9050", "tor-gw.lan:9050", "[fe80::1]:9050"] {
+            let p = s(good);
+            assert!(p.warnings.is_empty(), "{good}: {:?}", p.warnings);
+            assert_eq!(p.config.socks5.as_deref(), Some(good));
+            assert_eq!(parse(&p.config.to_cmdline()).config, p.config);
+        }
+        for bad in [
+            "9050",
+            "host:",
+            "host:0",
+            "host:99999",
+            "a b:1",
+            "[nope]:1",
+            "",
+        ] {
+            let p = s(bad);
+            assert_eq!(p.config.socks5, None, "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}");
+            assert!(
+                p.warnings[0].to_string().starts_with("phase.socks5"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

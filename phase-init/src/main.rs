@@ -396,7 +396,8 @@ fn private_check() -> ((), Status) {
 }
 
 /// Private mode never connects directly: network peers need a Tor route
-/// (`phase.socks5`); a seeded stick needs none. Other modes: always fine.
+/// (`phase.socks5`, which bootfetch's client then uses for every request);
+/// a seeded stick needs none. Other modes: always fine.
 fn private_route(config: &Config, places: &bootfetch::Places) -> Result<(), String> {
     if config.mode != cmdline::Mode::Private {
         return Ok(());
@@ -407,7 +408,11 @@ fn private_route(config: &Config, places: &bootfetch::Places) -> Result<(), Stri
             .iter()
             .filter(|p| matches!(p, cmdline::Peer::Url(_)))
             .count();
-    match private::transport_check(peers, None) {
+    let tor = config
+        .socks5
+        .as_ref()
+        .map(|a| format!("the SOCKS5 proxy {a}, phase.socks5"));
+    match private::transport_check(peers, tor) {
         Ok(private::Route::CacheOnly) => {
             console().line("fetch: private mode, no network peers: the stick's read-only cache only (no connection)");
             Ok(())

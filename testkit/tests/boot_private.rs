@@ -19,6 +19,9 @@
 //!   same VM, each up to its DHCP lease, show different ephemeral peer ids
 //!   on the console and different random MACs and DHCP client identifiers
 //!   on the wire, none of them the NIC's own MAC, and no DHCP host name.
+//! * `a_private_boot_with_a_peer_and_no_tor_refuses_to_connect`: an empty
+//!   stick, `phase.peers` naming a live peer and no `phase.socks5`: the
+//!   boot stops with one line and the VM opens no TCP connection at all.
 //!
 //! Prerequisites (built by `make test`): `$PHASE_BIN`, `$PHASE_BUILD` with
 //! the kernel, `x86_64/phase-init`, `x86_64/rootfs.squashfs`,
@@ -374,4 +377,60 @@ fn two_private_boots_present_different_identities() {
     assert_ne!(seen[0].0, seen[1].0, "the same ephemeral peer id twice");
     assert_ne!(seen[0].1, seen[1].1, "the same random MAC twice");
     assert!(s.dhcpd.exited().is_none(), "udhcpd died during the test");
+}
+
+#[test]
+fn a_private_boot_with_a_peer_and_no_tor_refuses_to_connect() {
+    // An EMPTY stick and a peer on the LAN: local mode would fetch from it;
+    // private mode without phase.socks5 must stop with one line and never
+    // open a connection to it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let p = tc::publish(d);
+    let disk = d.join("disk.img");
+    p.disk(&disk, false);
+    let (mut lan, mut dhcpd) = tc::lan_with_dhcp(d);
+    let peer = format!("http://{}:7070", lan.ipv4(0));
+    let _serve = netns::spawn(
+        netns::command(lan.node(0), testkit::fixtures::phase_bin())
+            .args(["serve", "--repo"])
+            .arg(&p.repo)
+            .arg("--cache")
+            .arg(d.join("peer-cache"))
+            .args(["--listen", "[::]:7070"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tap = lan.add_tap().unwrap_or_else(|e| panic!("{e}"));
+    let pcap = d.join("refuse.pcap");
+    let tcpdump = capture(&tap, &pcap);
+    let mut vm = Qemu::image(&disk)
+        .mode("private")
+        .append(format!("phase.peers={peer}"))
+        .memory_mib(512)
+        .name("private-no-tor")
+        .tap(&tap)
+        .timeout(BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let net = expect(&mut vm, "network  ");
+    let mac = random_mac(&net);
+    let line = expect(&mut vm, "fetch: private mode fetches only over Tor");
+    assert!(line.contains("phase.socks5"), "{line}");
+    expect(&mut vm, "rescue");
+    drop(vm);
+    drop(tcpdump);
+    assert!(
+        !read_pcap(&pcap, &format!("ether src {mac}"))
+            .trim()
+            .is_empty(),
+        "the capture saw nothing from the VM ({mac}): is it capturing?"
+    );
+    let tcp = read_pcap(&pcap, &format!("ether src {mac} and tcp"));
+    assert!(
+        tcp.trim().is_empty(),
+        "a private boot without Tor opened a TCP connection:\n{tcp}"
+    );
+    assert!(dhcpd.exited().is_none(), "udhcpd died during the test");
 }
