@@ -564,23 +564,38 @@ fn in_place_disk(image: &Path, edits: bool) -> Result<PreparedDisk> {
 pub fn edit_entry_in_place(image: &Path, mode: Option<&str>, words: &str) -> Result<()> {
     let (off, _) = esp_extent(image)?;
     let img = format!("{}@@{off}", image.display());
-    let read = |p: &str| -> Result<String> {
-        let out = tool(Command::new("mtype").args(["-i", &img, &format!("::{p}")]))?;
-        Ok(String::from_utf8_lossy(&out).replace("\r\n", "\n"))
-    };
     let tmp = tempfile::NamedTempFile::new().map_err(|source| QemuError::Io {
         path: std::env::temp_dir(),
         source,
     })?;
+    edit_esp(&img, tmp.path(), image, mode, words)
+}
+
+/// The boot-entry edit on an mtools image spec (`file` or `file@@offset`):
+/// makes `phase-<mode>.conf` the default entry when `mode` is given, and
+/// appends `words` (if not empty) to the default entry's `options` line.
+/// `scratch` is a local file used to hand the edited text to `mcopy`;
+/// `image` names the disk in errors.
+fn edit_esp(
+    img: &str,
+    scratch: &Path,
+    image: &Path,
+    mode: Option<&str>,
+    words: &str,
+) -> Result<()> {
+    let read = |p: &str| -> Result<String> {
+        let out = tool(Command::new("mtype").args(["-i", img, &format!("::{p}")]))?;
+        Ok(String::from_utf8_lossy(&out).replace("\r\n", "\n"))
+    };
     let write = |p: &str, text: &str| -> Result<()> {
-        fs::write(tmp.path(), text).map_err(|source| QemuError::Io {
-            path: tmp.path().to_owned(),
+        fs::write(scratch, text).map_err(|source| QemuError::Io {
+            path: scratch.to_owned(),
             source,
         })?;
         tool(
             Command::new("mcopy")
-                .args(["-o", "-i", &img])
-                .arg(tmp.path())
+                .args(["-o", "-i", img])
+                .arg(scratch)
                 .arg(format!("::{p}")),
         )?;
         Ok(())
@@ -647,40 +662,13 @@ fn prepare_disk(
     let esp = dir.join("esp.raw");
     copy_range_sparse(&raw, esp_off, esp_len, &esp)?;
     let esp_img = esp.to_string_lossy().into_owned();
-    let read = |p: &str| -> Result<String> {
-        let out = tool(Command::new("mtype").args(["-i", &esp_img, &format!("::{p}")]))?;
-        Ok(String::from_utf8_lossy(&out).replace("\r\n", "\n"))
-    };
-    let write = |p: &str, text: &str| -> Result<()> {
-        let local = dir.join("edit.tmp");
-        fs::write(&local, text).map_err(|source| QemuError::Io {
-            path: local.clone(),
-            source,
-        })?;
-        tool(
-            Command::new("mcopy")
-                .args(["-o", "-i", &esp_img])
-                .arg(&local)
-                .arg(format!("::{p}")),
-        )?;
-        Ok(())
-    };
-    let conf = read("/loader/loader.conf")?;
-    let entry = match mode {
-        Some(m) => {
-            write("/loader/loader.conf", &set_default_entry(&conf, m))?;
-            format!("phase-{m}.conf")
-        }
-        None => default_entry(&conf).ok_or_else(|| QemuError::Disk {
-            path: image.clone(),
-            why: "loader/loader.conf names no default entry".into(),
-        })?,
-    };
-    if !append.is_empty() {
-        let path = format!("/loader/entries/{entry}");
-        let text = read(&path)?;
-        write(&path, &append_options(&text, &append.join(" ")))?;
-    }
+    edit_esp(
+        &esp_img,
+        &dir.join("edit.tmp"),
+        &image,
+        mode,
+        &append.join(" "),
+    )?;
     // Write the changed blocks of the ESP into an overlay over the image.
     let overlay = dir.join("overlay.qcow2");
     tool(
