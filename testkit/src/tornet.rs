@@ -256,6 +256,14 @@ impl TorNet {
     }
 
     fn common(&self, dir: &Path, nick: &str) -> String {
+        // Arti picks the guard before the exit (tor-circmgr path.rs); were
+        // the only exit a Guard, a client whose primary guard it became
+        // could never build an exit circuit, on every retry (the guard
+        // sample persists). Only the non-exit relays are voted Guard.
+        let guards: Vec<String> = self.relays[..RELAYS - 1]
+            .iter()
+            .map(|r| format!("${}", r.rsa))
+            .collect();
         format!(
             "TestingTorNetwork 1\n\
              DataDirectory {dir}\n\
@@ -267,7 +275,7 @@ impl TorNet {
              AssumeReachable 1\n\
              PathsNeededToBuildCircuits 0.25\n\
              TestingDirAuthVoteExit *\n\
-             TestingDirAuthVoteGuard *\n\
+             TestingDirAuthVoteGuard {guards}\n\
              TestingDirAuthVoteHSDir *\n\
              TestingMinExitFlagThreshold 0\n\
              V3AuthNIntervalsValid 2\n\
@@ -275,7 +283,8 @@ impl TorNet {
              ServerDNSAllowBrokenConfig 1\n\
              {}",
             self.dir_authority_lines(),
-            dir = dir.display()
+            dir = dir.display(),
+            guards = guards.join(",")
         )
     }
 
@@ -483,7 +492,8 @@ fn tail(s: &str, n: usize) -> &str {
 }
 
 /// Whether a microdescriptor consensus lists at least `relays` relays and
-/// the exit (by RSA fingerprint) carries the Exit flag.
+/// the exit (by RSA fingerprint) carries the Exit flag and not the Guard
+/// flag (see [`TorNet::common`]).
 fn consensus_ready(text: &str, relays: usize, exit_rsa: &str) -> bool {
     // "r NICK IDENTITY-BASE64 ..." lines; IDENTITY is the RSA fingerprint
     // in unpadded base64.
@@ -496,8 +506,9 @@ fn consensus_ready(text: &str, relays: usize, exit_rsa: &str) -> bool {
             count += 1;
             current_is_exit = rest.split_whitespace().nth(1) == Some(exit_b64.as_str());
         } else if let Some(flags) = line.strip_prefix("s ") {
-            if current_is_exit && flags.split_whitespace().any(|f| f == "Exit") {
-                exit_ok = true;
+            if current_is_exit {
+                let has = |flag: &str| flags.split_whitespace().any(|f| f == flag);
+                exit_ok = has("Exit") && !has("Guard");
             }
         }
     }
@@ -551,5 +562,7 @@ mod tests {
         assert!(!consensus_ready(&text, 4, exit));
         let no_exit = text.replace("s Exit Fast", "s Fast");
         assert!(!consensus_ready(&no_exit, 3, exit));
+        let guard_exit = text.replace("s Exit Fast", "s Exit Fast Guard");
+        assert!(!consensus_ready(&guard_exit, 3, exit));
     }
 }
