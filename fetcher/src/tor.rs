@@ -460,6 +460,7 @@ mod embedded {
     use arti_client::config::{CfgPath, TorClientConfigBuilder};
     use arti_client::{StreamPrefs, TorClient};
     use futures_util::StreamExt;
+    #[cfg(feature = "tor-onion-service")]
     use tokio::net::TcpStream;
     use tor_rtcompat::PreferredRuntime;
 
@@ -520,8 +521,21 @@ mod embedded {
         }
     }
 
+    /// The fragment as arti's configuration builder; a bad one gives one
+    /// line ("line L, column C: what").
     fn parse_fragment(text: &str) -> Result<TorClientConfigBuilder, String> {
-        toml::from_str::<TorClientConfigBuilder>(text).map_err(|e| e.to_string())
+        toml::from_str::<TorClientConfigBuilder>(text).map_err(|e| {
+            let what = e.message().trim().replace('\n', "; ");
+            match e.span() {
+                Some(span) => {
+                    let before = text.get(..span.start).unwrap_or(text);
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: {what}")
+                }
+                None => what,
+            }
+        })
     }
 
     struct Inner {
