@@ -97,6 +97,9 @@ pub struct Places {
     /// the cache and before `phase.peers` ([`crate::discover`]); in
     /// `internet` mode also the DHT client for the per-artifact lookups.
     pub discovered: crate::discover::Discovered,
+    /// How requests to network peers travel: direct, or in private mode
+    /// through Tor (a `phase.socks5` proxy or the embedded client).
+    pub route: fetcher::tor::Route,
 }
 
 /// A verified boot set with its provenance.
@@ -366,15 +369,11 @@ pub fn run(
             deadline: Duration::from_secs(600),
             ..FetchOptions::default()
         };
-        // Private mode: through the SOCKS5 proxy (Tor) or not at all
-        // (main.rs refuses a private fetch from peers without one).
-        match (config.mode, &config.socks5) {
-            (cmdline::Mode::Private, Some(addr)) => Fetcher::with_route(
-                cas.clone(),
-                opts,
-                &fetcher::tor::Route::Socks5(addr.clone()),
-            ),
-            _ => Fetcher::with_resolve(cas.clone(), opts, resolve),
+        // Private mode: through Tor (main.rs refuses a private fetch from
+        // peers without a Tor route).
+        match &places.route {
+            fetcher::tor::Route::Direct => Fetcher::with_resolve(cas.clone(), opts, resolve),
+            route => Fetcher::with_route(cas.clone(), opts, route),
         }
         .map_err(|e| BootFetchError::Client(Box::new(e)))
     };

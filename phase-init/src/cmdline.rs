@@ -99,6 +99,9 @@ pub struct Config {
     /// `phase.socks5=HOST:PORT`: fetch through this SOCKS5 proxy (a Tor
     /// daemon's SocksPort); private mode's only way to network peers.
     pub socks5: Option<String>,
+    /// `phase.tor_timeout`: seconds private mode's embedded Tor client may
+    /// take to bootstrap (stage 1 only).
+    pub tor_timeout: u32,
 }
 
 impl Default for Config {
@@ -115,6 +118,7 @@ impl Default for Config {
             discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
             grace: None,
             socks5: None,
+            tor_timeout: DEFAULT_TOR_TIMEOUT,
         }
     }
 }
@@ -122,6 +126,11 @@ impl Default for Config {
 /// Seconds stage 1 looks for peers unless `phase.discover_timeout` says
 /// otherwise (it stops early once peers answer).
 pub const DEFAULT_DISCOVER_TIMEOUT: u32 = 4;
+
+/// Seconds the embedded Tor client may take to bootstrap unless
+/// `phase.tor_timeout` says otherwise: seconds on hardware and the public
+/// network, minutes on a slow link or an emulated CPU.
+pub const DEFAULT_TOR_TIMEOUT: u32 = 300;
 
 /// The channel booted when `phase.channel` is absent or malformed.
 pub const DEFAULT_CHANNEL: &str = "stable";
@@ -354,6 +363,18 @@ pub const PARAMS: &[Param] = &[
         expected: "HOST:PORT of a SOCKS5 proxy (a Tor SocksPort)",
         apply: |c, v, _| socks5(v).map(|a| c.socks5 = Some(a)),
         current: |c| c.socks5.clone().unwrap_or_else(|| "none".to_owned()),
+    },
+    Param {
+        name: "phase.tor_timeout",
+        expected: "seconds, 5..=3600",
+        apply: |c, v, _| match v.and_then(|v| v.parse::<u32>().ok()) {
+            Some(n @ 5..=3600) => {
+                c.tor_timeout = n;
+                Ok(())
+            }
+            _ => Err(()),
+        },
+        current: |c| c.tor_timeout.to_string(),
     },
     Param {
         name: "phase.grace",
@@ -743,8 +764,27 @@ mod tests {
                     grace,
                     discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
                     socks5: None,
+                    tor_timeout: DEFAULT_TOR_TIMEOUT,
                 },
             )
+    }
+
+    #[test]
+    fn tor_timeout_is_bounded_seconds_and_stays_in_stage_1() {
+        let p = parse("phase.mode=private phase.tor_timeout=40");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.config.tor_timeout, 40);
+        assert!(!p.config.to_cmdline().contains("tor_timeout"));
+        for bad in ["0", "4", "3601", "x", ""] {
+            let p = parse(&format!("phase.tor_timeout={bad}"));
+            assert_eq!(p.config.tor_timeout, DEFAULT_TOR_TIMEOUT, "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}: {:?}", p.warnings);
+            let w = p.warnings[0].to_string();
+            assert!(
+                w.contains("phase.tor_timeout") && w.contains("5..=3600"),
+                "{w}"
+            );
+        }
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub mod status;
 pub mod step;
 pub mod supervisor;
 pub mod sys;
+#[cfg(feature = "tor")]
+pub mod torboot;
 pub mod trust;
 
 /// The machine-readable line every boot prints when stage 1 is done with its

@@ -105,18 +105,31 @@ fn boot() {
         let cache = step::run("cache", || mount_cache(&config));
         let now = raise_clock(clock, cache.as_ref()).now;
         let discovered = step::run("discover", || discover::step(&config, &baked));
-        let places = bootfetch::Places {
+        let mut places = bootfetch::Places {
             cache,
             ram_cas: bootfetch::RAM_CAS.into(),
             discovered,
+            route: fetcher::tor::Route::Direct,
         };
-        if let Err(line) = private_route(&config, &places) {
-            let line = format!("fetch: {line}");
-            phase_init::status::record_failure(&line);
-            console().line(&line);
-            return;
+        let tor = match private_route(&config, &places) {
+            Ok((route, tor)) => {
+                places.route = route;
+                tor
+            }
+            Err(line) => {
+                let line = format!("fetch: {line}");
+                phase_init::status::record_failure(&line);
+                console().line(&line);
+                return;
+            }
+        };
+        let f = fetch_with_retries(&config, &baked, &places, now);
+        // Every circuit closed before the pre-kexec checks (and kexec).
+        drop(places);
+        if let Some(tor) = tor {
+            stop_tor(tor);
         }
-        let Some(f) = fetch_with_retries(&config, &baked, &places, now) else {
+        let Some(f) = f else {
             return;
         };
         fetched = Some(f);
@@ -395,12 +408,17 @@ fn private_check() -> ((), Status) {
     ((), Status::with_problems(detail, problems))
 }
 
-/// Private mode never connects directly: network peers need a Tor route
-/// (`phase.socks5`, which bootfetch's client then uses for every request);
-/// a seeded stick needs none. Other modes: always fine.
-fn private_route(config: &Config, places: &bootfetch::Places) -> Result<(), String> {
+/// Private mode never connects directly: requests to network peers go
+/// through Tor, a `phase.socks5` proxy or else the embedded arti client
+/// (started here); a seeded stick needs no connection. Other modes: direct.
+/// The embedded client, if started, is returned to be stopped before kexec.
+fn private_route(
+    config: &Config,
+    places: &bootfetch::Places,
+) -> Result<(fetcher::tor::Route, Option<EmbeddedTor>), String> {
+    use fetcher::tor::Route;
     if config.mode != cmdline::Mode::Private {
-        return Ok(());
+        return Ok((Route::Direct, None));
     }
     let peers = places.discovered.peers.len()
         + config
@@ -408,23 +426,72 @@ fn private_route(config: &Config, places: &bootfetch::Places) -> Result<(), Stri
             .iter()
             .filter(|p| matches!(p, cmdline::Peer::Url(_)))
             .count();
-    let tor = config
-        .socks5
-        .as_ref()
-        .map(|a| format!("the SOCKS5 proxy {a}, phase.socks5"));
-    match private::transport_check(peers, tor) {
-        Ok(private::Route::CacheOnly) => {
+    let how = match &config.socks5 {
+        Some(a) => Some(format!("the SOCKS5 proxy {a}, phase.socks5")),
+        None if cfg!(feature = "tor") => Some("the embedded client, arti".to_string()),
+        None => None,
+    };
+    match private::transport_check(peers, how)? {
+        private::Route::CacheOnly => {
             console().line("fetch: private mode, no network peers: the stick's read-only cache only (no connection)");
-            Ok(())
+            Ok((Route::Direct, None))
         }
-        Ok(private::Route::Tor(how)) => {
+        private::Route::Tor(how) => {
             console().line(&format!(
                 "fetch: private mode, every request through Tor ({how})"
             ));
-            Ok(())
+            match &config.socks5 {
+                Some(a) => Ok((Route::Socks5(a.clone()), None)),
+                None => start_embedded_tor(config),
+            }
         }
-        Err(line) => Err(line),
     }
+}
+
+#[cfg(feature = "tor")]
+type EmbeddedTor = phase_init::torboot::Embedded;
+#[cfg(not(feature = "tor"))]
+type EmbeddedTor = std::convert::Infallible;
+
+/// The `tor` step: arti bootstrapped in RAM, or one line saying why not
+/// (never a fall-back to a direct connection).
+#[cfg(feature = "tor")]
+fn start_embedded_tor(
+    config: &Config,
+) -> Result<(fetcher::tor::Route, Option<EmbeddedTor>), String> {
+    use phase_init::torboot;
+    let tor = step::run("tor", || {
+        match torboot::Embedded::start(
+            Path::new(torboot::NETWORK_FILE),
+            Path::new(torboot::STATE_DIR),
+            std::time::Duration::from_secs(u64::from(config.tor_timeout)),
+        ) {
+            Ok(t) => {
+                let detail = format!("bootstrapped on {}; state in RAM", t.network);
+                (Some(t), Status::ok(detail))
+            }
+            Err(e) => (None, Status::fail(e)),
+        }
+    });
+    match tor {
+        Some(t) => Ok((t.route(), Some(t))),
+        None => Err("the embedded Tor client did not bootstrap (see the tor step above); private mode never connects directly".into()),
+    }
+}
+
+#[cfg(feature = "tor")]
+fn stop_tor(tor: EmbeddedTor) {
+    tor.stop();
+}
+
+#[cfg(not(feature = "tor"))]
+fn stop_tor(tor: EmbeddedTor) {
+    match tor {}
+}
+
+#[cfg(not(feature = "tor"))]
+fn start_embedded_tor(_: &Config) -> Result<(fetcher::tor::Route, Option<EmbeddedTor>), String> {
+    Err("this phase-init has no embedded Tor client (built without feature `tor`); set phase.socks5=HOST:PORT".into())
 }
 
 fn early_mounts() -> ((), Status) {

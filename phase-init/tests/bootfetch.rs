@@ -100,6 +100,7 @@ fn places(w: &World, writable: bool) -> Places {
         }),
         ram_cas: w.cache.parent().expect("parent").join("ram-cas"),
         discovered: Default::default(),
+        route: Default::default(),
     }
 }
 
@@ -192,6 +193,7 @@ fn an_empty_cache_without_peers_says_so() {
         cache: None,
         ram_cas: w.cache.clone(),
         discovered: Default::default(),
+        route: Default::default(),
     };
     let e = bootfetch::run(&config(), &baked, &p, now).expect_err("nothing");
     let text = chain(&e);
