@@ -64,6 +64,11 @@ pub struct Stage1Spec {
     pub module_list: PathBuf,
     /// The mtime of every entry.
     pub mtime: u32,
+    /// An arti configuration fragment for private mode's embedded Tor
+    /// client (a private network, bridges), baked as
+    /// `/etc/phase/tor-network.toml`; `None`: the public Tor network. The
+    /// caller checks it (this crate does not link arti).
+    pub tor_network: Option<Vec<u8>>,
 }
 
 /// What went into an initramfs.
@@ -131,6 +136,18 @@ impl Stage1 {
         a.file("bin/busybox", busybox, 0o755)?;
         a.symlink("bin/sh", "busybox")?;
         a.file("etc/phase/root.json", root, 0o644)?;
+        // Who uid/gid 0 are: the embedded Tor client's directory checks
+        // (arti's fs-mistrust) look the running user up, and musl reads
+        // these files directly.
+        a.file(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+            0o644,
+        )?;
+        a.file("etc/group", b"root:x:0:\n".to_vec(), 0o644)?;
+        if let Some(net) = &spec.tor_network {
+            a.file("etc/phase/tor-network.toml", net.clone(), 0o644)?;
+        }
         a.file(
             "etc/phase/kernel-release",
             format!("{kver}\n").into_bytes(),

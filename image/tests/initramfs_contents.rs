@@ -14,6 +14,8 @@ fn check_contract(initramfs: &std::path::Path, kver: &str) -> Vec<String> {
         "etc/phase/root.json",
         "etc/phase/modules.order",
         "etc/phase/kernel-release",
+        "etc/passwd",
+        "etc/group",
         "bin/busybox",
         "bin/sh",
         "dev",
@@ -146,6 +148,41 @@ fn stage1_from_the_debian_kernel_matches_the_contract() {
             "{want} missing: {order:?}"
         );
     }
+}
+
+#[test]
+fn a_tor_network_file_is_baked_only_when_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = common::stage1_spec(dir.path());
+    let out = dir.path().join("initramfs.img");
+    std::fs::write(&out, Stage1::build(&spec).unwrap().to_bytes().unwrap()).unwrap();
+    let (_, names) = common::cpio_list(&out);
+    assert!(
+        !names.iter().any(|n| n == "etc/phase/tor-network.toml"),
+        "no --tor-network, yet a network file: {names:?}"
+    );
+    let net = b"[tor_network]\nfallback_caches = []\n".to_vec();
+    spec.tor_network = Some(net.clone());
+    std::fs::write(&out, Stage1::build(&spec).unwrap().to_bytes().unwrap()).unwrap();
+    let raw = dir.path().join("initramfs.cpio");
+    let unpacked = dir.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -q -d -f -o '{raw}' '{img}' && cd '{u}' && cpio -i -d --quiet etc/phase/tor-network.toml < '{raw}'",
+            raw = raw.display(),
+            img = out.display(),
+            u = unpacked.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success(), "unpack the initramfs");
+    assert_eq!(
+        std::fs::read(unpacked.join("etc/phase/tor-network.toml")).unwrap(),
+        net,
+        "the baked file differs from the given one"
+    );
 }
 
 #[test]

@@ -61,6 +61,7 @@ pub fn stage1_spec(dir: &Path) -> image::stage1::Stage1Spec {
         kernel: kernel(),
         module_list: repo().join("kernel/modules-x86_64.list"),
         mtime: 1_577_836_800,
+        tor_network: None,
     }
 }
 

@@ -60,6 +60,12 @@ pub struct Opts {
     /// Use this prebuilt initramfs instead of building one.
     #[arg(long)]
     initramfs: Option<PathBuf>,
+    /// Private mode's Tor network: an arti configuration fragment
+    /// (`[tor_network]` authorities and fallbacks, `[bridges]`, ...) baked
+    /// into the initramfs as /etc/phase/tor-network.toml. Default: the
+    /// public Tor network. See docs/tor.md.
+    #[arg(long, conflicts_with = "initramfs")]
+    tor_network: Option<PathBuf>,
     /// Static busybox for the rescue shell (Debian busybox-static).
     #[arg(long, default_value = "/bin/busybox")]
     busybox: PathBuf,
@@ -164,6 +170,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.stage == Stage::Disk {
         disk::DiskLayout::compute(size, esp_size).context("--size / --esp-size")?;
     }
+    let tor_network = args
+        .tor_network
+        .as_deref()
+        .map(read_tor_network)
+        .transpose()?;
 
     // 1. Kernel.
     let step = Step::start(quiet, "kernel");
@@ -205,6 +216,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 kernel: kernel.clone(),
                 module_list,
                 mtime: args.epoch,
+                tor_network: tor_network.clone(),
             };
             let s1 =
                 stage1::Stage1::build(&spec).context("cannot assemble the stage-1 initramfs")?;
@@ -328,6 +340,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary.insert("qcow2".into(), q.display().to_string().into());
     }
     finish(&args, summary, timings)
+}
+
+/// `--tor-network`: the file's bytes, once arti has accepted them as its
+/// configuration (a typo fails here, not at a private boot).
+fn read_tor_network(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let scratch = Path::new("/nonexistent");
+    fetcher::tor::TorConfig::in_dir(scratch)
+        .with_network_file(path)
+        .context("--tor-network")?;
+    std::fs::read(path).with_context(|| format!("--tor-network: cannot read {}", path.display()))
 }
 
 fn parent_dir(p: &Path) -> &Path {
