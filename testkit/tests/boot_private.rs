@@ -19,9 +19,17 @@
 //!   same VM, each up to its DHCP lease, show different ephemeral peer ids
 //!   on the console and different random MACs and DHCP client identifiers
 //!   on the wire, none of them the NIC's own MAC, and no DHCP host name.
-//! * `a_private_boot_with_a_peer_and_no_tor_refuses_to_connect`: an empty
-//!   stick, `phase.peers` naming a live peer and no `phase.socks5`: the
-//!   boot stops with one line and the VM opens no TCP connection at all.
+//! * `a_private_boot_whose_tor_cannot_bootstrap_never_connects_directly`:
+//!   an empty stick, `phase.peers` naming a live peer, no `phase.socks5`,
+//!   and no way to the public Tor network: the embedded Tor client's
+//!   bootstrap fails within `phase.tor_timeout`, the boot stops with one
+//!   line and the VM opens no TCP connection at all.
+//! * `a_private_boot_fetches_through_a_tor_network_and_nothing_else`: an
+//!   empty stick whose image carries the test Tor network
+//!   (`testkit::tornet`, `phase image --tor-network`): stage 1's embedded
+//!   arti bootstraps, fetches everything from the peer through the exit,
+//!   the target starts; every IPv4 packet the VM sent (DHCP aside) went to
+//!   a Tor relay, none to the peer, no mDNS.
 //!
 //! Prerequisites (built by `make test`): `$PHASE_BIN`, `$PHASE_BUILD` with
 //! the kernel, `x86_64/phase-init`, `x86_64/rootfs.squashfs`,
@@ -30,6 +38,7 @@
 
 mod target_common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -37,6 +46,7 @@ use std::time::{Duration, Instant};
 use target_common as tc;
 use testkit::netns::{self, Daemon, Lan, Tap};
 use testkit::qemu::{self, Qemu, Vm};
+use testkit::tornet::TorNet;
 
 /// UEFI + stage 1 + kexec + the target's services under TCG on a loaded
 /// 2-core host.
@@ -380,10 +390,13 @@ fn two_private_boots_present_different_identities() {
 }
 
 #[test]
-fn a_private_boot_with_a_peer_and_no_tor_refuses_to_connect() {
-    // An EMPTY stick and a peer on the LAN: local mode would fetch from it;
-    // private mode without phase.socks5 must stop with one line and never
-    // open a connection to it.
+fn a_private_boot_whose_tor_cannot_bootstrap_never_connects_directly() {
+    // An EMPTY stick and a live peer on the LAN: local mode would fetch
+    // from it. Private mode starts the embedded Tor client for the public
+    // network, which this LAN cannot reach (the DHCP lease names no
+    // router): the bootstrap fails within phase.tor_timeout, the boot stops
+    // with one line, and the VM never opened a connection, to the peer or
+    // anywhere else.
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let p = tc::publish(d);
@@ -407,7 +420,7 @@ fn a_private_boot_with_a_peer_and_no_tor_refuses_to_connect() {
     let tcpdump = capture(&tap, &pcap);
     let mut vm = Qemu::image(&disk)
         .mode("private")
-        .append(format!("phase.peers={peer}"))
+        .append(format!("phase.peers={peer} phase.tor_timeout=20"))
         .memory_mib(512)
         .name("private-no-tor")
         .tap(&tap)
@@ -416,9 +429,21 @@ fn a_private_boot_with_a_peer_and_no_tor_refuses_to_connect() {
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
     let net = expect(&mut vm, "network  ");
     let mac = random_mac(&net);
-    let line = expect(&mut vm, "fetch: private mode fetches only over Tor");
-    assert!(line.contains("phase.socks5"), "{line}");
+    expect(
+        &mut vm,
+        "every request through Tor (the embedded client, arti)",
+    );
+    let step = expect(&mut vm, "tor      ");
+    assert!(step.contains("FAIL"), "the tor step fails: {step}");
+    expect(&mut vm, "Tor failed to bootstrap: not done within 20 s");
+    let line = expect(&mut vm, "fetch: the embedded Tor client did not bootstrap");
+    assert!(line.contains("never connects directly"), "{line}");
     expect(&mut vm, "rescue");
+    let log = vm.log();
+    assert!(
+        !log.contains("fetch    "),
+        "a fetch step ran without Tor:\n{log}"
+    );
     drop(vm);
     drop(tcpdump);
     assert!(
@@ -432,5 +457,123 @@ fn a_private_boot_with_a_peer_and_no_tor_refuses_to_connect() {
         tcp.trim().is_empty(),
         "a private boot without Tor opened a TCP connection:\n{tcp}"
     );
+    assert!(dhcpd.exited().is_none(), "udhcpd died during the test");
+}
+
+#[test]
+fn a_private_boot_fetches_through_a_tor_network_and_nothing_else() {
+    // An EMPTY stick whose image carries the test Tor network (`phase image
+    // --tor-network`), and a live peer on the same LAN, directly reachable:
+    // a leak would work. Stage 1's embedded arti bootstraps from the
+    // network's authorities, fetches the TUF metadata and the boot set
+    // from the peer through the exit, and kexecs into the target.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let p = tc::publish(d);
+    let mut net = TorNet::start(2).unwrap_or_else(|e| panic!("Tor test network: {e}"));
+    let netfile = d.join("tor-network.toml");
+    net.write_arti_config(&netfile)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let disk = d.join("disk.img");
+    p.disk_with(
+        &disk,
+        false,
+        &tc::os([OsStr::new("--tor-network"), netfile.as_os_str()]),
+    );
+    let peer_ip = net.node_ip(0);
+    let _serve = netns::spawn(
+        netns::command(net.node(0), testkit::fixtures::phase_bin())
+            .args(["serve", "--repo"])
+            .arg(&p.repo)
+            .arg("--cache")
+            .arg(d.join("peer-cache"))
+            .args(["--listen", &format!("{peer_ip}:7070")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut dhcpd = tc::dhcpd_in(net.node(1), d);
+    let consensus = net
+        .wait_consensus(Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("boot_private: Tor consensus after {consensus:?}");
+    let tap = net.lan.add_tap().unwrap_or_else(|e| panic!("{e}"));
+    let pcap = d.join("tor.pcap");
+    let tcpdump = capture(&tap, &pcap);
+    let started = Instant::now();
+    let mut vm = Qemu::image(&disk)
+        .mode("private")
+        .append(format!("phase.peers=http://{peer_ip}:7070"))
+        .memory_mib(1024)
+        .name("private-tor")
+        .tap(&tap)
+        .timeout(BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let net_line = expect(&mut vm, "network  ");
+    let mac = random_mac(&net_line);
+    expect(
+        &mut vm,
+        "every request through Tor (the embedded client, arti)",
+    );
+    let boot = expect(&mut vm, "tor: bootstrapped in");
+    let step = expect(&mut vm, "tor      ");
+    assert!(
+        step.contains("ok") && step.contains("tor-network.toml"),
+        "the tor step bootstraps on the baked network: {step}"
+    );
+    let first = expect(&mut vm, &format!("tor: first byte from {peer_ip}:7070"));
+    let fetched = expect(&mut vm, "fetch    ok");
+    assert!(
+        fetched.contains(&peer_ip.to_string()),
+        "the boot set came from the peer: {fetched}"
+    );
+    let check = expect(&mut vm, "private  ");
+    assert!(
+        check.contains("ok"),
+        "stage 1's check before kexec: {check}"
+    );
+    expect(&mut vm, "kexec: starting the target kernel");
+    expect(&mut vm, "stage=target");
+    expect(&mut vm, "plasmd: private mode: no peers");
+    eprintln!(
+        "boot_private: Tor boot to the target in {:?}; {boot}; {first}",
+        started.elapsed()
+    );
+    drop(vm);
+    drop(tcpdump);
+
+    // Every IPv4 packet the VM sent, DHCP aside, went to a Tor relay; not
+    // one to the peer, and no DNS and no mDNS.
+    let relays: Vec<String> = net.relay_ips().iter().map(ToString::to_string).collect();
+    let sent = read_pcap(
+        &pcap,
+        &format!("ether src {mac} and ip and not (udp port 67 or udp port 68)"),
+    );
+    let mut to_relays = 0;
+    for line in sent.lines().filter(|l| l.contains(" > ")) {
+        let dst = line
+            .split(" > ")
+            .nth(1)
+            .and_then(|r| r.split(':').next())
+            .and_then(|a| a.rsplit_once('.').map(|(ip, _port)| ip.to_string()));
+        let Some(dst) = dst else { continue };
+        assert!(
+            relays.contains(&dst),
+            "the VM sent a packet to {dst}, not a Tor relay ({relays:?}):\n{line}"
+        );
+        to_relays += 1;
+    }
+    assert!(
+        to_relays > 0,
+        "the capture saw no Tor traffic from {mac}:\n{sent}"
+    );
+    let peer_pkts = read_pcap(&pcap, &format!("ether src {mac} and dst host {peer_ip}"));
+    assert!(
+        peer_pkts.trim().is_empty(),
+        "the VM talked to the peer directly:\n{peer_pkts}"
+    );
+    let mdns = read_pcap(&pcap, MDNS_FILTER);
+    assert!(mdns.trim().is_empty(), "mDNS left the VM:\n{mdns}");
     assert!(dhcpd.exited().is_none(), "udhcpd died during the test");
 }

@@ -117,7 +117,13 @@ impl Published {
     /// A disk image (local mode by default) with this trusted root; its
     /// cache partition seeded from the repository when `seeded`, else empty.
     pub fn disk(&self, out: &Path, seeded: bool) {
+        self.disk_with(out, seeded, &[]);
+    }
+
+    /// [`Published::disk`] with more `phase image` arguments.
+    pub fn disk_with(&self, out: &Path, seeded: bool, extra: &[OsString]) {
         let mut a = self.image_args(out);
+        a.extend(extra.iter().cloned());
         if seeded {
             a.push("--seed-repo".into());
             a.push(self.repo.clone().into());
@@ -130,8 +136,16 @@ impl Published {
 /// A test LAN with one host-side node running busybox udhcpd (leases
 /// 198.18.0.100-150 on 198.18.0.0/24): the guests' only helper.
 pub fn lan_with_dhcp(dir: &Path) -> (Lan, Daemon) {
-    need(Path::new("/bin/busybox"), "apt-get install busybox-static");
     let lan = Lan::new(1, true).unwrap_or_else(|e| panic!("{e}"));
+    let dhcpd = dhcpd_in(lan.node(0), dir);
+    (lan, dhcpd)
+}
+
+/// busybox udhcpd on `eth0` of namespace `ns` (leases 198.18.0.100-150 on
+/// 198.18.0.0/24, no router: the guests reach the LAN and nothing else);
+/// its files in `dir`.
+pub fn dhcpd_in(ns: &str, dir: &Path) -> Daemon {
+    need(Path::new("/bin/busybox"), "apt-get install busybox-static");
     let conf = dir.join("udhcpd.conf");
     std::fs::write(
         &conf,
@@ -144,15 +158,14 @@ pub fn lan_with_dhcp(dir: &Path) -> (Lan, Daemon) {
     )
     .expect("write udhcpd.conf");
     std::fs::write(dir.join("leases"), b"").expect("leases file");
-    let dhcpd = netns::spawn(
-        netns::command(lan.node(0), "/bin/busybox")
+    netns::spawn(
+        netns::command(ns, "/bin/busybox")
             .args(["udhcpd", "-f"])
             .arg(&conf)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null()),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    (lan, dhcpd)
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The IPv4 address the target's `net` service printed
