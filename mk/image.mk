@@ -17,6 +17,9 @@ CHANNEL ?= stable
 QCOW2_OPTS ?=
 # Extra kernel parameters for every boot entry (e.g. phase.debug=true).
 CMDLINE_EXTRA ?=
+# Private mode's Tor network: an arti configuration fragment baked into the
+# initramfs (docs/tor.md "Tor in stage 1"); empty: the public Tor network.
+TOR_NETWORK ?=
 
 # mk/init.mk (included after this file) defines the same; prerequisites are
 # expanded when read, so name it here too.
@@ -32,7 +35,7 @@ MODULES_LIST := kernel/modules-$(ARCH).list
 ESP_TEMPLATES := esp/loader/loader.conf $(wildcard esp/loader/entries/*.conf) esp/grub/grub.cfg
 # Variables that change the image bytes: a stamp rewritten only when they change.
 IMAGE_VARS := $(BUILD)/$(ARCH)/.image-vars
-IMAGE_VARS_TEXT := size=$(IMAGE_SIZE) mode=$(DEFAULT_MODE) seed=$(SEED_REPO) channel=$(CHANNEL) cmdline=$(CMDLINE_EXTRA)
+IMAGE_VARS_TEXT := size=$(IMAGE_SIZE) mode=$(DEFAULT_MODE) seed=$(SEED_REPO) channel=$(CHANNEL) cmdline=$(CMDLINE_EXTRA) tor=$(TOR_NETWORK)
 
 # The `phase` CLI runs these steps; the options every step shares:
 IMAGE_COMMON = --arch $(ARCH) --build-dir $(BUILD) --kernel-version "$$(cat $(KERNEL_CURRENT))" \
@@ -85,9 +88,10 @@ $(DEMO_ROOT): | $(PHASE)
 	$(PHASE) keygen --out $(DEMO_KEYS)
 	@test -f $@ || { echo "phase keygen did not write $@"; exit 1; }
 
-$(INITRAMFS): $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT) $(DEMO_ROOT) $(MODULES_LIST) | image-arch-check
+$(INITRAMFS): $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT) $(DEMO_ROOT) $(MODULES_LIST) $(IMAGE_VARS) $(TOR_NETWORK) | image-arch-check
 	@mkdir -p $(@D)
-	$(PHASE) image --stage initramfs --out $@ --init $(INIT_BIN) $(IMAGE_COMMON)
+	$(PHASE) image --stage initramfs --out $@ --init $(INIT_BIN) $(IMAGE_COMMON) \
+	  $(if $(TOR_NETWORK),--tor-network $(TOR_NETWORK))
 initramfs: $(INITRAMFS)
 
 $(ESP_IMG): $(PHASE) $(INITRAMFS) $(KERNEL_CURRENT) $(ESP_TEMPLATES) $(IMAGE_VARS)
