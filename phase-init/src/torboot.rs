@@ -98,9 +98,8 @@ impl Embedded {
 /// The console line for a Tor event (`None`: not worth a line).
 pub fn event_line(ev: &TorEvent) -> Option<String> {
     match ev {
-        TorEvent::Bootstrap { percent, status } => {
-            Some(format!("tor: bootstrap {percent:>3}%: {status}"))
-        }
+        // arti's status starts with the percentage ("45%: ...").
+        TorEvent::Bootstrap { status, .. } => Some(format!("tor: bootstrap {status}")),
         TorEvent::Ready { elapsed } => Some(format!(
             "tor: bootstrapped in {:.1} s",
             elapsed.as_secs_f64()
@@ -135,11 +134,11 @@ mod tests {
     fn events_become_one_console_line_each() {
         let b = event_line(&TorEvent::Bootstrap {
             percent: 8,
-            status: "handshaking with Tor relays".into(),
+            status: "8%: handshaking with Tor relays".into(),
         });
         assert_eq!(
             b.as_deref(),
-            Some("tor: bootstrap   8%: handshaking with Tor relays")
+            Some("tor: bootstrap 8%: handshaking with Tor relays")
         );
         let r = event_line(&TorEvent::Ready {
             elapsed: Duration::from_millis(12_340),

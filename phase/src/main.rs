@@ -48,6 +48,14 @@ fn main() -> ExitCode {
     // One TLS provider for the process (arti's relay connections). Explicit,
     // because a workspace build may enable more than one in rustls.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Library diagnostics (arti's bootstrap and onion-service warnings,
+    // ...) only when asked for: RUST_LOG=warn, RUST_LOG=tor_hsservice=debug.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keygen(args) => cmd::keygen::run(args),

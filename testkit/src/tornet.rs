@@ -1,5 +1,5 @@
 //! A small private Tor network for tests, from Debian's `tor` package:
-//! three directory authorities (also relays), one middle relay and one exit,
+//! three directory authorities (also relays), two middle relays and one exit,
 //! each a `tor` process in its own network namespace on a [`Lan`] (addresses
 //! 198.18.0.10+i), in `TestingTorNetwork` mode with the shortest voting
 //! intervals, so the first consensus exists about 10-30 s after start.
@@ -25,8 +25,8 @@ use crate::netns::{self, Daemon, Lan, NetnsError};
 
 /// Authorities in the network.
 pub const AUTHORITIES: usize = 3;
-/// Tor processes in the network (authorities, a middle relay, an exit).
-pub const RELAYS: usize = 5;
+/// Tor processes in the network (authorities, two middle relays, an exit).
+pub const RELAYS: usize = 6;
 /// Every relay's ORPort (each lives in its own namespace).
 pub const OR_PORT: u16 = 5000;
 /// Every relay's DirPort.
@@ -256,14 +256,22 @@ impl TorNet {
     }
 
     fn common(&self, dir: &Path, nick: &str) -> String {
-        // Arti picks the guard before the exit (tor-circmgr path.rs); were
-        // the only exit a Guard, a client whose primary guard it became
-        // could never build an exit circuit, on every retry (the guard
-        // sample persists). Only the non-exit relays are voted Guard.
-        let guards: Vec<String> = self.relays[..RELAYS - 1]
+        // Flags are voted, strictly, by role, so that every consensus is
+        // usable whatever its bandwidth-weight case:
+        // * Guard: the authorities only. Arti picks the guard before the
+        //   exit (tor-circmgr path.rs); were the only exit a Guard, a client
+        //   whose primary guard it became could build no exit circuit.
+        // * Exit: the exit only. Relays flagged Guard and Exit share one
+        //   weight class whose middle weight (Wmd) young networks
+        //   sometimes vote 0, leaving arti no middle relay for a minute.
+        // * the plain relays (neither flag) are middles with weight Wmm,
+        //   which is never 0; onion-service circuits need two of them
+        //   (guard, middle, stem end, target).
+        let guards: Vec<String> = self.relays[..AUTHORITIES]
             .iter()
             .map(|r| format!("${}", r.rsa))
             .collect();
+        let exit = format!("${}", self.relays[RELAYS - 1].rsa);
         format!(
             "TestingTorNetwork 1\n\
              DataDirectory {dir}\n\
@@ -274,8 +282,10 @@ impl TorNet {
              SafeLogging 0\n\
              AssumeReachable 1\n\
              PathsNeededToBuildCircuits 0.25\n\
-             TestingDirAuthVoteExit *\n\
+             TestingDirAuthVoteExit {exit}\n\
+             TestingDirAuthVoteExitIsStrict 1\n\
              TestingDirAuthVoteGuard {guards}\n\
+             TestingDirAuthVoteGuardIsStrict 1\n\
              TestingDirAuthVoteHSDir *\n\
              TestingMinExitFlagThreshold 0\n\
              V3AuthNIntervalsValid 2\n\
@@ -284,7 +294,8 @@ impl TorNet {
              {}",
             self.dir_authority_lines(),
             dir = dir.display(),
-            guards = guards.join(",")
+            guards = guards.join(","),
+            exit = exit
         )
     }
 
@@ -296,6 +307,10 @@ impl TorNet {
             r.ip, r.nick
         ));
         if i < AUTHORITIES {
+            // Every relay is voted Stable at once (the Stable guarantee
+            // needs no uptime): onion-service circuits use Stable relays
+            // only and need four distinct ones, and a young network would
+            // give the flag to its authorities alone.
             s.push_str(
                 "AuthoritativeDirectory 1\n\
                  V3AuthoritativeDirectory 1\n\
@@ -304,7 +319,9 @@ impl TorNet {
                  TestingV3AuthInitialVoteDelay 2\n\
                  V3AuthVoteDelay 2\n\
                  TestingV3AuthInitialDistDelay 2\n\
-                 V3AuthDistDelay 2\n",
+                 V3AuthDistDelay 2\n\
+                 AuthDirVoteStableGuaranteeMinUptime 0\n\
+                 AuthDirVoteStableGuaranteeMTBF 0\n",
             );
         }
         if i == RELAYS - 1 {
@@ -491,28 +508,33 @@ fn tail(s: &str, n: usize) -> &str {
     &s[at..]
 }
 
-/// Whether a microdescriptor consensus lists at least `relays` relays and
-/// the exit (by RSA fingerprint) carries the Exit flag and not the Guard
-/// flag (see [`TorNet::common`]).
+/// Whether a microdescriptor consensus lists at least `relays` relays, all
+/// of them Stable (onion-service circuits need four distinct Stable relays:
+/// guard, middle, stem end, target), and the exit (by RSA fingerprint)
+/// carries the Exit flag and not the Guard flag (see [`TorNet::common`]).
 fn consensus_ready(text: &str, relays: usize, exit_rsa: &str) -> bool {
     // "r NICK IDENTITY-BASE64 ..." lines; IDENTITY is the RSA fingerprint
     // in unpadded base64.
     let exit_b64 = hex_to_b64(exit_rsa);
     let mut count = 0;
     let mut exit_ok = false;
+    let mut stable = 0;
     let mut current_is_exit = false;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("r ") {
             count += 1;
             current_is_exit = rest.split_whitespace().nth(1) == Some(exit_b64.as_str());
         } else if let Some(flags) = line.strip_prefix("s ") {
+            let has = |flag: &str| flags.split_whitespace().any(|f| f == flag);
+            if has("Stable") {
+                stable += 1;
+            }
             if current_is_exit {
-                let has = |flag: &str| flags.split_whitespace().any(|f| f == flag);
                 exit_ok = has("Exit") && !has("Guard");
             }
         }
     }
-    count >= relays && exit_ok
+    count >= relays && stable >= relays && exit_ok
 }
 
 fn hex_to_b64(hex: &str) -> String {
@@ -557,12 +579,14 @@ mod tests {
         let exit = "19289EE0A403231EF8163386D10C826CEDAB4FF8";
         let id = hex_to_b64(exit);
         let text =
-            format!("r a AAAA x\ns Fast Guard\nr b BBBB x\ns Fast\nr exit {id} x\ns Exit Fast\n");
+            format!("r a AAAA x\ns Fast Guard Stable\nr b BBBB x\ns Fast Stable\nr exit {id} x\ns Exit Fast Stable\n");
         assert!(consensus_ready(&text, 3, exit));
+        let unstable = text.replacen("s Fast Stable", "s Fast", 1);
+        assert!(!consensus_ready(&unstable, 3, exit));
         assert!(!consensus_ready(&text, 4, exit));
-        let no_exit = text.replace("s Exit Fast", "s Fast");
+        let no_exit = text.replace("s Exit Fast Stable", "s Fast Stable");
         assert!(!consensus_ready(&no_exit, 3, exit));
-        let guard_exit = text.replace("s Exit Fast", "s Exit Fast Guard");
+        let guard_exit = text.replace("s Exit Fast Stable", "s Exit Fast Guard Stable");
         assert!(!consensus_ready(&guard_exit, 3, exit));
     }
 }
