@@ -60,7 +60,7 @@ impl Embedded {
         let network = if network_file.exists() {
             cfg = cfg
                 .with_network_file(network_file)
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| crate::step::chain(&e))?;
             format!("the network in {}", network_file.display())
         } else {
             "the public Tor network".to_string()
@@ -78,7 +78,7 @@ impl Embedded {
         });
         let tor = rt
             .block_on(Tor::start(cfg, Some(events)))
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| crate::step::chain(&e))?;
         Ok(Embedded { rt, tor, network })
     }
 
@@ -112,18 +112,6 @@ pub fn event_line(ev: &TorEvent) -> Option<String> {
             Some(format!("tor: cannot reach {target} through Tor: {error}"))
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    // Bounded by the error chain's length.
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
