@@ -333,13 +333,7 @@ pub const PARAMS: &[Param] = &[
     Param {
         name: "phase.discover_timeout",
         expected: "seconds, 1..=60",
-        apply: |c, v, _| match v.and_then(|v| v.parse::<u32>().ok()) {
-            Some(n @ 1..=60) => {
-                c.discover_timeout = n;
-                Ok(())
-            }
-            _ => Err(()),
-        },
+        apply: |c, v, _| seconds(v, 1..=60).map(|n| c.discover_timeout = n),
         current: |c| c.discover_timeout.to_string(),
     },
     Param {
@@ -367,13 +361,7 @@ pub const PARAMS: &[Param] = &[
     Param {
         name: "phase.tor_timeout",
         expected: "seconds, 5..=3600",
-        apply: |c, v, _| match v.and_then(|v| v.parse::<u32>().ok()) {
-            Some(n @ 5..=3600) => {
-                c.tor_timeout = n;
-                Ok(())
-            }
-            _ => Err(()),
-        },
+        apply: |c, v, _| seconds(v, 5..=3600).map(|n| c.tor_timeout = n),
         current: |c| c.tor_timeout.to_string(),
     },
     Param {
@@ -409,6 +397,14 @@ fn grace(value: Option<&str>) -> Result<Option<std::time::Duration>, ()> {
         return Err(());
     }
     Ok((secs > 0).then_some(d))
+}
+
+/// A whole number of seconds within `range`.
+fn seconds(value: Option<&str>, range: std::ops::RangeInclusive<u32>) -> Result<u32, ()> {
+    value
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| range.contains(n))
+        .ok_or(())
 }
 
 /// `phase.socks5=`: `host:port` with a port number and a host of letters,

@@ -345,11 +345,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// `--tor-network`: the file's bytes, once arti has accepted them as its
 /// configuration (a typo fails here, not at a private boot).
 fn read_tor_network(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let scratch = Path::new("/nonexistent");
-    fetcher::tor::TorConfig::in_dir(scratch)
+    // The directories are never used: only the parsed fragment is kept.
+    let cfg = fetcher::tor::TorConfig::in_dir(Path::new("/nonexistent"))
         .with_network_file(path)
         .context("--tor-network")?;
-    std::fs::read(path).with_context(|| format!("--tor-network: cannot read {}", path.display()))
+    Ok(cfg.network.unwrap_or_default().into_bytes())
 }
 
 fn parent_dir(p: &Path) -> &Path {
