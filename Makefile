@@ -32,9 +32,13 @@ help:
 deps:
 	scripts/deps-check.sh --install
 
-# Host tools (phase CLI) in release mode.
+# Host tools (phase, plasmd, ...) in release mode, built as the whole
+# workspace: cargo then resolves the same features as `cargo test --workspace`
+# does, so the test build reuses every compiled dependency. Built one package
+# at a time (`-p phase`, `-p plasmd`), arti, libp2p and wasmtime unify to other
+# feature sets and a cold `make test` compiled about 280 of them twice.
 host: deps
-	$(CARGO) build --locked --release -p phase
+	$(CARGO) build --locked --release --workspace --bins
 
 include $(sort $(wildcard mk/*.mk))
 

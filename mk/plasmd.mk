@@ -5,8 +5,8 @@
 PLASMD := $(HOST_BIN)/plasmd
 
 .PHONY: plasmd plasmd-jobs
-plasmd: deps
-	$(CARGO) build --locked --release -p plasmd
+# plasmd is one of the host binaries (`host` builds the workspace's bins).
+plasmd: host
 
 plasmd-jobs: plasmd
 	mkdir -p $(BUILD)/jobs
