@@ -70,19 +70,24 @@ pub fn devname_if_labelled(uevent: &str, label: &str) -> Option<String> {
     (field("PARTNAME")? == label).then(|| field("DEVNAME").map(str::to_owned))?
 }
 
-/// Waits up to `wait` for the partition, then mounts it.
-pub fn mount_cache(writable: bool, wait: Duration) -> Result<Mounted, CacheError> {
+/// `/dev/<name>` of the partition labelled `label`, waiting up to `wait`
+/// for it to appear (`None`: it did not).
+pub fn wait_for(label: &str, wait: Duration) -> Option<PathBuf> {
     let start = Instant::now();
-    let dev = loop {
-        if let Some(d) = find(Path::new("/sys/class/block"), PARTNAME) {
-            break d;
+    loop {
+        if let Some(d) = find(Path::new("/sys/class/block"), label) {
+            return Some(Path::new("/dev").join(d));
         }
         if start.elapsed() >= wait {
-            return Err(CacheError::NotFound(wait));
+            return None;
         }
         std::thread::sleep(Duration::from_millis(100));
-    };
-    let device = Path::new("/dev").join(dev);
+    }
+}
+
+/// Waits up to `wait` for the partition, then mounts it.
+pub fn mount_cache(writable: bool, wait: Duration) -> Result<Mounted, CacheError> {
+    let device = wait_for(PARTNAME, wait).ok_or(CacheError::NotFound(wait))?;
     let dir = PathBuf::from(MOUNT_POINT);
     std::fs::create_dir_all(&dir).map_err(|e| CacheError::MountPoint(dir.clone(), e))?;
     let mut flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;

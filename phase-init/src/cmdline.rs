@@ -102,6 +102,11 @@ pub struct Config {
     /// `phase.tor_timeout`: seconds private mode's embedded Tor client may
     /// take to bootstrap (stage 1 only).
     pub tor_timeout: u32,
+    /// `phase.persist=PARTNAME`: the GPT partition whose ext4 file system
+    /// keeps the target's changes (the overlay's upper) across boots; only
+    /// when writes are allowed (stage 2, `stage2::upper_for`). `None` (the
+    /// default): a tmpfs upper, nothing is kept.
+    pub persist: Option<String>,
 }
 
 impl Default for Config {
@@ -119,6 +124,7 @@ impl Default for Config {
             grace: None,
             socks5: None,
             tor_timeout: DEFAULT_TOR_TIMEOUT,
+            persist: None,
         }
     }
 }
@@ -163,6 +169,9 @@ impl Config {
         if let Some(g) = self.grace {
             s.push_str(&format!(" grace={}", grace_words(g)));
         }
+        if let Some(p) = &self.persist {
+            s.push_str(&format!(" persist={p}"));
+        }
         s
     }
 
@@ -189,6 +198,9 @@ impl Config {
         }
         if let Some(a) = &self.socks5 {
             words.push(format!("phase.socks5={a}"));
+        }
+        if let Some(p) = &self.persist {
+            words.push(format!("phase.persist={p}"));
         }
         words.join(" ")
     }
@@ -370,7 +382,28 @@ pub const PARAMS: &[Param] = &[
         apply: |c, v, _| grace(v).map(|g| c.grace = g),
         current: |c| c.grace.map_or("off".to_owned(), grace_words),
     },
+    // stage 2: where the target's changes are kept (docs/boot-flow.md).
+    Param {
+        name: "phase.persist",
+        expected:
+            "a GPT partition name of 1-36 letters, digits, '.', '_', '-' (e.g. PHASE-CACHE), or off",
+        apply: |c, v, _| partition_name(v).map(|p| c.persist = p),
+        current: |c| c.persist.clone().unwrap_or_else(|| "off".to_owned()),
+    },
 ];
+
+/// `phase.persist=`: a GPT partition name (at most 36 characters, as GPT
+/// allows) of letters, digits, '.', '_', '-', or `off` for none.
+fn partition_name(value: Option<&str>) -> Result<Option<String>, ()> {
+    let v = value.ok_or(())?;
+    if v == "off" {
+        return Ok(None);
+    }
+    let ok = (1..=36).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    ok.then(|| Some(v.to_owned())).ok_or(())
+}
 
 /// The longest `phase.grace` accepted: a stick offline for more than a
 /// quarter needs a peer or a reseed, not a longer freeze window.
@@ -746,23 +779,50 @@ mod tests {
                 Just(None),
                 (1u64..=90 * 86400).prop_map(|s| Some(std::time::Duration::from_secs(s)))
             ],
+            proptest::option::of(
+                "[A-Za-z0-9._-]{1,36}".prop_filter("off means none", |p| p != "off"),
+            ),
         )
             .prop_map(
-                |(mode, channel, cache, nowrite, peers, stage, debug, test, grace)| Config {
-                    mode,
-                    channel,
-                    cache,
-                    nowrite,
-                    peers,
-                    stage,
-                    debug,
-                    test,
-                    grace,
-                    discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
-                    socks5: None,
-                    tor_timeout: DEFAULT_TOR_TIMEOUT,
+                |(mode, channel, cache, nowrite, peers, stage, debug, test, grace, persist)| {
+                    Config {
+                        mode,
+                        channel,
+                        cache,
+                        nowrite,
+                        peers,
+                        stage,
+                        debug,
+                        test,
+                        grace,
+                        discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
+                        socks5: None,
+                        tor_timeout: DEFAULT_TOR_TIMEOUT,
+                        persist,
+                    }
                 },
             )
+    }
+
+    #[test]
+    fn persist_names_a_partition_or_is_off_and_is_handed_on() {
+        let p = parse("phase.persist=PHASE-CACHE");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.config.persist.as_deref(), Some("PHASE-CACHE"));
+        assert!(p.config.to_cmdline().contains("phase.persist=PHASE-CACHE"));
+        assert!(p.config.summary().ends_with("persist=PHASE-CACHE"));
+        assert_eq!(parse("phase.persist=off").config.persist, None);
+        let long = "x".repeat(37);
+        for bad in ["", "a:b", "../x", "vda2/", long.as_str()] {
+            let p = parse(&format!("phase.persist={bad}"));
+            assert_eq!(p.config.persist, None, "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}: {:?}", p.warnings);
+            let w = p.warnings[0].to_string();
+            assert!(
+                w.starts_with("phase.persist") && w.ends_with("using off"),
+                "{w}"
+            );
+        }
     }
 
     #[test]

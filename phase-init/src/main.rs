@@ -166,7 +166,15 @@ fn target(config: &Config) {
         Ok(detail) => (true, Status::ok(detail)),
         Err(e) => (false, Status::fail(chain(&e))),
     };
-    if !step::run("rootfs", || step_result(stage2::mount_root())) {
+    let (upper, set_aside) = stage2::upper_for(config);
+    if let Some(line) = set_aside {
+        console().warn(&line);
+    }
+    let mounted = step::run("rootfs", || match stage2::mount_root(&upper) {
+        Ok((detail, problems)) => (true, Status::with_problems(detail, problems)),
+        Err(e) => (false, Status::fail(chain(&e))),
+    });
+    if !mounted {
         return;
     }
     if !step::run("move", || step_result(stage2::move_mounts())) {

@@ -3,7 +3,9 @@
 //!
 //! 1. `/phase/rootfs.squashfs` → a loop device (read-only, auto-clear) →
 //!    squashfs mounted read-only at [`LOWER`];
-//! 2. a tmpfs at [`RW`] holds the overlay's upper and work dirs; OverlayFS
+//! 2. a tmpfs at [`RW`] holds the overlay's upper and work dirs (or, with
+//!    `phase.persist=PARTNAME` and writes allowed, that partition's ext4
+//!    file system does, under [`PERSIST_DIR`]: see [`upper_for`]); OverlayFS
 //!    of the two at [`NEW_ROOT`];
 //! 3. `/phase` (boot.json, the CAS) is bound read-only at `<root>/phase`;
 //!    `/proc /sys /dev /run` are moved into the new root, and the lower and
@@ -22,21 +24,66 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rustix::mount::{mount, mount_bind, mount_move, mount_remount, MountFlags};
+use rustix::mount::{
+    mount, mount_bind, mount_move, mount_remount, unmount, MountFlags, UnmountFlags,
+};
 
+use crate::cmdline::{Config, Mode};
 use crate::payload;
 use crate::sys;
+use crate::{cachepart, step};
 
 pub const LOWER: &str = "/.phase/lower";
 pub const RW: &str = "/.phase/rw";
 pub const NEW_ROOT: &str = "/sysroot";
 /// The payload directory kept across switch_root.
 pub const PAYLOAD_DIR: &str = "/phase";
+/// The directory on a `phase.persist` partition that holds the overlay's
+/// `upper` and `work`; the rest of the partition is left alone, so it may
+/// be the cache partition itself.
+pub const PERSIST_DIR: &str = "phase-overlay";
+/// How long stage 2 waits for the `phase.persist` partition to appear.
+pub const PERSIST_WAIT: Duration = Duration::from_secs(5);
+
+/// Where the overlay's upper, the target's changes, lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upper {
+    /// A tmpfs: the changes are gone at power off (the default).
+    Tmpfs,
+    /// [`PERSIST_DIR`] on the ext4 file system of the GPT partition with
+    /// this name (`phase.persist`): the changes are kept across boots.
+    Partition(String),
+}
+
+/// The upper `config` asks for. `phase.persist` is honoured only when
+/// writes are allowed; otherwise the second value says why it was set
+/// aside (one line for the console).
+pub fn upper_for(config: &Config) -> (Upper, Option<String>) {
+    let Some(name) = &config.persist else {
+        return (Upper::Tmpfs, None);
+    };
+    if config.nowrite() {
+        let why = if config.mode == Mode::Private {
+            "private mode writes no disk"
+        } else {
+            "phase.nowrite=true"
+        };
+        return (
+            Upper::Tmpfs,
+            Some(format!(
+                "phase.persist={name} ignored: {why}; the target's changes stay in RAM"
+            )),
+        );
+    }
+    (Upper::Partition(name.clone()), None)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Stage2Error {
     #[error("the payload has no root filesystem at {0} (was this initramfs kexec'd by stage 1?)")]
     NoRootfs(PathBuf),
+    #[error("no partition named {name} appeared within {} s", PERSIST_WAIT.as_secs())]
+    NoPartition { name: String },
     #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
@@ -105,8 +152,11 @@ fn mkdir(p: &Path) -> Result<(), Stage2Error> {
     fs::create_dir_all(p).map_err(io_err("create the directory", p))
 }
 
-/// Steps 1 and 2: returns a one-line summary.
-pub fn mount_root() -> Result<String, Stage2Error> {
+/// Steps 1 and 2 with the overlay's upper on `upper`: returns a one-line
+/// summary and the problems met on the way (a `phase.persist` partition
+/// that cannot be used leaves the changes in RAM for this boot, and says
+/// why, rather than stopping the boot).
+pub fn mount_root(upper: &Upper) -> Result<(String, Vec<String>), Stage2Error> {
     let image = Path::new(payload::ROOTFS);
     if !image.is_file() {
         return Err(Stage2Error::NoRootfs(image.to_path_buf()));
@@ -122,16 +172,39 @@ pub fn mount_root() -> Result<String, Stage2Error> {
             lower,
         ))?;
     mkdir(rw)?;
-    mount(
-        "tmpfs",
-        rw,
-        "tmpfs",
-        MountFlags::empty(),
-        Some(c"mode=0755"),
-    )
-    .map_err(errno)
-    .map_err(io_err("mount the overlay's tmpfs at", rw))?;
-    let (upper, work) = (rw.join("upper"), rw.join("work"));
+    let mut problems = Vec::new();
+    let persistent = match upper {
+        Upper::Tmpfs => None,
+        Upper::Partition(name) => match mount_persistent(name, rw) {
+            Ok(part) => Some((name, part)),
+            Err(e) => {
+                problems.push(format!(
+                    "phase.persist={name}: {}; the target's changes stay in RAM this boot",
+                    step::chain(&e)
+                ));
+                None
+            }
+        },
+    };
+    let (base, upper_words) = match &persistent {
+        Some((name, part)) => (
+            rw.join(PERSIST_DIR),
+            format!("persistent upper {name} ({})", part.display()),
+        ),
+        None => {
+            mount(
+                "tmpfs",
+                rw,
+                "tmpfs",
+                MountFlags::empty(),
+                Some(c"mode=0755"),
+            )
+            .map_err(errno)
+            .map_err(io_err("mount the overlay's tmpfs at", rw))?;
+            (rw.to_path_buf(), "tmpfs upper".to_owned())
+        }
+    };
+    let (upper, work) = (base.join("upper"), base.join("work"));
     mkdir(&upper)?;
     mkdir(&work)?;
     mkdir(root)?;
@@ -151,12 +224,31 @@ pub fn mount_root() -> Result<String, Stage2Error> {
     )
     .map_err(errno)
     .map_err(io_err("mount the overlay (is overlay.ko loaded?) at", root))?;
-    Ok(format!(
-        "{} on {} (squashfs, read-only) + tmpfs upper -> overlay {}",
+    let summary = format!(
+        "{} on {} (squashfs, read-only) + {upper_words} -> overlay {}",
         payload::ROOTFS,
         dev.display(),
         NEW_ROOT
-    ))
+    );
+    Ok((summary, problems))
+}
+
+/// Mounts the ext4 file system of the partition named `name` read-write
+/// at `at` and makes sure [`PERSIST_DIR`]`/{upper,work}` exist on it;
+/// returns the device. On failure nothing stays mounted at `at`.
+fn mount_persistent(name: &str, at: &Path) -> Result<PathBuf, Stage2Error> {
+    let dev = cachepart::wait_for(name, PERSIST_WAIT).ok_or_else(|| Stage2Error::NoPartition {
+        name: name.to_owned(),
+    })?;
+    mount(&dev, at, "ext4", MountFlags::empty(), None)
+        .map_err(errno)
+        .map_err(io_err("mount read-write as ext4", &dev))?;
+    let dir = at.join(PERSIST_DIR);
+    if let Err(e) = mkdir(&dir.join("upper")).and_then(|()| mkdir(&dir.join("work"))) {
+        let _ = unmount(at, UnmountFlags::empty());
+        return Err(e);
+    }
+    Ok(dev)
 }
 
 /// Step 3: bind the payload, move the API filesystems and the overlay's
@@ -307,6 +399,34 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     #[test]
+    fn persist_is_honoured_only_when_writes_are_allowed() {
+        let c = |line: &str| crate::cmdline::parse(line).config;
+        assert_eq!(upper_for(&c("phase.mode=local")), (Upper::Tmpfs, None));
+        assert_eq!(
+            upper_for(&c("phase.mode=local phase.persist=PHASE-DATA")),
+            (Upper::Partition("PHASE-DATA".into()), None)
+        );
+        for (line, why) in [
+            (
+                "phase.mode=local phase.persist=PHASE-DATA phase.nowrite=true",
+                "phase.nowrite=true",
+            ),
+            (
+                "phase.mode=private phase.persist=PHASE-DATA",
+                "private mode writes no disk",
+            ),
+        ] {
+            let (upper, note) = upper_for(&c(line));
+            assert_eq!(upper, Upper::Tmpfs, "{line}");
+            let note = note.unwrap_or_else(|| panic!("{line}: no line saying why"));
+            assert!(
+                note.starts_with("phase.persist=PHASE-DATA ignored: ") && note.contains(why),
+                "{note}"
+            );
+        }
+    }
+
+    #[test]
     fn systemd_is_found_through_relative_and_absolute_links() {
         let d = tempfile::tempdir().expect("tempdir");
         let r = d.path();
@@ -365,7 +485,7 @@ mod tests {
 
     #[test]
     fn mount_root_without_a_payload_says_so() {
-        let e = mount_root().expect_err("no payload on the build host");
+        let e = mount_root(&Upper::Tmpfs).expect_err("no payload on the build host");
         assert!(e.to_string().contains("/phase/rootfs.squashfs"), "{e}");
     }
 }
