@@ -15,12 +15,12 @@
 //! Prerequisites (built by `make test`): the kernel, `x86_64/phase-init`
 //! and OVMF under `$PHASE_BUILD`; a static `/bin/busybox`; `PHASE_BIN`.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use testkit::fixtures::phase_bin;
-use testkit::netns::{self, Daemon, Lan};
+use testkit::fixtures::{dhcpd_in, serve_phase};
+use testkit::netns::{Daemon, Lan};
 use testkit::qemu::Qemu;
 
 #[path = "boot_from_peer_common/mod.rs"]
@@ -31,76 +31,41 @@ const HTTP_PORT: u16 = 7070;
 /// libp2p (TCP) port of its DHT node.
 const DHT_PORT: u16 = 4001;
 
-/// busybox `udhcpd` in node `i`, leasing 198.18.0.100-110 on its eth0.
-fn dhcpd(lan: &Lan, i: usize, work: &Path) -> Daemon {
-    let conf = work.join("udhcpd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "start 198.18.0.100\nend 198.18.0.110\ninterface eth0\n\
-             lease_file {d}/leases\npidfile {d}/udhcpd.pid\n\
-             option subnet 255.255.255.0\noption lease 600\n",
-            d = work.display()
-        ),
-    )
-    .expect("write udhcpd.conf");
-    std::fs::write(work.join("leases"), b"").expect("leases file");
-    netns::spawn(
-        netns::command(lan.node(i), "/bin/busybox")
-            .args(["udhcpd", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// `phase serve --dht` (no `--mdns`) in node `i` at its IPv4 address,
 /// serving `repo` with an empty cache. Waits (20 s at most) for its
-/// listening line; returns the guard and its DHT multiaddr
+/// multiaddr, what it provides and its listening line; returns the guard
+/// and its DHT multiaddr
 /// (`/ip4/198.18.0.1x/tcp/4001/p2p/12D3...`).
 fn serve_dht(lan: &Lan, i: usize, repo: &Path, work: &Path) -> (Daemon, String) {
     let cache = work.join(format!("serve-cache-{i}"));
     std::fs::create_dir_all(&cache).expect("mkdir cache");
-    let out_path = work.join(format!("serve-{i}.out"));
-    let out = std::fs::File::create(&out_path).expect("serve log");
-    let err = out.try_clone().expect("dup");
     let ip = lan.ipv4(i);
-    let mut cmd = netns::command(lan.node(i), phase_bin());
-    cmd.arg("serve")
-        .arg("--cache")
-        .arg(&cache)
-        .arg("--repo")
-        .arg(repo)
-        .args(["--listen", &format!("{ip}:{HTTP_PORT}"), "--dht"])
-        .args(["--dht-listen", &format!("/ip4/{ip}/tcp/{DHT_PORT}")])
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    let mut d = netns::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e}"));
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-        if text.contains("listening on") {
-            let addr = text
-                .lines()
-                .find_map(|l| l.strip_prefix("phase serve: DHT /ip4/"))
-                .map(|rest| format!("/ip4/{}", rest.trim()))
-                .unwrap_or_else(|| panic!("no DHT multiaddr in phase serve's output: {text}"));
-            assert!(
-                text.contains("DHT providing"),
-                "phase serve does not say what it provides: {text}"
-            );
-            return (d, addr);
-        }
-        if let Some(st) = d.exited() {
-            panic!("phase serve in node {i} exited ({st}): {text}");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "phase serve in node {i} did not start within 20 s: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (d, lines) = serve_phase(
+        Some(lan.node(i)),
+        [
+            OsStr::new("--cache"),
+            cache.as_os_str(),
+            OsStr::new("--repo"),
+            repo.as_os_str(),
+            OsStr::new("--listen"),
+            OsStr::new(&format!("{ip}:{HTTP_PORT}")),
+            OsStr::new("--dht"),
+            OsStr::new("--dht-listen"),
+            OsStr::new(&format!("/ip4/{ip}/tcp/{DHT_PORT}")),
+        ],
+        &[
+            "phase serve: DHT /ip4/",
+            "phase serve: DHT providing",
+            "phase serve: listening on",
+        ],
+        20,
+    );
+    let addr = lines[0]
+        .strip_prefix("phase serve: DHT ")
+        .expect("matched prefix")
+        .trim()
+        .to_owned();
+    (d, addr)
 }
 
 /// Everything a test here runs against: the published repository and
@@ -123,7 +88,7 @@ fn setup(tag: &str) -> Setup {
     let tap = lan.add_tap().unwrap_or_else(|e| panic!("{e}"));
     let dhcp_dir = pubd.dir.path().join("dhcp");
     std::fs::create_dir_all(&dhcp_dir).expect("mkdir dhcp");
-    let dhcpd = dhcpd(&lan, 0, &dhcp_dir);
+    let dhcpd = dhcpd_in(lan.node(0), &dhcp_dir);
     let (serve, bootstrap) = serve_dht(&lan, 0, &pubd.repo, pubd.dir.path());
     let peer_id = bootstrap
         .rsplit("/p2p/")

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use testkit::fixtures::{self, build_dir, need};
-use testkit::netns::{self, Lan};
+use testkit::netns::Lan;
 use testkit::qemu::Qemu;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -31,26 +31,7 @@ fn a_guest_on_a_tap_gets_a_lease_from_a_node() {
     let mut lan = Lan::new(1, true).unwrap_or_else(|e| panic!("{e}"));
     let tap = lan.add_tap().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("udhcpd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "start 198.18.0.100\nend 198.18.0.110\ninterface eth0\n\
-             lease_file {d}/leases\npidfile {d}/udhcpd.pid\n\
-             option subnet 255.255.255.0\noption lease 600\n",
-            d = dir.path().display()
-        ),
-    )
-    .expect("write udhcpd.conf");
-    std::fs::write(dir.path().join("leases"), b"").expect("leases file");
-    let mut dhcpd = netns::spawn(
-        netns::command(lan.node(0), "/bin/busybox")
-            .args(["udhcpd", "-f"])
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut dhcpd = fixtures::dhcpd_in(lan.node(0), dir.path());
 
     let mut vm = Qemu::direct_kernel(
         &kernel,
@@ -63,8 +44,8 @@ fn a_guest_on_a_tap_gets_a_lease_from_a_node() {
     .start()
     .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
     vm.wait_for("network  ok").unwrap_or_else(|e| panic!("{e}"));
-    // udhcpd picks an address of its pool (198.18.0.100-110).
-    let pool = regex::Regex::new(r"eth0 198\.18\.0\.1(0[0-9]|10)/24").expect("regex");
+    // udhcpd picks an address of its pool (198.18.0.100-150).
+    let pool = regex::Regex::new(r"eth0 198\.18\.0\.1([0-4][0-9]|50)/24").expect("regex");
     vm.wait_for_regex(&pool).unwrap_or_else(|e| panic!("{e}"));
     let ll = tap.guest_link_local().to_string();
     assert_eq!(ll, "fe80::5054:ff:fe18:0");

@@ -492,7 +492,7 @@ fn a_private_boot_fetches_through_a_tor_network_and_nothing_else() {
             .stderr(Stdio::null()),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut dhcpd = tc::dhcpd_in(net.node(1), d);
+    let mut dhcpd = testkit::fixtures::dhcpd_in(net.node(1), d);
     let consensus = net
         .wait_consensus(Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));

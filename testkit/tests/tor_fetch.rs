@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::fixtures::phase_bin;
+use testkit::fixtures::{phase_bin, serve_phase};
 use testkit::netns;
 use testkit::tornet::{TorNet, RELAYS};
 
@@ -56,45 +56,6 @@ fn phase_in(ns: &str, secs: u64, args: &[String]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Starts `phase serve args` in `ns` and waits (bounded) for the lines
-/// starting with each of `want`; returns the guard and those lines.
-fn serve_in(ns: &str, args: &[String], want: &[&str], secs: u64) -> (netns::Daemon, Vec<String>) {
-    use std::io::BufRead;
-    let mut cmd = netns::command(ns, phase_bin());
-    cmd.arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut d = netns::spawn(&mut cmd).expect("spawn phase serve");
-    let stdout = d.child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut found = Vec::new();
-    for w in want {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l.starts_with(w) => {
-                    found.push(l);
-                    break;
-                }
-                Ok(_) => {}
-                Err(_) => panic!("phase serve in {ns}: no line {w:?} within {secs} s"),
-            }
-        }
-    }
-    (d, found)
 }
 
 /// The client namespace's output filter: loopback and the relays are
@@ -219,8 +180,8 @@ fn fetch_over_a_private_tor_network() {
     let mut net = TorNet::start(2).expect("start the Tor test network");
     let client = net.node(CLIENT).to_string();
     let peer_ip = net.node_ip(PEER);
-    let (_peer, _) = serve_in(
-        net.node(PEER),
+    let (_peer, _) = serve_phase(
+        Some(net.node(PEER)),
         &[
             "--listen".into(),
             format!("{peer_ip}:7070"),
@@ -370,8 +331,8 @@ fn fetch_over_a_private_tor_network() {
     // (c) `phase serve --onion`: a peer reachable ONLY as an onion service
     // (its server listens on loopback), fetched by name through arti.
     reset_counters(&client);
-    let (_onion_peer, lines) = serve_in(
-        net.node(PEER),
+    let (_onion_peer, lines) = serve_phase(
+        Some(net.node(PEER)),
         &[
             "--listen".into(),
             "127.0.0.1:7072".into(),

@@ -12,13 +12,13 @@
 
 #![allow(dead_code)]
 
-use std::ffi::OsString;
-use std::io::{BufRead, BufReader};
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use testkit::fixtures::{self, build_dir, need, phase_bin};
+use testkit::fixtures::{self, build_dir, need};
+use testkit::netns::Daemon;
 use testkit::qemu::{Qemu, Vm};
 
 /// UEFI-less boot + maybe a kexec'd second kernel under TCG on a loaded host.
@@ -177,50 +177,35 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// A `phase serve` of a repository on 127.0.0.1, killed on drop.
 pub struct Peer {
-    child: Child,
+    _daemon: Daemon,
     pub port: u16,
 }
 
 impl Peer {
     pub fn serve(repo: &Path, cache: &Path) -> Peer {
         std::fs::create_dir_all(cache).expect("mkdir peer cache");
-        let mut child = Command::new(phase_bin())
-            .arg("serve")
-            .arg("--cache")
-            .arg(cache)
-            .arg("--repo")
-            .arg(repo)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn phase serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        // The first line says where it listens (bounded: serve prints it
-        // before accepting anything, or exits).
-        let mut port = None;
-        for _ in 0..20 {
-            let Some(Ok(l)) = lines.next() else { break };
-            if let Some(addr) = l.strip_prefix("phase serve: listening on http://") {
-                port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
-                break;
-            }
+        let (daemon, lines) = fixtures::serve_phase(
+            None,
+            [
+                OsStr::new("--cache"),
+                cache.as_os_str(),
+                OsStr::new("--repo"),
+                repo.as_os_str(),
+                OsStr::new("--listen"),
+                OsStr::new("127.0.0.1:0"),
+            ],
+            &["phase serve: listening on http://"],
+            20,
+        );
+        let port = lines[0]
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in phase serve's line {:?}", lines[0]));
+        Peer {
+            _daemon: daemon,
+            port,
         }
-        let Some(port) = port else {
-            let _ = child.kill();
-            panic!("phase serve did not say where it listens");
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Peer { child, port }
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

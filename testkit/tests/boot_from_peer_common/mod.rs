@@ -8,11 +8,11 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use testkit::fixtures::{self, build_dir, need, phase_bin};
-use testkit::netns::{self, Daemon, Lan};
+use testkit::fixtures::{self, build_dir, need};
+use testkit::netns::{Daemon, Lan};
 
 /// UEFI boot, a 10 s DHCP wait on a LAN without DHCP, the fetch, kexec and
 /// stage 2, under TCG on a loaded 2-core host.
@@ -172,39 +172,26 @@ pub fn tampered_copy(repo: &Path, out: &Path) -> PathBuf {
 pub fn serve(lan: &Lan, i: usize, repo: &Path, work: &Path) -> (Daemon, String) {
     let cache = work.join(format!("serve-cache-{i}"));
     std::fs::create_dir_all(&cache).expect("mkdir cache");
-    let out_path = work.join(format!("serve-{i}.out"));
-    let out = std::fs::File::create(&out_path).expect("serve log");
-    let err = out.try_clone().expect("dup");
-    let mut cmd = netns::command(lan.node(i), phase_bin());
-    cmd.arg("serve")
-        .arg("--cache")
-        .arg(&cache)
-        .arg("--repo")
-        .arg(repo)
-        .args(["--listen", &format!("[::]:{PORT}"), "--mdns"])
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    let mut d = netns::spawn(&mut cmd).unwrap_or_else(|e| panic!("{e}"));
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-        if text.contains("listening on") {
-            let id = text
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("id="))
-                .unwrap_or_else(|| panic!("no id= in phase serve's output: {text}"))
-                .to_owned();
-            return (d, id);
-        }
-        if let Some(st) = d.exited() {
-            panic!("phase serve in node {i} exited ({st}): {text}");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "phase serve in node {i} did not start within 10 s: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (d, lines) = fixtures::serve_phase(
+        Some(lan.node(i)),
+        [
+            OsStr::new("--cache"),
+            cache.as_os_str(),
+            OsStr::new("--repo"),
+            repo.as_os_str(),
+            OsStr::new("--listen"),
+            OsStr::new(&format!("[::]:{PORT}")),
+            OsStr::new("--mdns"),
+        ],
+        &["phase serve: mDNS ", "phase serve: listening on"],
+        10,
+    );
+    let id = lines[0]
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("id="))
+        .unwrap_or_else(|| panic!("no id= in phase serve's mDNS line: {}", lines[0]))
+        .to_owned();
+    (d, id)
 }
 
 /// The host name stage 1 gives a peer announcing `id` (see

@@ -137,35 +137,8 @@ impl Published {
 /// 198.18.0.100-150 on 198.18.0.0/24): the guests' only helper.
 pub fn lan_with_dhcp(dir: &Path) -> (Lan, Daemon) {
     let lan = Lan::new(1, true).unwrap_or_else(|e| panic!("{e}"));
-    let dhcpd = dhcpd_in(lan.node(0), dir);
+    let dhcpd = fixtures::dhcpd_in(lan.node(0), dir);
     (lan, dhcpd)
-}
-
-/// busybox udhcpd on `eth0` of namespace `ns` (leases 198.18.0.100-150 on
-/// 198.18.0.0/24, no router: the guests reach the LAN and nothing else);
-/// its files in `dir`.
-pub fn dhcpd_in(ns: &str, dir: &Path) -> Daemon {
-    need(Path::new("/bin/busybox"), "apt-get install busybox-static");
-    let conf = dir.join("udhcpd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "start 198.18.0.100\nend 198.18.0.150\ninterface eth0\n\
-             lease_file {d}/leases\npidfile {d}/udhcpd.pid\n\
-             option subnet 255.255.255.0\noption lease 3600\n",
-            d = dir.display()
-        ),
-    )
-    .expect("write udhcpd.conf");
-    std::fs::write(dir.join("leases"), b"").expect("leases file");
-    netns::spawn(
-        netns::command(ns, "/bin/busybox")
-            .args(["udhcpd", "-f"])
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The IPv4 address the target's `net` service printed
