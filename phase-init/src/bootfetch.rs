@@ -14,6 +14,7 @@
 //!   object is hashed again before use, so a tampered stick is caught.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use crate::cachepart::Mounted;
 use crate::cmdline::{self, Config};
 use crate::console::console;
 use crate::handoff::Artifacts;
+use crate::onlink;
 use crate::payload::{Artifact, MetaFile, PayloadError, PeerBytes, TufVersions};
 use crate::trust::BakedRoot;
 
@@ -129,6 +131,59 @@ pub fn http_peers(config: &Config) -> Result<(Vec<Peer>, Vec<String>), BootFetch
         }
     }
     Ok((peers, skipped))
+}
+
+/// `local` mode never leaves the LAN: of the `phase.peers` URLs, keeps
+/// those whose address is on this LAN ([`onlink`]: reached without a
+/// router). Returns the kept peers, the address checked for each kept host
+/// name (the fetch connects exactly there, so a later DNS answer cannot
+/// move it off the LAN), and one console line per URL left out.
+pub fn lan_peers(
+    peers: Vec<Peer>,
+    routes: &onlink::Routes,
+    resolve: impl Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>,
+) -> (Vec<Peer>, Vec<(String, SocketAddr)>, Vec<String>) {
+    let (mut kept, mut pins, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+    for peer in peers {
+        let (Peer::Phase(u) | Peer::Mirror(u)) = &peer;
+        let host = u.host_str().unwrap_or_default().to_owned();
+        let port = u.port_or_known_default().unwrap_or(80);
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok();
+        let addrs = match literal {
+            Some(ip) => vec![SocketAddr::new(ip, port)],
+            None => match resolve(&host, port) {
+                Ok(a) => a,
+                Err(e) => {
+                    lines.push(format!(
+                        "phase.peers: {}: cannot resolve {host} ({e}); skipped",
+                        peer.label()
+                    ));
+                    continue;
+                }
+            },
+        };
+        match addrs.iter().find(|a| routes.on_link(a.ip())) {
+            Some(a) => {
+                if literal.is_none() {
+                    pins.push((host, *a));
+                }
+                kept.push(peer);
+            }
+            None => {
+                let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+                lines.push(format!(
+                    "phase.peers: {}: {} is not on this LAN (reached through a router or not at all); local mode never leaves the LAN; skipped",
+                    peer.label(),
+                    if shown.is_empty() { "no address".to_owned() } else { shown.join(", ") }
+                ));
+            }
+        }
+    }
+    (kept, pins, lines)
 }
 
 /// Why `mode` does not use a `phase.peers` multiaddr (`None`: it does).
@@ -350,6 +405,19 @@ pub fn run(
     let cas = Cas::open(&cas_dir).map_err(|e| BootFetchError::Cas(cas_dir.clone(), e))?;
 
     let (static_peers, skipped) = http_peers(config)?;
+    let (static_peers, pins) = if config.mode == cmdline::Mode::Local {
+        let system = |host: &str, port: u16| {
+            use std::net::ToSocketAddrs;
+            (host, port).to_socket_addrs().map(Iterator::collect)
+        };
+        let (kept, pins, lines) = lan_peers(static_peers, &onlink::Routes::read(), system);
+        for line in lines {
+            console().warn(&line);
+        }
+        (kept, pins)
+    } else {
+        (static_peers, Vec::new())
+    };
     // Cache first (above), then discovered peers, then `phase.peers`.
     let mut peers = places.discovered.fetcher_peers();
     peers.extend(static_peers);
@@ -377,7 +445,7 @@ pub fn run(
         }
         .map_err(|e| BootFetchError::Client(Box::new(e)))
     };
-    let mut fetcher = make_fetcher(&places.discovered.resolve())?;
+    let mut fetcher = make_fetcher(&[places.discovered.resolve(), pins.clone()].concat())?;
     let meta_dir = places
         .cache
         .as_ref()
@@ -508,7 +576,7 @@ pub fn run(
                 console().warn(&format!("dht: {problem}"));
             }
             if !lookup.new.is_empty() {
-                let mut all = places.discovered.resolve();
+                let mut all = [places.discovered.resolve(), pins.clone()].concat();
                 for f in &lookup.new {
                     all.push((f.host.clone(), f.addr));
                     found_by.insert(format!("{}/", f.url()), f.source);

@@ -22,6 +22,7 @@ pub mod loader;
 pub mod modules;
 pub mod mounts;
 pub mod net;
+pub mod onlink;
 pub mod panic;
 pub mod payload;
 pub mod power;

@@ -214,3 +214,70 @@ fn an_unsigned_channel_is_named() {
     let text = chain(&e);
     assert!(text.contains("does not sign stable/"), "{text}");
 }
+
+/// `local` mode never leaves the LAN: `phase.peers` URLs whose address is
+/// reached through a router are skipped with a line naming them; a name is
+/// kept when one of its addresses is on the LAN, and pinned to it.
+#[test]
+fn local_mode_keeps_only_peers_on_the_lan_and_pins_their_names() {
+    // A lease 192.168.1.23/24 with a router at 192.168.1.1.
+    let routes = phase_init::onlink::Routes::parse(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+         eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+         eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+        "",
+    );
+    let peers: Vec<fetcher::Peer> = [
+        "http://192.168.1.20:7070",
+        "http://198.51.100.7:7070",
+        "http://mirror.lan:8080/repo/",
+        "http://far.example/",
+        "http://nowhere.example/",
+    ]
+    .iter()
+    .map(|u| fetcher::Peer::parse(u).expect("peer URL"))
+    .collect();
+    let resolve = |host: &str, port: u16| match host {
+        "mirror.lan" => Ok(vec![
+            std::net::SocketAddr::from(([203, 0, 113, 9], port)),
+            std::net::SocketAddr::from(([192, 168, 1, 30], port)),
+        ]),
+        "far.example" => Ok(vec![std::net::SocketAddr::from(([203, 0, 113, 10], port))]),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such host",
+        )),
+    };
+    let (kept, pins, lines) = bootfetch::lan_peers(peers, &routes, resolve);
+    let kept: Vec<String> = kept.iter().map(|p| p.label()).collect();
+    assert_eq!(
+        kept,
+        ["http://192.168.1.20:7070/", "http://mirror.lan:8080/repo/"]
+    );
+    assert_eq!(
+        pins,
+        [(
+            "mirror.lan".to_owned(),
+            std::net::SocketAddr::from(([192, 168, 1, 30], 8080))
+        )]
+    );
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].contains("http://198.51.100.7:7070/: 198.51.100.7 is not on this LAN")
+            && lines[0].ends_with("local mode never leaves the LAN; skipped"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("http://far.example/: 203.0.113.10 is not on this LAN"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains(
+            "http://nowhere.example/: cannot resolve nowhere.example (no such host); skipped"
+        ),
+        "{}",
+        lines[2]
+    );
+}

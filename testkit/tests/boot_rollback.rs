@@ -39,19 +39,25 @@ fn a_peer_offering_an_older_release_after_a_reboot_is_refused() {
     fleet.disk(&repo_v2, &disk);
     let t_built = t0.elapsed();
 
-    // Boot 1: version 3 from the peer, persisted in <cache>/tuf.
+    // Boot 1: version 3 from the peer, persisted in <cache>/tuf. A second
+    // `phase.peers` URL off the LAN (no route to it) is skipped: local mode
+    // never leaves the LAN.
     {
         let peer = Peer::serve(&repo, &d.join("peer3-cache"));
         let mut vm = boot(
             &fleet,
             &fleet.initramfs,
             &disk,
-            &format!("phase.peers={PEER_URL}"),
+            &format!("phase.peers={PEER_URL},http://198.51.100.7:7070"),
             user_net(Some(peer.port)),
             "rollback-boot1",
         );
         expect(&mut vm, "cache    ok");
         expect(&mut vm, "read-write");
+        expect(
+            &mut vm,
+            "phase.peers: http://198.51.100.7:7070/: 198.51.100.7 is not on this LAN",
+        );
         expect(&mut vm, "fetch: rootfs");
         let fetched = expect(&mut vm, "fetch    ok");
         assert!(
