@@ -445,7 +445,11 @@ pub fn run(
         }
         .map_err(|e| BootFetchError::Client(Box::new(e)))
     };
-    let mut fetcher = make_fetcher(&[places.discovered.resolve(), pins.clone()].concat())?;
+    // Host names the fetch client resolves itself: the discovered peers'
+    // and the local-mode `phase.peers` pinned to their checked addresses.
+    let mut resolve = places.discovered.resolve();
+    resolve.extend(pins);
+    let mut fetcher = make_fetcher(&resolve)?;
     let meta_dir = places
         .cache
         .as_ref()
@@ -576,7 +580,7 @@ pub fn run(
                 console().warn(&format!("dht: {problem}"));
             }
             if !lookup.new.is_empty() {
-                let mut all = [places.discovered.resolve(), pins.clone()].concat();
+                let mut all = resolve.clone();
                 for f in &lookup.new {
                     all.push((f.host.clone(), f.addr));
                     found_by.insert(format!("{}/", f.url()), f.source);

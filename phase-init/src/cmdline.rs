@@ -399,10 +399,14 @@ fn partition_name(value: Option<&str>) -> Result<Option<String>, ()> {
     if v == "off" {
         return Ok(None);
     }
-    let ok = (1..=36).contains(&v.len())
+    is_name(v, 36).then(|| Some(v.to_owned())).ok_or(())
+}
+
+/// 1 to `max` bytes of ASCII letters, digits, '.', '_', '-'.
+fn is_name(v: &str, max: usize) -> bool {
+    (1..=max).contains(&v.len())
         && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    ok.then(|| Some(v.to_owned())).ok_or(())
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The longest `phase.grace` accepted: a stick offline for more than a
@@ -493,12 +497,7 @@ fn boolean(value: Option<&str>) -> Result<bool, ()> {
 /// so it is kept to a conservative alphabet.
 fn channel(value: Option<&str>) -> Result<String, ()> {
     let v = value.ok_or(())?;
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && !v.starts_with('.')
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if is_name(v, 64) && !v.starts_with('.') {
         Ok(v.to_owned())
     } else {
         Err(())
