@@ -222,21 +222,16 @@ fn fetch_over_a_private_tor_network() {
     // (a) embedded arti. A network this young may still lack a usable
     // exit in the consensus a client gets: bounded retries.
     let t0 = Instant::now();
-    let arti_args = vec![
-        "fetch".to_string(),
-        "--tor".into(),
-        "--tor-network".into(),
-        s(&netfile),
-        "--tor-timeout".into(),
-        "150".into(),
-        "--root".into(),
-        root.clone(),
-        "--peer".into(),
-        peer_url.clone(),
-        "--cache".into(),
-        s(&t.join("c-arti")),
-        "--json".into(),
-    ];
+    // `phase fetch --tor` through the test network from `peer` into the
+    // cache `t/<cache>`, then `more`.
+    let tor_fetch = |peer: &str, cache: &str, more: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["fetch", "--tor", "--tor-network"].map(String::from).into();
+        a.extend([s(&netfile), "--root".into(), root.clone(), "--peer".into()]);
+        a.extend([peer.to_owned(), "--cache".into(), s(&t.join(cache))]);
+        a.extend(more.iter().map(|m| m.to_string()));
+        a
+    };
+    let arti_args = tor_fetch(&peer_url, "c-arti", &["--tor-timeout", "150", "--json"]);
     let mut attempt = 0;
     let (out, err) = loop {
         attempt += 1;
@@ -280,19 +275,7 @@ fn fetch_over_a_private_tor_network() {
     let (ok, _, err) = phase_in(
         &client,
         120,
-        &[
-            "fetch".into(),
-            "--tor".into(),
-            "--tor-network".into(),
-            s(&netfile),
-            "--root".into(),
-            root.clone(),
-            "--peer".into(),
-            format!("http://{peer_ip}:7071"),
-            "--cache".into(),
-            s(&t.join("c-fail")),
-            "--quiet".into(),
-        ],
+        &tor_fetch(&format!("http://{peer_ip}:7071"), "c-fail", &["--quiet"]),
     );
     assert!(!ok, "a fetch from a closed port succeeded");
     assert!(err.contains("through Tor"), "{err}");
@@ -360,19 +343,7 @@ fn fetch_over_a_private_tor_network() {
         let (ok, out, err) = phase_in(
             &client,
             150,
-            &[
-                "fetch".into(),
-                "--tor".into(),
-                "--tor-network".into(),
-                s(&netfile),
-                "--root".into(),
-                root.clone(),
-                "--peer".into(),
-                onion.clone(),
-                "--cache".into(),
-                s(&t.join(format!("c-onion-{attempt}"))),
-                "--json".into(),
-            ],
+            &tor_fetch(&onion, &format!("c-onion-{attempt}"), &["--json"]),
         );
         if ok {
             break out;
