@@ -1,5 +1,6 @@
-//! Ed25519 keys in TUF form: key ids, threshold signature counting, and the
-//! signing key used by the publishing side (PKCS#8 PEM on disk).
+//! Key ids, threshold signature counting over every supported key type
+//! ([`crate::keys`]), and the Ed25519 signing key used by the publishing
+//! side (PKCS#8 PEM on disk).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,9 +10,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::cjson::to_canonical;
+use crate::keys::{KeyError as PublicKeyError, SignatureError, VerifyingKey};
 use crate::metadata::{Key, KeyVal, Signature};
 
-/// The only key type and scheme this implementation verifies and writes.
+/// The key type and scheme of the keys this module signs with.
 pub const ED25519: &str = "ed25519";
 
 /// Key id of a key: hex SHA-256 of the key's canonical JSON (TUF spec).
@@ -20,13 +22,38 @@ pub fn key_id(key: &Key) -> Result<String, crate::cjson::CanonicalError> {
 }
 
 /// The verifying key of an Ed25519 TUF key, or `None` for any other type or
-/// malformed material (such keys never count towards a threshold).
+/// malformed material. [`crate::keys::VerifyingKey`] handles every type.
 pub fn ed25519_public(key: &Key) -> Option<ed25519_dalek::VerifyingKey> {
     if key.keytype != ED25519 || key.scheme != ED25519 {
         return None;
     }
     let bytes: [u8; 32] = hex::decode(&key.keyval.public).ok()?.try_into().ok()?;
     ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
+}
+
+/// Why one signature did not count toward a threshold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The role lists the key id but no key with that id is listed.
+    #[error("no key is listed for this key id")]
+    NoKey,
+    /// The key cannot verify (unsupported type, malformed PEM, wrong curve,
+    /// RSA key too short...).
+    #[error(transparent)]
+    Key(#[from] PublicKeyError),
+    /// The signature is malformed or does not verify.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+}
+
+/// One signature by a key of the role that did not count, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key {keyid}: {problem}")]
+pub struct SigProblem {
+    /// Key id the signature names.
+    pub keyid: String,
+    /// What is wrong.
+    pub problem: Problem,
 }
 
 /// Outcome of counting signatures for one role.
@@ -36,11 +63,17 @@ pub struct Count {
     pub valid: u64,
     /// Threshold required.
     pub threshold: u64,
+    /// Signatures by keys of the role that did not count, in array order.
+    pub problems: Vec<SigProblem>,
 }
 
 /// Count valid signatures over `message` from distinct keys of a role. A key
-/// counts once however many key ids or signatures name it; signatures by
-/// unknown key ids, unsupported keys or with bad bytes count zero.
+/// counts once however many key ids name it (its identity is the key
+/// material, see [`VerifyingKey::identity`]). Signatures by key ids outside
+/// `keyids` are ignored; signatures by keys of the role that cannot count
+/// (no such key, unsupported or malformed key, bad signature) are returned
+/// in `problems`. Duplicate key ids in `signatures` are refused earlier, when
+/// the envelope is parsed.
 pub fn count_signatures(
     message: &[u8],
     signatures: &[Signature],
@@ -48,34 +81,44 @@ pub fn count_signatures(
     keyids: &[String],
     threshold: u64,
 ) -> Count {
-    let mut counted: BTreeSet<[u8; 32]> = BTreeSet::new();
+    let mut counted: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut problems = Vec::new();
+    let mut problem = |keyid: &str, problem: Problem| {
+        problems.push(SigProblem {
+            keyid: keyid.to_string(),
+            problem,
+        })
+    };
     for sig in signatures {
         if !keyids.iter().any(|k| k == &sig.keyid) {
             continue;
         }
         let Some(key) = keys.get(&sig.keyid) else {
+            problem(&sig.keyid, Problem::NoKey);
             continue;
         };
-        let Some(public) = ed25519_public(key) else {
-            continue;
+        let public = match VerifyingKey::from_key(key) {
+            Ok(p) => p,
+            Err(e) => {
+                problem(&sig.keyid, Problem::Key(e));
+                continue;
+            }
         };
-        if counted.contains(public.as_bytes()) {
+        let identity = public.identity();
+        if counted.contains(&identity) {
             continue;
         }
-        let Ok(sig_bytes) = hex::decode(&sig.sig) else {
-            continue;
-        };
-        let Ok(sig_bytes) = <[u8; 64]>::try_from(sig_bytes.as_slice()) else {
-            continue;
-        };
-        let signature = ed25519_dalek::Signature::from_bytes(&sig_bytes);
-        if public.verify_strict(message, &signature).is_ok() {
-            counted.insert(*public.as_bytes());
+        match public.verify(message, &sig.sig) {
+            Ok(()) => {
+                counted.insert(identity);
+            }
+            Err(e) => problem(&sig.keyid, Problem::Signature(e)),
         }
     }
     Count {
         valid: counted.len() as u64,
         threshold,
+        problems,
     }
 }
 

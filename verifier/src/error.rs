@@ -62,6 +62,10 @@ pub enum Error {
     },
 }
 
+fn problems_label(problems: &[crate::crypto::SigProblem]) -> String {
+    problems.iter().map(|p| format!("; {p}")).collect()
+}
+
 fn version_label(v: Option<u64>) -> String {
     match v {
         Some(v) => format!("v{v}"),
@@ -116,8 +120,10 @@ pub enum Rule {
     /// The signed object cannot be put in canonical form (e.g. floats).
     #[error("signed object has no canonical JSON form")]
     Canonical(#[source] crate::cjson::CanonicalError),
-    /// Not enough valid signatures from distinct keys.
-    #[error("signature threshold not met: {valid} of {threshold} required distinct {signer} keys signed")]
+    /// Not enough valid signatures from distinct keys. The display names
+    /// every signature by a key of the role that did not count, with its key
+    /// id and what is wrong with the key or the signature.
+    #[error("signature threshold not met: {valid} of {threshold} required distinct {signer} keys signed{}", problems_label(problems))]
     Threshold {
         /// Whose keys: e.g. `trusted root v1 root`, `new root v2 root`, `targets -> role`.
         signer: String,
@@ -125,6 +131,15 @@ pub enum Rule {
         valid: u64,
         /// Required.
         threshold: u64,
+        /// Signatures by keys of the role that did not count, and why.
+        problems: Vec<crate::crypto::SigProblem>,
+    },
+    /// The `signatures` array names one key id twice (the specification
+    /// says the key id MUST be unique there, even if the threshold is met).
+    #[error("signatures list key id {keyid} more than once")]
+    DuplicateSignature {
+        /// The repeated key id.
+        keyid: String,
     },
     /// A new root must be exactly one version above the trusted one.
     #[error(

@@ -36,6 +36,7 @@ pub mod crypto;
 pub mod digest;
 pub mod error;
 mod fnmatch;
+pub mod keys;
 pub mod metadata;
 pub mod publish;
 pub mod store;

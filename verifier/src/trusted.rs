@@ -57,6 +57,14 @@ pub fn parse<T: Metadata>(role: &str, bytes: &[u8]) -> Result<Parsed<T>, Error> 
     })?;
     let version = envelope.signed.get("version").and_then(Value::as_u64);
     let r = |rule| reject(role, version, rule);
+    let mut seen = std::collections::BTreeSet::new();
+    for sig in &envelope.signatures {
+        if !seen.insert(sig.keyid.as_str()) {
+            return Err(r(Rule::DuplicateSignature {
+                keyid: sig.keyid.clone(),
+            }));
+        }
+    }
     let canonical =
         crate::cjson::to_canonical(&envelope.signed).map_err(|e| r(Rule::Canonical(e)))?;
     if let Some(found) = envelope.signed.get("_type").and_then(Value::as_str) {
@@ -119,8 +127,12 @@ fn verify_signatures<T: Metadata>(
                 signer: signer(),
                 valid: count.valid,
                 threshold,
+                problems: count.problems,
             },
         ));
+    }
+    for p in &count.problems {
+        tracing::warn!(role, keyid = %p.keyid, problem = %p.problem, "signature did not count; threshold met without it");
     }
     Ok(())
 }

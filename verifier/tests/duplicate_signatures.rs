@@ -1,9 +1,10 @@
-//! Signatures count once per distinct key: a duplicated signature, or the
-//! same key listed under two key ids, never meets a threshold of 2.
+//! Signatures count once per distinct key: a key id listed twice in
+//! `signatures` is refused outright (even when the threshold is met), and the
+//! same key listed under two key ids never meets a threshold of 2.
 mod support;
 use support::*;
 use verifier::metadata::{Envelope, Signature};
-use verifier::{Error, Rule};
+use verifier::{Error, Rule, Storage};
 
 fn duplicate_sigs(bytes: &[u8], extra: Vec<Signature>) -> Vec<u8> {
     let mut env: Envelope = serde_json::from_slice(bytes).unwrap();
@@ -12,7 +13,7 @@ fn duplicate_sigs(bytes: &[u8], extra: Vec<Signature>) -> Vec<u8> {
 }
 
 #[test]
-fn same_signature_twice_counts_once() {
+fn same_signature_twice_is_refused() {
     let mut repo = Repo::new();
     let k2 = key("timestamp-second");
     repo.root.keys.insert(k2.key_id(), k2.public_key());
@@ -27,10 +28,47 @@ fn same_signature_twice_counts_once() {
     repo.serve("timestamp.json", dup);
     let e = repo.updater(&store).refresh().unwrap_err();
     assert!(
-        matches!(&e, Error::Rejected { role, rule: Rule::Threshold { valid: 1, threshold: 2, .. }, .. } if role == "timestamp"),
+        matches!(&e, Error::Rejected { role, rule: Rule::DuplicateSignature { keyid }, .. } if role == "timestamp" && *keyid == env.signatures[0].keyid),
         "{}",
         chain(&e)
     );
+}
+
+#[test]
+fn duplicate_key_id_refused_even_when_threshold_is_met() {
+    let mut repo = Repo::new();
+    let store = client(&repo);
+    let before = store.load("snapshot.json").unwrap();
+    repo.snapshot.version += 1;
+    let snap = repo.write_snapshot();
+    let env: Envelope = serde_json::from_slice(&snap).unwrap();
+    let dup = duplicate_sigs(&snap, env.signatures.clone());
+    repo.serve("2.snapshot.json", dup.clone());
+    repo.timestamp
+        .meta
+        .get_mut("snapshot.json")
+        .unwrap()
+        .version = 2;
+    repo.timestamp.meta.get_mut("snapshot.json").unwrap().length = Some(dup.len() as u64);
+    repo.timestamp.meta.get_mut("snapshot.json").unwrap().hashes =
+        Some([("sha256".to_string(), verifier::digest::sha256_hex(&dup))].into());
+    repo.timestamp.version += 1;
+    repo.write_timestamp();
+    let e = repo.updater(&store).refresh().unwrap_err();
+    let line = chain(&e);
+    assert!(
+        matches!(&e, Error::Rejected { role, rule: Rule::DuplicateSignature { .. }, .. } if role == "snapshot"),
+        "{line}"
+    );
+    assert!(line.contains(&env.signatures[0].keyid), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+    // The trusted snapshot is unchanged...
+    assert_eq!(store.load("snapshot.json").unwrap(), before);
+    // ...and the next honest snapshot is accepted.
+    repo.commit();
+    let mut up = repo.updater(&store);
+    up.refresh().unwrap();
+    assert_eq!(up.trusted().unwrap().snapshot().unwrap().version, 3);
 }
 
 #[test]
