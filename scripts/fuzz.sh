@@ -46,14 +46,17 @@ build() {
 }
 
 # Seeds made at run time, into $out/seeds/<target>: the fixture repository of
-# tuf_verify (written by the target itself), and the conformance suite's
-# static metadata for the metadata parsers.
+# tuf_verify and the fixture key of keys_signatures (written by the targets
+# themselves), and the conformance suite's static metadata for the metadata
+# parsers.
 seed() {
   local s=$out/seeds
   rm -rf "$s"
   mkdir -p "$s"/{tuf_verify,tuf_metadata,canonical_json}
   PHASE_FUZZ_WRITE_SEEDS=$s/tuf_verify "$bin_dir/tuf_verify" -runs=0 "$s/tuf_verify" \
     >"$out/logs/seed.log" 2>&1 || { cat "$out/logs/seed.log"; exit 1; }
+  PHASE_FUZZ_WRITE_SEEDS=$s/keys_signatures "$bin_dir/keys_signatures" -runs=0 "$s/keys_signatures" \
+    >>"$out/logs/seed.log" 2>&1 || { cat "$out/logs/seed.log"; exit 1; }
   for f in "$s"/tuf_verify/fixture-*; do
     tail -c +2 "$f" >"$s/tuf_metadata/${f##*/}"
   done

@@ -7,6 +7,7 @@ pub mod canonical_json;
 pub mod chunks_json;
 pub mod cmdline;
 pub mod http_range;
+pub mod keys_signatures;
 pub mod mdns_txt;
 pub mod path_pattern;
 pub mod services_toml;
