@@ -41,6 +41,7 @@ use tokio::task::JoinSet;
 use crate::cas::{Cas, CasError, PartialObject};
 use crate::digest::Sha256Digest;
 use crate::object::{ObjectSpec, SpecError};
+use crate::wire::ChunkMap;
 
 /// Where one peer serves the object.
 #[derive(Debug, Clone)]
@@ -1063,29 +1064,6 @@ impl WholeState {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct ChunksAnswer {
-    #[serde(default)]
-    complete: bool,
-    #[serde(default)]
-    chunk_size: u64,
-    #[serde(default)]
-    verified: Vec<u64>,
-}
-
-/// What a peer's chunk map says.
-#[derive(Debug)]
-enum ChunkMap {
-    /// The whole object.
-    All,
-    /// A download in progress: these chunks.
-    Partial(Vec<bool>),
-    /// Neither (HTTP 404).
-    Absent,
-    /// No usable answer (no map URL, network error, bad body).
-    Unknown,
-}
-
 /// Asks peer `p` which chunks it holds, waiting at most `timeout`.
 async fn query_chunks(sh: &Shared, p: usize, timeout: Duration) -> ChunkMap {
     let Some(url) = sh.sched().peers[p].source.chunks_url.clone() else {
@@ -1106,21 +1084,7 @@ async fn query_chunks(sh: &Shared, p: usize, timeout: Duration) -> ChunkMap {
         Ok(Ok(b)) if b.len() <= 1 << 20 => b,
         _ => return ChunkMap::Unknown,
     };
-    let Ok(ans) = serde_json::from_slice::<ChunksAnswer>(&body) else {
-        return ChunkMap::Unknown;
-    };
-    if ans.complete {
-        return ChunkMap::All;
-    }
-    let mut has = vec![false; n];
-    if ans.chunk_size == sh.spec.chunks.size {
-        for i in ans.verified {
-            if let Some(h) = usize::try_from(i).ok().and_then(|i| has.get_mut(i)) {
-                *h = true;
-            }
-        }
-    }
-    ChunkMap::Partial(has)
+    crate::wire::parse_chunk_map(&body, n, sh.spec.chunks.size)
 }
 
 /// Re-reads the chunk maps of the live peers that hold part of the object

@@ -8,7 +8,9 @@
 //!   node);
 //! * [`tor`]: the route of the HTTP client (direct, SOCKS5, embedded Tor);
 //! * [`peer`] and [`transport`]: peer URLs, and the TUF client's transport
-//!   over them (implements `verifier::Transport`).
+//!   over them (implements `verifier::Transport`);
+//! * [`wire`]: the pure parsers of what a peer or a client sends (`/chunks`
+//!   answers, `Range` headers), fuzzed on their own (`fuzz/`).
 //!
 //! What it does not own: TUF (the `verifier` crate decides which digests are
 //! trusted; this crate only takes a `(sha256, length, chunks)` triple), peer
@@ -23,6 +25,7 @@ pub mod peer;
 pub mod server;
 pub mod tor;
 pub mod transport;
+pub mod wire;
 
 pub use cas::{Cas, CasError, GcReport};
 pub use digest::Sha256Digest;

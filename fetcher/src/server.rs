@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::cas::Cas;
 use crate::digest::Sha256Digest;
+use crate::wire::RangeReq;
 
 type Body = BoxBody<Bytes, io::Error>;
 
@@ -531,61 +532,12 @@ fn range_not_satisfiable(len: u64) -> Response<Body> {
     r
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum RangeReq {
-    Single(u64, u64),
-    Unsatisfiable,
-    Multiple,
-    Invalid,
-}
-
-/// Parses one `bytes=` range against a length (inclusive end).
+/// Parses one `bytes=` range against a length (inclusive end); see
+/// [`crate::wire::parse_range`].
 fn parse_range(v: &HeaderValue, len: u64) -> RangeReq {
-    let Ok(s) = v.to_str() else {
-        return RangeReq::Invalid;
-    };
-    let Some(spec) = s.trim().strip_prefix("bytes=") else {
-        return RangeReq::Invalid;
-    };
-    if spec.contains(',') {
-        return RangeReq::Multiple;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeReq::Invalid;
-    };
-    let num = |x: &str| -> Option<u64> {
-        (!x.is_empty() && x.len() <= 19 && x.bytes().all(|c| c.is_ascii_digit()))
-            .then(|| x.parse().ok())
-            .flatten()
-    };
-    match (a.is_empty(), b.is_empty()) {
-        (true, true) => RangeReq::Invalid,
-        (true, false) => match num(b) {
-            None => RangeReq::Invalid,
-            Some(0) => RangeReq::Unsatisfiable,
-            Some(_) if len == 0 => RangeReq::Unsatisfiable,
-            Some(n) => RangeReq::Single(len.saturating_sub(n), len - 1),
-        },
-        (false, _) => {
-            let Some(start) = num(a) else {
-                return RangeReq::Invalid;
-            };
-            let end = if b.is_empty() {
-                u64::MAX
-            } else {
-                match num(b) {
-                    Some(e) => e,
-                    None => return RangeReq::Invalid,
-                }
-            };
-            if end < start {
-                return RangeReq::Invalid;
-            }
-            if start >= len {
-                return RangeReq::Unsatisfiable;
-            }
-            RangeReq::Single(start, end.min(len - 1))
-        }
+    match v.to_str() {
+        Ok(s) => crate::wire::parse_range(s, len),
+        Err(_) => RangeReq::Invalid,
     }
 }
 

@@ -7,6 +7,9 @@
 //! cannot brick a boot. Parameters outside the `phase.` namespace belong to the
 //! kernel and are ignored. When a parameter appears twice the last valid
 //! occurrence wins, as for kernel parameters; `phase.peers` accumulates.
+//!
+//! Also compiled on its own by the fuzz targets (`fuzz/`, docs/fuzzing.md):
+//! it uses `std` only, and no `crate::` item.
 
 use std::fmt;
 
@@ -249,7 +252,8 @@ impl fmt::Display for Warning {
         match self {
             Warning::Unknown { name } => write!(
                 f,
-                "{name}: unknown parameter, ignored (known: {})",
+                "{}: unknown parameter, ignored (known: {})",
+                Shown(name),
                 known_names()
             ),
             Warning::Malformed {
@@ -257,7 +261,11 @@ impl fmt::Display for Warning {
                 value: Some(value),
                 expected,
                 using,
-            } => write!(f, "{name}={value}: expected {expected}; using {using}"),
+            } => write!(
+                f,
+                "{name}={}: expected {expected}; using {using}",
+                Shown(value)
+            ),
             Warning::Malformed {
                 name,
                 value: None,
@@ -269,6 +277,24 @@ impl fmt::Display for Warning {
                 "phase.peers: {entry:?} is neither an http(s):// URL nor a /multiaddr; skipped"
             ),
         }
+    }
+}
+
+/// Text from the command line as a warning shows it: control characters
+/// (a quoted word may hold a newline or an escape sequence) are escaped, so a
+/// warning stays one line and cannot drive the console.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -419,13 +445,19 @@ fn grace(value: Option<&str>) -> Result<Option<std::time::Duration>, ()> {
     if v == "0" || v == "off" {
         return Ok(None);
     }
-    let (num, unit) = v.split_at(v.len().checked_sub(1).ok_or(())?);
+    // The unit is the last character, not the last byte: `1é` must be a
+    // malformed value, not a split inside a UTF-8 sequence.
+    let unit = v.chars().next_back().ok_or(())?;
+    let num = &v[..v.len() - unit.len_utf8()];
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
     let n: u64 = num.parse().map_err(|_| ())?;
     let secs = match unit {
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        "d" => n.checked_mul(86400),
+        's' => Some(n),
+        'm' => n.checked_mul(60),
+        'h' => n.checked_mul(3600),
+        'd' => n.checked_mul(86400),
         _ => None,
     }
     .ok_or(())?;
@@ -536,26 +568,30 @@ fn parse_peer(entry: &str) -> Option<Peer> {
 }
 
 /// Splits a kernel command line into words the way the kernel does: on
-/// whitespace, except inside double quotes, which are removed.
-pub fn words(cmdline: &str) -> Vec<String> {
+/// ASCII whitespace, except inside double quotes, which are removed. Works on
+/// bytes: `/proc/cmdline` is whatever the boot loader passed, not
+/// necessarily UTF-8.
+pub fn words(cmdline: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    let mut cur = String::new();
+    let mut cur = Vec::new();
     let mut quoted = false;
     let mut in_word = false;
-    for ch in cmdline.chars() {
-        match ch {
-            '"' => {
+    for &b in cmdline {
+        match b {
+            b'"' => {
                 quoted = !quoted;
                 in_word = true;
             }
-            c if c.is_whitespace() && !quoted => {
+            // The kernel's separators; a NUL ends nothing here (the kernel
+            // never puts one in /proc/cmdline) and stays in the word.
+            b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c' if !quoted => {
                 if in_word {
                     out.push(std::mem::take(&mut cur));
                     in_word = false;
                 }
             }
-            c => {
-                cur.push(c);
+            b => {
+                cur.push(b);
                 in_word = true;
             }
         }
@@ -566,18 +602,29 @@ pub fn words(cmdline: &str) -> Vec<String> {
     out
 }
 
-/// Parses a whole kernel command line (the contents of `/proc/cmdline`).
+/// Parses a whole kernel command line given as text.
 pub fn parse(cmdline: &str) -> Parsed {
+    parse_bytes(cmdline.as_bytes())
+}
+
+/// Parses a whole kernel command line: the bytes of `/proc/cmdline`.
+///
+/// Total: any bytes give a configuration and warnings, never a panic. A
+/// `phase.*` word that is not UTF-8 is never applied: it gets a warning that
+/// shows it with U+FFFD in place of the bad bytes, and the value in effect
+/// stays. Other words are the kernel's and are not looked at.
+pub fn parse_bytes(cmdline: &[u8]) -> Parsed {
     let mut config = Config::default();
     let mut warnings = Vec::new();
-    for word in words(cmdline) {
-        let (name, value) = match word.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (word.as_str(), None),
-        };
-        if !name.starts_with("phase.") {
+    for raw in words(cmdline) {
+        if !raw.starts_with(b"phase.") {
             continue;
         }
+        let word = String::from_utf8_lossy(&raw);
+        let (name, value) = match word.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (word.as_ref(), None),
+        };
         let Some(param) = PARAMS.iter().find(|p| p.name == name) else {
             warnings.push(Warning::Unknown {
                 name: name.to_owned(),
@@ -585,7 +632,9 @@ pub fn parse(cmdline: &str) -> Parsed {
             continue;
         };
         let before = config.clone();
-        if (param.apply)(&mut config, value, &mut warnings).is_err() {
+        // Lossy text is shown, never used: U+FFFD stands for bytes we did not get.
+        let utf8 = matches!(word, std::borrow::Cow::Borrowed(_));
+        if !utf8 || (param.apply)(&mut config, value, &mut warnings).is_err() {
             config = before;
             warnings.push(Warning::Malformed {
                 name: param.name,
@@ -735,12 +784,16 @@ mod tests {
 
     #[test]
     fn quotes_group_words_like_the_kernel() {
-        assert_eq!(
-            words("a \"b c\" d=\"e f\"  g"),
-            vec!["a", "b c", "d=e f", "g"]
-        );
-        assert_eq!(words("  "), Vec::<String>::new());
-        assert_eq!(words("\"\""), vec![""]);
+        let w = |s: &str| -> Vec<String> {
+            words(s.as_bytes())
+                .into_iter()
+                .map(|w| String::from_utf8(w).expect("ASCII in, ASCII out"))
+                .collect()
+        };
+        assert_eq!(w("a \"b c\" d=\"e f\"  g"), vec!["a", "b c", "d=e f", "g"]);
+        assert_eq!(w("  "), Vec::<String>::new());
+        assert_eq!(w("\"\""), vec![""]);
+        assert_eq!(w("a\tb\nc\r\x0bd\x0ce"), vec!["a", "b", "c", "d", "e"]);
     }
 
     #[test]

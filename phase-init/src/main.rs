@@ -513,9 +513,11 @@ fn early_mounts() -> ((), Status) {
 }
 
 fn read_cmdline() -> (Config, Status) {
-    match std::fs::read_to_string("/proc/cmdline") {
-        Ok(text) => {
-            let parsed = cmdline::parse(&text);
+    // Bytes, not text: a boot loader may pass anything, and one non-UTF-8
+    // byte must cost only the word it is in (cmdline::parse_bytes).
+    match std::fs::read("/proc/cmdline") {
+        Ok(bytes) => {
+            let parsed = cmdline::parse_bytes(&bytes);
             let problems = parsed.warnings.iter().map(ToString::to_string).collect();
             let detail = parsed.config.summary();
             (parsed.config, Status::with_problems(detail, problems))

@@ -25,6 +25,10 @@
 //! writer); the image crate's `Archive` keeps whole files in memory, which
 //! is right for a 10 MB initramfs and wrong for a rootfs, so this module
 //! streams with the same crate instead.
+//!
+//! Also compiled on its own by the fuzz targets (`fuzz/`, docs/fuzzing.md):
+//! it uses only `std`, `serde`, `serde_json`, `sha2`, `cpio` and `thiserror`,
+//! and no `crate::` item but `crate::private`.
 
 use std::fs::File;
 use std::io::{self, Read, Write};

@@ -19,6 +19,9 @@
 //!   seeded stick needs no fetch at all.
 //!
 //! docs/threat-model.md says what this hides, from whom, and what it does not.
+//!
+//! Also compiled on its own by the fuzz targets (`fuzz/`, docs/fuzzing.md):
+//! it uses only `std`, `serde` and `hex`, and no `crate::` item.
 
 use std::fmt;
 use std::path::Path;

@@ -23,6 +23,9 @@
 //! fields, a relative command, a dependency on a service that does not
 //! exist, dependency cycles. Each error is one line naming the service and
 //! the field.
+//!
+//! Also compiled on its own by the fuzz targets (`fuzz/`, docs/fuzzing.md):
+//! it uses only `std`, `serde`, `toml` and `thiserror`, and no `crate::` item.
 
 use std::collections::BTreeMap;
 use std::path::Path;
