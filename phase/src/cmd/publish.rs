@@ -10,15 +10,20 @@ use verifier::publish::{Publisher, TargetSpec};
 use verifier::Kind;
 
 use super::common::{check_component, duration_arg, print_json};
+use super::signer::SignerArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Repository directory (metadata/ and targets/ are created inside).
     #[arg(long)]
     pub repo: PathBuf,
-    /// Key directory written by `phase keygen`.
+    /// Key directory written by `phase keygen` (its newest root, its
+    /// private keys, and a staged root that is made current first if it
+    /// has its signatures).
     #[arg(long)]
     pub keys: PathBuf,
+    #[command(flatten)]
+    pub signer: SignerArgs,
     /// Channel name, e.g. stable.
     #[arg(long, default_value = "stable")]
     pub channel: String,
@@ -122,7 +127,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             auto_chunk_size(largest)
         }
     };
-    let mut publisher = Publisher::open(&args.repo, &args.keys)
+    let external = args.signer.load()?;
+    let mut publisher = Publisher::open_with(&args.repo, &args.keys, external)
         .with_context(|| format!("opening repository {} failed", args.repo.display()))?
         .chunk_size(chunk_size);
     let version = args
