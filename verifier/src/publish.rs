@@ -1344,23 +1344,54 @@ impl Publisher {
     }
 
     /// Sign and write new targets, snapshot and timestamp metadata.
-    pub fn commit(mut self, expires: Duration) -> Result<PublishReport, PublishError> {
+    pub fn commit(self, expires: Duration) -> Result<PublishReport, PublishError> {
+        self.commit_inner(expires, true)
+    }
+
+    /// Re-sign only snapshot and timestamp (new versions and expiry; the
+    /// targets metadata stays as it is). This is what the online keys of an
+    /// offline-root setup do on a schedule: no root or targets key is
+    /// needed.
+    pub fn refresh(self, expires: Duration) -> Result<PublishReport, PublishError> {
+        if !self.added.is_empty() {
+            return Err(PublishError::Invalid(
+                "a refresh re-signs snapshot and timestamp only; publish targets without it".into(),
+            ));
+        }
+        if self.timestamp.is_none() || self.snapshot.is_none() {
+            return Err(PublishError::Invalid(format!(
+                "{} has no timestamp and snapshot yet to refresh; publish first",
+                self.repo.display()
+            )));
+        }
+        self.commit_inner(expires, false)
+    }
+
+    fn commit_inner(
+        mut self,
+        expires: Duration,
+        with_targets: bool,
+    ) -> Result<PublishReport, PublishError> {
         let root = self.keys.root.clone();
         let consistent = root.consistent_snapshot;
         let until = crate::metadata::Expires(Utc::now() + expires);
         let meta_dir = self.repo.join("metadata");
 
-        self.targets.version += 1;
-        self.targets.expires = until;
-        let tbytes = sign_metadata_with(
-            TARGETS,
-            &self.targets,
-            &self.keys.signers_for(&root, TARGETS)?,
-        )?;
         let tname = if consistent {
-            format!("{}.targets.json", self.targets.version)
+            format!("{}.targets.json", self.targets.version + 1)
         } else {
             "targets.json".into()
+        };
+        let tbytes = if with_targets {
+            self.targets.version += 1;
+            self.targets.expires = until;
+            Some(sign_metadata_with(
+                TARGETS,
+                &self.targets,
+                &self.keys.signers_for(&root, TARGETS)?,
+            )?)
+        } else {
+            None
         };
 
         let mut snap = self.snapshot.take().unwrap_or(Snapshot {
@@ -1373,10 +1404,12 @@ impl Publisher {
         snap.version += 1;
         snap.expires = until;
         snap.spec_version = SPEC_VERSION.into();
-        snap.meta.insert(
-            "targets.json".into(),
-            meta_file(self.targets.version, &tbytes),
-        );
+        if let Some(tbytes) = &tbytes {
+            snap.meta.insert(
+                "targets.json".into(),
+                meta_file(self.targets.version, tbytes),
+            );
+        }
         let sbytes = sign_metadata_with(SNAPSHOT, &snap, &self.keys.signers_for(&root, SNAPSHOT)?)?;
         let sname = if consistent {
             format!("{}.snapshot.json", snap.version)
@@ -1403,7 +1436,9 @@ impl Publisher {
             sign_metadata_with(TIMESTAMP, &ts, &self.keys.signers_for(&root, TIMESTAMP)?)?;
         // Everything is signed (and each signature checked) before anything
         // is written: a failing signer leaves the repository as it was.
-        write_atomic(&meta_dir.join(&tname), &tbytes, 0o644)?;
+        if let Some(tbytes) = &tbytes {
+            write_atomic(&meta_dir.join(&tname), tbytes, 0o644)?;
+        }
         write_atomic(&meta_dir.join(&sname), &sbytes, 0o644)?;
         write_atomic(&meta_dir.join("timestamp.json"), &tsbytes, 0o644)?;
 

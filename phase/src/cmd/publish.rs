@@ -75,6 +75,11 @@ pub struct Args {
     /// chunks, at most 4 MiB (docs/fetcher.md "Chunk size").
     #[arg(long, value_name = "KIB")]
     pub chunk_kib: Option<u64>,
+    /// Re-sign only snapshot and timestamp with new versions and --expires
+    /// (no artifacts; needs only the snapshot and timestamp keys): the
+    /// scheduled job of an offline-root setup.
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "rootfs", "job", "cmdline", "release_version"])]
+    pub refresh: bool,
     /// Print a JSON report.
     #[arg(long)]
     pub json: bool,
@@ -202,9 +207,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
     }
-    let report = publisher
-        .commit(args.expires)
-        .context("signing the repository metadata failed")?;
+    let report = if args.refresh {
+        publisher.refresh(args.expires)
+    } else {
+        publisher.commit(args.expires)
+    }
+    .context("signing the repository metadata failed")?;
     if args.json {
         return print_json(&report);
     }
