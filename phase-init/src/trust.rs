@@ -286,6 +286,8 @@ mod tests {
                 keys: None,
                 threshold: None,
                 root_expires: now + chrono::Duration::days(30),
+                new_keys: Vec::new(),
+                stage: false,
             },
         )
         .unwrap();

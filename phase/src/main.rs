@@ -28,6 +28,8 @@ enum Command {
     Publish(cmd::publish::Args),
     /// Rotate a role's keys and re-sign root.
     Rotate(cmd::rotate::Args),
+    /// Add signatures (local key or external signer) to a staged root.
+    Sign(cmd::sign::Args),
     /// Run the full TUF client workflow against a repository and list its targets.
     Verify(cmd::verify::Args),
     /// The TUF conformance client protocol (init / refresh / download).
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => cmd::keygen::run(args),
         Command::Publish(args) => cmd::publish::run(args),
         Command::Rotate(args) => cmd::rotate::run(args),
+        Command::Sign(args) => cmd::sign::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::TufClient(args) => cmd::tuf_client::run(args),
         Command::Image(args) => cmd::image::run(args),

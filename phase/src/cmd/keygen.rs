@@ -1,19 +1,30 @@
 //! `phase keygen`: Ed25519 keys for root, targets, snapshot and timestamp,
 //! and a signed `1.root.json` (plus a `root.json` copy) in one directory.
-//! Private keys are PKCS#8 PEM files with mode 0600.
+//! Private keys are PKCS#8 PEM files with mode 0600. With `--public-key`,
+//! it instead turns the PEM public key of a key held elsewhere (token, HSM,
+//! KMS) into a TUF key JSON file for `--new-key` / `--signer`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use verifier::publish::{generate_keys, KeygenOptions};
+use verifier::publish::{generate_keys, public_key_from_pem, KeygenOptions, SCHEMES};
 
 use super::common::{duration_arg, print_json};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Directory for the keys and 1.root.json (created; must hold no root yet).
+    /// Directory for the keys and 1.root.json (created; must hold no root
+    /// yet); with --public-key, the TUF key JSON file to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// PEM public key (SubjectPublicKeyInfo) of a key held outside this
+    /// machine: write its TUF key JSON to --out and print its key id.
+    #[arg(long, value_name = "PEM")]
+    pub public_key: Option<PathBuf>,
+    /// Scheme for --public-key (default: ed25519, ecdsa-sha2-nistp256/384
+    /// by curve, rsassa-pss-sha256 for RSA).
+    #[arg(long, value_parser = SCHEMES, requires = "public_key")]
+    pub scheme: Option<String>,
     /// Number of root keys.
     #[arg(long, default_value_t = 1)]
     pub root_keys: u32,
@@ -32,6 +43,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(pem_path) = &args.public_key {
+        return import_public(&args, pem_path);
+    }
     let opts = KeygenOptions {
         root_keys: args.root_keys,
         root_threshold: args.root_threshold,
@@ -61,5 +75,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "private keys: {}/*.key (mode 0600) - keep them offline",
         args.out.display()
     );
+    Ok(())
+}
+
+fn import_public(args: &Args, pem_path: &std::path::Path) -> anyhow::Result<()> {
+    let pem = std::fs::read_to_string(pem_path)
+        .with_context(|| format!("reading {} failed", pem_path.display()))?;
+    let key = public_key_from_pem(&pem, args.scheme.as_deref())
+        .map_err(|why| anyhow::anyhow!("public key {}: {why}", pem_path.display()))?;
+    let keyid = verifier::crypto::key_id(&key)?;
+    let mut bytes = serde_json::to_vec_pretty(&key)?;
+    bytes.push(b'\n');
+    if args.out.exists() {
+        anyhow::bail!("{} exists; refusing to overwrite it", args.out.display());
+    }
+    verifier::publish::write_atomic(&args.out, &bytes, 0o644)?;
+    if args.json {
+        return print_json(&serde_json::json!({ "keyid": keyid, "key": key, "file": args.out }));
+    }
+    println!("wrote {} ({} key {keyid})", args.out.display(), key.scheme);
     Ok(())
 }

@@ -8,5 +8,7 @@ pub mod keygen;
 pub mod publish;
 pub mod rotate;
 pub mod serve;
+pub mod sign;
+pub mod signer;
 pub mod tuf_client;
 pub mod verify;

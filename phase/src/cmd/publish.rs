@@ -10,15 +10,20 @@ use verifier::publish::{Publisher, TargetSpec};
 use verifier::Kind;
 
 use super::common::{check_component, duration_arg, print_json};
+use super::signer::SignerArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Repository directory (metadata/ and targets/ are created inside).
     #[arg(long)]
     pub repo: PathBuf,
-    /// Key directory written by `phase keygen`.
+    /// Key directory written by `phase keygen` (its newest root, its
+    /// private keys, and a staged root that is made current first if it
+    /// has its signatures).
     #[arg(long)]
     pub keys: PathBuf,
+    #[command(flatten)]
+    pub signer: SignerArgs,
     /// Channel name, e.g. stable.
     #[arg(long, default_value = "stable")]
     pub channel: String,
@@ -70,6 +75,11 @@ pub struct Args {
     /// chunks, at most 4 MiB (docs/fetcher.md "Chunk size").
     #[arg(long, value_name = "KIB")]
     pub chunk_kib: Option<u64>,
+    /// Re-sign only snapshot and timestamp with new versions and --expires
+    /// (no artifacts; needs only the snapshot and timestamp keys): the
+    /// scheduled job of an offline-root setup.
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "rootfs", "job", "cmdline", "release_version"])]
+    pub refresh: bool,
     /// Print a JSON report.
     #[arg(long)]
     pub json: bool,
@@ -122,7 +132,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             auto_chunk_size(largest)
         }
     };
-    let mut publisher = Publisher::open(&args.repo, &args.keys)
+    let external = args.signer.load()?;
+    let mut publisher = Publisher::open_with(&args.repo, &args.keys, external)
         .with_context(|| format!("opening repository {} failed", args.repo.display()))?
         .chunk_size(chunk_size);
     let version = args
@@ -196,9 +207,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
     }
-    let report = publisher
-        .commit(args.expires)
-        .context("signing the repository metadata failed")?;
+    let report = if args.refresh {
+        publisher.refresh(args.expires)
+    } else {
+        publisher.commit(args.expires)
+    }
+    .context("signing the repository metadata failed")?;
     if args.json {
         return print_json(&report);
     }

@@ -1,8 +1,10 @@
 """Write a TUF repository with python-tuf (the reference implementation):
-Ed25519 keys, consistent snapshots, one delegated role, and a root rotated
-to version 2 with a new root key. Prints a JSON manifest of the targets.
+keys of one type (Ed25519 by default, ECDSA P-256 or RSA-PSS 3072 as
+securesystemslib generates them), consistent snapshots, one delegated role,
+and a root rotated to version 2 with a new root key. Prints a JSON manifest
+of the targets.
 
-usage: make_python_repo.py OUTDIR
+usage: make_python_repo.py OUTDIR [ed25519|ecdsa|rsa]
 """
 import hashlib
 import json
@@ -25,6 +27,12 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 out = sys.argv[1]
+keytype = sys.argv[2] if len(sys.argv) > 2 else "ed25519"
+generate = {
+    "ed25519": CryptoSigner.generate_ed25519,
+    "ecdsa": CryptoSigner.generate_ecdsa,
+    "rsa": CryptoSigner.generate_rsa,
+}[keytype]
 meta_dir = os.path.join(out, "metadata")
 tgt_dir = os.path.join(out, "targets")
 os.makedirs(meta_dir, exist_ok=True)
@@ -32,7 +40,7 @@ os.makedirs(tgt_dir, exist_ok=True)
 expires = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=30)
 ser = JSONSerializer(compact=False)
 
-signers = {r: CryptoSigner.generate_ed25519() for r in ("root", "timestamp", "snapshot", "targets", "team")}
+signers = {r: generate() for r in ("root", "timestamp", "snapshot", "targets", "team")}
 
 root = Metadata(Root(expires=expires, consistent_snapshot=True))
 for role in ("root", "timestamp", "snapshot", "targets"):
@@ -41,7 +49,7 @@ root.sign(signers["root"])
 root.to_file(os.path.join(meta_dir, "1.root.json"), ser)
 
 # Rotate root: v2 with a new root key, signed by old and new root keys.
-new_root_signer = CryptoSigner.generate_ed25519()
+new_root_signer = generate()
 root.signed.revoke_key(signers["root"].public_key.keyid, "root")
 root.signed.add_key(new_root_signer.public_key, "root")
 root.signed.version = 2
@@ -54,8 +62,10 @@ root.to_file(os.path.join(meta_dir, "root.json"), ser)
 manifest = {}
 
 
-def add_target(md, path, data):
+def add_target(md, path, data, custom=None):
     tf = TargetFile.from_data(path, data, ["sha256"])
+    if custom is not None:
+        tf.unrecognized_fields["custom"] = custom
     md.signed.targets[path] = tf
     digest = hashlib.sha256(data).hexdigest()
     d, _, base = path.rpartition("/")
@@ -68,7 +78,26 @@ def add_target(md, path, data):
 
 targets = Metadata(Targets(expires=expires))
 add_target(targets, "file1.txt", b"hello from python-tuf\n")
-add_target(targets, "stable/x86_64/kernel", os.urandom(100_000))
+# Phase's signed custom metadata (docs/trust.md "Chunk metadata") so that
+# `phase fetch` can take the kernel; 64 KiB chunks.
+kernel = os.urandom(100_000)
+CHUNK = 65536
+add_target(
+    targets,
+    "stable/x86_64/kernel",
+    kernel,
+    {
+        "kind": "kernel",
+        "version": "1",
+        "chunks": {
+            "size": CHUNK,
+            "sha256": [
+                hashlib.sha256(kernel[i : i + CHUNK]).hexdigest()
+                for i in range(0, len(kernel), CHUNK)
+            ],
+        },
+    },
+)
 team_key = signers["team"].public_key
 targets.signed.delegations = Delegations(
     keys={team_key.keyid: team_key},
