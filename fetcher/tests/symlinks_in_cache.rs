@@ -91,6 +91,6 @@ async fn planted_symlinks_are_never_followed() {
         std::fs::symlink_metadata(fshard.join(&fhex)).is_err(),
         "{r:?}"
     );
-    assert_eq!(std::fs::read(&outside).unwrap(), secret);
-    assert_eq!(std::fs::read(outside_dir.join(&ohex)).unwrap(), secret);
+    assert!(std::fs::read(&outside).unwrap() == secret);
+    assert!(std::fs::read(outside_dir.join(&ohex)).unwrap() == secret);
 }
