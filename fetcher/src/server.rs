@@ -19,8 +19,9 @@
 //! must arrive within `header_timeout` and fit `max_header_bytes`, and a
 //! connection that moves fewer than `min_progress` bytes in an
 //! `idle_timeout` window (a minimum rate, 32 KiB per 5 s by default) is
-//! closed and its slot taken back, so slow or idle clients cannot pin the
-//! server. Files are streamed in blocks read on the blocking pool (one
+//! closed and its slot taken back; when every slot is in use, a new
+//! connection takes the slot of the slowest one (lowest average rate, at
+//! least a second old), so slow or idle clients cannot pin the server. Files are streamed in blocks read on the blocking pool (one
 //! kernel copy per block, no whole-file copy); at most three blocks per
 //! connection are in memory, however slow the reader.
 
@@ -46,7 +47,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::cas::Cas;
 use crate::digest::Sha256Digest;
@@ -183,15 +184,31 @@ pub async fn serve(
     });
     let sem = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let per_address: PerAddress = Arc::new(Mutex::new(HashMap::new()));
+    let live = Arc::new(LiveTable::default());
     let config = Arc::new(config);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&sem).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return Ok(()),
-            },
-            _ = &mut shutdown => return Ok(()),
+        let permit = match Arc::clone(&sem).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Every slot is taken: take one back from the slowest
+                // connection (lowest bytes/s, at least a second old), so
+                // clients trickling below everyone else cannot hold the
+                // server while others wait.
+                // Bounded by the slots: each round closes one connection
+                // (once one is old enough) and waits for a freed slot.
+                loop {
+                    live.evict_slowest();
+                    tokio::select! {
+                        p = Arc::clone(&sem).acquire_owned() => match p {
+                            Ok(p) => break p,
+                            Err(_) => return Ok(()),
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                }
+            }
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -213,15 +230,100 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         let config = Arc::clone(&config);
+        let (moved, kill, entry) = live.register();
         tokio::spawn(async move {
             let _permit = permit;
             let _slot = slot;
-            handle_connection(stream, peer, state, config).await;
+            let _entry = entry;
+            handle_connection(stream, peer, state, config, moved, kill).await;
         });
     }
 }
 
 type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// The open connections: bytes moved, age, and a way to close each.
+#[derive(Default)]
+struct LiveTable {
+    inner: Mutex<LiveInner>,
+}
+
+#[derive(Default)]
+struct LiveInner {
+    next: u64,
+    conns: HashMap<u64, LiveConn>,
+}
+
+struct LiveConn {
+    moved: Arc<AtomicU64>,
+    since: std::time::Instant,
+    kill: Arc<Notify>,
+}
+
+/// Removes its connection from the table on drop.
+struct LiveEntry {
+    table: Arc<LiveTable>,
+    id: u64,
+}
+
+impl Drop for LiveEntry {
+    fn drop(&mut self) {
+        self.table
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .conns
+            .remove(&self.id);
+    }
+}
+
+impl LiveTable {
+    fn register(self: &Arc<Self>) -> (Arc<AtomicU64>, Arc<Notify>, LiveEntry) {
+        let moved = Arc::new(AtomicU64::new(0));
+        let kill = Arc::new(Notify::new());
+        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let id = t.next;
+        t.next += 1;
+        t.conns.insert(
+            id,
+            LiveConn {
+                moved: Arc::clone(&moved),
+                since: std::time::Instant::now(),
+                kill: Arc::clone(&kill),
+            },
+        );
+        (
+            moved,
+            kill,
+            LiveEntry {
+                table: Arc::clone(self),
+                id,
+            },
+        )
+    }
+
+    /// Closes the connection with the lowest average rate among those at
+    /// least a second old (none younger: a new request gets its chance).
+    fn evict_slowest(&self) {
+        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let victim = t
+            .conns
+            .iter()
+            .filter(|(_, c)| c.since.elapsed() >= Duration::from_secs(1))
+            .min_by(|(_, a), (_, b)| {
+                let rate = |c: &LiveConn| {
+                    c.moved.load(Ordering::Relaxed) as f64 / c.since.elapsed().as_secs_f64()
+                };
+                rate(a).total_cmp(&rate(b))
+            })
+            .map(|(id, c)| (*id, Arc::clone(&c.kill)));
+        if let Some((id, kill)) = victim {
+            // Once: a closed connection leaves the table when its task ends.
+            t.conns.remove(&id);
+            kill.notify_one();
+        }
+    }
+}
 
 /// One connection counted against its address; given back on drop.
 struct AddressSlot {
@@ -272,8 +374,9 @@ async fn handle_connection(
     peer: SocketAddr,
     state: Arc<State>,
     config: Arc<ServerConfig>,
+    moved: Arc<AtomicU64>,
+    kill: Arc<Notify>,
 ) {
-    let moved = Arc::new(AtomicU64::new(0));
     let io = CountingIo {
         inner: stream,
         moved: Arc::clone(&moved),
@@ -306,6 +409,7 @@ async fn handle_connection(
             }
         }
         _ = watchdog => tracing::debug!(%peer, "closing a slow or idle connection"),
+        _ = kill.notified() => tracing::debug!(%peer, "every slot taken: closing the slowest connection"),
     }
 }
 

@@ -478,8 +478,10 @@ impl PeerTransport {
         }
         // A pinned peer that failed is that attempt's failure: answering
         // from the cache instead would hide it behind older metadata.
-        if let (true, Some(e)) = (pinned, last_err.take()) {
-            return Err(TransportError::other(e));
+        if pinned {
+            if let Some(e) = last_err {
+                return Err(TransportError::other(e));
+            }
         }
         if let (Some(dir), Some(name)) = (&self.cache_metadata, cache_name) {
             if let Some(b) = read_capped(&dir.join(name), max_len)? {

@@ -789,12 +789,18 @@ pub fn run(
                     dropped: None,
                 }
             })
-            .chain(dropped_peers().into_iter().map(|(peer, why)| PeerBytes {
-                found: found_by.get(&peer).map(|s| (*s).to_owned()),
-                peer,
-                bytes: 0,
-                dropped: Some(why),
-            }))
+            // The peers of this boot dropped for invalid metadata.
+            .chain(
+                dropped_peers()
+                    .into_iter()
+                    .filter(|(label, _)| peers.iter().any(|p| p.label() == *label))
+                    .map(|(peer, why)| PeerBytes {
+                        found: found_by.get(&peer).map(|s| (*s).to_owned()),
+                        peer,
+                        bytes: 0,
+                        dropped: Some(why),
+                    }),
+            )
             .collect(),
         network_peers: peers.len(),
     })
