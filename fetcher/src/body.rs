@@ -128,3 +128,164 @@ pub async fn read_body(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-connection server that writes `head` then `body_part` up to
+    /// `times` times, `gap` apart (bounded).
+    async fn server(
+        head: &'static str,
+        body_part: &'static [u8],
+        times: usize,
+        gap: Duration,
+    ) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut b = [0u8; 4096];
+            let _ = s.read(&mut b).await;
+            let _ = s.write_all(head.as_bytes()).await;
+            for _ in 0..times {
+                if s.write_all(body_part).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(gap).await;
+            }
+        });
+        format!("http://{addr}/x")
+    }
+
+    async fn get(url: &str) -> reqwest::Response {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// One chunked-encoding frame of 1024 bytes.
+    const CHUNK: &[u8] = &{
+        let mut f = [b'.'; 5 + 1024 + 2];
+        let head = b"400\r\n";
+        let mut i = 0;
+        while i < head.len() {
+            f[i] = head[i];
+            i += 1;
+        }
+        f[5 + 1024] = b'\r';
+        f[5 + 1024 + 1] = b'\n';
+        f
+    };
+
+    fn limits(max_len: u64) -> BodyLimits {
+        BodyLimits {
+            max_len,
+            deadline: Instant::now() + Duration::from_secs(5),
+            silence: Duration::from_millis(800),
+            min_rate: 1000,
+            grace: Duration::from_millis(300),
+        }
+    }
+
+    #[tokio::test]
+    async fn declared_length_over_the_cap_is_refused_unread() {
+        let url = server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n",
+            b"x",
+            1,
+            Duration::ZERO,
+        )
+        .await;
+        let mut r = get(&url).await;
+        let e = read_body(&mut r, &limits(100)).await.unwrap_err();
+        assert!(matches!(e, BodyError::TooLarge { max: 100 }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn endless_body_stops_at_the_cap() {
+        let url = server(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            CHUNK,
+            10_000,
+            Duration::ZERO,
+        )
+        .await;
+        let mut r = get(&url).await;
+        let e = read_body(&mut r, &limits(64 * 1024)).await.unwrap_err();
+        assert!(matches!(e, BodyError::TooLarge { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_trickle_fails_the_rate_rule() {
+        let url = server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+            b"x",
+            100,
+            Duration::from_millis(100),
+        )
+        .await;
+        let mut r = get(&url).await;
+        let t0 = Instant::now();
+        let e = read_body(&mut r, &limits(1000)).await.unwrap_err();
+        assert!(matches!(e, BodyError::TooSlow { .. }), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+
+    #[tokio::test]
+    async fn silence_and_deadline_end_the_read() {
+        let url = server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+            b"",
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
+        let mut r = get(&url).await;
+        let lim = BodyLimits {
+            min_rate: 1,
+            grace: Duration::from_secs(60),
+            ..limits(1000)
+        };
+        let e = read_body(&mut r, &lim).await.unwrap_err();
+        assert!(matches!(e, BodyError::Silent(..)), "{e}");
+
+        let url = server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+            b"x",
+            100,
+            Duration::from_millis(200),
+        )
+        .await;
+        let mut r = get(&url).await;
+        let lim = BodyLimits {
+            min_rate: 1,
+            grace: Duration::from_secs(60),
+            deadline: Instant::now() + Duration::from_millis(700),
+            ..limits(1000)
+        };
+        let e = read_body(&mut r, &lim).await.unwrap_err();
+        assert!(matches!(e, BodyError::Deadline(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_honest_body_is_read_whole() {
+        let url = server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            b"hello",
+            1,
+            Duration::ZERO,
+        )
+        .await;
+        let mut r = get(&url).await;
+        assert_eq!(read_body(&mut r, &limits(5)).await.unwrap(), b"hello");
+    }
+}

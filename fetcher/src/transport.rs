@@ -78,7 +78,7 @@ pub struct RefreshReport {
 /// Which source one refresh attempt reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt<'a> {
-    /// One peer (its label), then the cache's files it does not have.
+    /// One peer (its label) alone.
     Peer(&'a str),
     /// No peer: the cache's metadata only (the last attempt).
     Cache,
@@ -476,12 +476,15 @@ impl PeerTransport {
         if let Some(max) = too_large {
             return Err(TransportError::TooLarge { max });
         }
-        // A pinned peer that failed is that attempt's failure: answering
-        // from the cache instead would hide it behind older metadata.
+        // A pinned peer's answer is the attempt's answer: a failure or a
+        // missing file is not made up for from the cache (that would hide
+        // a peer withholding metadata behind older copies, while an honest
+        // peer after it has newer ones); the cache has its own attempt.
         if pinned {
-            if let Some(e) = last_err {
-                return Err(TransportError::other(e));
-            }
+            return Err(match last_err {
+                Some(e) => TransportError::other(e),
+                None => TransportError::NotFound,
+            });
         }
         if let (Some(dir), Some(name)) = (&self.cache_metadata, cache_name) {
             if let Some(b) = read_capped(&dir.join(name), max_len)? {

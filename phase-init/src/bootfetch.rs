@@ -231,6 +231,10 @@ pub struct CacheFallback<T> {
     pub stored: BTreeMap<String, Vec<u8>>,
     /// Names served from `stored`, for the console.
     pub used: Mutex<Vec<String>>,
+    /// Whether the stored copies may answer now: not while one peer is
+    /// being asked (its missing file fails that peer's attempt), only in
+    /// the refresh's last, cache-only attempt. `true` unless set.
+    pub offline: std::sync::atomic::AtomicBool,
     /// Every `N.root.json` answered (by a peer or the cache): after a
     /// successful refresh each one was verified, and the target re-shares
     /// them so the next node can walk the same rotation chain.
@@ -249,6 +253,7 @@ impl<T> CacheFallback<T> {
             inner,
             stored,
             used: Mutex::new(Vec::new()),
+            offline: std::sync::atomic::AtomicBool::new(true),
             roots: Mutex::new(BTreeMap::new()),
         }
     }
@@ -282,6 +287,9 @@ impl<T: Transport> Transport for CacheFallback<T> {
             Err(TransportError::NotFound) => TransportError::NotFound,
             Err(e) => return Err(e),
         };
+        if !self.offline.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(err);
+        }
         let Some(stored) = Self::stored_name(name) else {
             // No peer answered for a newer root: nothing newer is known.
             return Err(TransportError::NotFound);
@@ -513,7 +521,16 @@ pub fn run(
     // TUF refresh, peer by peer (each within `phase.fetch_timeout`), then
     // the cache alone.
     let mut up = Updater::new(&storage, &transport, now);
-    let refreshed = transport.inner.refresh_with(|_| up.refresh());
+    let refreshed = transport.inner.refresh_with(|attempt| {
+        transport.offline.store(
+            attempt == fetcher::Attempt::Cache,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        up.refresh()
+    });
+    transport
+        .offline
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let report = match &refreshed {
         Ok(r) => r.clone(),
         Err(e) => e.report.clone(),
