@@ -16,12 +16,12 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{FallocateFlags, FlockOperation};
+use rustix::fs::{FallocateFlags, FlockOperation, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -188,6 +188,111 @@ fn is_hex64(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// `O_NOFOLLOW` for `OpenOptions::custom_flags`: the last component of the
+/// path must not be a symbolic link (ELOOP if it is).
+fn nofollow() -> i32 {
+    // The flag's bit pattern fits an i32 (0o400000 on Linux).
+    OFlags::NOFOLLOW.bits() as i32
+}
+
+/// Creates `path` as a new regular file for writing (and reading): whatever
+/// was at the name (a symbolic link planted in a shared cache, a stale
+/// file) is unlinked first, then the file is created with `O_EXCL` and
+/// `O_NOFOLLOW`, so a write never goes through a link to a file outside the
+/// cache and never truncates one.
+fn create_fresh(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(nofollow())
+        .mode(0o644)
+        .open(path)
+}
+
+/// Opens `path` for reading and writing only if it is a regular file
+/// itself (not a symbolic link to one).
+fn open_regular_rw(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nofollow())
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
+/// Opens `base/<rel...>` read-only without following any symbolic link
+/// below `base` (each directory with `O_DIRECTORY | O_NOFOLLOW`, the file
+/// with `O_NOFOLLOW`), and only if it is a regular file: what is served
+/// from a cache is always a file inside it.
+pub fn open_beneath(base: &Path, rel: &[&str]) -> io::Result<File> {
+    let Some((last, dirs)) = rel.split_last() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"));
+    };
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(base, dir_flags, Mode::empty())?;
+    for d in dirs {
+        if d.is_empty() || *d == "." || *d == ".." || d.contains('/') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bad path element",
+            ));
+        }
+        dir = rustix::fs::openat(&dir, *d, dir_flags | OFlags::NOFOLLOW, Mode::empty())?;
+    }
+    if last.is_empty() || *last == "." || *last == ".." || last.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad path element",
+        ));
+    }
+    let fd = rustix::fs::openat(
+        &dir,
+        *last,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let f = File::from(fd);
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
+/// Whether `path` is a regular file itself (a symbolic link is not).
+fn is_plain_file(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// Creates `dir` (and its parents) and checks that it is a directory, not
+/// a symbolic link to one elsewhere.
+fn plain_dir(dir: &Path) -> Result<(), CasError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let m = fs::symlink_metadata(dir).map_err(io_err(dir))?;
+    if m.file_type().is_dir() {
+        Ok(())
+    } else {
+        Err(io_err(dir)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a directory (a symbolic link in the cache?)",
+        )))
+    }
+}
+
 fn fsync_dir(dir: &Path) -> Result<(), CasError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -242,7 +347,21 @@ impl Cas {
 
     /// Whether the object is present (and therefore verified).
     pub fn contains(&self, d: &Sha256Digest) -> bool {
-        self.object_path(d).is_file()
+        is_plain_file(&self.object_path(d))
+    }
+
+    /// Opens a complete object for reading, without following symbolic
+    /// links inside the cache; `None` unless it is a regular file there.
+    pub fn open_object(&self, d: &Sha256Digest) -> Option<File> {
+        let hex = d.to_hex();
+        open_beneath(&self.dir, &["cas", "sha256", &hex[..2], &hex]).ok()
+    }
+
+    /// Opens the partial file of a download in progress the same way.
+    pub fn open_partial_data(&self, d: &Sha256Digest) -> Option<File> {
+        let hex = d.to_hex();
+        let name = format!("{hex}.partial");
+        open_beneath(&self.dir, &["cas", "sha256", &hex[..2], &name]).ok()
     }
 
     /// Tries to take the write lock of an object; `None` if another writer
@@ -257,6 +376,7 @@ impl Cas {
                 .truncate(false)
                 .read(true)
                 .write(true)
+                .custom_flags(nofollow())
                 .open(&path)
                 .map_err(io_err(&path))?;
             match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -329,7 +449,7 @@ impl Cas {
             return Ok(d);
         }
         let shard = self.shard_dir(&d);
-        fs::create_dir_all(&shard).map_err(io_err(&shard))?;
+        plain_dir(&shard)?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(&shard)
@@ -350,11 +470,11 @@ impl Cas {
         expected_len: u64,
     ) -> Result<PathBuf, CasError> {
         let dest = self.object_path(expected);
-        if dest.is_file() {
+        if is_plain_file(&dest) {
             return Ok(dest);
         }
         let shard = self.shard_dir(expected);
-        fs::create_dir_all(&shard).map_err(io_err(&shard))?;
+        plain_dir(&shard)?;
         let mut input = File::open(src).map_err(io_err(src))?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
@@ -398,27 +518,36 @@ impl Cas {
             .map_err(|e| CasError::Spec(spec.sha256, e))?;
         let d = spec.sha256;
         let shard = self.shard_dir(&d);
-        fs::create_dir_all(&shard).map_err(io_err(&shard))?;
+        plain_dir(&shard)?;
         let path = self.partial_path(&d);
         let sidecar = self.sidecar_path(&d);
         let n = spec.chunk_count();
         let mut verified = vec![false; n];
 
-        let claimed: Option<PartialStatus> = fs::read(&sidecar)
+        let claimed: Option<PartialStatus> = open_regular_rw(&sidecar)
             .ok()
+            .and_then(|f| verifier::read_capped(f, 64 << 20).ok())
             .and_then(|b| serde_json::from_slice(&b).ok())
             .filter(|s: &PartialStatus| {
                 s.sha256 == d && s.length == spec.length && s.chunk_size == spec.chunks.size
             });
-        let existing_len = fs::metadata(&path).map(|m| m.len()).ok();
+        // The old claim is withdrawn before its chunks are re-hashed: while
+        // we hold the lock a peer server reads the sidecar, and must not
+        // serve chunks nobody has re-checked yet.
+        match fs::remove_file(&sidecar) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&sidecar)(e)),
+        }
+        // Only a regular file is resumed (never a symbolic link).
+        let existing_len = fs::symlink_metadata(&path)
+            .ok()
+            .filter(|m| m.file_type().is_file())
+            .map(|m| m.len());
         let file;
         let mut resumed = 0;
         if let (Some(claimed), Some(len)) = (claimed, existing_len.filter(|l| *l == spec.length)) {
-            file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
+            file = open_regular_rw(&path).map_err(io_err(&path))?;
             // Re-check every claimed chunk: the sidecar is not fsynced with
             // the data, so after a power cut it may claim lost bytes.
             let mut buf = Vec::new();
@@ -439,13 +568,7 @@ impl Cas {
             }
             tracing::debug!(object = %d, resumed, "resuming partial object");
         } else {
-            file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
+            file = create_fresh(&path).map_err(io_err(&path))?;
             if spec.length > 0 {
                 if let Err(e) =
                     rustix::fs::fallocate(&file, FallocateFlags::empty(), 0, spec.length)
@@ -483,15 +606,18 @@ impl Cas {
         let mut out = Vec::new();
         let root = self.objects_dir();
         for shard in fs::read_dir(&root).map_err(io_err(&root))? {
-            let shard = shard.map_err(io_err(&root))?.path();
-            if !shard.is_dir() {
+            let shard = shard.map_err(io_err(&root))?;
+            // `file_type` does not follow a symbolic link: a linked shard
+            // (pointing outside the cache) is never walked.
+            if !shard.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
+            let shard = shard.path();
             for entry in fs::read_dir(&shard).map_err(io_err(&shard))? {
                 let entry = entry.map_err(io_err(&shard))?;
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if is_hex64(&name) {
+                if is_hex64(&name) && entry.file_type().is_ok_and(|t| t.is_file()) {
                     if let Ok(d) = Sha256Digest::from_hex(&name) {
                         out.push(d);
                     }
@@ -508,10 +634,13 @@ impl Cas {
         let mut report = GcReport::default();
         let root = self.objects_dir();
         for shard in fs::read_dir(&root).map_err(io_err(&root))? {
-            let shard = shard.map_err(io_err(&root))?.path();
-            if !shard.is_dir() {
+            let shard = shard.map_err(io_err(&root))?;
+            // `file_type` does not follow a symbolic link: a linked shard
+            // (pointing outside the cache) is never walked.
+            if !shard.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
+            let shard = shard.path();
             for entry in fs::read_dir(&shard).map_err(io_err(&shard))? {
                 let entry = entry.map_err(io_err(&shard))?;
                 let path = entry.path();
@@ -692,7 +821,9 @@ impl PartialObject {
         // Serialising plain numbers cannot fail.
         let bytes = serde_json::to_vec(&status).unwrap_or_default();
         let tmp = self.sidecar.with_extension("json.tmp");
-        fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+        let mut f = create_fresh(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&bytes).map_err(io_err(&tmp))?;
+        drop(f);
         fs::rename(&tmp, &self.sidecar).map_err(io_err(&self.sidecar))
     }
 

@@ -38,6 +38,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::body::{read_body, BodyLimits};
 use crate::cas::{Cas, CasError, PartialObject};
 use crate::digest::Sha256Digest;
 use crate::object::{ObjectSpec, SpecError};
@@ -501,6 +502,41 @@ impl Shared {
     }
 }
 
+/// Most redirects a web mirror may answer in a row.
+pub const MAX_REDIRECTS: usize = 3;
+
+/// Whether `url` is a request to a Phase peer (`phase serve`, a booted
+/// node): its object and metadata paths. Such peers never redirect.
+fn is_peer_request(url: &Url) -> bool {
+    let p = url.path();
+    p.contains("/cas/sha256/") || p.contains("/tuf/metadata/") || p.contains("/tuf/targets/")
+}
+
+/// The redirect rule of every client here. A Phase peer never redirects,
+/// so none is followed for its requests. A web mirror (`--mirror`, a plain
+/// TUF repository) may move a path on its own host: at most
+/// [`MAX_REDIRECTS`] hops, each to the same scheme, host and port as the
+/// first URL. A redirect to any other host is not followed (the caller
+/// sees the 3xx answer as a failure of that source), so a source on the
+/// LAN cannot send the client off it.
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else {
+            return attempt.stop();
+        };
+        let next = attempt.url();
+        let same_origin = first.scheme() == next.scheme()
+            && first.host_str() == next.host_str()
+            && first.port_or_known_default() == next.port_or_known_default();
+        if attempt.previous().len() > MAX_REDIRECTS || !same_origin || is_peer_request(first) {
+            tracing::warn!(from = %first, to = %next, "redirect not followed");
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 impl Fetcher {
     /// A fetcher storing into `cas`.
     pub fn new(cas: Cas, opts: FetchOptions) -> Result<Self, FetchError> {
@@ -519,6 +555,7 @@ impl Fetcher {
     ) -> Result<Self, FetchError> {
         let mut b = reqwest::Client::builder()
             .no_proxy()
+            .redirect(redirect_policy())
             .hickory_dns(true)
             .connect_timeout(opts.connect_timeout)
             .tcp_nodelay(true)
@@ -551,6 +588,7 @@ impl Fetcher {
         let client = reqwest::Client::builder()
             .no_proxy()
             .unix_socket(gateway.path())
+            .redirect(redirect_policy())
             // Over Tor a circuit takes seconds; the floor stays the caller's.
             .connect_timeout(opts.connect_timeout.max(Duration::from_secs(60)))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -1064,13 +1102,17 @@ impl WholeState {
     }
 }
 
+/// Largest chunk map accepted (`/cas/sha256/<hex>/chunks`).
+pub const MAX_CHUNK_MAP: u64 = 1 << 20;
+
 /// Asks peer `p` which chunks it holds, waiting at most `timeout`.
 async fn query_chunks(sh: &Shared, p: usize, timeout: Duration) -> ChunkMap {
     let Some(url) = sh.sched().peers[p].source.chunks_url.clone() else {
         return ChunkMap::Unknown;
     };
     let n = sh.spec.chunk_count();
-    let resp = match tokio::time::timeout(timeout, sh.client.get(url).send()).await {
+    let deadline = Instant::now() + timeout;
+    let mut resp = match tokio::time::timeout(timeout, sh.client.get(url).send()).await {
         Ok(Ok(r)) => r,
         _ => return ChunkMap::Unknown,
     };
@@ -1080,9 +1122,20 @@ async fn query_chunks(sh: &Shared, p: usize, timeout: Duration) -> ChunkMap {
     if !resp.status().is_success() {
         return ChunkMap::Unknown;
     }
-    let body = match tokio::time::timeout(timeout, resp.bytes()).await {
-        Ok(Ok(b)) if b.len() <= 1 << 20 => b,
-        _ => return ChunkMap::Unknown,
+    // Capped while it is read: an endless body costs at most the cap.
+    let lim = BodyLimits {
+        max_len: MAX_CHUNK_MAP,
+        deadline,
+        silence: timeout,
+        min_rate: 16 * 1024,
+        grace: Duration::from_secs(1),
+    };
+    let body = match read_body(&mut resp, &lim).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(peer = p, error = %e, "chunk map refused");
+            return ChunkMap::Unknown;
+        }
     };
     crate::wire::parse_chunk_map(&body, n, sh.spec.chunks.size)
 }

@@ -17,6 +17,7 @@
 //! discovery (the `discovery` crate), and the console (callers draw progress).
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod cas;
 pub mod digest;
 pub mod fetch;
@@ -27,6 +28,7 @@ pub mod tor;
 pub mod transport;
 pub mod wire;
 
+pub use body::{read_body, BodyError, BodyLimits};
 pub use cas::{Cas, CasError, GcReport};
 pub use digest::Sha256Digest;
 pub use fetch::{
@@ -36,4 +38,6 @@ pub use fetch::{
 pub use object::{ChunkList, ObjectSpec, DEFAULT_CHUNK_SIZE};
 pub use peer::{Peer, PeerError};
 pub use server::{serve, ServerConfig, ServerError};
-pub use transport::PeerTransport;
+pub use transport::{
+    Attempt, DroppedPeer, PeerTransport, RefreshError, RefreshReport, TransportLimits,
+};

@@ -11,17 +11,25 @@
 //! Everything else is 404 (no listing) or 405 (any method but GET/HEAD).
 //! Path segments are percent-decoded once and must be plain names
 //! (`[A-Za-z0-9._+~@=,-]`, no leading dot, no encoded `/`); the resolved
-//! file must stay inside its base after following symlinks. Connections are
-//! bounded by a semaphore, headers must arrive within `header_timeout` and
-//! fit `max_header_bytes`, and a connection that moves fewer than
-//! `min_progress` bytes in an `idle_timeout` window is closed, so slow or
-//! idle clients cannot pin the server. Files are streamed in large blocks
-//! read on the blocking pool (one kernel copy per block, no whole-file copy).
+//! file must stay inside its base after following symlinks. CAS objects
+//! and partial files are opened without following any symbolic link inside
+//! the cache, and only a regular file is served (anything else is 404).
+//! Connections are bounded by a semaphore and per IP address
+//! (`max_per_address`; more from one address are closed at once), headers
+//! must arrive within `header_timeout` and fit `max_header_bytes`, and a
+//! connection that moves fewer than `min_progress` bytes in an
+//! `idle_timeout` window (a minimum rate, 32 KiB per 5 s by default) is
+//! closed and its slot taken back; when every slot is in use, a new
+//! connection takes the slot of the slowest one (lowest average rate, at
+//! least a second old), so slow or idle clients cannot pin the server. Files are streamed in blocks read on the blocking pool (one
+//! kernel copy per block, no whole-file copy); at most three blocks per
+//! connection are in memory, however slow the reader.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fs::File;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -39,7 +47,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::cas::Cas;
 use crate::digest::Sha256Digest;
@@ -56,6 +64,9 @@ pub struct ServerConfig {
     pub repo: Option<PathBuf>,
     /// Concurrent connections; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Concurrent connections from one IP address; more are closed at once
+    /// (one host cannot take the server's slots).
+    pub max_per_address: usize,
     /// Time allowed to send a request's headers.
     pub header_timeout: Duration,
     /// Window of the progress rule.
@@ -75,11 +86,12 @@ impl ServerConfig {
             cache: cache.into(),
             repo: None,
             max_connections: 256,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(20),
-            min_progress: 16 * 1024,
+            max_per_address: 16,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            min_progress: 32 * 1024,
             max_header_bytes: 16 * 1024,
-            block_size: 1 << 20,
+            block_size: 256 * 1024,
         }
     }
 }
@@ -172,15 +184,32 @@ pub async fn serve(
         repo_index: std::sync::Mutex::new(RepoIndex::default()),
     });
     let sem = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let per_address: PerAddress = Arc::new(Mutex::new(HashMap::new()));
+    let live = Arc::new(LiveTable::default());
     let config = Arc::new(config);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&sem).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return Ok(()),
-            },
-            _ = &mut shutdown => return Ok(()),
+        let permit = match Arc::clone(&sem).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Every slot is taken: take one back from the slowest
+                // connection (lowest bytes/s, at least a second old), so
+                // clients trickling below everyone else cannot hold the
+                // server while others wait.
+                // Bounded by the slots: each round closes one connection
+                // (once one is old enough) and waits for a freed slot.
+                loop {
+                    live.evict_slowest();
+                    tokio::select! {
+                        p = Arc::clone(&sem).acquire_owned() => match p {
+                            Ok(p) => break p,
+                            Err(_) => return Ok(()),
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                }
+            }
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -194,13 +223,139 @@ pub async fn serve(
             },
             _ = &mut shutdown => return Ok(()),
         };
+        let Some(slot) = AddressSlot::take(&per_address, peer.ip(), config.max_per_address) else {
+            tracing::debug!(%peer, "too many connections from this address; closed");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
         let config = Arc::clone(&config);
+        let (moved, kill, entry) = live.register();
         tokio::spawn(async move {
             let _permit = permit;
-            handle_connection(stream, peer, state, config).await;
+            let _slot = slot;
+            let _entry = entry;
+            handle_connection(stream, peer, state, config, moved, kill).await;
         });
+    }
+}
+
+type PerAddress = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// The open connections: bytes moved, age, and a way to close each.
+#[derive(Default)]
+struct LiveTable {
+    inner: Mutex<LiveInner>,
+}
+
+#[derive(Default)]
+struct LiveInner {
+    next: u64,
+    conns: HashMap<u64, LiveConn>,
+}
+
+struct LiveConn {
+    moved: Arc<AtomicU64>,
+    since: std::time::Instant,
+    kill: Arc<Notify>,
+}
+
+/// Removes its connection from the table on drop.
+struct LiveEntry {
+    table: Arc<LiveTable>,
+    id: u64,
+}
+
+impl Drop for LiveEntry {
+    fn drop(&mut self) {
+        self.table
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .conns
+            .remove(&self.id);
+    }
+}
+
+impl LiveTable {
+    fn register(self: &Arc<Self>) -> (Arc<AtomicU64>, Arc<Notify>, LiveEntry) {
+        let moved = Arc::new(AtomicU64::new(0));
+        let kill = Arc::new(Notify::new());
+        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let id = t.next;
+        t.next += 1;
+        t.conns.insert(
+            id,
+            LiveConn {
+                moved: Arc::clone(&moved),
+                since: std::time::Instant::now(),
+                kill: Arc::clone(&kill),
+            },
+        );
+        (
+            moved,
+            kill,
+            LiveEntry {
+                table: Arc::clone(self),
+                id,
+            },
+        )
+    }
+
+    /// Closes the connection with the lowest average rate among those at
+    /// least a second old (none younger: a new request gets its chance).
+    fn evict_slowest(&self) {
+        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let victim = t
+            .conns
+            .iter()
+            .filter(|(_, c)| c.since.elapsed() >= Duration::from_secs(1))
+            .min_by(|(_, a), (_, b)| {
+                let rate = |c: &LiveConn| {
+                    c.moved.load(Ordering::Relaxed) as f64 / c.since.elapsed().as_secs_f64()
+                };
+                rate(a).total_cmp(&rate(b))
+            })
+            .map(|(id, c)| (*id, Arc::clone(&c.kill)));
+        if let Some((id, kill)) = victim {
+            // Once: a closed connection leaves the table when its task ends.
+            t.conns.remove(&id);
+            kill.notify_one();
+        }
+    }
+}
+
+/// One connection counted against its address; given back on drop.
+struct AddressSlot {
+    table: PerAddress,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    fn take(table: &PerAddress, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            table: Arc::clone(table),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -220,8 +375,9 @@ async fn handle_connection(
     peer: SocketAddr,
     state: Arc<State>,
     config: Arc<ServerConfig>,
+    moved: Arc<AtomicU64>,
+    kill: Arc<Notify>,
 ) {
-    let moved = Arc::new(AtomicU64::new(0));
     let io = CountingIo {
         inner: stream,
         moved: Arc::clone(&moved),
@@ -254,6 +410,7 @@ async fn handle_connection(
             }
         }
         _ = watchdog => tracing::debug!(%peer, "closing a slow or idle connection"),
+        _ = kill.notified() => tracing::debug!(%peer, "every slot taken: closing the slowest connection"),
     }
 }
 
@@ -440,8 +597,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
 }
 
 fn chunks(state: &State, d: &Sha256Digest, head: bool) -> Response<Body> {
-    let complete = std::fs::metadata(state.cas.object_path(d))
-        .ok()
+    let complete = state
+        .cas
+        .open_object(d)
+        .and_then(|f| f.metadata().ok())
         .or_else(|| state.repo_object(d).and_then(|p| std::fs::metadata(p).ok()));
     let body = if let Some(m) = complete {
         serde_json::json!({"sha256": d, "length": m.len(), "complete": true})
@@ -472,17 +631,17 @@ async fn serve_object(
     headers: &HeaderMap,
     head: bool,
 ) -> Response<Body> {
-    let path = state.cas.object_path(d);
-    if path.is_file() {
-        return serve_path(
+    // Only a regular file inside the cache, reached without following a
+    // symbolic link; anything else there is "not found".
+    if let Some(file) = state.cas.open_object(d) {
+        return serve_file(
             state,
-            &path,
+            file,
             Some(d),
             headers,
             head,
             "public, max-age=31536000, immutable",
-        )
-        .await;
+        );
     }
     if let Some(p) = state.repo_object(d) {
         return serve_path(
@@ -513,12 +672,12 @@ async fn serve_object(
     if !all_verified {
         return range_not_satisfiable(st.length);
     }
-    let file = match File::open(state.cas.partial_data_path(d)) {
-        Ok(f) => f,
+    let file = match state.cas.open_partial_data(d) {
+        Some(f) => f,
         // Finished (renamed) between the status read and the open.
-        Err(_) => match File::open(&path) {
-            Ok(f) => f,
-            Err(_) => return not_found(),
+        None => match state.cas.open_object(d) {
+            Some(f) => f,
+            None => return not_found(),
         },
     };
     ranged(state, file, st.length, a, b, Some(d), head, "no-cache")
@@ -552,6 +711,18 @@ async fn serve_path(
     let Ok(file) = File::open(path) else {
         return not_found();
     };
+    serve_file(state, file, digest, headers, head, cache_control)
+}
+
+/// Answers a GET or HEAD from an open regular file.
+fn serve_file(
+    state: &State,
+    file: File,
+    digest: Option<&Sha256Digest>,
+    headers: &HeaderMap,
+    head: bool,
+    cache_control: &'static str,
+) -> Response<Body> {
     let Ok(meta) = file.metadata() else {
         return not_found();
     };
@@ -703,7 +874,10 @@ impl Drop for PooledBlock {
 
 /// Streams `[off, off+len)` of `file`, reading blocks on the blocking pool.
 fn stream_file(file: File, off: u64, len: u64, block: usize) -> Body {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    // One block queued: with the one hyper is writing and the one being
+    // read, a connection holds at most three blocks, however slow its
+    // reader (the rest waits in the file, not in memory).
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(1);
     tokio::task::spawn_blocking(move || {
         let mut pos = off;
         let end = off + len;

@@ -116,6 +116,29 @@ pub struct Fetched {
     pub network_peers: usize,
 }
 
+/// Peers that served invalid metadata during this boot (by label), with
+/// why: dropped for the rest of the boot (every fetch attempt).
+static DROPPED: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+fn remember_dropped(label: &str, why: &str) {
+    if let Ok(mut d) = DROPPED.lock() {
+        d.insert(label.to_owned(), why.to_owned());
+    }
+}
+
+/// Why `label` was dropped during this boot, if it was.
+pub fn dropped_reason(label: &str) -> Option<String> {
+    DROPPED.lock().ok().and_then(|d| d.get(label).cloned())
+}
+
+/// Every peer dropped during this boot, with why.
+pub fn dropped_peers() -> Vec<(String, String)> {
+    DROPPED
+        .lock()
+        .map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
 /// The HTTP peers named by `phase.peers`, and the multiaddrs among them
 /// (DHT bootstrap peers: [`crate::discover`] uses them in `internet` mode;
 /// the other modes report and skip them, see [`multiaddr_skipped`]).
@@ -208,6 +231,10 @@ pub struct CacheFallback<T> {
     pub stored: BTreeMap<String, Vec<u8>>,
     /// Names served from `stored`, for the console.
     pub used: Mutex<Vec<String>>,
+    /// Whether the stored copies may answer now: not while one peer is
+    /// being asked (its missing file fails that peer's attempt), only in
+    /// the refresh's last, cache-only attempt. `true` unless set.
+    pub offline: std::sync::atomic::AtomicBool,
     /// Every `N.root.json` answered (by a peer or the cache): after a
     /// successful refresh each one was verified, and the target re-shares
     /// them so the next node can walk the same rotation chain.
@@ -226,6 +253,7 @@ impl<T> CacheFallback<T> {
             inner,
             stored,
             used: Mutex::new(Vec::new()),
+            offline: std::sync::atomic::AtomicBool::new(true),
             roots: Mutex::new(BTreeMap::new()),
         }
     }
@@ -252,9 +280,16 @@ impl<T: Transport> Transport for CacheFallback<T> {
                 }
                 return Ok(b);
             }
-            Err(e @ TransportError::TooLarge { .. }) => return Err(e),
-            Err(e) => e,
+            // Only a file the source does not have is answered from the
+            // stored copies: a peer that failed (unreachable, too slow) is
+            // that attempt's failure, so the next peer is tried instead of
+            // settling for older metadata.
+            Err(TransportError::NotFound) => TransportError::NotFound,
+            Err(e) => return Err(e),
         };
+        if !self.offline.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(err);
+        }
         let Some(stored) = Self::stored_name(name) else {
             // No peer answered for a newer root: nothing newer is known.
             return Err(TransportError::NotFound);
@@ -418,7 +453,8 @@ pub fn run(
     } else {
         (static_peers, Vec::new())
     };
-    // Cache first (above), then discovered peers, then `phase.peers`.
+    // Objects: cache first (above), then discovered peers, then
+    // `phase.peers` (the refresh order is below).
     let mut peers = places.discovered.fetcher_peers();
     peers.extend(static_peers);
     if let Some(why) = multiaddr_skipped(config.mode) {
@@ -455,23 +491,63 @@ pub fn run(
         .as_ref()
         .map(|c| c.dir.join("tuf/metadata"))
         .unwrap_or_else(|| cas.tuf_dir().join("metadata"));
+    // The TUF refresh asks the peers by evidence: `phase.peers` (named by
+    // the operator) before discovered ones (anyone on the LAN can announce
+    // one); a peer that served invalid metadata earlier in this boot is not
+    // asked again.
+    let refresh_peers: Vec<Peer> = {
+        let n = places.discovered.peers.len().min(peers.len());
+        peers[n..]
+            .iter()
+            .chain(&peers[..n])
+            .filter(|p| dropped_reason(&p.label()).is_none())
+            .cloned()
+            .collect()
+    };
     let transport = CacheFallback::new(
         PeerTransport::new(
             fetcher.client().clone(),
             rt.handle().clone(),
-            peers.clone(),
+            refresh_peers.clone(),
             Some(meta_dir),
-        ),
+        )
+        .with_limits(fetcher::TransportLimits {
+            peer_budget: Duration::from_secs(u64::from(config.fetch_timeout)),
+            ..fetcher::TransportLimits::default()
+        }),
         &storage,
     );
 
-    // TUF refresh.
+    // TUF refresh, peer by peer (each within `phase.fetch_timeout`), then
+    // the cache alone.
     let mut up = Updater::new(&storage, &transport, now);
-    up.refresh().map_err(|e| {
-        if peers.is_empty() {
-            BootFetchError::RefreshOffline(e)
+    let refreshed = transport.inner.refresh_with(|attempt| {
+        transport.offline.store(
+            attempt == fetcher::Attempt::Cache,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        up.refresh()
+    });
+    transport
+        .offline
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let report = match &refreshed {
+        Ok(r) => r.clone(),
+        Err(e) => e.report.clone(),
+    };
+    for d in &report.dropped {
+        console().warn(&format!(
+            "peer {} served invalid metadata ({}); dropped",
+            d.label, d.reason
+        ));
+        remember_dropped(&d.label, &d.reason);
+    }
+    refreshed.map_err(|e| {
+        let e = *e;
+        if refresh_peers.is_empty() {
+            BootFetchError::RefreshOffline(e.error)
         } else {
-            BootFetchError::Refresh(peers.len(), e)
+            BootFetchError::Refresh(refresh_peers.len(), e.error)
         }
     })?;
     if let Ok(used) = transport.used.lock() {
@@ -621,7 +697,10 @@ pub fn run(
             (path, "the cache (read-only)".to_owned())
         } else {
             let mut sources = Vec::new();
-            for peer in &peers {
+            for peer in peers
+                .iter()
+                .filter(|p| dropped_reason(&p.label()).is_none())
+            {
                 if let Ok(s) = peer.source(&p.spec.sha256, &p.path) {
                     sources.push(s);
                 }
@@ -724,8 +803,21 @@ pub fn run(
                     peer,
                     bytes,
                     found: Some(found.to_owned()),
+                    dropped: None,
                 }
             })
+            // The peers of this boot dropped for invalid metadata.
+            .chain(
+                dropped_peers()
+                    .into_iter()
+                    .filter(|(label, _)| peers.iter().any(|p| p.label() == *label))
+                    .map(|(peer, why)| PeerBytes {
+                        found: found_by.get(&peer).map(|s| (*s).to_owned()),
+                        peer,
+                        bytes: 0,
+                        dropped: Some(why),
+                    }),
+            )
             .collect(),
         network_peers: peers.len(),
     })

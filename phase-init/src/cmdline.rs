@@ -95,6 +95,9 @@ pub struct Config {
     pub test: Option<TestAction>,
     /// `phase.discover_timeout`: seconds stage 1 looks for peers (bootnet).
     pub discover_timeout: u32,
+    /// `phase.fetch_timeout`: seconds one peer gets for the whole TUF
+    /// metadata refresh before the next peer is tried.
+    pub fetch_timeout: u32,
     /// `phase.grace`: offline, metadata that expired at most this long ago
     /// may boot the newest cached trusted target (logged loudly). `None`
     /// (the default): expired metadata refuses the boot.
@@ -124,6 +127,7 @@ impl Default for Config {
             debug: false,
             test: None,
             discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             grace: None,
             socks5: None,
             tor_timeout: DEFAULT_TOR_TIMEOUT,
@@ -135,6 +139,11 @@ impl Default for Config {
 /// Seconds stage 1 looks for peers unless `phase.discover_timeout` says
 /// otherwise (it stops early once peers answer).
 pub const DEFAULT_DISCOVER_TIMEOUT: u32 = 4;
+
+/// Seconds one peer gets for the TUF metadata refresh unless
+/// `phase.fetch_timeout` says otherwise (a silent or trickling peer costs
+/// at most this; metadata is kilobytes).
+pub const DEFAULT_FETCH_TIMEOUT: u32 = 20;
 
 /// Seconds the embedded Tor client may take to bootstrap unless
 /// `phase.tor_timeout` says otherwise: seconds on hardware and the public
@@ -373,6 +382,12 @@ pub const PARAMS: &[Param] = &[
         expected: "seconds, 1..=60",
         apply: |c, v, _| seconds(v, 1..=60).map(|n| c.discover_timeout = n),
         current: |c| c.discover_timeout.to_string(),
+    },
+    Param {
+        name: "phase.fetch_timeout",
+        expected: "seconds, 1..=600",
+        apply: |c, v, _| seconds(v, 1..=600).map(|n| c.fetch_timeout = n),
+        current: |c| c.fetch_timeout.to_string(),
     },
     Param {
         name: "phase.test",
@@ -762,6 +777,22 @@ mod tests {
     }
 
     #[test]
+    fn fetch_timeout_is_bounded_seconds() {
+        assert_eq!(parse("phase.fetch_timeout=45").config.fetch_timeout, 45);
+        for bad in ["0", "601", "-1", "x", ""] {
+            let p = parse(&format!("phase.fetch_timeout={bad}"));
+            assert_eq!(p.config.fetch_timeout, DEFAULT_FETCH_TIMEOUT, "{bad}");
+            assert!(
+                p.warnings
+                    .iter()
+                    .any(|w| w.to_string().contains("phase.fetch_timeout")),
+                "{bad}: {:?}",
+                p.warnings
+            );
+        }
+    }
+
+    #[test]
     fn discover_timeout_is_bounded_seconds() {
         assert_eq!(parse("phase.discover_timeout=9").config.discover_timeout, 9);
         for bad in ["0", "61", "2s", ""] {
@@ -848,6 +879,7 @@ mod tests {
                         test,
                         grace,
                         discover_timeout: DEFAULT_DISCOVER_TIMEOUT,
+                        fetch_timeout: DEFAULT_FETCH_TIMEOUT,
                         socks5: None,
                         tor_timeout: DEFAULT_TOR_TIMEOUT,
                         persist,

@@ -538,6 +538,7 @@ async fn browse(root: RootTag, timeout: Duration) -> Result<Discovered, Discover
         self_id: None,
     };
     let start = Instant::now();
+    let routes = crate::onlink::Routes::read();
     let mut browser = mdns.browse(filter, timeout).map_err(DiscoverError::Mdns)?;
     let mut out = Discovered::default();
     let mut stop_at: Option<tokio::time::Instant> = None;
@@ -553,7 +554,17 @@ async fn browse(root: RootTag, timeout: Duration) -> Result<Discovered, Discover
         if out.peers.iter().any(|p| p.id == peer.id) {
             continue;
         }
-        let Some(addr) = reachable(&peer.addrs).await else {
+        // mDNS is local mode: like `phase.peers`, only addresses on this
+        // LAN (reached without a router) are used; anyone can announce any
+        // address.
+        let (lan, off) = lan_addrs(&peer.addrs, &routes);
+        if !off.is_empty() {
+            crate::console::console().warn(&format!(
+                "discover: mDNS peer {} announced {:?}, not on this LAN; local mode never leaves the LAN; those addresses skipped",
+                peer.id, off
+            ));
+        }
+        let Some(addr) = reachable(&lan).await else {
             crate::console::console().warn(&format!(
                 "discover: mDNS peer {} answered but none of its addresses {:?} accepts a connection; skipped",
                 peer.id, peer.addrs
@@ -575,6 +586,15 @@ async fn browse(root: RootTag, timeout: Duration) -> Result<Discovered, Discover
     Ok(out)
 }
 
+/// Splits announced addresses into those on this LAN ([`crate::onlink`])
+/// and the others.
+pub fn lan_addrs(
+    addrs: &[SocketAddr],
+    routes: &crate::onlink::Routes,
+) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    addrs.iter().partition(|a| routes.on_link(a.ip()))
+}
+
 /// The first of `addrs` (in [`address_order`]) that accepts a TCP
 /// connection within [`PROBE_TIMEOUT`].
 async fn reachable(addrs: &[SocketAddr]) -> Option<SocketAddr> {
@@ -592,6 +612,27 @@ async fn reachable(addrs: &[SocketAddr]) -> Option<SocketAddr> {
 mod tests {
     use super::*;
     use std::net::{Ipv6Addr, SocketAddrV6};
+
+    #[test]
+    fn mdns_addresses_off_the_lan_are_skipped() {
+        // 198.18.0.0/24 on eth0 (no gateway), default route via a router.
+        let v4 =
+            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
+                  eth0\t00000000\t010012C6\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                  eth0\t000012C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let routes = crate::onlink::Routes::parse(v4, "");
+        let on: SocketAddr = "198.18.0.20:7070".parse().expect("addr");
+        let off: SocketAddr = "198.19.5.5:7070".parse().expect("addr");
+        let ll: SocketAddr = SocketAddr::V6(SocketAddrV6::new(
+            "fe80::2".parse::<Ipv6Addr>().expect("addr"),
+            7070,
+            0,
+            2,
+        ));
+        let (lan, skipped) = lan_addrs(&[off, on, ll], &routes);
+        assert_eq!(lan, vec![on, ll]);
+        assert_eq!(skipped, vec![off]);
+    }
 
     #[test]
     fn host_names_are_dns_labels_and_unique() {

@@ -98,6 +98,9 @@ pub struct PeerBytes {
     /// How stage 1 found the peer: `cache`, `mdns`, `dht` or `phase.peers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub found: Option<String>,
+    /// Why the peer was dropped (it served invalid metadata), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,6 +433,7 @@ mod tests {
                 peer: "http://198.18.0.1:8080".into(),
                 bytes: 42,
                 found: Some("dht".into()),
+                dropped: None,
             }],
             steps: vec![StepTiming {
                 step: "fetch".into(),

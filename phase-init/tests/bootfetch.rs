@@ -281,3 +281,69 @@ fn local_mode_keeps_only_peers_on_the_lan_and_pins_their_names() {
         lines[2]
     );
 }
+
+/// A fake peer listed first in `phase.peers` answers every metadata request
+/// with garbage; the honest peer after it serves the repository. The fetch
+/// succeeds, and the fake peer is recorded as dropped (with why) in the
+/// peers that `boot.json` gets, and is not asked again in this boot.
+#[test]
+fn a_garbage_metadata_peer_first_is_dropped_and_named() {
+    use std::io::{Read, Write};
+    let w = world();
+    let now = Utc::now();
+    let baked = trust::load(&w.root, now).expect("baked root");
+    // The fake peer: a plain thread, at most 32 connections.
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let fake_addr = fake.local_addr().expect("addr");
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
+    std::thread::spawn(move || {
+        for c in fake.incoming().take(32) {
+            let Ok(mut c) = c else { return };
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut b = [0u8; 4096];
+            let _ = c.read(&mut b);
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot json!",
+            );
+        }
+    });
+    // The honest peer: the peer server over the repository.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let honest_addr = listener.local_addr().expect("addr");
+    let mut cfg = fetcher::ServerConfig::new(w.cache.parent().expect("dir").join("peer-cache"));
+    cfg.repo = Some(w.cache.parent().expect("dir").join("repo"));
+    rt.spawn(async move {
+        let _ = fetcher::serve(listener, cfg, std::future::pending()).await;
+    });
+    let fake_url = format!("http://{fake_addr}");
+    let c = Config {
+        peers: vec![
+            phase_init::cmdline::Peer::Url(fake_url.clone()),
+            phase_init::cmdline::Peer::Url(format!("http://{honest_addr}")),
+        ],
+        ..config()
+    };
+    let f = bootfetch::run(&c, &baked, &places(&w, true), now).expect("fetch");
+    let label = format!("{fake_url}/");
+    let dropped: Vec<_> = f.peers.iter().filter(|p| p.dropped.is_some()).collect();
+    assert_eq!(dropped.len(), 1, "{:?}", f.peers);
+    assert_eq!(dropped[0].peer, label);
+    assert!(
+        dropped[0]
+            .dropped
+            .as_deref()
+            .is_some_and(|r| r.contains("root")),
+        "{:?}",
+        dropped[0]
+    );
+    assert_eq!(bootfetch::dropped_reason(&label), dropped[0].dropped);
+    // A second attempt in the same boot does not ask it again.
+    let before = asked.load(std::sync::atomic::Ordering::Relaxed);
+    bootfetch::run(&c, &baked, &places(&w, true), now).expect("second fetch");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), before);
+}

@@ -224,3 +224,104 @@ impl Drop for DyingProxy {
         self.task.abort();
     }
 }
+
+/// A signed TUF repository (the verifier's publisher) in `dir/repo` with one
+/// target `stable/x86_64/kernel` of `len` bytes; returns the repository
+/// directory and its initial root (what a client trusts).
+pub fn signed_repo(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
+    use verifier::publish::{generate_keys, KeygenOptions, Publisher, TargetSpec};
+    let keys = dir.join("keys");
+    let repo = dir.join("repo");
+    let now = chrono::Utc::now();
+    generate_keys(
+        &keys,
+        &KeygenOptions {
+            root_keys: 1,
+            root_threshold: 1,
+            root_expires: now + chrono::Duration::days(365),
+            consistent_snapshot: true,
+        },
+    )
+    .expect("keygen");
+    let mut p = Publisher::open(&repo, &keys).expect("publisher");
+    let src = dir.join("kernel.bin");
+    std::fs::write(&src, data(len, 11)).expect("write target");
+    p.add_target(&TargetSpec {
+        name: "stable/x86_64/kernel".into(),
+        kind: verifier::Kind::Kernel,
+        version: "1".into(),
+        cmdline: Some("console=ttyS0".into()),
+        source: src,
+    })
+    .expect("add target");
+    p.commit(chrono::Duration::days(7)).expect("commit");
+    let root = std::fs::read(repo.join("metadata/1.root.json")).expect("root");
+    (repo, root)
+}
+
+/// A peer serving the repository `repo` (and an empty cache) like `phase
+/// serve --repo`.
+pub fn repo_peer(root: &Path, repo: &Path) -> Peer {
+    let mut cfg = ServerConfig::new(root.join("repo-peer-cache"));
+    cfg.repo = Some(repo.to_path_buf());
+    Peer::start(cfg)
+}
+
+/// A hand-written hostile HTTP peer on 127.0.0.1: each connection reads one
+/// request head and hands the socket to `answer`. At most `max_conns`
+/// connections (bounded), each on its own task.
+pub async fn hostile_peer<F, Fut>(max_conns: usize, answer: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        for _ in 0..max_conns {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let answer = std::sync::Arc::clone(&answer);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Bounded: one request head of at most 64 KiB, 5 s.
+                let read = tokio::time::timeout(Duration::from_secs(5), async {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return false,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    true
+                })
+                .await;
+                if read != Ok(true) {
+                    return;
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                answer(s, line).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Peak resident memory of this process so far (VmHWM), in bytes.
+pub fn peak_rss() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}

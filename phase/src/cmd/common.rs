@@ -55,6 +55,13 @@ pub fn join_url(base: &str, rel: &str) -> String {
     )
 }
 
+/// The whole of one request (head and body) must finish within this: 30 s
+/// plus the cap at 64 KiB/s, so a silent or trickling server costs a
+/// bounded time (a minimum rate), while a large target still has time.
+pub fn request_deadline(max_len: u64) -> StdDuration {
+    StdDuration::from_secs(30).saturating_add(StdDuration::from_secs(max_len / (64 * 1024)))
+}
+
 /// A repository over plain HTTP: metadata under one base URL, targets under
 /// another. Responses are read up to the cap plus one byte, never more.
 #[derive(Debug)]
@@ -74,7 +81,9 @@ impl HttpTransport {
         }
         let client = reqwest::blocking::Client::builder()
             .connect_timeout(StdDuration::from_secs(10))
+            // Each request gets its own overall deadline (`request_deadline`).
             .timeout(None)
+            .redirect(fetcher::fetch::redirect_policy())
             .build()
             .context("creating the HTTP client failed")?;
         Ok(HttpTransport {
@@ -85,7 +94,12 @@ impl HttpTransport {
     }
 
     fn get(&self, url: &str, max_len: u64) -> Result<reqwest::blocking::Response, TransportError> {
-        let resp = self.client.get(url).send().map_err(TransportError::other)?;
+        let resp = self
+            .client
+            .get(url)
+            .timeout(request_deadline(max_len))
+            .send()
+            .map_err(TransportError::other)?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
             return Err(TransportError::NotFound);

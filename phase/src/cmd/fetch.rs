@@ -52,6 +52,10 @@ pub struct Args {
     /// Give up on one object after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub deadline: u64,
+    /// Seconds one peer gets for the whole TUF metadata refresh (every
+    /// file of it) before the next peer is tried.
+    #[arg(long, default_value_t = 30)]
+    pub metadata_timeout: u64,
     /// Parallel connections per peer.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
@@ -237,9 +241,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rt.handle().clone(),
         peers.clone(),
         Some(meta_dir.clone()),
-    );
+    )
+    .with_limits(fetcher::TransportLimits {
+        peer_budget: Duration::from_secs(args.metadata_timeout.clamp(1, 3600)),
+        ..fetcher::TransportLimits::default()
+    });
     let mut updater = Updater::new(&storage, &transport, now);
-    updater.refresh().with_context(|| match &route {
+    // Peer by peer: a bad or slow peer costs its budget, never the refresh.
+    let refreshed = transport.refresh_with(|_| updater.refresh());
+    let report = match &refreshed {
+        Ok(r) => r.clone(),
+        Err(e) => e.report.clone(),
+    };
+    if !args.quiet {
+        for d in &report.dropped {
+            eprintln!(
+                "peer {} served invalid metadata ({}); dropped",
+                d.label, d.reason
+            );
+        }
+    }
+    refreshed.with_context(|| match &route {
         fetcher::tor::Route::Direct => "TUF refresh failed".to_string(),
         r => format!("TUF refresh failed (through {})", r.describe()),
     })?;
