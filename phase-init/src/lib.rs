@@ -28,6 +28,7 @@ pub mod payload;
 pub mod power;
 pub mod private;
 pub mod rescue;
+pub mod retry;
 pub mod services;
 pub mod stage2;
 pub mod status;

@@ -29,8 +29,10 @@ fn the_only_peer_serves_a_flipped_byte_and_the_boot_refuses() {
     let (_bad, bad_id) = common::serve(&lan, 0, &bad_repo, pubd.dir.path());
     let bad_host = common::host_label(&bad_id);
 
+    // Three attempts, not the default forever: the refusal is final here.
     let mut vm = Qemu::image(&pubd.disk)
         .mode("local")
+        .append("phase.retry=3")
         .tap(&tap)
         .memory_mib(512)
         .name("tampered-only")
