@@ -19,6 +19,7 @@ pub mod failure;
 pub mod handoff;
 pub mod kexec;
 pub mod loader;
+pub mod logging;
 pub mod modules;
 pub mod mounts;
 pub mod net;

@@ -5,7 +5,9 @@
 //! ```text
 //!  1. mounts    /proc /sys /dev /dev/pts /dev/shm /run
 //!  2. console   attach /dev/kmsg and every active console
-//!  3. cmdline   the phase.* parameters; typos warn, then defaults
+//!  3. cmdline   the phase.* parameters; typos warn, then defaults; from
+//!               here on the libraries' warnings are console lines
+//!               (phase.debug=true: their debug events too)
 //!  4. modules   /etc/phase/modules.order via finit_module
 //!  5. loader    which systemd-boot entry booted us (efivarfs)
 //!  6. trust     the baked trusted root, verified; its key fingerprint
@@ -76,6 +78,7 @@ fn boot() {
         kernel_release()
     ));
     let config = step::run("cmdline", read_cmdline);
+    phase_init::logging::install(config.debug);
     step::run("modules", || load_modules(root, config.debug));
     step::run("loader", boot_entry);
     // The boot time every expiry check uses: never behind the image's build

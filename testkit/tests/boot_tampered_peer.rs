@@ -1,11 +1,12 @@
-//! A peer serving bad bytes (issue 6): its repository copy has one flipped
-//! byte in the kernel object (metadata untouched, so only the hash check can
-//! tell). Stage 1 finds it by mDNS like any peer.
+//! A peer serving bad bytes: its repository copy has one flipped byte in
+//! every chunk of the kernel object (metadata untouched, so only the hash
+//! check can tell). Stage 1 finds it by mDNS like any peer.
 //!
 //! * The only peer is the tampered one: the boot refuses with a line naming
 //!   the artifact and the peer, and nothing is kexec'd.
 //! * With an honest second peer on the LAN: the boot succeeds, the kernel's
-//!   bytes come from the honest peer, the target's marker runs.
+//!   bytes come from the honest peer, the console names the bad peer as
+//!   dropped (the fetcher's tracing event), the target's marker runs.
 //!
 //! Prerequisites as for `boot_from_peer` (built by `make test`).
 
@@ -95,6 +96,19 @@ fn with_an_honest_second_peer_the_boot_succeeds_from_it() {
     assert!(
         from.contains(&good_host),
         "kernel bytes from the honest peer: {k}"
+    );
+    // The fetcher's own word on the bad peer reaches the console (PID 1's
+    // tracing subscriber): which peer, which chunk, why it was dropped.
+    let log = vm.log();
+    let dropped = log
+        .lines()
+        .find(|l| l.contains("dropping peer") && l.contains(&bad_host))
+        .unwrap_or_else(|| panic!("no console line drops the bad peer {bad_host}:\n{log}"));
+    assert!(dropped.contains("WARN"), "{dropped}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("dropping peer") && l.contains(&good_host)),
+        "the honest peer was dropped:\n{log}"
     );
     expect(&mut vm, "fetch    ok");
     expect(&mut vm, "kexec: starting the target kernel");
