@@ -26,6 +26,7 @@ pub mod net;
 pub mod onlink;
 pub mod panic;
 pub mod payload;
+pub mod platform;
 pub mod power;
 pub mod private;
 pub mod rescue;

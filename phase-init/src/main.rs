@@ -10,6 +10,7 @@
 //!               (phase.debug=true: their debug events too)
 //!  4. modules   /etc/phase/modules.order via finit_module
 //!  5. loader    which systemd-boot entry booted us (efivarfs)
+//!    platform  `secureboot on|off|setup, lockdown none|integrity|...`
 //!  6. trust     the baked trusted root, verified; its key fingerprint
 //!  7. network   (stage 1) wired links up, DHCPv4 in parallel, IPv6 link-local
 //!  8. cache     (stage 1, no test hook) the PHASE-CACHE partition, ext4,
@@ -81,6 +82,10 @@ fn boot() {
     phase_init::logging::install(config.debug);
     step::run("modules", || load_modules(root, config.debug));
     step::run("loader", boot_entry);
+    step::run("platform", || {
+        let p = phase_init::platform::Platform::current();
+        ((), Status::ok(p.to_string()))
+    });
     // The boot time every expiry check uses: never behind the image's build
     // time (and, once the cache is mounted, the last verified boot).
     let clock = step::run("clock", || boot_clock(root));
