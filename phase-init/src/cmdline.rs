@@ -113,6 +113,9 @@ pub struct Config {
     /// when writes are allowed (stage 2, `stage2::upper_for`). `None` (the
     /// default): a tmpfs upper, nothing is kept.
     pub persist: Option<String>,
+    /// `phase.retry`: how many attempts a stage-1 fetch gets when no peer
+    /// delivered (`forever`, the default: fleets power on in any order).
+    pub retry: crate::retry::Retry,
 }
 
 impl Default for Config {
@@ -132,6 +135,7 @@ impl Default for Config {
             socks5: None,
             tor_timeout: DEFAULT_TOR_TIMEOUT,
             persist: None,
+            retry: crate::retry::Retry::Forever,
         }
     }
 }
@@ -184,6 +188,9 @@ impl Config {
         if let Some(p) = &self.persist {
             s.push_str(&format!(" persist={p}"));
         }
+        if self.retry != crate::retry::Retry::Forever {
+            s.push_str(&format!(" retry={}", self.retry.word()));
+        }
         s
     }
 
@@ -213,6 +220,9 @@ impl Config {
         }
         if let Some(p) = &self.persist {
             words.push(format!("phase.persist={p}"));
+        }
+        if self.retry != crate::retry::Retry::Forever {
+            words.push(format!("phase.retry={}", self.retry.word()));
         }
         words.join(" ")
     }
@@ -422,6 +432,16 @@ pub const PARAMS: &[Param] = &[
         expected: "a duration up to 90d such as 12h or 7d, or off",
         apply: |c, v, _| grace(v).map(|g| c.grace = g),
         current: |c| c.grace.map_or("off".to_owned(), grace_words),
+    },
+    Param {
+        name: "phase.retry",
+        expected: "forever, or a number of fetch attempts 1..=1000",
+        apply: |c, v, _| {
+            let r = v.and_then(crate::retry::Retry::from_word).ok_or(())?;
+            c.retry = r;
+            Ok(())
+        },
+        current: |c| c.retry.word(),
     },
     // stage 2: where the target's changes are kept (docs/boot-flow.md).
     Param {
@@ -865,9 +885,25 @@ mod tests {
             proptest::option::of(
                 "[A-Za-z0-9._-]{1,36}".prop_filter("off means none", |p| p != "off"),
             ),
+            prop_oneof![
+                Just(crate::retry::Retry::Forever),
+                (1u32..=crate::retry::Retry::MAX_ATTEMPTS).prop_map(crate::retry::Retry::Attempts)
+            ],
         )
             .prop_map(
-                |(mode, channel, cache, nowrite, peers, stage, debug, test, grace, persist)| {
+                |(
+                    mode,
+                    channel,
+                    cache,
+                    nowrite,
+                    peers,
+                    stage,
+                    debug,
+                    test,
+                    grace,
+                    persist,
+                    retry,
+                )| {
                     Config {
                         mode,
                         channel,
@@ -883,6 +919,7 @@ mod tests {
                         socks5: None,
                         tor_timeout: DEFAULT_TOR_TIMEOUT,
                         persist,
+                        retry,
                     }
                 },
             )
@@ -906,6 +943,22 @@ mod tests {
                 w.starts_with("phase.persist") && w.ends_with("using off"),
                 "{w}"
             );
+        }
+    }
+
+    #[test]
+    fn retry_is_forever_by_default_or_a_bounded_count() {
+        use crate::retry::Retry;
+        assert_eq!(parse("").config.retry, Retry::Forever);
+        let p = parse("phase.retry=3");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.config.retry, Retry::Attempts(3));
+        assert!(p.config.summary().ends_with("retry=3"));
+        assert_eq!(parse("phase.retry=forever").config.retry, Retry::Forever);
+        for bad in ["0", "1001", "x", "", "3é"] {
+            let p = parse(&format!("phase.retry={bad}"));
+            assert_eq!(p.config.retry, Retry::Forever, "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}: {:?}", p.warnings);
         }
     }
 

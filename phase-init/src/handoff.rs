@@ -131,6 +131,7 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
             .map(|(step, ms)| payload::StepTiming { step, ms })
             .collect(),
         identity: None,
+        platform: Some(crate::platform::Platform::current()),
     }
 }
 

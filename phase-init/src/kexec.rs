@@ -39,6 +39,12 @@ pub enum KexecError {
     Busy,
     #[error("the running kernel rejected the target kernel's signature (EKEYREJECTED): under lockdown/Secure Boot only kernels signed by a trusted key can be kexec'd")]
     SignatureRejected,
+    #[error("target kernel {kernel} is not signed (ENODATA), and this machine only kexecs signed kernels ({platform})")]
+    Unsigned { kernel: String, platform: String },
+    #[error(
+        "target kernel {kernel} is not signed by a key this machine trusts (ENOKEY; {platform})"
+    )]
+    UntrustedKey { kernel: String, platform: String },
     #[error("the target kernel is not a kernel image this kernel can kexec (ENOEXEC): wrong architecture or not a bzImage/Image")]
     NotAKernel,
     #[error("the target kernel or initramfs does not fit in memory for kexec (ENOMEM)")]
@@ -52,7 +58,17 @@ pub enum KexecError {
 impl KexecError {
     /// The error `kexec_file_load` reported, mapped to a plain reason.
     pub fn from_load(e: io::Error) -> Self {
+        Self::refused(e, "(unknown version)", "lockdown state unknown")
+    }
+
+    /// Like [`KexecError::from_load`], naming the target kernel (`kernel`,
+    /// its version) and where this boot runs (`platform`, e.g. `secureboot
+    /// on, lockdown integrity`) in the signature refusals.
+    pub fn refused(e: io::Error, kernel: &str, platform: &str) -> Self {
+        let (kernel, platform) = (kernel.to_owned(), platform.to_owned());
         match e.raw_os_error() {
+            Some(libc::ENODATA) => KexecError::Unsigned { kernel, platform },
+            Some(libc::ENOKEY) => KexecError::UntrustedKey { kernel, platform },
             Some(libc::ENOSYS) => KexecError::NotSupported,
             Some(libc::EPERM) => KexecError::NotPermitted,
             Some(libc::EBUSY) => KexecError::Busy,
@@ -90,8 +106,38 @@ pub fn load(target: &Target) -> Result<(), KexecError> {
         Some(p) => Some(open("target initramfs", p)?),
         None => None,
     };
-    sys::kexec_file_load(kernel.as_fd(), initrd.as_ref().map(|f| f.as_fd()), &cmdline)
-        .map_err(KexecError::from_load)
+    sys::kexec_file_load(kernel.as_fd(), initrd.as_ref().map(|f| f.as_fd()), &cmdline).map_err(
+        |e| {
+            let version = bzimage_version(&target.kernel)
+                .unwrap_or_else(|| target.kernel.display().to_string());
+            let platform = crate::platform::Platform::current().to_string();
+            KexecError::refused(e, &version, &platform)
+        },
+    )
+}
+
+/// The version string an x86 bzImage carries (the boot protocol's
+/// `kernel_version` field: a pointer, relative to 0x200, to a NUL-ended
+/// string), e.g. `6.1.0-28-amd64`; `None` for anything else.
+pub fn bzimage_version(path: &Path) -> Option<String> {
+    let mut f = File::open(path).ok()?;
+    let mut head = [0u8; 0x210];
+    std::io::Read::read_exact(&mut f, &mut head).ok()?;
+    if &head[0x202..0x206] != b"HdrS" {
+        return None;
+    }
+    let ptr = u16::from_le_bytes([head[0x20E], head[0x20F]]);
+    if ptr == 0 {
+        return None;
+    }
+    let at = u64::from(ptr) + 0x200;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at)).ok()?;
+    let mut text = [0u8; 128];
+    let n = std::io::Read::read(&mut f, &mut text).ok()?;
+    let text = &text[..n];
+    let end = text.iter().position(|&b| b == 0 || b == b' ')?;
+    let v = std::str::from_utf8(&text[..end]).ok()?;
+    (!v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic())).then(|| v.to_owned())
 }
 
 /// Syncs and jumps into the loaded kernel. Returns only on failure.
@@ -125,6 +171,54 @@ mod tests {
         }
         let other = KexecError::from_load(io::Error::from_raw_os_error(libc::EINVAL));
         assert!(matches!(other, KexecError::Load(_)));
+    }
+
+    #[test]
+    fn signature_refusals_name_the_kernel_and_the_platform() {
+        let platform = "secureboot on, lockdown integrity";
+        let unsigned = KexecError::refused(
+            io::Error::from_raw_os_error(libc::ENODATA),
+            "6.1.0-28-amd64",
+            platform,
+        )
+        .to_string();
+        assert_eq!(
+            unsigned,
+            "target kernel 6.1.0-28-amd64 is not signed (ENODATA), and this machine only kexecs signed kernels (secureboot on, lockdown integrity)"
+        );
+        let foreign = KexecError::refused(
+            io::Error::from_raw_os_error(libc::ENOKEY),
+            "6.1.0-28-amd64",
+            platform,
+        )
+        .to_string();
+        assert!(
+            foreign.starts_with(
+                "target kernel 6.1.0-28-amd64 is not signed by a key this machine trusts"
+            ),
+            "{foreign}"
+        );
+        assert!(foreign.contains(platform), "{foreign}");
+    }
+
+    #[test]
+    fn the_version_comes_from_the_bzimage_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("vmlinuz");
+        let mut img = vec![0u8; 0x1000];
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        // kernel_version = 0x400 - 0x200
+        img[0x20E..0x210].copy_from_slice(&0x200u16.to_le_bytes());
+        let v = b"6.1.0-28-amd64 (debian-kernel@lists.debian.org) #1 SMP";
+        img[0x400..0x400 + v.len()].copy_from_slice(v);
+        std::fs::write(&p, &img).expect("write");
+        assert_eq!(bzimage_version(&p).as_deref(), Some("6.1.0-28-amd64"));
+        // Not a bzImage, or too short: no version.
+        img[0x202] = b'X';
+        std::fs::write(&p, &img).expect("write");
+        assert_eq!(bzimage_version(&p), None);
+        std::fs::write(&p, b"short").expect("write");
+        assert_eq!(bzimage_version(&p), None);
     }
 
     #[test]

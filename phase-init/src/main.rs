@@ -5,9 +5,12 @@
 //! ```text
 //!  1. mounts    /proc /sys /dev /dev/pts /dev/shm /run
 //!  2. console   attach /dev/kmsg and every active console
-//!  3. cmdline   the phase.* parameters; typos warn, then defaults
+//!  3. cmdline   the phase.* parameters; typos warn, then defaults; from
+//!               here on the libraries' warnings are console lines
+//!               (phase.debug=true: their debug events too)
 //!  4. modules   /etc/phase/modules.order via finit_module
 //!  5. loader    which systemd-boot entry booted us (efivarfs)
+//!    platform  `secureboot on|off|setup, lockdown none|integrity|...`
 //!  6. trust     the baked trusted root, verified; its key fingerprint
 //!  7. network   (stage 1) wired links up, DHCPv4 in parallel, IPv6 link-local
 //!  8. cache     (stage 1, no test hook) the PHASE-CACHE partition, ext4,
@@ -15,7 +18,10 @@
 //!  9. discover  (stage 1) peers: mDNS in local mode, the DHT (phase.peers
 //!               multiaddrs) in internet mode (phase.discover_timeout)
 //! 10. fetch     TUF refresh (peers, then the cache) and the verified kernel,
-//!               initramfs, rootfs of (channel, arch); bounded retries
+//!               initramfs, rootfs of (channel, arch); when no peer
+//!               delivered, discover + fetch again after a backoff with a
+//!               countdown (phase.retry, default forever; a key press on
+//!               the console stops it for the rescue shell)
 //! 10. ready     `phase-init: ready mode=<mode> channel=<channel>`
 //! stage 1 (phase.stage=boot):
 //! 11. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
@@ -42,7 +48,7 @@ use phase_init::console::console;
 use phase_init::step::{self, chain, Status};
 use phase_init::{
     bootfetch, cachepart, discover, handoff, kexec, loader, modules, mounts, net, power, private,
-    rescue, services, stage2, supervisor, trust,
+    rescue, retry, services, stage2, supervisor, trust,
 };
 use phase_init::{clock, failure};
 
@@ -73,8 +79,13 @@ fn boot() {
         kernel_release()
     ));
     let config = step::run("cmdline", read_cmdline);
+    phase_init::logging::install(config.debug);
     step::run("modules", || load_modules(root, config.debug));
     step::run("loader", boot_entry);
+    step::run("platform", || {
+        let p = phase_init::platform::Platform::current();
+        ((), Status::ok(p.to_string()))
+    });
     // The boot time every expiry check uses: never behind the image's build
     // time (and, once the cache is mounted, the last verified boot).
     let clock = step::run("clock", || boot_clock(root));
@@ -123,7 +134,7 @@ fn boot() {
                 return;
             }
         };
-        let f = fetch_with_retries(&config, &baked, &places, now);
+        let f = fetch_with_retries(&config, &baked, &mut places, now);
         // Every circuit closed before the pre-kexec checks (and kexec).
         drop(places);
         if let Some(tor) = tor {
@@ -624,26 +635,33 @@ fn mount_cache(config: &Config) -> (Option<cachepart::Mounted>, Status) {
     }
 }
 
-/// How many times the fetch is tried when peers are involved (offline,
-/// retrying cannot help: once).
-const FETCH_ATTEMPTS: u32 = 3;
-
-/// The verified fetch, retried a bounded number of times when there are
-/// network peers. `None`: it failed and said why; go to the rescue shell.
+/// The verified fetch, tried again while the retry policy (`phase.retry`,
+/// default forever) allows it and the failure is one that another attempt
+/// can mend: a node of a fleet may power on before its seed. Each new
+/// attempt looks for peers again; between attempts a console countdown,
+/// during which any key stops the retries for the rescue shell. A node with
+/// no network at all tries once. `None`: it failed and said why; go to the
+/// rescue shell.
 fn fetch_with_retries(
     config: &Config,
     baked: &trust::BakedRoot,
-    places: &bootfetch::Places,
+    places: &mut bootfetch::Places,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<bootfetch::Fetched> {
-    let networked = !places.discovered.peers.is_empty()
-        || config
-            .peers
-            .iter()
-            .any(|p| matches!(p, phase_init::cmdline::Peer::Url(_)));
-    let attempts = if networked { FETCH_ATTEMPTS } else { 1 };
+    let policy = if may_find_peers_later(config, places) {
+        config.retry
+    } else {
+        retry::Retry::Attempts(1)
+    };
+    let mut keys: Option<retry::KeyWatch> = None;
     let mut kind = failure::Kind::Other;
-    for attempt in 1..=attempts {
+    let mut attempt = 0u32;
+    loop {
+        attempt = attempt.saturating_add(1);
+        if attempt > 1 {
+            places.discovered.close();
+            places.discovered = step::run("discover", || discover::step(config, baked));
+        }
         let mut grace_allowed = false;
         let r = step::run("fetch", || {
             match bootfetch::run(config, baked, places, now) {
@@ -678,16 +696,20 @@ fn fetch_with_retries(
                 return Some(f);
             }
         }
-        if !kind.retry_helps() {
+        if !kind.retry_helps() || !policy.another_after(attempt) {
             break;
         }
-        if attempt < attempts {
-            let wait = std::time::Duration::from_secs(2 * u64::from(attempt));
-            console().line(&format!(
-                "fetch: attempt {attempt} of {attempts} failed; retrying in {} s",
-                wait.as_secs()
-            ));
-            std::thread::sleep(wait);
+        let wait = retry::backoff(attempt);
+        console().line(&retry::announce(policy, attempt, wait));
+        let keys = keys.get_or_insert_with(|| retry::KeyWatch::open(&rescue::console_ttys()));
+        if retry::countdown(wait, keys, |l| console().line(l)) == retry::Countdown::KeyPressed {
+            let line = format!(
+                "boot: a key was pressed; no more fetch attempts after {attempt}: {}. `phase-init status` shows the steps",
+                kind.advice()
+            );
+            phase_init::status::record_failure(&line);
+            console().line(&line);
+            return None;
         }
     }
     let line = format!(
@@ -697,6 +719,20 @@ fn fetch_with_retries(
     phase_init::status::record_failure(&line);
     console().line(&line);
     None
+}
+
+/// Whether another attempt could meet a peer: peers were found or named,
+/// or (outside private mode, which only reaches what `phase.peers` names)
+/// a wired link exists on which one may still appear. A stick with no
+/// network at all has only its cache, and retrying cannot change that.
+fn may_find_peers_later(config: &Config, places: &bootfetch::Places) -> bool {
+    let named = config
+        .peers
+        .iter()
+        .any(|p| matches!(p, phase_init::cmdline::Peer::Url(_)));
+    let wired = config.mode != cmdline::Mode::Private
+        && !net::wired_interfaces(Path::new("/sys/class/net")).is_empty();
+    !places.discovered.peers.is_empty() || named || wired
 }
 
 /// The grace policy (`phase.grace`, docs/boot-flow.md): offline, with

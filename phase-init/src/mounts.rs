@@ -74,6 +74,16 @@ pub const EARLY_MOUNTS: &[Mount] = &[
         data: Some(c"mode=1777"),
         when: When::Always,
     },
+    // The kernel's lockdown level (`platform`), where the kernel has
+    // securityfs.
+    Mount {
+        source: "securityfs",
+        target: "/sys/kernel/security",
+        fstype: "securityfs",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: None,
+        when: When::IfPresent,
+    },
     Mount {
         source: "tmpfs",
         target: "/run",

@@ -65,6 +65,10 @@ pub struct BootJson {
     /// absent in the other modes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<crate::private::Identity>,
+    /// Stage 1's Secure Boot state and lockdown level (absent in a
+    /// `boot.json` written before stage 1 recorded them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<crate::platform::Platform>,
 }
 
 /// One verified artifact.
@@ -440,6 +444,10 @@ mod tests {
                 ms: 1234,
             }],
             identity: None,
+            platform: Some(crate::platform::Platform {
+                secureboot: crate::platform::SecureBoot::On,
+                lockdown: crate::platform::Lockdown::Integrity,
+            }),
         }
     }
 

@@ -7,8 +7,11 @@
 //! 2. the grace policy: the same boot with `phase.grace=14d` → a loud
 //!    `WARNING grace` line, a `grace warn` step (`UNFRESH`), and kexec;
 //! 3. no peer delivers: `phase.cache=disabled`, the only peer refuses every
-//!    connection → 3 bounded attempts (2 s, 4 s apart), the last line, the
-//!    rescue shell;
+//!    connection, `phase.retry=3` → 3 bounded attempts (2 s, 4 s apart), the
+//!    last line, the rescue shell;
+//!    3b. the same with the default `phase.retry=forever`: the retries go on
+//!    (a fleet's seed may come up later) until a key pressed on the serial
+//!    console during the countdown stops them for the rescue shell;
 //! 4. TUF failure, wrong root: the stage-1 initramfs of ANOTHER fleet on this
 //!    disk → the cache's root is not trusted (replaced by the baked one), the
 //!    cached metadata fails its signature threshold, the last line names the
@@ -114,7 +117,9 @@ fn each_failure_says_why_and_what_to_do_then_the_rescue_shell() {
             &fleet,
             &fleet.initramfs,
             &disk,
-            &format!("phase.mode=internet phase.cache=disabled phase.peers={PEER_URL}"),
+            &format!(
+                "phase.mode=internet phase.cache=disabled phase.peers={PEER_URL} phase.retry=3"
+            ),
             user_net(Some(port)),
             "no-peer",
         );
@@ -129,6 +134,37 @@ fn each_failure_says_why_and_what_to_do_then_the_rescue_shell() {
         assert!(!vm.log().contains("attempt 3 of 3 failed; retrying"));
     }
     times.push(("no peer", t0.elapsed()));
+
+    // 3b. The default keeps trying; a key on the console stops it.
+    {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let mut vm = boot(
+            &fleet,
+            &fleet.initramfs,
+            &disk,
+            &format!("phase.mode=internet phase.cache=disabled phase.peers={PEER_URL}"),
+            user_net(Some(port)),
+            "no-peer-forever",
+        );
+        expect(&mut vm, "fetch: attempt 1 failed; retrying in 2 s");
+        expect(&mut vm, "fetch: attempt 2 failed; retrying in 4 s");
+        // Attempt 3 fails too and waits 8 s: a key ends the wait early.
+        let announce = expect(&mut vm, "fetch: attempt 3 failed; retrying in 8 s");
+        assert!(announce.contains("press any key"), "{announce}");
+        vm.send_line("").expect("press a key on the serial console");
+        let line = expect(
+            &mut vm,
+            "boot: a key was pressed; no more fetch attempts after 3",
+        );
+        assert!(line.contains("no peer delivered the files"), "{line}");
+        expect(&mut vm, "rescue: shell on ");
+        let log = vm.log();
+        assert!(!log.contains("fetch: attempt 4 failed"), "{log}");
+        assert!(!log.contains("kexec: starting"), "{log}");
+    }
+    times.push(("no peer, forever, key", t0.elapsed()));
 
     // 4. Another fleet's stage 1 on this stick: its root does not sign this
     //    cache's metadata, and the cache cannot make it trust other keys.

@@ -45,6 +45,12 @@ fn boot(disk: PathBuf, mode: &str, append: &str) -> Vm {
     ] {
         vm.wait_for(expect).unwrap_or_else(|e| panic!("{e}"));
     }
+    // OVMF without enrolled keys (setup mode) or with Secure Boot off, so
+    // the kernel is not locked down.
+    let platform =
+        regex::Regex::new(r"platform ok .*secureboot (off|setup), lockdown none").expect("regex");
+    vm.wait_for_regex(&platform)
+        .unwrap_or_else(|e| panic!("{e}"));
     vm.wait_for(&format!("phase-init: ready mode={mode} channel=stable"))
         .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{}: ready in {:.1?}", disk.display(), t.elapsed());

@@ -128,8 +128,9 @@ pub fn publish(tag: &str) -> Published {
     }
 }
 
-/// A copy of `repo` whose kernel object has one byte flipped (metadata
-/// untouched, so only the hash check can catch it). Returns the copy.
+/// A copy of `repo` whose kernel object has one byte flipped in every chunk
+/// (metadata untouched, so only the hash check can catch it). Returns the
+/// copy.
 pub fn tampered_copy(repo: &Path, out: &Path) -> PathBuf {
     let st = Command::new("cp")
         .arg("-a")
@@ -157,8 +158,18 @@ pub fn tampered_copy(repo: &Path, out: &Path) -> PathBuf {
     );
     for k in &kernels {
         let mut bytes = std::fs::read(k).expect("read kernel");
+        // One flipped byte in the middle of every 4 MiB chunk: whichever
+        // chunk this peer serves fails its hash.
+        const CHUNK: usize = 4 << 20;
+        let mut at = CHUNK / 2;
+        while at < bytes.len() {
+            bytes[at] ^= 0x01;
+            at += CHUNK;
+        }
         let mid = bytes.len() / 2;
-        bytes[mid] ^= 0x01;
+        if bytes.len() < CHUNK / 2 {
+            bytes[mid] ^= 0x01;
+        }
         // A new file, not a write through a hard link into the original.
         let _ = std::fs::remove_file(k);
         std::fs::write(k, &bytes).expect("write tampered kernel");
