@@ -16,6 +16,14 @@
 #[path = "../../phase-init/src/cmdline.rs"]
 pub mod cmdline;
 
+/// `phase.retry`'s policy (phase-init), a [`cmdline::Config`] field.
+#[path = "../../phase-init/src/retry.rs"]
+pub mod retry;
+
+/// The Secure Boot and lockdown state (phase-init), for `boot.json`.
+#[path = "../../phase-init/src/platform.rs"]
+pub mod platform;
+
 /// `/etc/phase/services.toml` (phase-init).
 #[path = "../../phase-init/src/services.rs"]
 pub mod services;

@@ -9,7 +9,8 @@
 //! occurrence wins, as for kernel parameters; `phase.peers` accumulates.
 //!
 //! Also compiled on its own by the fuzz targets (`fuzz/`, docs/fuzzing.md):
-//! it uses `std` only, and no `crate::` item.
+//! it uses `std` and [`crate::retry`] (compiled there too), no other
+//! `crate::` item.
 
 use std::fmt;
 

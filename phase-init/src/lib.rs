@@ -18,6 +18,7 @@ pub mod discover;
 pub mod failure;
 pub mod handoff;
 pub mod kexec;
+pub mod keywatch;
 pub mod loader;
 pub mod logging;
 pub mod modules;

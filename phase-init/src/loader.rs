@@ -6,9 +6,6 @@ use std::path::Path;
 /// The vendor GUID of the Boot Loader Interface variables.
 const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 
-/// The efivarfs mount point.
-pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
-
 /// Reads a Boot Loader Interface string variable (UTF-16LE after the 4-byte
 /// attribute header) from an efivarfs directory.
 pub fn variable(efivars: &Path, name: &str) -> Option<String> {

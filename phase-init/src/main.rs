@@ -47,8 +47,8 @@ use phase_init::cmdline::{self, Config, Stage, TestAction};
 use phase_init::console::console;
 use phase_init::step::{self, chain, Status};
 use phase_init::{
-    bootfetch, cachepart, discover, handoff, kexec, loader, modules, mounts, net, power, private,
-    rescue, retry, services, stage2, supervisor, trust,
+    bootfetch, cachepart, discover, handoff, kexec, keywatch, loader, modules, mounts, net, power,
+    private, rescue, retry, services, stage2, supervisor, trust,
 };
 use phase_init::{clock, failure};
 
@@ -544,7 +544,7 @@ fn read_cmdline() -> (Config, Status) {
 
 fn boot_entry() -> ((), Status) {
     let r = mounts::mount_all(mounts::AFTER_MODULES);
-    let efi = Path::new(loader::EFIVARS);
+    let efi = Path::new(phase_init::platform::EFIVARS);
     let detail = match loader::describe(efi) {
         Some(entry) => entry,
         None if !r.skipped.is_empty() => {
@@ -653,7 +653,7 @@ fn fetch_with_retries(
     } else {
         retry::Retry::Attempts(1)
     };
-    let mut keys: Option<retry::KeyWatch> = None;
+    let mut keys: Option<keywatch::KeyWatch> = None;
     let mut kind = failure::Kind::Other;
     let mut attempt = 0u32;
     loop {
@@ -701,8 +701,9 @@ fn fetch_with_retries(
         }
         let wait = retry::backoff(attempt);
         console().line(&retry::announce(policy, attempt, wait));
-        let keys = keys.get_or_insert_with(|| retry::KeyWatch::open(&rescue::console_ttys()));
-        if retry::countdown(wait, keys, |l| console().line(l)) == retry::Countdown::KeyPressed {
+        let keys = keys.get_or_insert_with(|| keywatch::KeyWatch::open(&rescue::console_ttys()));
+        if keywatch::countdown(wait, keys, |l| console().line(l)) == keywatch::Countdown::KeyPressed
+        {
             let line = format!(
                 "boot: a key was pressed; no more fetch attempts after {attempt}: {}. `phase-init status` shows the steps",
                 kind.advice()

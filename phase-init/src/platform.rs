@@ -2,6 +2,9 @@
 //! Secure Boot state (efivarfs) and the kernel's lockdown level
 //! (securityfs). Under lockdown the kernel accepts only `kexec_file_load`
 //! of a kernel signed by a key it trusts (see [`crate::kexec`]).
+//!
+//! Also compiled on its own by the fuzz targets (`fuzz/`, docs/fuzzing.md):
+//! it uses `std` and serde only, and no `crate::` item.
 
 use std::fmt;
 use std::path::Path;
@@ -13,6 +16,9 @@ const EFI_GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
 
 /// securityfs's lockdown file.
 pub const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
+
+/// The efivarfs mount point.
+pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
 
 /// The UEFI Secure Boot state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,9 +64,9 @@ impl Platform {
         }
     }
 
-    /// The running machine (efivarfs at [`crate::loader::EFIVARS`]).
+    /// The running machine (efivarfs at [`EFIVARS`]).
     pub fn current() -> Platform {
-        Platform::read(Path::new(crate::loader::EFIVARS), Path::new(LOCKDOWN))
+        Platform::read(Path::new(EFIVARS), Path::new(LOCKDOWN))
     }
 
     /// Whether the kernel refuses unsigned code (and so `kexec_load`).

@@ -56,6 +56,17 @@ pub struct SigProblem {
     pub problem: Problem,
 }
 
+/// Signatures by keys of a role that did not count, in array order; shows as
+/// `; <keyid>: <problem>` for each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SigProblems(pub Vec<SigProblem>);
+
+impl std::fmt::Display for SigProblems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|p| write!(f, "; {p}"))
+    }
+}
+
 /// Outcome of counting signatures for one role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Count {

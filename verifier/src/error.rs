@@ -62,10 +62,6 @@ pub enum Error {
     },
 }
 
-fn problems_label(problems: &[crate::crypto::SigProblem]) -> String {
-    problems.iter().map(|p| format!("; {p}")).collect()
-}
-
 fn version_label(v: Option<u64>) -> String {
     match v {
         Some(v) => format!("v{v}"),
@@ -123,7 +119,7 @@ pub enum Rule {
     /// Not enough valid signatures from distinct keys. The display names
     /// every signature by a key of the role that did not count, with its key
     /// id and what is wrong with the key or the signature.
-    #[error("signature threshold not met: {valid} of {threshold} required distinct {signer} keys signed{}", problems_label(problems))]
+    #[error("signature threshold not met: {valid} of {threshold} required distinct {signer} keys signed{problems}")]
     Threshold {
         /// Whose keys: e.g. `trusted root v1 root`, `new root v2 root`, `targets -> role`.
         signer: String,
@@ -132,7 +128,8 @@ pub enum Rule {
         /// Required.
         threshold: u64,
         /// Signatures by keys of the role that did not count, and why.
-        problems: Vec<crate::crypto::SigProblem>,
+        /// (Boxed: keeps `Error` small.)
+        problems: Box<crate::crypto::SigProblems>,
     },
     /// The `signatures` array names one key id twice (the specification
     /// says the key id MUST be unique there, even if the threshold is met).

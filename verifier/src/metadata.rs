@@ -75,7 +75,8 @@ pub struct Envelope {
 /// Public key material (`keyval`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyVal {
-    /// Hex-encoded public key.
+    /// The public key: hex for `ed25519`, PEM SubjectPublicKeyInfo for
+    /// ECDSA and RSA.
     pub public: String,
     /// Any other members, kept so key ids and signatures stay stable.
     #[serde(flatten)]
@@ -85,9 +86,12 @@ pub struct KeyVal {
 /// A public key as listed in root or in delegations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Key {
-    /// `ed25519` is the only type this client verifies.
+    /// `ed25519`, `ecdsa` (or `ecdsa-sha2-nistp256`/`-nistp384`) or `rsa`
+    /// verify (docs/trust.md, Key types); keys of other types count toward
+    /// no threshold.
     pub keytype: String,
-    /// `ed25519` is the only scheme this client verifies.
+    /// `ed25519`, `ecdsa-sha2-nistp256`, `ecdsa-sha2-nistp384`,
+    /// `rsassa-pss-sha256` or `rsa-pkcs1v15-sha256`.
     pub scheme: String,
     /// Public material.
     pub keyval: KeyVal,

@@ -127,7 +127,7 @@ fn verify_signatures<T: Metadata>(
                 signer: signer(),
                 valid: count.valid,
                 threshold,
-                problems: count.problems,
+                problems: Box::new(crate::crypto::SigProblems(count.problems)),
             },
         ));
     }

@@ -12,6 +12,9 @@
 //!   message, for the fixture key. Oracle: only the fixture's own
 //!   signature verifies (strict Ed25519: no malleable variant).
 //! * 3: the signature's hex text as sent. Same oracle.
+//! * 4 to 7: an ECDSA P-256, ECDSA P-384, RSA-PSS or RSA PKCS#1 v1.5 key:
+//!   PEM text, then after a 0xFF byte the signature's hex text. Oracle: the
+//!   DER and signature parsers return (a key id, a yes or a no) on any input.
 //!
 //! `PHASE_FUZZ_WRITE_SEEDS=<dir>` writes a seed of each kind (mk/fuzz.mk).
 
@@ -45,8 +48,31 @@ pub fn write_seeds(dir: &Path) -> std::io::Result<()> {
         seed.extend_from_slice(&body);
         std::fs::write(dir.join(name), seed)?;
     }
+    // Modes 4 to 7: the verifier's securesystemslib test vectors.
+    let vectors: serde_json::Value =
+        serde_json::from_str(SSLIB_VECTORS).map_err(std::io::Error::other)?;
+    for case in vectors["cases"].as_array().into_iter().flatten() {
+        let scheme = case["key"]["scheme"].as_str().unwrap_or_default();
+        let Some(i) = PEM_SCHEMES.iter().position(|(_, s)| *s == scheme) else {
+            continue;
+        };
+        let mut seed = vec![4 + i as u8];
+        seed.extend_from_slice(
+            case["key"]["keyval"]["public"]
+                .as_str()
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        seed.push(0xff);
+        seed.extend_from_slice(case["sig"].as_str().unwrap_or_default().as_bytes());
+        let name = case["name"].as_str().unwrap_or("vector");
+        std::fs::write(dir.join(format!("pem-{name}")), seed)?;
+    }
     Ok(())
 }
+
+/// Public keys and signatures made by securesystemslib (seeds of modes 4 to 7).
+const SSLIB_VECTORS: &str = include_str!("../../../verifier/tests/data/sslib-vectors.json");
 
 /// Writes the seeds when `PHASE_FUZZ_WRITE_SEEDS` names a directory.
 pub fn init() {
@@ -77,7 +103,7 @@ pub fn run(data: &[u8]) {
     let Some((&mode, body)) = data.split_first() else {
         return;
     };
-    match mode % 4 {
+    match mode % 8 {
         0 => {
             let Ok(text) = std::str::from_utf8(body) else {
                 return;
@@ -109,10 +135,41 @@ pub fn run(data: &[u8]) {
             }
         }
         2 => check_signature(hex::encode(body)),
-        _ => {
+        3 => {
             if let Ok(text) = std::str::from_utf8(body) {
                 check_signature(text.to_owned());
             }
         }
+        m => {
+            let (keytype, scheme) = PEM_SCHEMES[usize::from(m - 4)];
+            let parts = crate::split_parts(body, 2);
+            let text = |i: usize| std::str::from_utf8(parts.get(i).copied().unwrap_or_default());
+            let (Ok(pem), Ok(sig)) = (text(0), text(1)) else {
+                return;
+            };
+            let key = Key {
+                keytype: keytype.to_owned(),
+                scheme: scheme.to_owned(),
+                keyval: verifier::metadata::KeyVal {
+                    public: pem.to_owned(),
+                    extra: Default::default(),
+                },
+                extra: Default::default(),
+            };
+            let _ = key_id(&key);
+            let sig = Signature {
+                keyid: String::new(),
+                sig: sig.to_owned(),
+            };
+            let _ = verify_one(&key, MESSAGE, &sig);
+        }
     }
 }
+
+/// The PEM key types of modes 4 to 7.
+const PEM_SCHEMES: [(&str, &str); 4] = [
+    ("ecdsa", "ecdsa-sha2-nistp256"),
+    ("ecdsa", "ecdsa-sha2-nistp384"),
+    ("rsa", "rsassa-pss-sha256"),
+    ("rsa", "rsa-pkcs1v15-sha256"),
+];
