@@ -493,15 +493,16 @@ pub fn run(
         .unwrap_or_else(|| cas.tuf_dir().join("metadata"));
     // The TUF refresh asks the peers by evidence: `phase.peers` (named by
     // the operator) before discovered ones (anyone on the LAN can announce
-    // one); a peer that served invalid metadata earlier in this boot is not
-    // asked again.
+    // one), and those newest announced timestamp first
+    // ([`crate::discover::Discovered::refresh_peers`]); a peer that served
+    // invalid metadata earlier in this boot is not asked again.
     let refresh_peers: Vec<Peer> = {
-        let n = places.discovered.peers.len().min(peers.len());
-        peers[n..]
+        let discovered = places.discovered.fetcher_peers().len().min(peers.len());
+        peers[discovered..]
             .iter()
-            .chain(&peers[..n])
-            .filter(|p| dropped_reason(&p.label()).is_none())
             .cloned()
+            .chain(places.discovered.refresh_peers())
+            .filter(|p| dropped_reason(&p.label()).is_none())
             .collect()
     };
     let transport = CacheFallback::new(

@@ -61,6 +61,10 @@ pub struct Found {
     pub source: &'static str,
     /// Time from the start of the browse to its answer.
     pub after: Duration,
+    /// The timestamp metadata version it announced (mDNS `ts`; the DHT
+    /// announces none). A claim, not evidence: it only orders the peers
+    /// the TUF refresh asks ([`Discovered::refresh_order`]).
+    pub timestamp_version: Option<u64>,
 }
 
 impl Found {
@@ -68,6 +72,12 @@ impl Found {
     pub fn url(&self) -> String {
         format!("http://{}:{}", self.host, self.addr.port())
     }
+}
+
+fn as_fetcher_peers<'a>(found: impl Iterator<Item = &'a Found>) -> Vec<fetcher::Peer> {
+    found
+        .filter_map(|p| fetcher::Peer::parse(&p.url()).ok())
+        .collect()
 }
 
 /// What discovery produced for the fetch.
@@ -91,10 +101,20 @@ impl Discovered {
 
     /// The peers as fetcher peers, in discovery order.
     pub fn fetcher_peers(&self) -> Vec<fetcher::Peer> {
-        self.peers
-            .iter()
-            .filter_map(|p| fetcher::Peer::parse(&p.url()).ok())
-            .collect()
+        as_fetcher_peers(self.peers.iter())
+    }
+
+    /// The peers in the order the TUF refresh asks them: the newest
+    /// announced timestamp version first (a peer announcing none last),
+    /// discovery order among equals. The refresh stops at the first peer
+    /// whose metadata verifies, so an honest peer with newer metadata is
+    /// not passed over for an older one; a peer that lies about its version
+    /// is asked first once, fails verification and is dropped for the rest
+    /// of the boot (docs/threat-model.md).
+    pub fn refresh_peers(&self) -> Vec<fetcher::Peer> {
+        let mut found: Vec<&Found> = self.peers.iter().collect();
+        found.sort_by_key(|p| std::cmp::Reverse(p.timestamp_version));
+        as_fetcher_peers(found.into_iter())
     }
 
     /// Internet mode: the DHT providers of `digests` (the boot set's
@@ -207,6 +227,7 @@ impl DhtSession {
                     addr,
                     source: "dht",
                     after,
+                    timestamp_version: peer.timestamp_version,
                 }),
                 None => out
                     .problems
@@ -578,6 +599,7 @@ async fn browse(root: RootTag, timeout: Duration) -> Result<Discovered, Discover
             addr,
             source: "mdns",
             after: start.elapsed(),
+            timestamp_version: peer.timestamp_version,
         });
         if stop_at.is_none() {
             stop_at = Some(tokio::time::Instant::now() + GRACE);
@@ -765,6 +787,7 @@ mod tests {
                 addr,
                 source: "mdns",
                 after: Duration::from_millis(5),
+                timestamp_version: Some(3),
             }],
             dht: None,
         };
@@ -772,5 +795,37 @@ mod tests {
         let peers = d.fetcher_peers();
         assert_eq!(peers.len(), 1);
         assert_eq!(peers[0].label(), "http://n0.mdns.phase:7070/");
+    }
+
+    #[test]
+    fn the_refresh_asks_the_newest_announced_timestamp_first() {
+        let found = |i: usize, ts: Option<u64>| Found {
+            id: format!("n{i}"),
+            host: host_name(&format!("n{i}"), i),
+            addr: SocketAddr::from(([198, 18, 0, 10 + i as u8], 7070)),
+            source: if ts.is_some() { "mdns" } else { "dht" },
+            after: Duration::from_millis(i as u64),
+            timestamp_version: ts,
+        };
+        let d = Discovered {
+            peers: vec![
+                found(0, Some(4)),
+                found(1, None),
+                found(2, Some(9)),
+                found(3, Some(4)),
+            ],
+            dht: None,
+        };
+        let labels: Vec<String> = d.refresh_peers().iter().map(|p| p.label()).collect();
+        let hosts: Vec<String> = [2, 0, 3, 1]
+            .iter()
+            .map(|&i| format!("http://{}:7070/", host_name(&format!("n{i}"), i)))
+            .collect();
+        assert_eq!(
+            labels, hosts,
+            "newest ts first, discovery order among equals, none last"
+        );
+        // Objects keep discovery order.
+        assert_eq!(d.fetcher_peers()[1].label(), hosts[3]);
     }
 }
