@@ -43,6 +43,7 @@ use crate::cas::{Cas, CasError, PartialObject};
 use crate::digest::Sha256Digest;
 use crate::object::{ObjectSpec, SpecError};
 use crate::wire::ChunkMap;
+use verifier::error_chain;
 
 /// Where one peer serves the object.
 #[derive(Debug, Clone)]
@@ -1631,17 +1632,6 @@ async fn fetch_chunk(
         )));
     }
     Ok((parts, hasher.finalize().into()))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

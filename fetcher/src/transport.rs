@@ -131,17 +131,7 @@ fn verdict(e: &verifier::Error) -> Verdict {
     }
 }
 
-/// The error chain on one line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
+pub(crate) use verifier::error_chain as chain;
 
 #[derive(Debug, Clone, Copy)]
 enum Pin {

@@ -98,7 +98,7 @@ pub fn wired_interfaces(sys_class_net: &Path) -> Vec<Iface> {
         }
         let (Ok(Ok(index)), Ok(Some(mac))) = (
             read("ifindex").map(|s| s.parse::<u32>()),
-            read("address").map(|s| parse_mac(&s)),
+            read("address").map(|s| crate::private::parse_mac(&s)),
         ) else {
             continue;
         };
@@ -106,15 +106,6 @@ pub fn wired_interfaces(sys_class_net: &Path) -> Vec<Iface> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 /// The usable (not tentative) IPv6 link-local address of `iface` in
@@ -289,7 +280,7 @@ async fn randomize_mac(
         .map_err(|e| format!("the driver refused a new MAC: {e}"))?;
     let now = std::fs::read_to_string(format!("/sys/class/net/{}/address", i.name))
         .ok()
-        .and_then(|s| parse_mac(s.trim()));
+        .and_then(|s| crate::private::parse_mac(s.trim()));
     if now != Some(mac) {
         return Err("the driver kept its own MAC".into());
     }

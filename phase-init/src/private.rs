@@ -99,7 +99,8 @@ pub fn format_mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
+/// Reads `aa:bb:cc:dd:ee:ff` (sysfs `address`, `boot.json`).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
     for b in &mut mac {

@@ -73,13 +73,4 @@ pub fn timings() -> Vec<(String, u64)> {
 }
 
 /// Formats an error with its whole `source()` chain: `a: b: c`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
-}
+pub use verifier::error_chain as chain;

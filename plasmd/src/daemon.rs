@@ -321,19 +321,7 @@ impl Response {
 }
 
 /// The error and its causes on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s.replace('\n', " ")
-}
+pub use verifier::error_chain as chain;
 
 /// The writable block-device mount (`/dev/...`, `rw`) that holds `path`,
 /// as `device on dir`, from `/proc/self/mounts` text; `None` when the

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use plasmd::daemon::{self, DaemonConfig, Request};
 use plasmd::{Job, Plasm, PlasmConfig};
+use verifier::error_chain as chain;
 
 #[derive(Parser)]
 #[command(name = "plasmd", version, about = "Phase Boot's WASM job daemon")]
@@ -334,17 +335,6 @@ fn run(args: RunArgs) -> anyhow::Result<bool> {
         all_ok &= outcome.status.success();
     }
     Ok(all_ok)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn main() -> ExitCode {

@@ -62,6 +62,24 @@ pub enum Error {
     },
 }
 
+/// An error and its causes on one line, `a: b: c`: the one printer every
+/// crate and binary uses. A cause whose text the line already holds (a
+/// wrapper that prints its source) is not repeated, and line breaks become
+/// spaces.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s.replace('\n', " ")
+}
+
 fn version_label(v: Option<u64>) -> String {
     match v {
         Some(v) => format!("v{v}"),

@@ -46,7 +46,7 @@ pub mod updater;
 
 pub use crypto::SigningKey;
 pub use digest::StreamDigest;
-pub use error::{Error, HashMismatch, Rule, StorageError, TargetRule, TransportError};
+pub use error::{error_chain, Error, HashMismatch, Rule, StorageError, TargetRule, TransportError};
 pub use store::{read_capped, DirStorage, DirTransport, MemoryStorage, Storage, Transport};
 pub use target::{check_target_name, Chunks, Kind, PhaseCustom, Target, DEFAULT_CHUNK_SIZE};
 pub use trusted::TrustedSet;

@@ -432,13 +432,5 @@ pub fn client(repo: &Repo) -> MemoryStorage {
 }
 
 /// The chain of an error as one line (what the CLI prints).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+#[allow(unused_imports)] // not every scenario prints a chain
+pub use verifier::error_chain as chain;
