@@ -14,6 +14,7 @@
 //!
 //! It does not own TUF verification (the `verifier` crate) nor the console:
 //! it never prints, it emits `tracing` events and returns typed errors.
+#![forbid(unsafe_code)]
 
 pub mod cpio;
 pub mod disk;

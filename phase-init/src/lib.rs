@@ -3,11 +3,17 @@
 //!
 //! This crate owns what PID 1 does: the early mounts, the console, the
 //! `phase.*` command line, kernel modules, and the rescue shell; later the
-//! network bring-up, the verified fetch, kexec and the handover (issue 6).
+//! network bring-up, the verified fetch, kexec and the handover.
 //! It does not own TUF, the CAS or discovery (the `verifier`, `fetcher` and
 //! `discovery` crates). The binary's `main.rs` lists the boot steps in order.
 //!
-//! Unsafe code lives in [`sys`] only.
+//! Unsafe code lives in [`sys`] only (the crate denies it, `sys` allows it).
+#![deny(unsafe_code)]
+// PID 1 never panics: no unwrap, expect or panic outside the tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod bootfetch;
 pub mod cachepart;

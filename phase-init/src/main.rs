@@ -37,6 +37,12 @@
 //! ```
 //!
 //! PID 1 never exits: a panic anywhere in the boot lands in the rescue shell.
+#![forbid(unsafe_code)]
+// PID 1 never panics: no unwrap, expect or panic outside the tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
@@ -92,7 +98,7 @@ fn boot() {
     let now = clock.now;
     let baked = step::run("trust", || trusted_root(root, now));
     if config.test == Some(TestAction::Panic) {
-        panic!("phase.test=panic: panicking on purpose");
+        test_panic();
     }
     // Private mode: a fresh identity before any packet leaves (random MACs,
     // an ephemeral peer id; see private.rs).
@@ -822,4 +828,11 @@ fn kernel_release() -> String {
         .release()
         .to_string_lossy()
         .into_owned()
+}
+
+/// `phase.test=panic`: the test hook that proves a panic anywhere in the
+/// boot lands in the rescue shell.
+#[allow(clippy::panic)]
+fn test_panic() {
+    panic!("phase.test=panic: panicking on purpose");
 }

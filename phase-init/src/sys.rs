@@ -1,6 +1,7 @@
 //! The only unsafe code of phase-init: what std cannot express safely.
 //!
 //! Everything else goes through rustix's safe wrappers.
+#![allow(unsafe_code)]
 
 use std::ffi::CStr;
 use std::io;
