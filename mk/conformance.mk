@@ -12,4 +12,5 @@ TEST_PREREQS += conformance
 
 .PHONY: conformance
 conformance: host
-	TUF_CONFORMANCE=$(TUF_CONFORMANCE) scripts/conformance.sh $(PHASE) $(VENV) $(BUILD)/conformance
+	@# silent: without the suite the target prints exactly one line
+	@TUF_CONFORMANCE=$(TUF_CONFORMANCE) scripts/conformance.sh $(PHASE) $(VENV) $(BUILD)/conformance
