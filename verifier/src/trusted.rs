@@ -3,7 +3,7 @@
 //! start time in, verified metadata or a typed error out; no I/O here. A
 //! failed update leaves the set exactly as it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -25,7 +25,7 @@ pub enum TimestampUpdate {
 }
 
 /// A parsed metadata file whose signatures are not checked yet.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Parsed<T> {
     /// The typed `signed` part.
     pub signed: T,
@@ -156,6 +156,17 @@ fn verify_by_root<T: Metadata>(
     })
 }
 
+/// Targets metadata of one role that passed every check of `update_targets`,
+/// kept with its signatures so it can be verified again when the delegation
+/// search reaches the same role through another delegator.
+#[derive(Debug, Clone)]
+struct HeldTargets {
+    parsed: Parsed<Targets>,
+    /// The delegators whose current delegation of this role was verified
+    /// against these exact bytes.
+    verified_by: BTreeSet<String>,
+}
+
 /// The trusted metadata of one update, with the fixed start time.
 #[derive(Debug, Clone)]
 pub struct TrustedSet {
@@ -163,7 +174,7 @@ pub struct TrustedSet {
     root: Root,
     timestamp: Option<Timestamp>,
     snapshot: Option<Snapshot>,
-    targets: BTreeMap<String, Targets>,
+    targets: BTreeMap<String, HeldTargets>,
 }
 
 impl TrustedSet {
@@ -198,9 +209,74 @@ impl TrustedSet {
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
     }
-    /// Trusted targets metadata of `role`, if loaded.
+    /// Trusted targets metadata of `role`, if loaded. A delegated role is
+    /// trusted only through the delegators that `delegated_by` names; before
+    /// using it through another one, call `verify_held_targets`.
     pub fn targets(&self, role: &str) -> Option<&Targets> {
-        self.targets.get(role)
+        self.targets.get(role).map(|h| &h.parsed.signed)
+    }
+
+    /// Whether the held targets metadata of `role` was verified against the
+    /// current delegation of `delegator`.
+    pub fn delegated_by(&self, role: &str, delegator: &str) -> bool {
+        self.targets
+            .get(role)
+            .is_some_and(|h| h.verified_by.contains(delegator))
+    }
+
+    /// 5.6.3 for a role already held: verify its signatures, keys and
+    /// threshold again against the current delegation of `delegator` (a role
+    /// reached on another search path does not inherit the authority of the
+    /// path that loaded it). `Ok(false)` when `role` is not held. On success
+    /// `delegator` is recorded; on error the set is unchanged and the held
+    /// copy stays trusted only through the delegators that verified it.
+    pub fn verify_held_targets(&mut self, role: &str, delegator: &str) -> Result<bool, Error> {
+        let Some(held) = self.targets.get(role) else {
+            return Ok(false);
+        };
+        if held.verified_by.contains(delegator) {
+            return Ok(true);
+        }
+        self.verify_delegation(role, delegator, &held.parsed)?;
+        if let Some(held) = self.targets.get_mut(role) {
+            held.verified_by.insert(delegator.to_string());
+        }
+        Ok(true)
+    }
+
+    /// Check that `parsed` (metadata of `role`) is signed by a threshold of
+    /// the keys that `delegator` currently names for `role`.
+    fn verify_delegation(
+        &self,
+        role: &str,
+        delegator: &str,
+        parsed: &Parsed<Targets>,
+    ) -> Result<(), Error> {
+        if delegator == ROOT {
+            if role != TARGETS {
+                return Err(reject(
+                    role,
+                    None,
+                    Rule::Invalid("root delegates only the targets role".into()),
+                ));
+            }
+            return verify_by_root(TARGETS, parsed, &self.root, "trusted");
+        }
+        let parent = self.targets(delegator).ok_or(Error::NotRefreshed)?;
+        let delegations = parent.delegations.as_ref();
+        let entry = delegations
+            .and_then(|d| d.roles.iter().find(|r| r.name == role))
+            .ok_or_else(|| {
+                reject(
+                    role,
+                    Some(parsed.signed.version),
+                    Rule::Invalid(format!("{delegator} does not delegate {role}")),
+                )
+            })?;
+        let keys = &delegations.map(|d| &d.keys).ok_or(Error::NotRefreshed)?;
+        verify_signatures(role, parsed, keys, &entry.keyids, entry.threshold, || {
+            format!("{delegator} v{} -> {role}", parent.version)
+        })
     }
 
     fn expired<T: Metadata>(&self, role: &str, m: &T) -> Result<(), Error> {
@@ -439,33 +515,8 @@ impl TrustedSet {
             },
         )?;
         let parsed: Parsed<Targets> = parse(role, bytes)?;
-        if delegator == ROOT {
-            if role != TARGETS {
-                return Err(reject(
-                    role,
-                    None,
-                    Rule::Invalid("root delegates only the targets role".into()),
-                ));
-            }
-            verify_by_root(TARGETS, &parsed, &self.root, "trusted")?;
-        } else {
-            let parent = self.targets.get(delegator).ok_or(Error::NotRefreshed)?;
-            let delegations = parent.delegations.as_ref();
-            let entry = delegations
-                .and_then(|d| d.roles.iter().find(|r| r.name == role))
-                .ok_or_else(|| {
-                    reject(
-                        role,
-                        Some(parsed.signed.version),
-                        Rule::Invalid(format!("{delegator} does not delegate {role}")),
-                    )
-                })?;
-            let keys = &delegations.map(|d| &d.keys).ok_or(Error::NotRefreshed)?;
-            verify_signatures(role, &parsed, keys, &entry.keyids, entry.threshold, || {
-                format!("{delegator} v{} -> {role}", parent.version)
-            })?;
-        }
-        let new = parsed.signed;
+        self.verify_delegation(role, delegator, &parsed)?;
+        let new = &parsed.signed;
         if new.version != meta.version {
             return Err(reject(
                 role,
@@ -477,8 +528,14 @@ impl TrustedSet {
                 },
             ));
         }
-        self.expired(role, &new)?;
-        self.targets.insert(role.to_string(), new);
+        self.expired(role, new)?;
+        self.targets.insert(
+            role.to_string(),
+            HeldTargets {
+                parsed,
+                verified_by: BTreeSet::from([delegator.to_string()]),
+            },
+        );
         Ok(())
     }
 }

@@ -285,10 +285,22 @@ impl<S: Storage, T: Transport> Updater<S, T> {
         }
     }
 
+    /// Make the targets metadata of `role` trusted through `delegator`. A
+    /// copy already held (loaded on another search path) is verified again
+    /// against this delegator's current keys and threshold; if it fails, it
+    /// is not used and a fresh copy is loaded, which must pass every check
+    /// through this delegator.
     fn load_targets(&mut self, role: &str, delegator: &str) -> Result<(), Error> {
-        let set = self.set.as_ref().ok_or(Error::NotRefreshed)?;
-        if set.targets(role).is_some() {
-            return Ok(());
+        let set = self.set.as_mut().ok_or(Error::NotRefreshed)?;
+        match set.verify_held_targets(role, delegator) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                role,
+                delegator,
+                error = %e,
+                "held targets metadata not valid through this delegator; loading a fresh copy"
+            ),
         }
         let file = role_file(role);
         if let Some(local) = self.load(&file)? {
