@@ -41,13 +41,70 @@ pub struct Published {
     pub marker: String,
 }
 
+/// The published test target alone (no stage-1 image yet).
+pub struct Target {
+    pub dir: tempfile::TempDir,
+    /// The TUF repository (`metadata/`, `targets/`).
+    pub repo: PathBuf,
+    /// The key directory of `phase keygen` (its `1.root.json` is the root
+    /// the target initramfs trusts).
+    pub keys: PathBuf,
+    /// What the target's service prints.
+    pub marker: String,
+}
+
+/// The `phase image` arguments every image of these tests shares: trusted
+/// `root`, output `out`, Debian's kernel, phase-init, x86_64.
+fn image_args(root: &Path, out: &Path) -> Vec<OsString> {
+    let build = build_dir();
+    let (release, _) = fixtures::kernel();
+    let init = build.join("x86_64/phase-init");
+    need(&init, "run `make init`");
+    let mut a = os(&["image", "--out"]);
+    a.push(out.into());
+    a.extend(os(&["--root"]));
+    a.push(root.into());
+    a.extend(os(&["--init"]));
+    a.push(init.into());
+    a.extend(os(&["--arch", "x86_64", "--build-dir"]));
+    a.push(build.into());
+    a.extend(os(&[
+        "--kernel-version",
+        release.as_str(),
+        "--templates",
+        "esp",
+        "--modules-list",
+        "kernel/modules-x86_64.list",
+    ]));
+    a
+}
+
+/// A stage-1 disk image at `out` trusting `root`, defaulting to `local`
+/// mode with nothing seeded (everything must come from the peers).
+pub fn stage1_disk(root: &Path, out: &Path) {
+    let mut a = image_args(root, out);
+    a.extend(os(&["--default-mode", "local"]));
+    phase(&a);
+}
+
 /// Keys, target initramfs, rootfs with `marker`, `phase publish`, and a
 /// disk image defaulting to `local` mode with nothing seeded.
 pub fn publish(tag: &str) -> Published {
-    let build = build_dir();
-    let (release, kernel) = fixtures::kernel();
-    let init = build.join("x86_64/phase-init");
-    need(&init, "run `make init`");
+    let t = publish_target(tag);
+    let disk = t.dir.path().join("disk.img");
+    stage1_disk(&t.keys.join("1.root.json"), &disk);
+    Published {
+        dir: t.dir,
+        repo: t.repo,
+        disk,
+        marker: t.marker,
+    }
+}
+
+/// Keys, target initramfs (trusting those keys), rootfs with `marker`, and
+/// `phase publish`.
+pub fn publish_target(tag: &str) -> Target {
+    let (_, kernel) = fixtures::kernel();
     need(Path::new("/bin/busybox"), "apt-get install busybox-static");
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
@@ -59,27 +116,8 @@ pub fn publish(tag: &str) -> Published {
         "--out".as_ref(),
         keys.as_os_str(),
     ]));
-    let common = |out: &Path| -> Vec<OsString> {
-        let mut a = os(&["image", "--out"]);
-        a.push(out.into());
-        a.extend(os(&["--root"]));
-        a.push(root.clone().into());
-        a.extend(os(&["--init"]));
-        a.push(init.clone().into());
-        a.extend(os(&["--arch", "x86_64", "--build-dir"]));
-        a.push(build.clone().into());
-        a.extend(os(&[
-            "--kernel-version",
-            release.as_str(),
-            "--templates",
-            "esp",
-            "--modules-list",
-            "kernel/modules-x86_64.list",
-        ]));
-        a
-    };
     let target_initrd = d.join("target-initramfs.img");
-    let mut a = common(&target_initrd);
+    let mut a = image_args(&root, &target_initrd);
     a.extend(os(&["--stage", "initramfs"]));
     phase(&a);
 
@@ -115,15 +153,10 @@ pub fn publish(tag: &str) -> Published {
         "1",
     ]));
     phase(&p);
-
-    let disk = d.join("disk.img");
-    let mut a = common(&disk);
-    a.extend(os(&["--default-mode", "local"]));
-    phase(&a);
-    Published {
+    Target {
         dir,
         repo,
-        disk,
+        keys,
         marker,
     }
 }
