@@ -14,7 +14,8 @@
 #   /etc              hostname, passwd, group, hosts, resolv.conf (empty),
 #                     phase/services.toml (what phase-init supervises), phase/net.sh,
 #                     phase/plasmd.toml (plasmd's config: the demo job at start-up, cache /phase)
-#   /var/lib/phase    the writable cache view: cas -> /phase/cas, tuf -> /phase/tuf
+#   /var/lib/phase    the peer service's cache view: /phase/cas and /phase/tuf
+#                     bind-mounted on cas/ and tuf/ by the cache-view service
 # The payload stage 1 hands over (/phase, read-only) holds only verified
 # bytes; the node serves exactly those.
 set -euo pipefail
@@ -73,10 +74,10 @@ printf '127.0.0.1 localhost\n::1 localhost\n' >"$root/etc/hosts"
 : >"$root/etc/resolv.conf" # placeholder: a node needs no name server to boot or re-share
 printf 'hosts: files\n' >"$root/etc/nsswitch.conf"
 
-# The writable view of the payload for `phase serve --cache` (it keeps its
-# peer key beside the cache; /phase itself is read-only).
-ln -s /phase/cas "$root/var/lib/phase/cas"
-ln -s /phase/tuf "$root/var/lib/phase/tuf"
+# The view of the payload for `phase serve --cache` (it keeps its peer key
+# beside the cache, on the overlay; /phase itself is read-only). Bind mounts,
+# not symbolic links: the server never follows a link inside a cache.
+mkdir -p "$root/var/lib/phase/cas" "$root/var/lib/phase/tuf"
 
 # Network: links up, a DHCPv4 lease if a server answers (bounded), IPv6
 # link-local always; a host name unique per NIC.
@@ -135,12 +136,19 @@ command = "/bin/sh"
 args = ["/etc/phase/net.sh"]
 type = "oneshot"
 
+# The peer service's cache view: the verified payload's store and metadata
+# under /var/lib/phase (bind mounts; the server follows no symbolic link).
+[service.cache-view]
+command = "/bin/sh"
+args = ["-c", "mount -o bind /phase/cas /var/lib/phase/cas && mount -o bind /phase/tuf /var/lib/phase/tuf"]
+type = "oneshot"
+
 # Re-share the verified payload: the next node boots from this one.
 # Not in private mode: it listens and announces (docs/threat-model.md).
 [service.peer]
 command = "/usr/bin/phase"
 args = ["serve", "--cache", "/var/lib/phase", "--listen", "[::]:7070", "--mdns"]
-after = ["net"]
+after = ["net", "cache-view"]
 restart = "on-failure"
 backoff_ms = 2000
 modes = ["internet", "local"]
