@@ -37,8 +37,8 @@ pub enum KexecError {
     NotPermitted,
     #[error("kexec is busy (EBUSY): another kexec image is being loaded or executed")]
     Busy,
-    #[error("the running kernel rejected the target kernel's signature (EKEYREJECTED): under lockdown/Secure Boot only kernels signed by a trusted key can be kexec'd")]
-    SignatureRejected,
+    #[error("target kernel {kernel}'s signature was rejected (EKEYREJECTED): only kernels signed by a trusted key can be kexec'd ({platform})")]
+    SignatureRejected { kernel: String, platform: String },
     #[error("target kernel {kernel} is not signed (ENODATA), and this machine only kexecs signed kernels ({platform})")]
     Unsigned { kernel: String, platform: String },
     #[error(
@@ -56,14 +56,10 @@ pub enum KexecError {
 }
 
 impl KexecError {
-    /// The error `kexec_file_load` reported, mapped to a plain reason.
-    pub fn from_load(e: io::Error) -> Self {
-        Self::refused(e, "(unknown version)", "lockdown state unknown")
-    }
-
-    /// Like [`KexecError::from_load`], naming the target kernel (`kernel`,
-    /// its version) and where this boot runs (`platform`, e.g. `secureboot
-    /// on, lockdown integrity`) in the signature refusals.
+    /// The error `kexec_file_load` reported, mapped to a plain reason; the
+    /// signature refusals name the target kernel (`kernel`, its version)
+    /// and where this boot runs (`platform`, e.g. `secureboot on, lockdown
+    /// integrity`).
     pub fn refused(e: io::Error, kernel: &str, platform: &str) -> Self {
         let (kernel, platform) = (kernel.to_owned(), platform.to_owned());
         match e.raw_os_error() {
@@ -72,7 +68,7 @@ impl KexecError {
             Some(libc::ENOSYS) => KexecError::NotSupported,
             Some(libc::EPERM) => KexecError::NotPermitted,
             Some(libc::EBUSY) => KexecError::Busy,
-            Some(libc::EKEYREJECTED) => KexecError::SignatureRejected,
+            Some(libc::EKEYREJECTED) => KexecError::SignatureRejected { kernel, platform },
             Some(libc::ENOEXEC) => KexecError::NotAKernel,
             Some(libc::ENOMEM) => KexecError::NoMemory,
             _ => KexecError::Load(e),
@@ -164,12 +160,12 @@ mod tests {
             (libc::ENOMEM, "memory"),
         ];
         for (errno, words) in cases {
-            let e = KexecError::from_load(io::Error::from_raw_os_error(errno));
+            let e = KexecError::refused(io::Error::from_raw_os_error(errno), "6.1.0-28-amd64", "");
             let text = e.to_string();
             assert!(text.contains(words), "{errno}: {text}");
             assert!(!text.contains('\n'), "one line: {text}");
         }
-        let other = KexecError::from_load(io::Error::from_raw_os_error(libc::EINVAL));
+        let other = KexecError::refused(io::Error::from_raw_os_error(libc::EINVAL), "", "");
         assert!(matches!(other, KexecError::Load(_)));
     }
 
