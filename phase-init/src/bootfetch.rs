@@ -456,7 +456,7 @@ pub fn run(
     // Objects: cache first (above), then discovered peers, then
     // `phase.peers` (the refresh order is below).
     let mut peers = places.discovered.fetcher_peers();
-    peers.extend(static_peers);
+    peers.extend(static_peers.iter().cloned());
     if let Some(why) = multiaddr_skipped(config.mode) {
         for m in skipped {
             console().warn(&format!("phase.peers: {m}: {why}; skipped"));
@@ -496,15 +496,11 @@ pub fn run(
     // one), and those newest announced timestamp first
     // ([`crate::discover::Discovered::refresh_peers`]); a peer that served
     // invalid metadata earlier in this boot is not asked again.
-    let refresh_peers: Vec<Peer> = {
-        let discovered = places.discovered.fetcher_peers().len().min(peers.len());
-        peers[discovered..]
-            .iter()
-            .cloned()
-            .chain(places.discovered.refresh_peers())
-            .filter(|p| dropped_reason(&p.label()).is_none())
-            .collect()
-    };
+    let refresh_peers: Vec<Peer> = static_peers
+        .into_iter()
+        .chain(places.discovered.refresh_peers())
+        .filter(|p| dropped_reason(&p.label()).is_none())
+        .collect();
     let transport = CacheFallback::new(
         PeerTransport::new(
             fetcher.client().clone(),
@@ -536,11 +532,8 @@ pub fn run(
         Ok(r) => r.clone(),
         Err(e) => e.report.clone(),
     };
+    // The console already has the fetcher's own line for each (logging.rs).
     for d in &report.dropped {
-        console().warn(&format!(
-            "peer {} served invalid metadata ({}); dropped",
-            d.label, d.reason
-        ));
         remember_dropped(&d.label, &d.reason);
     }
     refreshed.map_err(|e| {
