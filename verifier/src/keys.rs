@@ -27,6 +27,8 @@ use spki::ObjectIdentifier;
 
 use crate::metadata::Key;
 
+/// `id-Ed25519` (RFC 8410).
+const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 /// `id-ecPublicKey` (RFC 5480).
 const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 /// `secp256r1` / P-256.
@@ -166,6 +168,56 @@ pub enum KeyError {
     /// Malformed RSA key (bad encoding or exponent).
     #[error("invalid RSA public key: {0}")]
     Rsa(String),
+    /// A SubjectPublicKeyInfo of an algorithm (or curve) no scheme uses.
+    #[error("{0} is not Ed25519, ECDSA P-256/P-384 or RSA")]
+    UnsupportedAlgorithm(String),
+}
+
+/// A PEM SubjectPublicKeyInfo (what `openssl pkey -pubout`, a PIV token or a
+/// cloud KMS gives) as the parts of a TUF key: the schemes its algorithm
+/// fits, the default first, and its `keyval.public` (hex of the raw key for
+/// Ed25519; for ECDSA and RSA the PEM again, with LF line ends, as
+/// securesystemslib writes it). The key material itself is checked by
+/// [`VerifyingKey::from_key`] once a scheme is chosen.
+pub fn schemes_of_pem(pem: &str) -> Result<(&'static [Scheme], String), KeyError> {
+    let der = pem_spki(pem)?;
+    let spki = spki_ref(&der)?;
+    let reencoded = || {
+        pem_rfc7468::encode_string("PUBLIC KEY", pem_rfc7468::LineEnding::LF, &der)
+            .map_err(|e| KeyError::Pem(e.to_string()))
+    };
+    match spki.algorithm.oid {
+        OID_ED25519 => {
+            let raw = spki
+                .subject_public_key
+                .as_bytes()
+                .ok_or(KeyError::Ed25519)?;
+            Ok((&[Scheme::Ed25519], hex::encode(raw)))
+        }
+        OID_EC_PUBLIC_KEY => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+            match curve {
+                Some(OID_P256) => Ok((&[Scheme::EcdsaP256], reencoded()?)),
+                Some(OID_P384) => Ok((&[Scheme::EcdsaP384], reencoded()?)),
+                Some(c) => Err(KeyError::UnsupportedAlgorithm(format!(
+                    "an EC key on {}",
+                    curve_name(c)
+                ))),
+                None => Err(KeyError::UnsupportedAlgorithm(
+                    "an EC key without a named curve".into(),
+                )),
+            }
+        }
+        OID_RSA => Ok((
+            &[Scheme::RsaPssSha256, Scheme::RsaPkcs1v15Sha256],
+            reencoded()?,
+        )),
+        o => Err(KeyError::UnsupportedAlgorithm(algorithm_name(o))),
+    }
 }
 
 impl KeyError {
@@ -547,7 +599,7 @@ fn algorithm_name(oid: ObjectIdentifier) -> String {
     match oid {
         OID_EC_PUBLIC_KEY => "an EC key".into(),
         OID_RSA => "an RSA key".into(),
-        o if o.to_string() == "1.3.101.112" => "an Ed25519 key".into(),
+        OID_ED25519 => "an Ed25519 key".into(),
         o => format!("algorithm {o}"),
     }
 }

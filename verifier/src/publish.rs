@@ -1006,96 +1006,34 @@ pub const SCHEMES: [&str; 5] = [
 /// must match the key for the others. Ed25519 keyval is hex of the 32 raw
 /// bytes; ECDSA and RSA keyval is the PEM, as securesystemslib writes it.
 pub fn public_key_from_pem(pem: &str, scheme: Option<&str>) -> Result<Key, String> {
-    use ed25519_dalek::pkcs8::spki::der::{self, Decode, Reader};
-    use ed25519_dalek::pkcs8::spki::{ObjectIdentifier, SubjectPublicKeyInfoRef};
-    const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
-    const OID_EC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-    const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-    const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-    const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-
-    let (label, der_bytes) = der::pem::decode_vec(pem.trim().as_bytes())
-        .map_err(|e| format!("not a PEM public key: {e}"))?;
-    if label != "PUBLIC KEY" {
-        return Err(format!(
-            "PEM label is {label:?}, expected \"PUBLIC KEY\" (SubjectPublicKeyInfo, as `openssl pkey -pubout` writes)"
-        ));
-    }
-    let spki = SubjectPublicKeyInfoRef::from_der(&der_bytes)
-        .map_err(|e| format!("not a SubjectPublicKeyInfo: {e}"))?;
-    let bits = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or("the public key bit string has unused bits")?;
-    let reencoded = || {
-        der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &der_bytes)
-            .map_err(|e| format!("re-encoding the PEM failed: {e}"))
+    let (schemes, public) = crate::keys::schemes_of_pem(pem).map_err(|e| e.to_string())?;
+    let chosen = match scheme {
+        None => schemes[0],
+        Some(name) => schemes
+            .iter()
+            .copied()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = schemes.iter().map(|s| s.name()).collect();
+                format!(
+                    "scheme {name:?} does not fit this {} key (use {})",
+                    schemes[0].keytype(),
+                    names.join(" or ")
+                )
+            })?,
     };
-    let (keytype, allowed, public): (&str, &[&str], String) = match spki.algorithm.oid {
-        OID_ED25519 => {
-            if bits.len() != 32 {
-                return Err(format!(
-                    "Ed25519 public key is {} bytes, not 32",
-                    bits.len()
-                ));
-            }
-            ("ed25519", &["ed25519"], hex::encode(bits))
-        }
-        OID_EC => {
-            let curve = spki
-                .algorithm
-                .parameters_oid()
-                .map_err(|e| format!("EC key without a named curve: {e}"))?;
-            match curve {
-                OID_P256 => ("ecdsa", &["ecdsa-sha2-nistp256"], reencoded()?),
-                OID_P384 => ("ecdsa", &["ecdsa-sha2-nistp384"], reencoded()?),
-                other => return Err(format!("EC curve {other} is neither P-256 nor P-384")),
-            }
-        }
-        OID_RSA => {
-            let mut r = der::SliceReader::new(bits).map_err(|e| format!("RSA key: {e}"))?;
-            let n_bits = r
-                .sequence(|r| {
-                    let n = der::asn1::UintRef::decode(r)?;
-                    let _e = der::asn1::UintRef::decode(r)?;
-                    let b = n.as_bytes();
-                    Ok((b.len() * 8)
-                        .saturating_sub(b.first().map_or(8, |x| x.leading_zeros() as usize)))
-                })
-                .map_err(|e| format!("RSA key: {e}"))?;
-            if n_bits < 2048 {
-                return Err(format!(
-                    "RSA key has {n_bits} bits; at least 2048 are required"
-                ));
-            }
-            (
-                "rsa",
-                &["rsassa-pss-sha256", "rsa-pkcs1v15-sha256"],
-                reencoded()?,
-            )
-        }
-        other => {
-            return Err(format!(
-                "key algorithm {other} is not Ed25519, ECDSA or RSA"
-            ))
-        }
-    };
-    let scheme = scheme.unwrap_or(allowed[0]);
-    if !allowed.contains(&scheme) {
-        return Err(format!(
-            "scheme {scheme:?} does not fit this {keytype} key (use {})",
-            allowed.join(" or ")
-        ));
-    }
-    Ok(Key {
-        keytype: keytype.into(),
-        scheme: scheme.into(),
+    let key = Key {
+        keytype: chosen.keytype().into(),
+        scheme: chosen.name().into(),
         keyval: KeyVal {
             public,
             extra: BTreeMap::new(),
         },
         extra: BTreeMap::new(),
-    })
+    };
+    // The same checks a verifier makes: the curve point, the RSA size, DER.
+    crate::keys::VerifyingKey::from_key(&key).map_err(|e| e.to_string())?;
+    Ok(key)
 }
 
 /// Read a public key file: TUF key JSON (`{"keytype", "scheme", "keyval"}`,
