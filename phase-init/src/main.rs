@@ -3,36 +3,42 @@
 //! The boot, in order — one console status line per step:
 //!
 //! ```text
-//!  1. mounts    /proc /sys /dev /dev/pts /dev/shm /run
+//!  1. mounts    /proc /sys /dev /dev/pts /dev/shm securityfs /run
 //!  2. console   attach /dev/kmsg and every active console
 //!  3. cmdline   the phase.* parameters; typos warn, then defaults; from
 //!               here on the libraries' warnings are console lines
 //!               (phase.debug=true: their debug events too)
 //!  4. modules   /etc/phase/modules.order via finit_module
 //!  5. loader    which systemd-boot entry booted us (efivarfs)
-//!    platform  `secureboot on|off|setup, lockdown none|integrity|...`
-//!  6. trust     the baked trusted root, verified; its key fingerprint
-//!  7. network   (stage 1) wired links up, DHCPv4 in parallel, IPv6 link-local
-//!  8. cache     (stage 1, no test hook) the PHASE-CACHE partition, ext4,
+//!  6. platform  secureboot on|off|setup, lockdown none|integrity|...
+//!  7. clock     the boot time expiry checks use (never behind the build)
+//!  8. trust     the baked trusted root, verified; its key fingerprint
+//! stage 1 (phase.stage=boot):
+//!  9. identity  (private mode) a fresh peer id and random MACs
+//! 10. network   wired links up, DHCPv4 in parallel, IPv6 link-local
+//! 11. cache     (no test hook) the PHASE-CACHE partition, ext4,
 //!               read-write unless phase.nowrite / private mode
-//!  9. discover  (stage 1) peers: mDNS in local mode, the DHT (phase.peers
+//! 12. discover  peers: mDNS in local mode, the DHT (phase.peers
 //!               multiaddrs) in internet mode (phase.discover_timeout)
-//! 10. fetch     TUF refresh (peers, then the cache) and the verified kernel,
+//! 13. tor       (private mode, network peers) the embedded Tor client
+//! 14. fetch     TUF refresh (peers, then the cache) and the verified kernel,
 //!               initramfs, rootfs of (channel, arch); when no peer
 //!               delivered, discover + fetch again after a backoff with a
 //!               countdown (phase.retry, default forever; a key press on
-//!               the console stops it for the rescue shell)
-//! 10. ready     `phase-init: ready mode=<mode> channel=<channel>`
-//! stage 1 (phase.stage=boot):
-//! 11. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
-//! 12. kexec     kexec_file_load + reboot(KEXEC)
+//!               the console stops it for the rescue shell); `grace` when
+//!               phase.grace allows an offline expired boot
+//! 15. ready     `phase-init: ready mode=<mode> channel=<channel>`
+//! 16. payload   (private: the pre-kexec check first) target initramfs ++
+//!               payload cpio (rootfs, CAS, boot.json); kexec_file_load +
+//!               reboot(KEXEC)
 //!               phase.test=kexec: the artifacts in /etc/phase/test-artifacts
 //!               phase.test=poweroff: power off after the ready line
 //! stage 2 (phase.stage=target):
-//!  9. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
-//! 10. move      /proc /sys /dev /run and the payload into the new root
-//! 11. switch    switch_root (the initramfs contents are freed)
-//! 12. handover  systemd (exec /sbin/init) or the services supervisor
+//! 17. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
+//!     move      /proc /sys /dev /run and the payload into the new root
+//!     switch    switch_root (the initramfs contents are freed)
+//!     identity  (private mode) the MACs of boot.json again
+//!     services  systemd (exec /sbin/init) or the services supervisor
 //! on failure: the rescue shell
 //! ```
 //!
