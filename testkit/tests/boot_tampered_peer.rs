@@ -3,10 +3,10 @@
 //! check can tell). Stage 1 finds it by mDNS like any peer.
 //!
 //! * The only peer is the tampered one: the boot refuses with a line naming
-//!   the artifact and the peer, and nothing is kexec'd.
-//! * With an honest second peer on the LAN: the boot succeeds, the kernel's
-//!   bytes come from the honest peer, the console names the bad peer as
-//!   dropped (the fetcher's tracing event), the target's marker runs.
+//!   the artifact and the peer, the console names the bad peer as dropped
+//!   for a bad chunk (the fetcher's tracing event), and nothing is kexec'd.
+//! * With an honest second peer on the LAN: the boot succeeds with bytes
+//!   from the honest peer, which is never dropped; the target's marker runs.
 //! * A fake peer (the right root tag, garbage metadata) next to the honest
 //!   one: the TUF refresh drops it, names it on the console, and the boot
 //!   goes on from the honest peer.
@@ -57,6 +57,16 @@ fn the_only_peer_serves_a_flipped_byte_and_the_boot_refuses() {
     );
     expect(&mut vm, "boot: no verified boot set; nothing was kexec'd");
     let log = vm.log();
+    // The fetcher's own word on the bad peer reaches the console (PID 1's
+    // tracing subscriber): which peer, which chunk, why it was dropped.
+    let dropped = log
+        .lines()
+        .find(|l| l.contains("dropping peer") && l.contains(&bad_host))
+        .unwrap_or_else(|| panic!("no console line drops the bad peer {bad_host}:\n{log}"));
+    assert!(
+        dropped.contains("WARN") && dropped.contains("bad chunk"),
+        "{dropped}"
+    );
     assert!(!log.contains("kexec: starting"), "{log}");
     assert!(!log.contains("kexec    ok"), "{log}");
     assert!(!log.contains("phase-init: ready"), "{log}");
@@ -100,14 +110,7 @@ fn with_an_honest_second_peer_the_boot_succeeds_from_it() {
         from.contains(&good_host),
         "kernel bytes from the honest peer: {k}"
     );
-    // The fetcher's own word on the bad peer reaches the console (PID 1's
-    // tracing subscriber): which peer, which chunk, why it was dropped.
     let log = vm.log();
-    let dropped = log
-        .lines()
-        .find(|l| l.contains("dropping peer") && l.contains(&bad_host))
-        .unwrap_or_else(|| panic!("no console line drops the bad peer {bad_host}:\n{log}"));
-    assert!(dropped.contains("WARN"), "{dropped}");
     assert!(
         !log.lines()
             .any(|l| l.contains("dropping peer") && l.contains(&good_host)),
