@@ -6,7 +6,8 @@
 //!   the artifact and the peer, the console names the bad peer as dropped
 //!   for a bad chunk (the fetcher's tracing event), and nothing is kexec'd.
 //! * With an honest second peer on the LAN: the boot succeeds with bytes
-//!   from the honest peer, which is never dropped; the target's marker runs.
+//!   from the honest peer only, the console names the bad peer as dropped,
+//!   the honest one is never dropped, and the target's marker runs.
 //! * A fake peer (the right root tag, garbage metadata) next to the honest
 //!   one: the TUF refresh drops it, names it on the console, and the boot
 //!   goes on from the honest peer.
@@ -103,14 +104,28 @@ fn with_an_honest_second_peer_the_boot_succeeds_from_it() {
     );
     let k = common::full_line(&mut vm, "fetch: kernel    stable/x86_64/kernel");
     assert!(k.contains("verified"), "{k}");
-    // The kernel's bytes: all the honest peer's that were kept (the bad
-    // peer's chunk failed its hash and was thrown away).
+    // The kernel's bytes: all the honest peer's. Every chunk of the bad
+    // copy is tampered, so the bad peer's first chunk fails its hash and
+    // the fetcher drops it, saying so on the console.
     let from = k.split(" from ").nth(1).unwrap_or("");
+    let bytes_of = |host: &str| -> Option<u64> {
+        let part = from.split(", ").find(|p| p.contains(host))?;
+        let n = part.rsplit_once('=')?.1.split_whitespace().next()?;
+        n.parse().ok()
+    };
     assert!(
-        from.contains(&good_host),
-        "kernel bytes from the honest peer: {k}"
+        bytes_of(&good_host).is_some_and(|n| n > 0) && bytes_of(&bad_host).unwrap_or(0) == 0,
+        "kernel bytes from the honest peer only: {k}"
     );
     let log = vm.log();
+    let dropped = log
+        .lines()
+        .find(|l| l.contains("dropping peer") && l.contains(&bad_host))
+        .unwrap_or_else(|| panic!("no console line drops the bad peer {bad_host}:\n{log}"));
+    assert!(
+        dropped.contains("WARN") && dropped.contains("bad chunk"),
+        "{dropped}"
+    );
     assert!(
         !log.lines()
             .any(|l| l.contains("dropping peer") && l.contains(&good_host)),

@@ -161,9 +161,9 @@ pub fn publish_target(tag: &str) -> Target {
     }
 }
 
-/// A copy of `repo` whose kernel object has one byte flipped in every chunk
-/// (metadata untouched, so only the hash check can catch it). Returns the
-/// copy.
+/// A copy of `repo` whose kernel object has one byte flipped in every
+/// chunk, whatever the chunk size (metadata untouched, so only the hash
+/// check can catch it). Returns the copy.
 pub fn tampered_copy(repo: &Path, out: &Path) -> PathBuf {
     let st = Command::new("cp")
         .arg("-a")
@@ -191,16 +191,17 @@ pub fn tampered_copy(repo: &Path, out: &Path) -> PathBuf {
     );
     for k in &kernels {
         let mut bytes = std::fs::read(k).expect("read kernel");
-        // One flipped byte in the middle of every 4 MiB chunk: whichever
-        // chunk this peer serves fails its hash.
-        const CHUNK: usize = 4 << 20;
-        let mut at = CHUNK / 2;
+        // One flipped byte in the middle of every 64 KiB block: 64 KiB is
+        // the smallest chunk `phase publish` makes (`--chunk-kib`), so every
+        // chunk this peer serves fails its hash, whatever the chunk size.
+        const BLOCK: usize = 64 << 10;
+        let mut at = BLOCK / 2;
         while at < bytes.len() {
             bytes[at] ^= 0x01;
-            at += CHUNK;
+            at += BLOCK;
         }
         let mid = bytes.len() / 2;
-        if bytes.len() < CHUNK / 2 {
+        if bytes.len() < BLOCK / 2 {
             bytes[mid] ^= 0x01;
         }
         // A new file, not a write through a hard link into the original.
