@@ -15,6 +15,8 @@ export BUILD ARCH
 HOST_BIN := $(CARGO_TARGET_DIR)/release
 PHASE := $(HOST_BIN)/phase
 VENV := $(BUILD)/venv
+# Cargo tools that scripts/deps-check.sh builds once per machine (cargo-deny).
+export PHASE_TOOLS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/phase-boot/tools
 
 # Prerequisites that `make test` builds before running cargo test; the areas
 # append to these in their mk/*.mk.
@@ -42,9 +44,14 @@ host: deps
 
 include $(sort $(wildcard mk/*.mk))
 
+# cargo-deny (deny.toml): licences and banned crates, offline, over the
+# sources `cargo fetch` keeps; advisories need the RustSec database from the
+# network, so they are not part of it (README.md, "Set-up").
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) fetch --locked --quiet
+	PATH="$(PHASE_TOOLS)/bin:$$PATH" $(CARGO) deny --locked --offline check --hide-inclusion-graph licenses bans
 
 # One cargo profile for everything (release): the host tools that build the
 # test images and the test binaries share their compiled dependencies.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps-check.sh: list what Phase Boot needs on this Debian machine and, with
-# --install, install it (apt-get, rustup targets, a Python venv for interop
-# tests). Idempotent: a second run installs nothing.
+# --install, install it (apt-get, rustup targets, cargo tools, a Python venv
+# for interop tests). Idempotent: a second run installs nothing.
 #
 #   scripts/deps-check.sh            # report only, exit 1 if something is missing
 #   scripts/deps-check.sh --install  # install what is missing
@@ -42,6 +42,17 @@ fi
 
 rust_targets=(x86_64-unknown-linux-musl)
 
+# Cargo tools, "crate@version" (installed with --locked into $tools, a cache
+# outside the clone, so a machine builds each once: `make lint` runs
+# cargo-deny from there).
+tools=${PHASE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/phase-boot/tools}
+cargo_tools=(cargo-deny@0.20.2)
+missing_tools=()
+for t in "${cargo_tools[@]}"; do
+  name=${t%@*} version=${t#*@}
+  [[ $("$tools/bin/$name" --version 2>/dev/null) == "$name $version" ]] || missing_tools+=("$t")
+done
+
 missing_apt=()
 for entry in "${apt_pkgs[@]}"; do
   pkg=${entry%%:*} path=${entry#*:}
@@ -66,6 +77,7 @@ if ! $install; then
   status=0
   ((${#missing_apt[@]})) && { echo "missing Debian packages: ${missing_apt[*]}"; status=1; }
   ((${#missing_targets[@]})) && { echo "missing Rust targets: ${missing_targets[*]}"; status=1; }
+  ((${#missing_tools[@]})) && { echo "missing cargo tools in $tools: ${missing_tools[*]}"; status=1; }
   $venv_ok || { echo "missing Python venv with $(basename "$reqs") at $venv"; status=1; }
   ((status == 0)) && echo "deps-check: everything is installed"
   exit $status
@@ -94,6 +106,11 @@ fi
 for t in "${missing_targets[@]}"; do
   echo "deps-check: adding Rust target $t"
   rustup target add "$t"
+done
+
+for t in "${missing_tools[@]}"; do
+  echo "deps-check: building $t into $tools (once per machine)"
+  cargo install --locked --root "$tools" "$t"
 done
 
 if ! $venv_ok; then

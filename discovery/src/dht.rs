@@ -167,17 +167,10 @@ impl Default for DhtConfig {
     fn default() -> Self {
         Self {
             identity: Identity::Ephemeral,
-            listen: [
-                "/ip4/0.0.0.0/tcp/0",
-                "/ip6/::/tcp/0",
-                #[cfg(feature = "quic")]
-                "/ip4/0.0.0.0/udp/0/quic-v1",
-                #[cfg(feature = "quic")]
-                "/ip6/::/udp/0/quic-v1",
-            ]
-            .iter()
-            .map(|a| a.parse().expect("static multiaddr"))
-            .collect(),
+            listen: ["/ip4/0.0.0.0/tcp/0", "/ip6/::/tcp/0"]
+                .iter()
+                .map(|a| a.parse().expect("static multiaddr"))
+                .collect(),
             bootstrap: Vec::new(),
             http_port: None,
             http_addrs: Vec::new(),
@@ -263,8 +256,7 @@ pub struct Dht {
 }
 
 impl Dht {
-    /// Starts a node: identity, transports (TCP + Noise + Yamux, and QUIC
-    /// v1 with the `quic` feature), Kademlia
+    /// Starts a node: identity, transport (TCP + Noise + Yamux), Kademlia
     /// and identify, listeners, and dials the bootstrap peers. Must be called
     /// inside a tokio runtime.
     pub async fn start(config: DhtConfig) -> Result<Self, DhtError> {
@@ -300,24 +292,14 @@ impl Dht {
         let swarm_config = |c: libp2p::swarm::Config| {
             c.with_idle_connection_timeout(query_timeout.max(Duration::from_secs(60)))
         };
-        let tcp_phase = libp2p::SwarmBuilder::with_existing_identity(key)
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
                 yamux::Config::default,
             )
-            .map_err(|e| DhtError::Transport(Box::new(e)))?;
-        // QUIC is a feature: phase-init's stage 1 dials TCP only.
-        #[cfg(feature = "quic")]
-        let mut swarm = tcp_phase
-            .with_quic()
-            .with_behaviour(make_behaviour)
             .map_err(|e| DhtError::Transport(Box::new(e)))?
-            .with_swarm_config(swarm_config)
-            .build();
-        #[cfg(not(feature = "quic"))]
-        let mut swarm = tcp_phase
             .with_behaviour(make_behaviour)
             .map_err(|e| DhtError::Transport(Box::new(e)))?
             .with_swarm_config(swarm_config)

@@ -638,11 +638,8 @@ mod tests {
     #[test]
     fn mdns_addresses_off_the_lan_are_skipped() {
         // 198.18.0.0/24 on eth0 (no gateway), default route via a router.
-        let v4 =
-            "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n\
-                  eth0\t00000000\t010012C6\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-                  eth0\t000012C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        let routes = crate::onlink::Routes::parse(v4, "");
+        let (_lan, routes) =
+            crate::onlink::test_lan(&[&["ip", "route", "add", "default", "via", "198.18.0.1"]]);
         let on: SocketAddr = "198.18.0.20:7070".parse().expect("addr");
         let off: SocketAddr = "198.19.5.5:7070".parse().expect("addr");
         let ll: SocketAddr = SocketAddr::V6(SocketAddrV6::new(

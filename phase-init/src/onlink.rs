@@ -1,220 +1,240 @@
 //! Whether an address is on this machine's LAN, i.e. reached without a
 //! router.
 //!
-//! `local` mode never leaves the LAN (ARCHITECTURE.md section 5). Peers
-//! found by mDNS are on it by construction (multicast DNS does not cross
-//! routers); a `phase.peers` URL is checked here. Its address must match a
-//! route without a gateway: a directly connected subnet (the DHCP lease's),
-//! an on-link IPv6 prefix, or IPv6 link-local. The lookup is the kernel's
-//! own longest-prefix match over its routes, read from `/proc/net/route`
-//! and `/proc/net/ipv6_route` after the network step.
+//! `local` mode never leaves the LAN (ARCHITECTURE.md section 5): a
+//! `phase.peers` URL and each address an mDNS peer announces (anyone can
+//! announce any address) are checked here. The kernel answers: a
+//! route get (`RTM_GETROUTE` for the address, what `ip route get` sends)
+//! returns the route a packet to it would take, after policy rules and
+//! every table. The address is on the LAN when that route delivers
+//! without a gateway (a directly connected subnet such as the DHCP
+//! lease's, an on-link IPv6 prefix, this machine itself); IPv6 link-local
+//! and loopback always are.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// `RTF_UP`, `RTF_GATEWAY`, `RTF_REJECT` from `<linux/route.h>`.
-const RTF_UP: u32 = 0x1;
-const RTF_GATEWAY: u32 = 0x2;
-const RTF_REJECT: u32 = 0x200;
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteType};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-/// One route: destination prefix and whether it goes through a router (or
-/// nowhere).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Route<T> {
-    dest: T,
-    prefix: u32,
-    routed: bool,
-}
-
-/// The kernel's IPv4 and IPv6 routes (only those that are up).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Asks the routing of this machine's network namespace (the one of the
+/// thread that called [`Routes::read`]).
+#[derive(Debug)]
 pub struct Routes {
-    v4: Vec<Route<u32>>,
-    v6: Vec<Route<u128>>,
+    /// A `NETLINK_ROUTE` socket; `None` when it cannot be opened (then only
+    /// loopback and link-local are on the link).
+    socket: Option<Socket>,
+    seq: AtomicU32,
 }
 
 impl Routes {
-    /// The routes of the running kernel (none where a file cannot be read).
+    /// The routing of the running kernel, asked per address by
+    /// [`Routes::on_link`].
     pub fn read() -> Routes {
-        let text = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        Routes::parse(&text("/proc/net/route"), &text("/proc/net/ipv6_route"))
-    }
-
-    /// Parses the text of `/proc/net/route` and `/proc/net/ipv6_route`;
-    /// lines that do not parse are skipped.
-    pub fn parse(v4: &str, v6: &str) -> Routes {
-        let v4 = v4
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let hex = |s: &str| u32::from_str_radix(s, 16).ok();
-                // The kernel prints the network-order words in host order.
-                let addr = |s: &str| hex(s).map(|x| u32::from_be_bytes(x.to_le_bytes()));
-                let (dest, flags, mask) = (addr(f.get(1)?)?, hex(f.get(3)?)?, addr(f.get(7)?)?);
-                (mask.leading_ones() + mask.trailing_zeros() == 32).then_some(())?;
-                up(flags).then(|| Route {
-                    dest: dest & mask,
-                    prefix: mask.leading_ones(),
-                    routed: routed(flags),
-                })
-            })
-            .collect();
-        let v6 = v6
-            .lines()
-            .filter_map(|l| {
-                // dest plen src splen nexthop metric refcnt use flags iface
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let dest = u128::from_str_radix(f.first()?, 16).ok()?;
-                let prefix = u32::from_str_radix(f.get(1)?, 16)
-                    .ok()
-                    .filter(|p| *p <= 128)?;
-                let flags = u32::from_str_radix(f.get(8)?, 16).ok()?;
-                up(flags).then(|| Route {
-                    dest: dest & mask128(prefix),
-                    prefix,
-                    routed: routed(flags),
-                })
-            })
-            .collect();
-        Routes { v4, v6 }
+        let socket = Socket::new(NETLINK_ROUTE).ok().filter(|s| {
+            // The kernel answers a route get while the request is sent, so
+            // the reply is queued when `send_to` returns: reading without
+            // blocking never waits, and never hangs PID 1.
+            s.set_non_blocking(true).is_ok()
+        });
+        Routes {
+            socket,
+            seq: AtomicU32::new(1),
+        }
     }
 
     /// Whether `ip` is reached without a router: loopback and IPv6
-    /// link-local always; otherwise the longest matching route has no
-    /// gateway (no matching route: not on the LAN).
+    /// link-local always; otherwise the kernel's route to it has no
+    /// gateway and delivers (no route, or an unreachable, prohibit or
+    /// blackhole route: not on the LAN).
     pub fn on_link(&self, ip: IpAddr) -> bool {
         match ip {
-            IpAddr::V4(a) => a.is_loopback() || best(&self.v4, u32::from(a), mask32) == Some(false),
-            IpAddr::V6(a) => {
-                if let Some(v4) = a.to_ipv4_mapped() {
-                    return self.on_link(IpAddr::V4(v4));
-                }
-                a.is_loopback()
-                    || is_link_local(&a)
-                    || best(&self.v6, u128::from(a), mask128) == Some(false)
+            IpAddr::V4(a) => a.is_loopback() || self.direct(ip),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => self.on_link(IpAddr::V4(v4)),
+                None => a.is_loopback() || a.is_unicast_link_local() || self.direct(ip),
+            },
+        }
+    }
+
+    /// The kernel's route to `ip` delivers it without a gateway.
+    fn direct(&self, ip: IpAddr) -> bool {
+        let Some(socket) = &self.socket else {
+            return false;
+        };
+        let prefix = if ip.is_ipv4() { 32 } else { 128 };
+        let Ok(query) =
+            rtnetlink::RouteMessageBuilder::<IpAddr>::new().destination_prefix(ip, prefix)
+        else {
+            return false;
+        };
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(query.build()));
+        req.header.flags = NLM_F_REQUEST;
+        req.header.sequence_number = seq;
+        req.finalize();
+        let mut buf = vec![0; req.buffer_len()];
+        req.serialize(&mut buf);
+        if socket.send_to(&buf, &SocketAddr::new(0, 0), 0).is_err() {
+            return false;
+        }
+        // Replies to earlier questions that were not read are skipped by
+        // their sequence number.
+        loop {
+            let mut reply = Vec::with_capacity(8192);
+            if socket.recv_from(&mut reply, 0).is_err() {
+                return false;
             }
+            let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply) else {
+                return false;
+            };
+            if msg.header.sequence_number != seq {
+                continue;
+            }
+            return match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {
+                    let delivers = matches!(
+                        route.header.kind,
+                        RouteType::Unicast
+                            | RouteType::Local
+                            | RouteType::Broadcast
+                            | RouteType::Anycast
+                            | RouteType::Multicast
+                    );
+                    let routed = route.attributes.iter().any(|a| {
+                        matches!(
+                            a,
+                            RouteAttribute::Gateway(_)
+                                | RouteAttribute::Via(_)
+                                | RouteAttribute::MultiPath(_)
+                        )
+                    });
+                    delivers && !routed
+                }
+                // An error (no route: ENETUNREACH) or anything else.
+                _ => false,
+            };
         }
     }
 }
 
-fn up(flags: u32) -> bool {
-    flags & RTF_UP != 0
-}
-
-fn routed(flags: u32) -> bool {
-    flags & (RTF_GATEWAY | RTF_REJECT) != 0
-}
-
-fn mask32(prefix: u32) -> u32 {
-    u32::MAX.checked_shl(32 - prefix).unwrap_or(0)
-}
-
-fn mask128(prefix: u32) -> u128 {
-    u128::MAX.checked_shl(128 - prefix).unwrap_or(0)
-}
-
-/// `routed` of the longest-prefix route matching `addr`, if any.
-fn best<T>(routes: &[Route<T>], addr: T, mask: fn(u32) -> T) -> Option<bool>
-where
-    T: Copy + PartialEq + std::ops::BitAnd<Output = T>,
-{
-    routes
-        .iter()
-        .filter(|r| addr & mask(r.prefix) == r.dest)
-        .max_by_key(|r| r.prefix)
-        .map(|r| r.routed)
-}
-
-fn is_link_local(a: &Ipv6Addr) -> bool {
-    a.segments()[0] & 0xffc0 == 0xfe80
+/// A test LAN: one node namespace on 198.18.0.0/24 (its address
+/// 198.18.0.10, `eth0`), with the commands `setup` run in it, and the
+/// [`Routes`] of that namespace (the socket stays in it; the host's routes
+/// are never touched). Tests run as root.
+#[cfg(test)]
+pub(crate) fn test_lan(setup: &[&[&str]]) -> (testkit::netns::Lan, Routes) {
+    use testkit::netns;
+    let lan = netns::Lan::new(1, true).expect("netns (tests run as root)");
+    for cmd in setup {
+        netns::exec(lan.node(0), cmd).expect("set up routes");
+    }
+    let routes = netns::in_ns(lan.node(0), 0, || async { Routes::read() })
+        .join()
+        .expect("routes");
+    (lan, routes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
-    /// An IPv4 address as `/proc/net/route` prints it.
-    fn proc_hex(a: Ipv4Addr) -> String {
-        format!("{:08X}", u32::from_le_bytes(a.octets()))
+    fn on(r: &Routes, s: &str) -> bool {
+        r.on_link(s.parse().expect("ip"))
     }
 
-    /// A DHCP lease 192.168.1.23/24 with a router at .1 (as /proc shows it).
-    fn lan_with_router() -> String {
-        let l = |dest: [u8; 4], gw: [u8; 4], flags: &str, mask: [u8; 4]| {
-            format!(
-                "eth0\t{}\t{}\t{flags}\t0\t0\t0\t{}\t0\t0\t0\n",
-                proc_hex(dest.into()),
-                proc_hex(gw.into()),
-                proc_hex(mask.into())
-            )
-        };
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-            .to_owned()
-            + &l([0, 0, 0, 0], [192, 168, 1, 1], "0003", [0, 0, 0, 0])
-            + &l([192, 168, 1, 0], [0, 0, 0, 0], "0001", [255, 255, 255, 0])
+    #[test]
+    fn loopback_is_on_link_here() {
+        // Only asks the host's kernel; changes nothing.
+        let r = Routes::read();
+        assert!(on(&r, "127.0.0.1"));
+        assert!(on(&r, "::1"));
+        assert!(on(&r, "::ffff:127.0.0.1"), "IPv4-mapped follows IPv4");
     }
 
     #[test]
     fn the_lease_subnet_is_on_link_and_the_rest_goes_through_the_router() {
-        // The kernel's own spelling of 192.168.1.0 and /24.
-        assert!(lan_with_router().contains("0001A8C0"));
-        assert!(lan_with_router().contains("00FFFFFF"));
-        let r = Routes::parse(&lan_with_router(), "");
-        let on = |s: &str| r.on_link(s.parse().expect("ip"));
-        assert!(on("192.168.1.50"));
-        assert!(on("192.168.1.255"));
-        assert!(!on("192.168.2.1"), "another subnet: through the router");
-        assert!(!on("198.51.100.7"), "the internet: through the router");
-        assert!(on("127.0.0.1"), "loopback never leaves the machine");
-        assert!(on("::ffff:192.168.1.9"), "IPv4-mapped follows IPv4");
+        let (_lan, r) = test_lan(&[&["ip", "route", "add", "default", "via", "198.18.0.1"]]);
+        assert!(on(&r, "198.18.0.50"));
+        assert!(on(&r, "198.18.0.255"));
+        assert!(on(&r, "198.18.0.10"), "this machine");
+        assert!(!on(&r, "198.19.0.1"), "another subnet: through the router");
+        assert!(!on(&r, "198.51.100.7"), "the internet: through the router");
+        assert!(on(&r, "127.0.0.1"), "loopback never leaves the machine");
+        assert!(on(&r, "::ffff:198.18.0.9"), "IPv4-mapped follows IPv4");
+        assert!(!on(&r, "::ffff:198.51.100.7"));
     }
 
     #[test]
     fn without_a_router_only_the_lease_subnet_is_reachable() {
-        let only_link: String = lan_with_router()
-            .lines()
-            .filter(|l| !l.contains("\t00000000\t0003"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let r = Routes::parse(&only_link, "");
-        assert!(r.on_link("192.168.1.7".parse().expect("ip")));
-        assert!(
-            !r.on_link("10.0.0.1".parse().expect("ip")),
-            "no route at all"
-        );
+        let (_lan, r) = test_lan(&[]);
+        assert!(on(&r, "198.18.0.7"));
+        assert!(!on(&r, "10.0.0.1"), "no route at all");
+        assert!(!on(&r, "2001:db8::1"), "no IPv6 route at all");
     }
 
     #[test]
     fn ipv6_link_local_and_on_link_prefixes_but_not_the_default_route() {
-        let v6 = "\
-fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0
-20010db8000000010000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0
-00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003     eth0
-00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo
-";
-        let r = Routes::parse("", v6);
-        let on = |s: &str| r.on_link(s.parse().expect("ip"));
-        assert!(on("fe80::5054:ff:fe12:3456"));
-        assert!(on("2001:db8:0:1::42"), "the SLAAC prefix is on-link");
-        assert!(!on("2001:db8:0:2::42"), "beyond it: through the router");
-        assert!(!on("2606:4700::1111"));
-        assert!(on("::1"));
-        // Without any route, link-local is still on the link.
-        assert!(Routes::default().on_link("fe80::1".parse().expect("ip")));
-        assert!(!Routes::default().on_link(IpAddr::V6("2001:db8::1".parse().expect("ip"))));
+        let (lan, r) = test_lan(&[
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                "2001:db8:0:1::10/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+            &[
+                "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
+            ],
+        ]);
+        let own = lan.link_local(0).expect("link-local").to_string();
+        assert!(on(&r, &own));
+        assert!(on(&r, "fe80::5054:ff:fe12:3456"));
+        assert!(on(&r, "2001:db8:0:1::42"), "the SLAAC prefix is on-link");
+        assert!(!on(&r, "2001:db8:0:2::42"), "beyond it: through the router");
+        assert!(!on(&r, "2606:4700::1111"));
+        assert!(on(&r, "::1"));
     }
 
     #[test]
-    fn junk_lines_are_skipped() {
-        let r = Routes::parse(
-            "header\neth0 zz 0 1 0 0 0 00FFFFFF\neth0 0001A8C0\n",
-            "nothing here\n",
-        );
-        assert_eq!(r, Routes::default());
-        // A mask that is not a prefix is not a route.
-        let holes = "h\neth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FF00FF\t0\t0\t0\n";
-        assert_eq!(Routes::parse(holes, ""), Routes::default());
+    fn policy_rules_and_reject_routes_are_the_kernels_answer() {
+        let (_lan, r) = test_lan(&[
+            &["ip", "route", "add", "default", "via", "198.18.0.1"],
+            // 198.19.5.0/24 is on eth0 by a rule's table (the main table
+            // says router), 198.18.0.128/25 is unreachable.
+            &[
+                "ip",
+                "route",
+                "add",
+                "198.19.5.0/24",
+                "dev",
+                "eth0",
+                "table",
+                "100",
+            ],
+            &["ip", "rule", "add", "to", "198.19.5.0/24", "lookup", "100"],
+            &["ip", "route", "add", "unreachable", "198.18.0.128/25"],
+        ]);
+        assert!(on(&r, "198.19.5.5"));
+        assert!(!on(&r, "198.19.6.5"));
+        assert!(!on(&r, "198.18.0.200"));
+        assert!(on(&r, "198.18.0.20"));
+    }
+
+    #[test]
+    fn without_any_route_link_local_is_still_on_the_link() {
+        let r = Routes {
+            socket: None,
+            seq: AtomicU32::new(1),
+        };
+        assert!(on(&r, "fe80::1"));
+        assert!(on(&r, "127.0.0.1"));
+        assert!(!on(&r, "2001:db8::1"));
+        assert!(!on(&r, "198.18.0.1"));
     }
 }

@@ -220,15 +220,21 @@ fn an_unsigned_channel_is_named() {
 /// kept when one of its addresses is on the LAN, and pinned to it.
 #[test]
 fn local_mode_keeps_only_peers_on_the_lan_and_pins_their_names() {
-    // A lease 192.168.1.23/24 with a router at 192.168.1.1.
-    let routes = phase_init::onlink::Routes::parse(
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-         eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-         eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
-        "",
-    );
+    // A lease 198.18.0.10/24 with a router at 198.18.0.1, in a test
+    // namespace whose kernel answers the route lookups.
+    let lan = testkit::netns::Lan::new(1, true).expect("netns (tests run as root)");
+    testkit::netns::exec(
+        lan.node(0),
+        &["ip", "route", "add", "default", "via", "198.18.0.1"],
+    )
+    .expect("default route");
+    let routes = testkit::netns::in_ns(lan.node(0), 0, || async {
+        phase_init::onlink::Routes::read()
+    })
+    .join()
+    .expect("routes");
     let peers: Vec<fetcher::Peer> = [
-        "http://192.168.1.20:7070",
+        "http://198.18.0.20:7070",
         "http://198.51.100.7:7070",
         "http://mirror.lan:8080/repo/",
         "http://far.example/",
@@ -240,7 +246,7 @@ fn local_mode_keeps_only_peers_on_the_lan_and_pins_their_names() {
     let resolve = |host: &str, port: u16| match host {
         "mirror.lan" => Ok(vec![
             std::net::SocketAddr::from(([203, 0, 113, 9], port)),
-            std::net::SocketAddr::from(([192, 168, 1, 30], port)),
+            std::net::SocketAddr::from(([198, 18, 0, 30], port)),
         ]),
         "far.example" => Ok(vec![std::net::SocketAddr::from(([203, 0, 113, 10], port))]),
         _ => Err(std::io::Error::new(
@@ -252,13 +258,13 @@ fn local_mode_keeps_only_peers_on_the_lan_and_pins_their_names() {
     let kept: Vec<String> = kept.iter().map(|p| p.label()).collect();
     assert_eq!(
         kept,
-        ["http://192.168.1.20:7070/", "http://mirror.lan:8080/repo/"]
+        ["http://198.18.0.20:7070/", "http://mirror.lan:8080/repo/"]
     );
     assert_eq!(
         pins,
         [(
             "mirror.lan".to_owned(),
-            std::net::SocketAddr::from(([192, 168, 1, 30], 8080))
+            std::net::SocketAddr::from(([198, 18, 0, 30], 8080))
         )]
     );
     assert_eq!(lines.len(), 3, "{lines:?}");

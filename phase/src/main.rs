@@ -47,9 +47,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // One TLS provider for the process (arti's relay connections). Explicit,
-    // because a workspace build may enable more than one in rustls.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // The TLS provider for arti's relay connections (ring, the workspace's
+    // one), installed explicitly as tor-rtcompat asks applications to.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Library diagnostics (arti's bootstrap and onion-service warnings,
     // ...) only when asked for: RUST_LOG=warn, RUST_LOG=tor_hsservice=debug.
     if let Ok(filter) = std::env::var("RUST_LOG") {
