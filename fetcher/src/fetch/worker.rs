@@ -259,7 +259,7 @@ async fn worker_loop(sh: Arc<Shared>, p: usize, k: usize, commit: &mut Option<Co
                             kept = prefix.len,
                             "only source is slow; resuming the chunk with a lower floor"
                         );
-                        resume = Some((i, prefix));
+                        resume = Some((i, *prefix));
                         tokio::time::sleep(backoff_delay(&sh.opts, strikes)).await;
                     }
                 }
