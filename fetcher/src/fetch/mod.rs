@@ -35,12 +35,11 @@ mod whole_hash;
 mod worker;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Url;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::cas::{Cas, CasError};
@@ -49,9 +48,8 @@ use crate::object::{ObjectSpec, SpecError};
 
 use chunk_maps::{poll_maps, query_chunks};
 pub use client::{redirect_policy, MAX_REDIRECTS};
-use sched::{ChunkState, PeerState, Sched};
+use sched::PeerState;
 use shared::Shared;
-use whole_hash::WholeHash;
 use worker::worker;
 
 /// Where one peer serves the object.
@@ -405,52 +403,19 @@ impl Fetcher {
         }
         let mut seen: HashSet<Url> = sources.iter().map(|s| s.object_url.clone()).collect();
 
-        // The whole-object hash advances in chunk order as chunks are
-        // written (see `commit_chunk`); resumed chunks are read back.
-        let whole = Arc::new(WholeHash::new());
         let n = spec.chunk_count();
-        let missing_set: HashSet<usize> = missing.iter().copied().collect();
-        let mut chunks = vec![ChunkState::Missing; n];
-        let mut done = 0;
-        let mut done_bytes = 0;
-        for (i, c) in chunks.iter_mut().enumerate() {
-            if !missing_set.contains(&i) {
-                *c = ChunkState::Done;
-                done += 1;
-                let (a, b) = spec.chunk_range(i);
-                done_bytes += b - a;
-                whole.hold_resumed(i);
-            }
-        }
-        let peers = sources
-            .into_iter()
-            .map(|source| PeerState::new(source, false, n))
-            .collect::<Vec<_>>();
-        let random = std::hash::RandomState::new();
-        let order = (0..n)
-            .map(|i| std::hash::BuildHasher::hash_one(&random, i))
-            .collect();
-        let npeers = peers.len();
-        let shared = Arc::new(Shared {
-            spec: spec.clone(),
-            partial: Arc::clone(&partial),
-            sched: Mutex::new(Sched {
-                chunks,
-                peers,
-                fatal: None,
-                done,
-                progressed: Instant::now(),
-                order,
-            }),
-            changed: Notify::new(),
-            done_bytes: AtomicU64::new(done_bytes),
-            flow_bytes: AtomicU64::new(0),
-            whole: Arc::clone(&whole),
-            stop: AtomicBool::new(false),
-            expect_swarm: feed.is_some(),
-            client: self.client.clone(),
-            opts: self.opts.clone(),
-        });
+        let npeers = sources.len();
+        let shared = Arc::new(Shared::new(
+            spec,
+            Arc::clone(&partial),
+            &missing,
+            sources,
+            feed.is_some(),
+            self.client.clone(),
+            self.opts.clone(),
+        ));
+        let whole = Arc::clone(&shared.whole);
+        let done = shared.sched().done;
 
         let mut workers = JoinSet::new();
         // Helpers that hold the shared state: aborted before the end.
@@ -560,7 +525,7 @@ impl Fetcher {
         }
         if !all_done {
             let missing = n - shared.sched().done;
-            let peers = shared.peer_summary();
+            let peers = shared.sched().peer_summary();
             if timed_out {
                 return Err(FetchError::Deadline {
                     digest,
@@ -581,18 +546,7 @@ impl Fetcher {
             .await
             .map_err(|e| FetchError::Task(digest, e))?
             .map_err(|e| FetchError::Cas(digest, e))?;
-        let peers_report: Vec<PeerReport> = shared
-            .sched()
-            .peers
-            .iter()
-            .map(|p| PeerReport {
-                label: p.source.label.clone(),
-                bytes: p.bytes,
-                chunks: p.chunks,
-                dropped: p.dropped.clone(),
-                bad: p.bad,
-            })
-            .collect();
+        let peers_report = shared.sched().peer_reports();
         drop(shared);
         let partial = Arc::try_unwrap(partial).map_err(|_| {
             FetchError::Cas(

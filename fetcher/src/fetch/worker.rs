@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cas::CasError;
 
@@ -65,7 +65,7 @@ async fn worker_loop(sh: Arc<Shared>, p: usize, k: usize, commit: &mut Option<Co
             let mut s = sh.sched();
             if s.fatal.is_some() || s.peers[p].dropped.is_some() || sh.stop.load(Ordering::Relaxed)
             {
-                sh.release(&mut s, p, i);
+                s.release(p, i);
                 drop(s);
                 sh.changed.notify_waiters();
                 return;
@@ -82,22 +82,10 @@ async fn worker_loop(sh: Arc<Shared>, p: usize, k: usize, commit: &mut Option<Co
             let i = match sh.pick(p, k) {
                 Pick::Stop => return,
                 Pick::Wait => {
-                    if sh.stuck() {
+                    if sh.sched().stuck() {
                         // Peers still downloading may gain the missing
                         // chunks: the poller re-reads their chunk maps.
-                        let any_active = {
-                            let s = sh.sched();
-                            // Peers still downloading may gain the missing
-                            // chunks, but only while the fetch makes progress.
-                            let waiting_ok = s.progressed.elapsed() < sh.opts.read_timeout * 3;
-                            s.chunks
-                                .iter()
-                                .any(|c| matches!(c, ChunkState::InFlight(_)))
-                                || (waiting_ok
-                                    && s.peers.iter().any(|q| {
-                                        q.dropped.is_none() && q.source.chunks_url.is_some()
-                                    }))
-                        };
+                        let any_active = sh.sched().may_progress(sh.opts.read_timeout * 3);
                         if !any_active {
                             return;
                         }
@@ -135,22 +123,7 @@ async fn worker_loop(sh: Arc<Shared>, p: usize, k: usize, commit: &mut Option<Co
                 // duplicate request in the endgame is cancelled at once)
                 // and then written while this connection goes on; the
                 // write failing is fatal.
-                let claimed = {
-                    let mut s = sh.sched();
-                    s.peers[p].failures = 0;
-                    if s.chunks[i] == ChunkState::Done {
-                        false
-                    } else {
-                        s.chunks[i] = ChunkState::Done;
-                        s.done += 1;
-                        s.progressed = Instant::now();
-                        let (a, b) = sh.spec.chunk_range(i);
-                        s.peers[p].bytes += b - a;
-                        s.peers[p].chunks += 1;
-                        sh.done_bytes.fetch_add(b - a, Ordering::Relaxed);
-                        true
-                    }
-                };
+                let claimed = sh.claim(p, i);
                 if claimed {
                     if !finish_commit(&sh, commit.take()).await {
                         return;
@@ -166,7 +139,7 @@ async fn worker_loop(sh: Arc<Shared>, p: usize, k: usize, commit: &mut Option<Co
             }
             Err(ChunkError::Cancelled) => {
                 let mut s = sh.sched();
-                sh.release(&mut s, p, i);
+                s.release(p, i);
             }
             Err(ChunkError::NotFound(status)) => {
                 sh.drop_peer(
@@ -179,7 +152,7 @@ async fn worker_loop(sh: Arc<Shared>, p: usize, k: usize, commit: &mut Option<Co
             }
             Err(ChunkError::Unavailable) => {
                 let mut s = sh.sched();
-                sh.release(&mut s, p, i);
+                s.release(p, i);
                 s.peers[p].lacks.insert(i);
                 drop(s);
                 sh.changed.notify_waiters();
@@ -196,7 +169,7 @@ async fn worker_loop(sh: Arc<Shared>, p: usize, k: usize, commit: &mut Option<Co
                 let verdict = {
                     let mut s = sh.sched();
                     if !s.only_source(p, i) {
-                        if sh.swarm(&s) {
+                        if s.swarm() {
                             // In a swarm every uplink is shared and a peer
                             // (the seed above all) is slow because it is
                             // popular, not because it is bad: hand the
@@ -245,7 +218,7 @@ async fn worker_loop(sh: Arc<Shared>, p: usize, k: usize, commit: &mut Option<Co
                         tracing::debug!(peer = p, chunk = i, %why, strikes, "slow in a swarm; chunk handed back");
                         {
                             let mut s = sh.sched();
-                            sh.release(&mut s, p, i);
+                            s.release(p, i);
                         }
                         sh.changed.notify_waiters();
                         tokio::time::sleep(backoff_delay(&sh.opts, strikes)).await;
@@ -271,7 +244,7 @@ async fn worker_loop(sh: Arc<Shared>, p: usize, k: usize, commit: &mut Option<Co
             Err(ChunkError::Transient(why)) => {
                 let failures = {
                     let mut s = sh.sched();
-                    sh.release(&mut s, p, i);
+                    s.release(p, i);
                     s.peers[p].failures += 1;
                     s.peers[p].failures
                 };
