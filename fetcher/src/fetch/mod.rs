@@ -1,0 +1,649 @@
+//! The fetch engine: one object from several peers at once, chunk by chunk
+//! over HTTP `Range`, each chunk checked against its signed digest as it
+//! arrives, the whole object checked before it gets its final name.
+//!
+//! Scheduling is work-stealing: every peer runs a few connections, and each
+//! connection takes the lowest chunk nobody is fetching yet, so a fast peer
+//! simply comes back for more work more often. When no unassigned chunk is
+//! left, an idle connection duplicates a chunk still in flight elsewhere
+//! (at most two attempts per chunk); the first verified copy wins and the
+//! other attempt is cancelled, so a slow peer cannot hold up the end.
+//!
+//! A peer is dropped at its first bad chunk (evicted), after a bounded
+//! number of failed requests (with exponential backoff), when it sends
+//! nothing for `read_timeout`, or when a request falls below
+//! `min_throughput` after `throughput_grace` (the rule that catches a peer
+//! trickling a byte every few seconds) while another live peer can supply
+//! that chunk. A slow peer that is the only live source of the chunk is not
+//! dropped for it: the request is abandoned, the bytes received so far are
+//! kept, and after a backoff the rest of the chunk is asked for again from
+//! the same peer, each time with the floor halved (at most
+//! `max_failures - 1` halvings, kept for that peer). Only `max_failures`
+//! such slow requests in a row on one connection without completing a chunk
+//! drop it (a peer trickling a few bytes a second still fails in bounded
+//! time). The whole fetch has a `deadline`.
+//!
+//! Sources are de-duplicated by object URL: the same peer listed twice
+//! would otherwise get twice the connections.
+
+mod chunk;
+mod chunk_maps;
+mod client;
+mod sched;
+mod shared;
+mod whole_hash;
+mod worker;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Url;
+use tokio::task::JoinSet;
+
+use crate::cas::{Cas, CasError};
+use crate::digest::Sha256Digest;
+use crate::object::{ObjectSpec, SpecError};
+
+use chunk_maps::{poll_maps, query_chunks};
+pub use client::{redirect_policy, MAX_REDIRECTS};
+use sched::PeerState;
+use shared::Shared;
+use worker::worker;
+
+/// Where one peer serves the object.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// How reports name the peer (usually its base URL).
+    pub label: String,
+    /// URL of the whole object (ranges are requested from it).
+    pub object_url: Url,
+    /// URL answering which chunks the peer holds (`/cas/sha256/<hex>/chunks`);
+    /// `None` (or a 404 there) means "assume it holds everything".
+    pub chunks_url: Option<Url>,
+}
+
+fn with_slash(base: &Url) -> Url {
+    let mut b = base.clone();
+    if !b.path().ends_with('/') {
+        let p = format!("{}/", b.path());
+        b.set_path(&p);
+    }
+    b
+}
+
+impl Source {
+    /// A Phase peer (`phase serve` or a booted node) at `base`
+    /// (`http://host:port`): `/cas/sha256/<hex>` and its `/chunks`.
+    pub fn phase_peer(base: &Url, d: &Sha256Digest) -> Result<Self, url::ParseError> {
+        let b = with_slash(base);
+        Ok(Self {
+            label: base.to_string(),
+            object_url: b.join(&format!("cas/sha256/{}", d.to_hex()))?,
+            chunks_url: Some(b.join(&format!("cas/sha256/{}/chunks", d.to_hex()))?),
+        })
+    }
+
+    /// A static mirror of a TUF repository whose base (the directory holding
+    /// `metadata/` and `targets/`) is `repo`; `target_path` is the
+    /// consistent-snapshot path below `targets/` (`stable/x86_64/<hex>.kernel`).
+    pub fn mirror(repo: &Url, target_path: &str) -> Result<Self, url::ParseError> {
+        let b = with_slash(repo);
+        Ok(Self {
+            label: repo.to_string(),
+            object_url: b.join("targets/")?.join(target_path)?,
+            chunks_url: None,
+        })
+    }
+}
+
+/// Limits and tuning of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// The whole fetch must finish within this.
+    pub deadline: Duration,
+    /// A request slower than this (bytes/s) after the grace period is dropped.
+    pub min_throughput: u64,
+    /// Time a request gets before the throughput rule applies.
+    pub throughput_grace: Duration,
+    /// Longest silence (no byte at all) on a connection.
+    pub read_timeout: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Failed requests (in a row) after which a peer is dropped.
+    pub max_failures: u32,
+    /// First retry delay; doubles per failure, capped at 2 s.
+    pub backoff: Duration,
+    /// Parallel connections per peer.
+    pub connections_per_peer: usize,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(30 * 60),
+            min_throughput: 64 * 1024,
+            throughput_grace: Duration::from_secs(3),
+            read_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_failures: 4,
+            backoff: Duration::from_millis(100),
+            connections_per_peer: 2,
+        }
+    }
+}
+
+/// A progress snapshot for a bar.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The object.
+    pub object: Sha256Digest,
+    /// Bytes verified and stored so far (including resumed chunks).
+    pub done: u64,
+    /// Object length.
+    pub total: u64,
+    /// Receive rate over the last interval, bytes/s.
+    pub rate: f64,
+    /// Peers still in use.
+    pub peers: usize,
+}
+
+/// Progress callback.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// What one peer contributed.
+#[derive(Debug, Clone)]
+pub struct PeerReport {
+    /// The peer's label.
+    pub label: String,
+    /// Verified bytes it supplied.
+    pub bytes: u64,
+    /// Verified chunks it supplied.
+    pub chunks: u64,
+    /// Why it was dropped, if it was.
+    pub dropped: Option<String>,
+    /// Whether it sent bytes that did not match the signed digests.
+    pub bad: bool,
+}
+
+/// The outcome of a successful fetch.
+#[derive(Debug, Clone)]
+pub struct FetchReport {
+    /// The object.
+    pub sha256: Sha256Digest,
+    /// Its length.
+    pub length: u64,
+    /// Its final path in the CAS.
+    pub path: std::path::PathBuf,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Whether it was already in the CAS (nothing fetched).
+    pub already_present: bool,
+    /// Chunks taken over from an earlier partial download.
+    pub resumed_chunks: usize,
+    /// Per-peer contributions.
+    pub peers: Vec<PeerReport>,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The signed description is inconsistent.
+    #[error("invalid object description for {0}")]
+    Spec(Sha256Digest, #[source] SpecError),
+    /// The cache failed (disk full, I/O error, final check failed).
+    #[error("cannot store {0}")]
+    Cas(Sha256Digest, #[source] CasError),
+    /// Another writer held the object past the deadline.
+    #[error("timed out waiting for another download of {0} to finish")]
+    LockTimeout(Sha256Digest),
+    /// No sources at all.
+    #[error("no peers to fetch {0} from")]
+    NoPeers(Sha256Digest),
+    /// Every peer was dropped or none holds the missing chunks.
+    #[error("no peer could supply {missing} of {total} chunks of {digest} ({peers})")]
+    Exhausted {
+        /// The object.
+        digest: Sha256Digest,
+        /// Chunks still missing.
+        missing: usize,
+        /// All chunks.
+        total: usize,
+        /// What happened to each peer.
+        peers: String,
+    },
+    /// The overall deadline passed.
+    #[error(
+        "fetch of {digest} did not finish within {deadline:?} ({missing} chunks missing; {peers})"
+    )]
+    Deadline {
+        /// The object.
+        digest: Sha256Digest,
+        /// The deadline.
+        deadline: Duration,
+        /// Chunks still missing.
+        missing: usize,
+        /// What happened to each peer.
+        peers: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// The proxied route's gateway socket could not be opened.
+    #[error("cannot open the proxy gateway")]
+    Route(#[source] std::io::Error),
+    /// A worker task died.
+    #[error("a download task of {0} failed")]
+    Task(Sha256Digest, #[source] tokio::task::JoinError),
+}
+
+/// Downloads objects into a [`Cas`].
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    cas: Cas,
+    client: reqwest::Client,
+    opts: FetchOptions,
+    /// The proxied route's gateway, kept alive with the client.
+    _route: Option<std::sync::Arc<crate::tor::Gateway>>,
+}
+
+impl Fetcher {
+    /// A fetcher storing into `cas`.
+    pub fn new(cas: Cas, opts: FetchOptions) -> Result<Self, FetchError> {
+        Self::with_resolve(cas, opts, &[])
+    }
+
+    /// A fetcher whose HTTP client connects each `(host, addr)` host name
+    /// to exactly `addr` (the URL's port wins) instead of asking DNS. This
+    /// is how a peer at an IPv6 link-local address is reached: a URL cannot
+    /// carry the zone, a `SocketAddrV6` carries it as `scope_id` (used by
+    /// phase-init for mDNS peers).
+    pub fn with_resolve(
+        cas: Cas,
+        opts: FetchOptions,
+        resolve: &[(String, std::net::SocketAddr)],
+    ) -> Result<Self, FetchError> {
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(redirect_policy())
+            .hickory_dns(true)
+            .connect_timeout(opts.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30));
+        for (host, addr) in resolve {
+            b = b.resolve(host, *addr);
+        }
+        let client = b.build().map_err(FetchError::Client)?;
+        Ok(Self {
+            cas,
+            client,
+            opts,
+            _route: None,
+        })
+    }
+
+    /// A fetcher whose every request goes by `route` (see
+    /// [`crate::tor::Route`]): through a SOCKS5 proxy or the embedded Tor
+    /// client, with no fallback to a direct connection (the client's only
+    /// transport is the route's gateway socket; it does no DNS). Call
+    /// inside a tokio runtime context (a SOCKS5 route starts its gateway).
+    pub fn with_route(
+        cas: Cas,
+        opts: FetchOptions,
+        route: &crate::tor::Route,
+    ) -> Result<Self, FetchError> {
+        let Some(gateway) = route.gateway().map_err(FetchError::Route)? else {
+            return Self::new(cas, opts);
+        };
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .unix_socket(gateway.path())
+            .redirect(redirect_policy())
+            // Over Tor a circuit takes seconds; the floor stays the caller's.
+            .connect_timeout(opts.connect_timeout.max(Duration::from_secs(60)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(FetchError::Client)?;
+        Ok(Self {
+            cas,
+            client,
+            opts,
+            _route: Some(gateway),
+        })
+    }
+
+    /// The store.
+    pub fn cas(&self) -> &Cas {
+        &self.cas
+    }
+
+    /// The HTTP client (shared with the metadata transport).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// The options.
+    pub fn options(&self) -> &FetchOptions {
+        &self.opts
+    }
+
+    /// Fetches `spec` from `sources` into the CAS.
+    pub async fn fetch(
+        &self,
+        spec: &ObjectSpec,
+        sources: Vec<Source>,
+        progress: Option<ProgressFn>,
+    ) -> Result<FetchReport, FetchError> {
+        self.fetch_with_feed(spec, sources, None, progress).await
+    }
+
+    /// Fetches `spec` from `sources` and from every source that arrives on
+    /// `feed` while the fetch runs (peers found by discovery meanwhile).
+    /// A source from the feed is a swarm member: if it does not have the
+    /// object yet (its chunk map answers 404) it is kept and its map
+    /// re-read, like every partial peer's, every [`POLL_INTERVAL`]. At most
+    /// [`MAX_PEERS`] sources are used; repeated object URLs count once.
+    /// With a feed, the fetch may start with no source at all and waits for
+    /// one (bounded by the stall limit, 3 x `read_timeout`).
+    pub async fn fetch_with_feed(
+        &self,
+        spec: &ObjectSpec,
+        sources: Vec<Source>,
+        mut feed: Option<SourceFeed>,
+        progress: Option<ProgressFn>,
+    ) -> Result<FetchReport, FetchError> {
+        let start = Instant::now();
+        let digest = spec.sha256;
+        spec.validate().map_err(|e| FetchError::Spec(digest, e))?;
+        let present = |resumed| FetchReport {
+            sha256: digest,
+            length: spec.length,
+            path: self.cas.object_path(&digest),
+            elapsed: start.elapsed(),
+            already_present: true,
+            resumed_chunks: resumed,
+            peers: Vec::new(),
+        };
+        if self.cas.contains(&digest) {
+            return Ok(present(0));
+        }
+        let deadline = start + self.opts.deadline;
+        let lock = loop {
+            if let Some(l) = self
+                .cas
+                .try_lock(&digest)
+                .map_err(|e| FetchError::Cas(digest, e))?
+            {
+                break l;
+            }
+            if Instant::now() >= deadline {
+                return Err(FetchError::LockTimeout(digest));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        if self.cas.contains(&digest) {
+            // Another writer finished while we waited.
+            drop(lock);
+            return Ok(present(0));
+        }
+        let cas = self.cas.clone();
+        let spec2 = spec.clone();
+        let partial = tokio::task::spawn_blocking(move || cas.open_partial(&spec2, lock))
+            .await
+            .map_err(|e| FetchError::Task(digest, e))?
+            .map_err(|e| FetchError::Cas(digest, e))?;
+        let resumed = partial.resumed_chunks();
+        let partial = Arc::new(partial);
+        let missing = partial.missing();
+        let mut sources = dedup_sources(sources);
+        sources.truncate(MAX_PEERS);
+        if !missing.is_empty() && sources.is_empty() && feed.is_none() {
+            return Err(FetchError::NoPeers(digest));
+        }
+        let mut seen: HashSet<Url> = sources.iter().map(|s| s.object_url.clone()).collect();
+
+        let n = spec.chunk_count();
+        let npeers = sources.len();
+        let shared = Arc::new(Shared::new(
+            spec,
+            Arc::clone(&partial),
+            &missing,
+            sources,
+            feed.is_some(),
+            self.client.clone(),
+            self.opts.clone(),
+        ));
+        let whole = Arc::clone(&shared.whole);
+        let done = shared.sched().done;
+
+        let mut workers = JoinSet::new();
+        // Helpers that hold the shared state: aborted before the end.
+        let mut aux = JoinSet::new();
+        let conns = self.opts.connections_per_peer.max(1);
+        if done < n {
+            // Which chunks each peer holds (a peer still downloading holds some).
+            let mut queries = JoinSet::new();
+            for p in 0..npeers {
+                let sh = Arc::clone(&shared);
+                let t = self.opts.read_timeout;
+                queries.spawn(async move { (p, query_chunks(&sh, p, t).await) });
+            }
+            while let Some(r) = queries.join_next().await {
+                if let Ok((p, map)) = r {
+                    shared.sched().peers[p].set_map(map, n);
+                }
+            }
+            for p in 0..npeers {
+                for k in 0..conns {
+                    workers.spawn(worker(Arc::clone(&shared), p, k));
+                }
+            }
+            aux.spawn(poll_maps(Arc::clone(&shared)));
+        } else {
+            feed = None;
+        }
+        if let Some(cb) = progress.clone() {
+            let sh = Arc::clone(&shared);
+            aux.spawn(async move {
+                let mut last = (Instant::now(), 0u64);
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    report_progress(&sh, &cb, &mut last);
+                }
+            });
+        }
+
+        let mut timed_out = false;
+        loop {
+            let finished = shared.sched().done == n;
+            if workers.is_empty() && (feed.is_none() || finished || timed_out) {
+                break;
+            }
+            // With no worker left, wait for a new peer only while the
+            // fetch is within its stall limit.
+            let stall_end = shared.sched().progressed + self.opts.read_timeout * 3;
+            tokio::select! {
+                r = workers.join_next(), if !workers.is_empty() => match r {
+                    None => {}
+                    Some(Err(e)) if e.is_panic() => {
+                        shared.stop.store(true, Ordering::Relaxed);
+                        workers.abort_all();
+                        aux.abort_all();
+                        while aux.join_next().await.is_some() {}
+                        return Err(FetchError::Task(digest, e));
+                    }
+                    Some(_) => {}
+                },
+                src = recv_feed(&mut feed), if feed.is_some() => match src {
+                    None => feed = None,
+                    Some(source) => {
+                        if finished || !seen.insert(source.object_url.clone()) {
+                            continue;
+                        }
+                        let p = {
+                            let mut s = shared.sched();
+                            if s.peers.len() >= MAX_PEERS {
+                                continue;
+                            }
+                            tracing::debug!(peer = %source.label, "peer joined the fetch");
+                            s.peers.push(PeerState::new(source, true, n));
+                            s.peers.len() - 1
+                        };
+                        let sh = Arc::clone(&shared);
+                        let t = self.opts.read_timeout;
+                        aux.spawn(async move {
+                            let map = query_chunks(&sh, p, t).await;
+                            sh.sched().peers[p].set_map(map, n);
+                            sh.changed.notify_waiters();
+                        });
+                        for k in 0..conns {
+                            workers.spawn(worker(Arc::clone(&shared), p, k));
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(stall_end.into()), if workers.is_empty() => {
+                    break;
+                }
+                _ = tokio::time::sleep_until(deadline.into()), if !timed_out => {
+                    timed_out = true;
+                    shared.stop.store(true, Ordering::Relaxed);
+                    workers.abort_all();
+                }
+            }
+        }
+        // Wait for the aborts to land: these tasks hold the partial.
+        aux.abort_all();
+        while aux.join_next().await.is_some() {}
+        let (all_done, fatal) = {
+            let mut s = shared.sched();
+            (s.done == n, s.fatal.take())
+        };
+        // A write that failed is fatal even when its chunk was the last.
+        if let Some(e) = fatal {
+            return Err(FetchError::Cas(digest, e));
+        }
+        if !all_done {
+            let missing = n - shared.sched().done;
+            let peers = shared.sched().peer_summary();
+            if timed_out {
+                return Err(FetchError::Deadline {
+                    digest,
+                    deadline: self.opts.deadline,
+                    missing,
+                    peers,
+                });
+            }
+            return Err(FetchError::Exhausted {
+                digest,
+                missing,
+                total: n,
+                peers,
+            });
+        }
+        let (wpartial, wwhole) = (Arc::clone(&partial), Arc::clone(&whole));
+        let whole = tokio::task::spawn_blocking(move || wwhole.finish(&wpartial))
+            .await
+            .map_err(|e| FetchError::Task(digest, e))?
+            .map_err(|e| FetchError::Cas(digest, e))?;
+        let peers_report = shared.sched().peer_reports();
+        drop(shared);
+        let partial = Arc::try_unwrap(partial).map_err(|_| {
+            FetchError::Cas(
+                digest,
+                CasError::Io {
+                    path: "partial".into(),
+                    source: std::io::Error::other("partial object still shared"),
+                },
+            )
+        })?;
+        let whole = match whole {
+            Some(w) => w,
+            None => partial.hash_all().map_err(|e| FetchError::Cas(digest, e))?,
+        };
+        let path = tokio::task::spawn_blocking(move || match partial.finish(&whole) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                // Every chunk matched its signed digest yet the whole does
+                // not: the signed description itself is inconsistent.
+                Err(e)
+            }
+        })
+        .await
+        .map_err(|e| FetchError::Task(digest, e))?
+        .map_err(|e| FetchError::Cas(digest, e))?;
+        if let Some(cb) = &progress {
+            cb(&Progress {
+                object: digest,
+                done: spec.length,
+                total: spec.length,
+                rate: 0.0,
+                peers: 0,
+            });
+        }
+        Ok(FetchReport {
+            sha256: digest,
+            length: spec.length,
+            path,
+            elapsed: start.elapsed(),
+            already_present: false,
+            resumed_chunks: resumed,
+            peers: peers_report,
+        })
+    }
+}
+
+/// Sources that join a running fetch (see [`Fetcher::fetch_with_feed`]).
+pub type SourceFeed = tokio::sync::mpsc::UnboundedReceiver<Source>;
+
+async fn recv_feed(feed: &mut Option<SourceFeed>) -> Option<Source> {
+    match feed {
+        Some(f) => f.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The sources with repeated object URLs removed (first one kept).
+fn dedup_sources(sources: Vec<Source>) -> Vec<Source> {
+    let mut seen = HashSet::new();
+    sources
+        .into_iter()
+        .filter(|s| {
+            let new = seen.insert(s.object_url.clone());
+            if !new {
+                tracing::debug!(peer = %s.label, "source listed twice; using it once");
+            }
+            new
+        })
+        .collect()
+}
+
+fn report_progress(sh: &Shared, cb: &ProgressFn, last: &mut (Instant, u64)) {
+    let flow = sh.flow_bytes.load(Ordering::Relaxed);
+    let now = Instant::now();
+    let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
+    let rate = (flow.saturating_sub(last.1)) as f64 / dt;
+    *last = (now, flow);
+    let peers = sh
+        .sched()
+        .peers
+        .iter()
+        .filter(|p| p.dropped.is_none())
+        .count();
+    cb(&Progress {
+        object: sh.spec.sha256,
+        done: sh.done_bytes.load(Ordering::Relaxed),
+        total: sh.spec.length,
+        rate,
+        peers,
+    });
+}
+
+/// Largest chunk map accepted (`/cas/sha256/<hex>/chunks`).
+pub const MAX_CHUNK_MAP: u64 = 1 << 20;
+
+/// How often the chunk maps of partial peers are re-read.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Most peers one fetch uses (initial ones plus those from the feed).
+pub const MAX_PEERS: usize = 64;
