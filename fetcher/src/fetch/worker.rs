@@ -297,47 +297,38 @@ impl Conn {
         let p = self.p;
         let max = self.sh.opts.max_failures.max(1);
         let mut s = self.sh.sched();
-        if !s.only_source(p, i) {
-            if s.swarm() {
-                // In a swarm every uplink is shared and a peer
-                // (the seed above all) is slow because it is
-                // popular, not because it is bad: hand the
-                // chunk to the others and keep the peer, unless
-                // it is slow `max` times in a row.
-                self.slow_strikes += 1;
-                let slow_strikes = self.slow_strikes;
-                if slow_strikes >= max {
-                    Verdict::Drop(format!(
-                        "{slow_strikes} slow requests in a row, last: {why}"
-                    ))
-                } else {
-                    Verdict::Abandon(slow_strikes)
-                }
-            } else {
-                // Someone else can supply it: a slow peer only
-                // holds the fetch up.
-                Verdict::Drop(why.to_string())
-            }
-        } else {
-            // The only source: slow but honest so far, so keep
-            // what arrived and ask again (bounded, with backoff,
-            // and with a lower floor each time).
+        let only = s.only_source(p, i);
+        if !only && !s.swarm() {
+            // Someone else can supply it: a slow peer only holds the
+            // fetch up.
+            return Verdict::Drop(why.to_string());
+        }
+        if only {
+            // The only source: slow but honest so far, so keep what
+            // arrived and ask again (bounded, with backoff, and with a
+            // lower floor each time). Lower the floor one step per slow
+            // request at the current floor (the peer's other connections
+            // may have lowered it already).
             let peer = &mut s.peers[p];
-            // Lower the floor one step per slow request at the
-            // current floor (the peer's other connections may
-            // have lowered it already).
             if level_used >= peer.slow_level {
                 peer.slow_level = (level_used + 1).min(max - 1);
             }
-            self.slow_strikes += 1;
-            let slow_strikes = self.slow_strikes;
-            if slow_strikes >= max {
-                Verdict::Drop(format!(
-                    "{slow_strikes} slow requests in a row as the only source, last: {why}"
-                ))
-            } else {
-                Verdict::Resume(slow_strikes)
-            }
+        }
+        // In a swarm every uplink is shared and a peer (the seed above
+        // all) is slow because it is popular, not because it is bad: the
+        // chunk goes to the others and the peer stays. Either way `max`
+        // slow requests in a row drop it.
+        self.slow_strikes += 1;
+        let strikes = self.slow_strikes;
+        if strikes >= max {
+            let as_only = if only { " as the only source" } else { "" };
+            Verdict::Drop(format!(
+                "{strikes} slow requests in a row{as_only}, last: {why}"
+            ))
+        } else if only {
+            Verdict::Resume(strikes)
+        } else {
+            Verdict::Abandon(strikes)
         }
     }
 
