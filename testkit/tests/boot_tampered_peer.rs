@@ -24,6 +24,19 @@ fn expect(vm: &mut Vm, s: &str) -> String {
     vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The fetcher's tracing warning that drops `host` for a bad chunk is on
+/// the console.
+fn assert_dropped_for_a_bad_chunk(log: &str, host: &str) {
+    let dropped = log
+        .lines()
+        .find(|l| l.contains("dropping peer") && l.contains(host))
+        .unwrap_or_else(|| panic!("no console line drops the bad peer {host}:\n{log}"));
+    assert!(
+        dropped.contains("WARN") && dropped.contains("bad chunk"),
+        "{dropped}"
+    );
+}
+
 #[test]
 fn the_only_peer_serves_a_flipped_byte_and_the_boot_refuses() {
     let t0 = std::time::Instant::now();
@@ -60,14 +73,7 @@ fn the_only_peer_serves_a_flipped_byte_and_the_boot_refuses() {
     let log = vm.log();
     // The fetcher's own word on the bad peer reaches the console (PID 1's
     // tracing subscriber): which peer, which chunk, why it was dropped.
-    let dropped = log
-        .lines()
-        .find(|l| l.contains("dropping peer") && l.contains(&bad_host))
-        .unwrap_or_else(|| panic!("no console line drops the bad peer {bad_host}:\n{log}"));
-    assert!(
-        dropped.contains("WARN") && dropped.contains("bad chunk"),
-        "{dropped}"
-    );
+    assert_dropped_for_a_bad_chunk(&log, &bad_host);
     assert!(!log.contains("kexec: starting"), "{log}");
     assert!(!log.contains("kexec    ok"), "{log}");
     assert!(!log.contains("phase-init: ready"), "{log}");
@@ -118,14 +124,7 @@ fn with_an_honest_second_peer_the_boot_succeeds_from_it() {
         "kernel bytes from the honest peer only: {k}"
     );
     let log = vm.log();
-    let dropped = log
-        .lines()
-        .find(|l| l.contains("dropping peer") && l.contains(&bad_host))
-        .unwrap_or_else(|| panic!("no console line drops the bad peer {bad_host}:\n{log}"));
-    assert!(
-        dropped.contains("WARN") && dropped.contains("bad chunk"),
-        "{dropped}"
-    );
+    assert_dropped_for_a_bad_chunk(&log, &bad_host);
     assert!(
         !log.lines()
             .any(|l| l.contains("dropping peer") && l.contains(&good_host)),
