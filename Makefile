@@ -44,12 +44,16 @@ host: deps
 
 include $(sort $(wildcard mk/*.mk))
 
+# clippy runs in the release profile: the build scripts and proc-macros it
+# compiles (ring's C, cranelift's generated code, serde_derive, ...) are then
+# the very ones the release build and the test binaries reuse, instead of a
+# second set in the dev profile.
 # cargo-deny (deny.toml): licences and banned crates, offline, over the
 # sources `cargo fetch` keeps; advisories need the RustSec database from the
 # network, so they are not part of it (README.md, "Set-up").
 lint: deps
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
 	$(CARGO) fetch --locked --quiet
 	PATH="$(PHASE_TOOLS)/bin:$$PATH" $(CARGO) deny --locked --offline check --hide-inclusion-graph licenses bans
 

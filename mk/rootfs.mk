@@ -35,5 +35,5 @@ publish-demo: rootfs plasmd-jobs $(TARGET_INITRAMFS) $(KERNEL_CURRENT) $(DEMO_RO
 	  --cmdline '$(TARGET_CMDLINE)' --release-version "demo-$$(date -u +%Y%m%d%H%M%S)" --expires 30d
 	$(PHASE) verify --repo $(DEMO_REPO) --root $(DEMO_ROOT) --channel $(DEMO_CHANNEL) --arch $(ARCH)
 
-# boot_wasm boots this rootfs with the demo job (testkit/tests/boot_wasm.rs).
+# boot_wasm boots this rootfs with the demo job (testkit/tests/it/boot_wasm.rs).
 TEST_PREREQS += rootfs plasmd-jobs
