@@ -1,4 +1,4 @@
-//! `/phase/boot.json` (phase-init's payload.rs), read by the target from
+//! `/phase/boot.json` (the `handover` crate), read by the target from
 //! its initramfs. Oracle: no panic; what parses writes back to the same
 //! record.
 #![no_main]

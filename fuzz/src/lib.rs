@@ -9,7 +9,8 @@
 //! Cargo.toml, no `crate::` item); if one grows a dependency, this crate
 //! stops building and `make fuzz-smoke` says so.
 //!
-//! The trust core (`verifier`) is a light crate and is used as a dependency.
+//! The trust core (`verifier`) and the `boot.json` schema (`handover`) are
+//! light crates and are used as dependencies.
 #![forbid(unsafe_code)]
 
 /// `phase.*` kernel parameters (phase-init).
@@ -20,20 +21,11 @@ pub mod cmdline;
 #[path = "../../phase-init/src/retry.rs"]
 pub mod retry;
 
-/// The Secure Boot and lockdown state (phase-init), for `boot.json`.
-#[path = "../../phase-init/src/platform.rs"]
-pub mod platform;
-
 /// `/etc/phase/services.toml` (phase-init).
 #[path = "../../phase-init/src/services.rs"]
 pub mod services;
 
-/// `boot.json` and the stage-2 payload (phase-init); its `identity` field
-/// is private mode's [`private::Identity`].
-#[path = "../../phase-init/src/payload.rs"]
-pub mod payload;
-
-/// Private mode's identity (phase-init), for `boot.json`.
+/// Private mode (phase-init): the MACs of `boot.json`'s identity.
 #[path = "../../phase-init/src/private.rs"]
 pub mod private;
 

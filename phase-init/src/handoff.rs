@@ -13,9 +13,11 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+use handover::{ArtifactRecord, BootJson, StepTiming, BOOT_JSON_VERSION};
+
 use crate::cmdline::{Config, Stage};
 use crate::kexec::Target;
-use crate::payload::{self, Artifact, ArtifactRecord, BootJson, MetaFile, Payload, PayloadError};
+use crate::payload::{self, Artifact, MetaFile, Payload, PayloadError};
 
 /// `phase.test=kexec` reads `vmlinuz`, `initramfs.img`, `rootfs.squashfs`
 /// and `cmdline` (the target's own kernel parameters) from here.
@@ -112,7 +114,7 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
         length: art.length,
     };
     BootJson {
-        version: payload::BOOT_JSON_VERSION,
+        version: BOOT_JSON_VERSION,
         mode: config.mode.as_str().to_owned(),
         channel: config.channel.clone(),
         cmdline: cmdline.to_owned(),
@@ -128,10 +130,10 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
         peers: Vec::new(),
         steps: crate::step::timings()
             .into_iter()
-            .map(|(step, ms)| payload::StepTiming { step, ms })
+            .map(|(step, ms)| StepTiming { step, ms })
             .collect(),
         identity: None,
-        platform: Some(crate::platform::Platform::current()),
+        platform: Some(crate::platform::current()),
     }
 }
 

@@ -106,7 +106,7 @@ pub fn load(target: &Target) -> Result<(), KexecError> {
         |e| {
             let version = bzimage_version(&target.kernel)
                 .unwrap_or_else(|| target.kernel.display().to_string());
-            let platform = crate::platform::Platform::current().to_string();
+            let platform = crate::platform::current().to_string();
             KexecError::refused(e, &version, &platform)
         },
     )

@@ -95,7 +95,7 @@ fn boot() {
     step::run("modules", || load_modules(root, config.debug));
     step::run("loader", boot_entry);
     step::run("platform", || {
-        let p = phase_init::platform::Platform::current();
+        let p = phase_init::platform::current();
         ((), Status::ok(p.to_string()))
     });
     // The boot time every expiry check uses: never behind the image's build
@@ -283,10 +283,7 @@ fn kexec_test_artifacts(config: &Config) {
 fn hand_over(
     artifacts: &handoff::Artifacts,
     config: &Config,
-    provenance: Option<(
-        phase_init::payload::TufVersions,
-        Vec<phase_init::payload::PeerBytes>,
-    )>,
+    provenance: Option<(handover::TufVersions, Vec<handover::PeerBytes>)>,
     identity: Option<&private::Identity>,
 ) {
     if config.mode == cmdline::Mode::Private {
@@ -357,13 +354,13 @@ fn network(identity: Option<&mut private::Identity>) -> ((), Status) {
 /// one if it has none), and its random MACs on the NICs before any service
 /// brings a link up (kexec gave them their burnt-in MACs back).
 fn target_identity() -> ((), Status) {
-    let from_boot = std::fs::read(phase_init::payload::BOOT_JSON)
+    let from_boot = std::fs::read(handover::BOOT_JSON)
         .ok()
-        .and_then(|b| phase_init::payload::BootJson::from_json(&b).ok())
+        .and_then(|b| handover::BootJson::from_json(&b).ok())
         .and_then(|b| b.identity);
     let (id, whence) = match from_boot {
         Some(id) => (id, "from boot.json"),
-        None => match private::Identity::fresh() {
+        None => match private::fresh_identity() {
             Ok(id) => (id, "fresh (boot.json has none)"),
             Err(e) => {
                 return (
@@ -392,7 +389,7 @@ fn target_identity() -> ((), Status) {
 
 /// Private mode's identity for this boot (`identity ephemeral <id>`).
 fn fresh_identity() -> (Option<private::Identity>, Status) {
-    match private::Identity::fresh() {
+    match private::fresh_identity() {
         Ok(id) => {
             let detail = id.to_string();
             (Some(id), Status::ok(detail))

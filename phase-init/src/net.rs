@@ -191,7 +191,7 @@ async fn configure(
     let mut macs: Vec<Option<Result<[u8; 6], String>>> = vec![None; ifaces.len()];
     if let Some(id) = identity {
         for (i, slot) in ifaces.iter_mut().zip(macs.iter_mut()) {
-            let r = randomize_mac(&handle, i, id.mac_for(&i.name)).await;
+            let r = randomize_mac(&handle, i, crate::private::mac_for(id, &i.name)).await;
             if let Ok(m) = &r {
                 i.mac = *m;
                 id.macs.retain(|(n, _)| n != &i.name);
@@ -302,14 +302,15 @@ pub fn apply_private_macs(identity: &crate::private::Identity) -> Result<Vec<Str
         tokio::spawn(conn);
         let mut out = Vec::new();
         for i in &ifaces {
-            let line = match randomize_mac(&handle, i, identity.mac_for(&i.name)).await {
-                Ok(m) => format!("{} mac {} (random)", i.name, crate::private::format_mac(&m)),
-                Err(e) => format!(
-                    "{}: {e}; it keeps its own MAC {}",
-                    i.name,
-                    crate::private::format_mac(&i.mac)
-                ),
-            };
+            let line =
+                match randomize_mac(&handle, i, crate::private::mac_for(identity, &i.name)).await {
+                    Ok(m) => format!("{} mac {} (random)", i.name, crate::private::format_mac(&m)),
+                    Err(e) => format!(
+                        "{}: {e}; it keeps its own MAC {}",
+                        i.name,
+                        crate::private::format_mac(&i.mac)
+                    ),
+                };
             out.push(line);
         }
         Ok(out)

@@ -8,7 +8,7 @@
 //! | `/phase/cas/locks/` | empty; `fetcher::Cas::open` expects it |
 //! | `/phase/tuf/{root,timestamp,snapshot,targets}.json` | the trusted TUF state stage 1 verified (`verifier::DirStorage` layout) |
 //! | `/phase/tuf/metadata/<name>` | the same metadata under the repository's names (`N.root.json`, `timestamp.json`, `N.snapshot.json`, `N.targets.json`) |
-//! | `/phase/boot.json` | [`BootJson`]: the provenance of this boot |
+//! | `/phase/boot.json` | [`BootJson`] (the `handover` crate): the provenance of this boot |
 //!
 //! `/phase` is therefore a cache in the layout `phase serve --cache` reads,
 //! holding only bytes stage 1 verified: the booted target re-shares exactly
@@ -25,112 +25,23 @@
 //! writer); the image crate's `Archive` keeps whole files in memory, which
 //! is right for a 10 MB initramfs and wrong for a rootfs, so this module
 //! streams with the same crate instead.
-//!
-//! Also compiled on its own by the fuzz targets (`fuzz/`, docs/fuzzing.md):
-//! it uses only `std`, `serde`, `serde_json`, `sha2`, `cpio` and `thiserror`,
-//! and no `crate::` item but `crate::private`.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// The `boot.json` schema, for what fills the record in (`handoff`, the
+/// verified fetch).
+pub use handover::{
+    ArtifactRecord, BootJson, PeerBytes, StepTiming, TufVersions, BOOT_JSON, BOOT_JSON_VERSION,
+};
 
 /// Where the payload lands in the target's initramfs.
 pub const ROOTFS: &str = "/phase/rootfs.squashfs";
-pub const BOOT_JSON: &str = "/phase/boot.json";
 pub const CAS_DIR: &str = "/phase/cas";
 pub const TUF_DIR: &str = "/phase/tuf";
-
-/// The `boot.json` format version.
-pub const BOOT_JSON_VERSION: u32 = 1;
-
-/// `/phase/boot.json`: what was booted, from where, verified against what.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootJson {
-    pub version: u32,
-    pub mode: String,
-    pub channel: String,
-    /// The kernel command line given to the target.
-    pub cmdline: String,
-    pub artifacts: Vec<ArtifactRecord>,
-    pub tuf: TufVersions,
-    /// Bytes received from each peer (all artifacts together).
-    pub peers: Vec<PeerBytes>,
-    /// Stage-1 steps in order, with their durations.
-    pub steps: Vec<StepTiming>,
-    /// Private mode: this boot's ephemeral identity (peer id, random MACs);
-    /// absent in the other modes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<crate::private::Identity>,
-    /// Stage 1's Secure Boot state and lockdown level (absent in a
-    /// `boot.json` written before stage 1 recorded them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<crate::platform::Platform>,
-}
-
-/// One verified artifact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArtifactRecord {
-    /// `kernel`, `initramfs`, `rootfs` or `job`.
-    pub kind: String,
-    /// The TUF target name, e.g. `stable/x86_64/kernel`.
-    pub target: String,
-    pub sha256: String,
-    pub length: u64,
-}
-
-/// The TUF metadata versions the boot was verified against (`None` when
-/// the artifacts did not come through TUF, e.g. a test boot).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TufVersions {
-    pub root: Option<u64>,
-    pub timestamp: Option<u64>,
-    pub snapshot: Option<u64>,
-    pub targets: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PeerBytes {
-    pub peer: String,
-    pub bytes: u64,
-    /// How stage 1 found the peer: `cache`, `mdns`, `dht` or `phase.peers`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub found: Option<String>,
-    /// Why the peer was dropped (it served invalid metadata), if it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dropped: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StepTiming {
-    pub step: String,
-    pub ms: u64,
-}
-
-impl BootJson {
-    pub fn to_json(&self) -> Vec<u8> {
-        // Serializing plain strings and numbers cannot fail.
-        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
-        v.push(b'\n');
-        v
-    }
-
-    pub fn from_json(bytes: &[u8]) -> Result<BootJson, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-
-    /// The record of `kind`, if any.
-    pub fn artifact(&self, kind: &str) -> Option<&ArtifactRecord> {
-        self.artifacts.iter().find(|a| a.kind == kind)
-    }
-}
 
 /// Errors while writing the payload.
 #[derive(Debug, thiserror::Error)]
@@ -444,26 +355,11 @@ mod tests {
                 ms: 1234,
             }],
             identity: None,
-            platform: Some(crate::platform::Platform {
-                secureboot: crate::platform::SecureBoot::On,
-                lockdown: crate::platform::Lockdown::Integrity,
+            platform: Some(handover::Platform {
+                secureboot: handover::SecureBoot::On,
+                lockdown: handover::Lockdown::Integrity,
             }),
         }
-    }
-
-    #[test]
-    fn boot_json_round_trips_and_rejects_unknown_fields() {
-        let b = sample_boot();
-        let bytes = b.to_json();
-        assert_eq!(BootJson::from_json(&bytes).expect("parse"), b);
-        let text = String::from_utf8(bytes).expect("utf-8");
-        assert!(text.contains("\"timestamp\": 7"), "{text}");
-        assert!(text.contains("\"found\": \"dht\""), "{text}");
-        let bad = text.replacen("\"mode\"", "\"mood\"", 1);
-        let e = BootJson::from_json(bad.as_bytes()).expect_err("unknown field");
-        assert!(e.to_string().contains("mood"), "{e}");
-        assert_eq!(b.artifact("kernel").map(|a| a.length), Some(42));
-        assert!(b.artifact("rootfs").is_none());
     }
 
     fn write(dir: &Path, name: &str, bytes: &[u8]) -> Artifact {

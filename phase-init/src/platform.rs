@@ -3,13 +3,12 @@
 //! (securityfs). Under lockdown the kernel accepts only `kexec_file_load`
 //! of a kernel signed by a key it trusts (see [`crate::kexec`]).
 //!
-//! Also compiled on its own by the fuzz targets (`fuzz/`, docs/fuzzing.md):
-//! it uses `std` and serde only, and no `crate::` item.
+//! The state itself is the `boot.json` schema's ([`Platform`], from the
+//! `handover` crate): stage 1 records it for the target.
 
-use std::fmt;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+pub use handover::{Lockdown, Platform, SecureBoot};
 
 /// The EFI global variable vendor GUID (SecureBoot, SetupMode).
 const EFI_GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
@@ -20,80 +19,24 @@ pub const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
 /// The efivarfs mount point.
 pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
 
-/// The UEFI Secure Boot state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SecureBoot {
-    /// Enforcing: the firmware checked what it started.
-    On,
-    /// Keys enrolled, not enforcing; or no keys and not in setup mode.
-    Off,
-    /// Setup mode: no platform key, anything may enrol keys.
-    Setup,
-    /// Not a UEFI boot (or efivarfs is not mounted): nothing to say.
-    Unknown,
-}
-
-/// The kernel's lockdown level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Lockdown {
-    None,
-    Integrity,
-    Confidentiality,
-    /// No securityfs lockdown file (a kernel without the LSM).
-    Unknown,
-}
-
-/// Both, as one console line and one `boot.json` object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Platform {
-    pub secureboot: SecureBoot,
-    pub lockdown: Lockdown,
-}
-
-impl Platform {
-    /// Reads the running machine's state from `efivars` and `lockdown`.
-    pub fn read(efivars: &Path, lockdown: &Path) -> Platform {
-        Platform {
-            secureboot: secure_boot(efivars),
-            lockdown: std::fs::read_to_string(lockdown)
-                .map(|t| parse_lockdown(&t))
-                .unwrap_or(Lockdown::Unknown),
-        }
-    }
-
-    /// The running machine (efivarfs at [`EFIVARS`]).
-    pub fn current() -> Platform {
-        Platform::read(Path::new(EFIVARS), Path::new(LOCKDOWN))
-    }
-
-    /// Whether the kernel refuses unsigned code (and so `kexec_load`).
-    pub fn locked_down(&self) -> bool {
-        matches!(
-            self.lockdown,
-            Lockdown::Integrity | Lockdown::Confidentiality
-        )
+/// Reads the running machine's state from `efivars` and `lockdown`.
+pub fn read(efivars: &Path, lockdown: &Path) -> Platform {
+    Platform {
+        secureboot: secure_boot(efivars),
+        lockdown: std::fs::read_to_string(lockdown)
+            .map(|t| parse_lockdown(&t))
+            .unwrap_or(Lockdown::Unknown),
     }
 }
 
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sb = match self.secureboot {
-            SecureBoot::On => "on",
-            SecureBoot::Off => "off",
-            SecureBoot::Setup => "setup",
-            SecureBoot::Unknown => "unknown (not a UEFI boot)",
-        };
-        let ld = match self.lockdown {
-            Lockdown::None => "none",
-            Lockdown::Integrity => "integrity",
-            Lockdown::Confidentiality => "confidentiality",
-            Lockdown::Unknown => "unknown (no securityfs lockdown file)",
-        };
-        write!(f, "secureboot {sb}, lockdown {ld}")
-    }
+/// The running machine (efivarfs at [`EFIVARS`]).
+pub fn current() -> Platform {
+    read(Path::new(EFIVARS), Path::new(LOCKDOWN))
+}
+
+/// Whether the kernel refuses unsigned code (and so `kexec_load`).
+pub fn locked_down(p: &Platform) -> bool {
+    matches!(p.lockdown, Lockdown::Integrity | Lockdown::Confidentiality)
 }
 
 /// A one-byte EFI global variable's value (after the 4-byte attributes).
@@ -169,40 +112,26 @@ mod tests {
         std::fs::write(&lockdown, "none [integrity] confidentiality\n").expect("write");
         let efi = d.path().join("efivars");
         // Not a UEFI boot: no efivarfs directory.
-        let p = Platform::read(&efi, &lockdown);
+        let p = read(&efi, &lockdown);
         assert_eq!(p.secureboot, SecureBoot::Unknown);
-        assert!(p.locked_down());
+        assert!(locked_down(&p));
         std::fs::create_dir(&efi).expect("mkdir");
-        assert_eq!(Platform::read(&efi, &lockdown).secureboot, SecureBoot::Off);
+        assert_eq!(read(&efi, &lockdown).secureboot, SecureBoot::Off);
         var(&efi, "SecureBoot", 1);
         var(&efi, "SetupMode", 0);
-        let p = Platform::read(&efi, &lockdown);
+        let p = read(&efi, &lockdown);
         assert_eq!(p.secureboot, SecureBoot::On);
         assert_eq!(p.to_string(), "secureboot on, lockdown integrity");
         var(&efi, "SecureBoot", 0);
-        assert_eq!(Platform::read(&efi, &lockdown).secureboot, SecureBoot::Off);
+        assert_eq!(read(&efi, &lockdown).secureboot, SecureBoot::Off);
         var(&efi, "SetupMode", 1);
-        assert_eq!(
-            Platform::read(&efi, &lockdown).secureboot,
-            SecureBoot::Setup
-        );
+        assert_eq!(read(&efi, &lockdown).secureboot, SecureBoot::Setup);
         // A truncated variable says nothing.
         std::fs::write(efi.join(format!("SecureBoot-{EFI_GLOBAL}")), [6, 0]).expect("write");
         var(&efi, "SetupMode", 0);
-        assert_eq!(Platform::read(&efi, &lockdown).secureboot, SecureBoot::Off);
-        let none = Platform::read(&efi, &d.path().join("missing"));
+        assert_eq!(read(&efi, &lockdown).secureboot, SecureBoot::Off);
+        let none = read(&efi, &d.path().join("missing"));
         assert_eq!(none.lockdown, Lockdown::Unknown);
-        assert!(!none.locked_down());
-    }
-
-    #[test]
-    fn it_round_trips_through_json() {
-        let p = Platform {
-            secureboot: SecureBoot::On,
-            lockdown: Lockdown::Integrity,
-        };
-        let j = serde_json::to_string(&p).expect("json");
-        assert_eq!(j, r#"{"secureboot":"on","lockdown":"integrity"}"#);
-        assert_eq!(serde_json::from_str::<Platform>(&j).expect("parse"), p);
+        assert!(!locked_down(&none));
     }
 }

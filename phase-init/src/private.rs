@@ -1,10 +1,11 @@
 //! Private mode (`phase.mode=private`, issue 8): what this boot shows the
 //! world, and the checks that it shows nothing more.
 //!
-//! * A fresh identity per boot ([`Identity`]): a random ephemeral peer id,
-//!   printed on the console (`identity ephemeral <id>`) and recorded in
-//!   `boot.json`, and a random locally administered unicast MAC for every
-//!   wired NIC, set before the link comes up ([`crate::net`]), so neither
+//! * A fresh identity per boot ([`fresh_identity`]): a random ephemeral
+//!   peer id, printed on the console (`identity ephemeral <id>`) and
+//!   recorded in `boot.json`, and a random locally administered unicast
+//!   MAC for every wired NIC, set before the link comes up
+//!   ([`crate::net`]), so neither
 //!   the LAN nor a DHCP server sees the machine's burnt-in address. DHCP
 //!   sends no host name and a client identifier made of the random MAC.
 //!   The target (after kexec the NIC comes back with its burnt-in MAC)
@@ -21,52 +22,32 @@
 //! docs/threat-model.md says what this hides, from whom, and what it does not.
 //!
 //! Also compiled on its own by the fuzz targets (`fuzz/`, docs/fuzzing.md):
-//! it uses only `std`, `serde` and `hex`, and no `crate::` item.
+//! it uses only `std`, `hex` and the `handover` crate, and no `crate::` item.
 
 use std::fmt;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+/// This boot's identity in private mode, as `boot.json` records it.
+pub use handover::Identity;
 
-/// This boot's identity in private mode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Identity {
-    /// `ephemeral`: made up at boot, never stored.
-    pub kind: String,
-    /// 128 random bits, hex: the peer id this boot would present.
-    pub peer_id: String,
-    /// The random MAC given to each wired NIC (interface name, MAC); a NIC
-    /// whose driver refused keeps its own and is not listed.
-    #[serde(default)]
-    pub macs: Vec<(String, String)>,
+/// A fresh identity: a random peer id, no MACs yet.
+pub fn fresh_identity() -> std::io::Result<Identity> {
+    let mut id = [0u8; 16];
+    random(&mut id)?;
+    Ok(Identity {
+        kind: "ephemeral".into(),
+        peer_id: hex::encode(id),
+        macs: Vec::new(),
+    })
 }
 
-impl Identity {
-    /// A fresh identity: a random peer id, no MACs yet.
-    pub fn fresh() -> std::io::Result<Identity> {
-        let mut id = [0u8; 16];
-        random(&mut id)?;
-        Ok(Identity {
-            kind: "ephemeral".into(),
-            peer_id: hex::encode(id),
-            macs: Vec::new(),
-        })
-    }
-
-    /// The MAC recorded for interface `name`.
-    pub fn mac_for(&self, name: &str) -> Option<[u8; 6]> {
-        self.macs
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, m)| parse_mac(m))
-    }
-}
-
-impl fmt::Display for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.peer_id)
-    }
+/// The MAC `identity` records for interface `name`.
+pub fn mac_for(identity: &Identity, name: &str) -> Option<[u8; 6]> {
+    identity
+        .macs
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, m)| parse_mac(m))
 }
 
 /// Fills `buf` from the kernel's random pool (`/dev/urandom`: devtmpfs
@@ -238,8 +219,8 @@ mod tests {
 
     #[test]
     fn identities_are_fresh_and_round_trip() {
-        let mut a = Identity::fresh().expect("fresh");
-        let b = Identity::fresh().expect("fresh");
+        let mut a = fresh_identity().expect("fresh");
+        let b = fresh_identity().expect("fresh");
         assert_ne!(a.peer_id, b.peer_id);
         assert_eq!(a.peer_id.len(), 32);
         assert_eq!(a.to_string(), format!("ephemeral {}", a.peer_id));
@@ -248,10 +229,10 @@ mod tests {
         let back: Identity = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, a);
         assert_eq!(
-            back.mac_for("eth0"),
+            mac_for(&back, "eth0"),
             Some([2, 0x11, 0x22, 0x33, 0x44, 0x55])
         );
-        assert_eq!(back.mac_for("eth1"), None);
+        assert_eq!(mac_for(&back, "eth1"), None);
     }
 
     #[test]

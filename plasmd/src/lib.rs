@@ -13,23 +13,30 @@
 //! * resolving a job name to verified bytes ([`resolve`]): TUF refresh
 //!   through the `verifier`, bytes from the local CAS or from peers through
 //!   the `fetcher`;
-//! * the daemon ([`daemon`]): start-up jobs, the Unix control socket
-//!   (`submit`, `status`, `logs`), the run table.
+//! * the daemon ([`daemon`]): start-up jobs, the Unix control socket, the
+//!   run table; its configuration ([`config`]) and the control protocol
+//!   between it and its clients ([`protocol`]: `submit`, `status`,
+//!   `logs`).
 //!
 //! What it does not own: TUF (the `verifier` crate), fetching from peers
-//! (the `fetcher` crate), or starting plasmd at boot (`phase-init`).
+//! (the `fetcher` crate), the `boot.json` schema it reads peers from (the
+//! `handover` crate), or starting plasmd at boot (`phase-init`).
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod daemon;
 pub mod job;
 pub mod outcome;
+pub mod protocol;
 pub mod resolve;
 pub mod sandbox;
 
-pub use daemon::{Daemon, DaemonConfig, Request, Response, RunInfo, RunState};
+pub use config::DaemonConfig;
+pub use daemon::Daemon;
 pub use job::{Job, JobError, JobLimits, JobSpec, Policy, RequestedLimits};
 pub use outcome::{JobOutcome, JobStatus, Usage};
+pub use protocol::{Request, Response, RunInfo, RunState};
 pub use resolve::{ResolveError, Resolved, Resolver, Sources};
 pub use sandbox::{host_name, Plasm, PlasmConfig, PlasmError};
 

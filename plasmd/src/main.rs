@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use plasmd::daemon::{self, DaemonConfig, Request};
+use plasmd::config::{self, DaemonConfig};
+use plasmd::daemon;
+use plasmd::protocol::{self, Request};
 use plasmd::{Job, Plasm, PlasmConfig};
 use verifier::error_chain as chain;
 
@@ -66,7 +68,7 @@ enum Cmd {
 #[derive(clap::Args)]
 struct SocketArg {
     /// The daemon's control socket.
-    #[arg(long, env = "PLASMD_SOCKET", default_value = daemon::DEFAULT_SOCKET)]
+    #[arg(long, env = "PLASMD_SOCKET", default_value = config::DEFAULT_SOCKET)]
     socket: PathBuf,
 }
 
@@ -196,8 +198,8 @@ fn run_daemon(args: DaemonArgs) -> anyhow::Result<bool> {
     })
 }
 
-fn client(socket: &std::path::Path, req: &Request) -> anyhow::Result<daemon::Response> {
-    daemon::call(socket, req).map_err(anyhow::Error::msg)
+fn client(socket: &std::path::Path, req: &Request) -> anyhow::Result<protocol::Response> {
+    protocol::call(socket, req).map_err(anyhow::Error::msg)
 }
 
 /// Client commands: `Ok(false)` when the daemon answered with an error (or

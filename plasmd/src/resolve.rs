@@ -259,7 +259,7 @@ impl Resolver {
             // verified at boot. It is verified again, expiry included, so
             // this can only be as fresh as the boot, never less checked.
             tracing::warn!(
-                error = %crate::daemon::chain(&e),
+                error = %verifier::error_chain(&e),
                 "no peer answered the TUF refresh; using the metadata verified at boot"
             );
             offline = PeerTransport::new(

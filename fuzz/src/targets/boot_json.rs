@@ -1,7 +1,7 @@
-//! `/phase/boot.json` (phase-init's payload.rs), read by the target from
-//! its initramfs. Oracle: no panic; what parses writes back to the same
-//! record.
-use crate::payload::BootJson;
+//! `/phase/boot.json` (the `handover` crate), written by stage 1 and read
+//! by the target from its initramfs. Oracle: no panic; what parses writes
+//! back to the same record.
+use handover::BootJson;
 
 /// One input.
 pub fn run(data: &[u8]) {
@@ -14,8 +14,12 @@ pub fn run(data: &[u8]) {
         let _ = b.artifact(kind);
     }
     if let Some(id) = &b.identity {
+        let _ = id.to_string();
         for (name, _) in &id.macs {
-            let _ = id.mac_for(name);
+            let _ = crate::private::mac_for(id, name);
         }
+    }
+    if let Some(p) = &b.platform {
+        let _ = p.to_string();
     }
 }

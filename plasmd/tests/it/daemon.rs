@@ -40,7 +40,7 @@ impl Daemon {
         // Provenance for the demo job; a test may have written its own.
         let boot = fx.dir.path().join("boot.json");
         if !boot.exists() {
-            std::fs::write(&boot, r#"{"version":1,"peers":[]}"#).expect("boot.json");
+            std::fs::write(&boot, boot_json(&[])).expect("boot.json");
         }
         let console = fx.dir.path().join("console.log");
         let out = std::fs::File::create(&console).expect("console file");
@@ -478,7 +478,10 @@ fn unreachable_peers_fall_back_to_the_metadata_verified_at_boot() {
     let boot = fx.dir.path().join("boot.json");
     std::fs::write(
         &boot,
-        r#"{"version":1,"peers":[{"peer":"http://0123456789abcdef.mdns.phase:7070"},{"peer":"http://127.0.0.1:9"}]}"#,
+        boot_json(&[
+            "http://0123456789abcdef.mdns.phase:7070",
+            "http://127.0.0.1:9",
+        ]),
     )
     .expect("boot.json");
     let d = Daemon::start(

@@ -146,3 +146,29 @@ pub fn hello_still_runs(fx: &Fixture, plasm: &Plasm, rt: &tokio::runtime::Runtim
         "greeting missing after an earlier job: {text}"
     );
 }
+
+/// A `boot.json` as stage 1 writes it, naming `peers` (stage 1 fetched
+/// 5 bytes from each).
+pub fn boot_json(peers: &[&str]) -> Vec<u8> {
+    handover::BootJson {
+        version: handover::BOOT_JSON_VERSION,
+        mode: "local".into(),
+        channel: "stable".into(),
+        cmdline: "phase.stage=target".into(),
+        artifacts: vec![],
+        tuf: handover::TufVersions::default(),
+        peers: peers
+            .iter()
+            .map(|p| handover::PeerBytes {
+                peer: (*p).into(),
+                bytes: 5,
+                found: Some("mdns".into()),
+                dropped: None,
+            })
+            .collect(),
+        steps: vec![],
+        identity: None,
+        platform: None,
+    }
+    .to_json()
+}
