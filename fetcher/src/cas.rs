@@ -153,6 +153,22 @@ pub struct PartialObject {
     lock: Option<ObjectLock>,
 }
 
+/// On what strength a complete object was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Its bytes were hashed whole and matched its name (no record).
+    Whole,
+    /// Every chunk matched a signed chunk list whose digest
+    /// ([`crate::ChunkList::digest`]) is recorded in `<hex>.chunks`: the
+    /// bytes are those that list describes. The same signature bound that
+    /// list to the object's SHA-256, so the bytes are the object; a
+    /// description with another chunk list first hashes it whole
+    /// ([`Cas::confirm_whole`]).
+    Chunks(Sha256Digest),
+    /// A record that cannot be read: hash it whole before trusting it.
+    Unknown,
+}
+
 /// What `gc` did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
@@ -293,6 +309,15 @@ fn plain_dir(dir: &Path) -> Result<(), CasError> {
     }
 }
 
+/// Removes `path` unless it is already gone.
+fn remove_if_present(path: &Path) -> Result<(), CasError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
 fn fsync_dir(dir: &Path) -> Result<(), CasError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -340,6 +365,17 @@ impl Cas {
         self.shard_dir(d).join(format!("{}.partial", d.to_hex()))
     }
 
+    /// `<hex>.chunks`: the record of an object stored on the strength of
+    /// its chunks (see [`Stored`]).
+    fn record_path(&self, d: &Sha256Digest) -> PathBuf {
+        self.shard_dir(d).join(format!("{}.chunks", d.to_hex()))
+    }
+
+    /// `<cache>/cas/quarantine`: objects that failed a check, moved aside.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.dir.join("cas").join("quarantine")
+    }
+
     fn sidecar_path(&self, d: &Sha256Digest) -> PathBuf {
         self.shard_dir(d)
             .join(format!("{}.partial.json", d.to_hex()))
@@ -348,6 +384,90 @@ impl Cas {
     /// Whether the object is present (and therefore verified).
     pub fn contains(&self, d: &Sha256Digest) -> bool {
         is_plain_file(&self.object_path(d))
+    }
+
+    /// On what strength the object `d` was stored (call when it is
+    /// present; see [`Stored`]).
+    pub fn stored(&self, d: &Sha256Digest) -> Stored {
+        let path = self.record_path(d);
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nofollow())
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Stored::Whole,
+            Err(_) => return Stored::Unknown,
+        };
+        let text = verifier::read_capped(file, 128).unwrap_or_default();
+        match std::str::from_utf8(&text).map(|t| Sha256Digest::from_hex(t.trim())) {
+            Ok(Ok(list)) => Stored::Chunks(list),
+            _ => Stored::Unknown,
+        }
+    }
+
+    /// Hashes the stored object `d` in 1 MiB blocks (never a whole-file
+    /// buffer), calling `on_bytes` with each block's length: its SHA-256
+    /// and length.
+    pub fn hash_object(
+        &self,
+        d: &Sha256Digest,
+        mut on_bytes: impl FnMut(u64),
+    ) -> Result<(Sha256Digest, u64), CasError> {
+        let path = self.object_path(d);
+        let hex = d.to_hex();
+        let mut file =
+            open_beneath(&self.dir, &["cas", "sha256", &hex[..2], &hex]).map_err(io_err(&path))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            hasher.update(&buf[..n]);
+            len += n as u64;
+            on_bytes(n as u64);
+        }
+        Ok((hasher.finalize().into(), len))
+    }
+
+    /// Hashes the stored object `d` whole; when it is `d` with `length`
+    /// bytes, drops its chunk-list record (it is now known by content) and
+    /// returns `true`. The caller holds the object's lock.
+    pub fn confirm_whole(&self, d: &Sha256Digest, length: u64) -> Result<bool, CasError> {
+        let (actual, len) = self.hash_object(d, |_| {})?;
+        if actual != *d || len != length {
+            return Ok(false);
+        }
+        remove_if_present(&self.record_path(d))?;
+        fsync_dir(&self.shard_dir(d))?;
+        Ok(true)
+    }
+
+    /// Moves the object `d` (which failed a check) into
+    /// `<cache>/cas/quarantine/` under its hex name (`.1`, `.2`, ... when
+    /// that is taken), never deleting it, and drops its chunk-list record.
+    /// The caller holds the object's lock. Returns where it went.
+    pub fn quarantine(&self, d: &Sha256Digest) -> Result<PathBuf, CasError> {
+        let qdir = self.quarantine_dir();
+        plain_dir(&qdir)?;
+        let hex = d.to_hex();
+        let mut dest = qdir.join(&hex);
+        let mut n = 0;
+        while fs::symlink_metadata(&dest).is_ok() {
+            n += 1;
+            dest = qdir.join(format!("{hex}.{n}"));
+        }
+        let from = self.object_path(d);
+        fs::rename(&from, &dest).map_err(io_err(&from))?;
+        remove_if_present(&self.record_path(d))?;
+        fsync_dir(&self.shard_dir(d))?;
+        fsync_dir(&qdir)?;
+        Ok(dest)
     }
 
     /// Opens a complete object for reading, without following symbolic
@@ -661,6 +781,7 @@ impl Cas {
                         continue;
                     };
                     fs::remove_file(&path).map_err(io_err(&path))?;
+                    remove_if_present(&self.record_path(&d))?;
                     lock.release_and_remove();
                     report.removed.push(d);
                     report.freed_bytes += size;
@@ -679,6 +800,27 @@ impl Cas {
                         drop(lock);
                         report.removed_partials += 1;
                         report.freed_bytes += size;
+                    }
+                } else if let Some((hex, tmp)) = name
+                    .strip_suffix(".chunks")
+                    .map(|h| (h, false))
+                    .or_else(|| name.strip_suffix(".chunks.tmp").map(|h| (h, true)))
+                {
+                    // A record whose object is gone (removed above, or a
+                    // writer died between the record and the rename), or
+                    // the temp file of a writer that died.
+                    let Ok(d) = Sha256Digest::from_hex(hex) else {
+                        continue;
+                    };
+                    let orphan = |cas: &Self| tmp || !is_plain_file(&cas.object_path(&d));
+                    if !orphan(self) {
+                        continue;
+                    }
+                    if let Some(lock) = self.try_lock(&d)? {
+                        if orphan(self) {
+                            remove_if_present(&path)?;
+                        }
+                        drop(lock);
                     }
                 } else if name.starts_with(".tmp-") {
                     // A temp file of a writer that died; live ones are young.
@@ -896,12 +1038,11 @@ impl PartialObject {
 
     /// Makes the object visible: checks that every chunk is verified, that
     /// `whole` (the SHA-256 of all bytes in order) and the length match,
-    /// then fsync, rename to the final name, fsync the directory.
-    pub fn finish(mut self, whole: &Sha256Digest) -> Result<PathBuf, CasError> {
-        let missing = self.missing().len();
-        if missing > 0 {
-            return Err(CasError::Incomplete(self.spec.sha256, missing));
-        }
+    /// then fsync, rename to the final name, fsync the directory. A stale
+    /// chunk-list record of the name is removed first: the object is known
+    /// by its content.
+    pub fn finish(self, whole: &Sha256Digest) -> Result<PathBuf, CasError> {
+        self.check_complete()?;
         let len = self.file.metadata().map_err(io_err(&self.path))?.len();
         if *whole != self.spec.sha256 || len != self.spec.length {
             return Err(CasError::Mismatch {
@@ -911,6 +1052,55 @@ impl PartialObject {
                 actual_len: len,
             });
         }
+        let record = self.record_path();
+        remove_if_present(&record)?;
+        self.publish()
+    }
+
+    /// Makes the object visible on the strength of its chunks alone, with
+    /// no pass over the whole object: every chunk matched the signed chunk
+    /// list in this run (written by [`PartialObject::write_chunk_parts`]
+    /// after its digest matched, or re-hashed when the partial was
+    /// resumed) and the length matches. Records the chunk list's digest in
+    /// `<hex>.chunks` (fsynced before the rename; see [`Stored::Chunks`]),
+    /// then fsync, rename, fsync of the directory.
+    pub fn finish_by_chunks(self) -> Result<PathBuf, CasError> {
+        self.check_complete()?;
+        let len = self.file.metadata().map_err(io_err(&self.path))?.len();
+        if len != self.spec.length {
+            return Err(CasError::Mismatch {
+                expected: self.spec.sha256,
+                expected_len: self.spec.length,
+                actual: self.spec.sha256,
+                actual_len: len,
+            });
+        }
+        let record = self.record_path();
+        let tmp = record.with_extension("chunks.tmp");
+        let mut f = create_fresh(&tmp).map_err(io_err(&tmp))?;
+        let line = format!("{}\n", self.spec.chunks.digest().to_hex());
+        f.write_all(line.as_bytes()).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &record).map_err(io_err(&record))?;
+        self.publish()
+    }
+
+    fn record_path(&self) -> PathBuf {
+        let hex = self.spec.sha256.to_hex();
+        self.final_path.with_file_name(format!("{hex}.chunks"))
+    }
+
+    fn check_complete(&self) -> Result<(), CasError> {
+        let missing = self.missing().len();
+        if missing > 0 {
+            return Err(CasError::Incomplete(self.spec.sha256, missing));
+        }
+        Ok(())
+    }
+
+    /// fsync, rename to the final name, fsync the directory, release.
+    fn publish(mut self) -> Result<PathBuf, CasError> {
         self.file.sync_all().map_err(io_err(&self.path))?;
         fs::rename(&self.path, &self.final_path).map_err(io_err(&self.final_path))?;
         let shard = self

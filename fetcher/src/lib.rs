@@ -29,7 +29,7 @@ pub mod transport;
 pub mod wire;
 
 pub use body::{read_body, BodyError, BodyLimits};
-pub use cas::{Cas, CasError, GcReport};
+pub use cas::{Cas, CasError, GcReport, Stored};
 pub use digest::Sha256Digest;
 pub use fetch::{
     FetchError, FetchOptions, FetchReport, Fetcher, PeerReport, Progress, ProgressFn, Source,

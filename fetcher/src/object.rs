@@ -2,6 +2,7 @@
 //! chunk list (the `chunks` field of a target's custom metadata).
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::digest::Sha256Digest;
 
@@ -60,6 +61,18 @@ impl ChunkList {
             sha256: data.chunks(step).map(Sha256Digest::of).collect(),
         }
     }
+
+    /// One SHA-256 naming this exact list: over the chunk size (8 bytes,
+    /// big-endian) followed by every chunk digest in order. The CAS records
+    /// it beside an object stored on the strength of its chunks alone.
+    pub fn digest(&self) -> Sha256Digest {
+        let mut h = Sha256::new();
+        h.update(self.size.to_be_bytes());
+        for d in &self.sha256 {
+            h.update(d.0);
+        }
+        h.finalize().into()
+    }
 }
 
 impl ObjectSpec {
@@ -116,6 +129,10 @@ mod tests {
         let mut bad = spec.clone();
         bad.chunks.sha256.pop();
         assert!(bad.validate().is_err());
+        let mut other = spec.chunks.clone();
+        other.size = 5;
+        assert_ne!(other.digest(), spec.chunks.digest());
+        assert_eq!(spec.chunks.clone().digest(), spec.chunks.digest());
         let empty = ObjectSpec::of_bytes(&[], 4);
         assert_eq!(empty.chunk_count(), 0);
         empty.validate().unwrap();

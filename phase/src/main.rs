@@ -40,7 +40,7 @@ enum Command {
     Serve(cmd::serve::Args),
     /// TUF refresh against peers, then fetch the channel's targets into the cache.
     Fetch(cmd::fetch::Args),
-    /// Cache maintenance (gc).
+    /// Cache maintenance: gc, verify.
     Cache(cmd::cache::Args),
     /// List peers as they are found (mDNS on the LAN, Kademlia DHT).
     Discover(cmd::discover::Args),

@@ -1,6 +1,9 @@
 //! The fetch engine: one object from several peers at once, chunk by chunk
 //! over HTTP `Range`, each chunk checked against its signed digest as it
-//! arrives, the whole object checked before it gets its final name.
+//! arrives; the object gets its final name once every chunk matched. The
+//! signed chunk list fixes every byte, so the object is not hashed a second
+//! time as a whole, unless the options ask for it (`verify_whole`, for a
+//! chunk list no signature binds to the object's SHA-256).
 //!
 //! Scheduling is work-stealing: every peer runs a few connections, and each
 //! connection takes the lowest chunk nobody is fetching yet, so a fast peer
@@ -42,7 +45,7 @@ use std::time::{Duration, Instant};
 use reqwest::Url;
 use tokio::task::JoinSet;
 
-use crate::cas::{Cas, CasError};
+use crate::cas::{Cas, CasError, PartialObject, Stored};
 use crate::digest::Sha256Digest;
 use crate::object::{ObjectSpec, SpecError};
 
@@ -50,6 +53,7 @@ use chunk_maps::{poll_maps, query_chunks};
 pub use client::{redirect_policy, MAX_REDIRECTS};
 use sched::PeerState;
 use shared::Shared;
+use whole_hash::WholeHash;
 use worker::worker;
 
 /// Where one peer serves the object.
@@ -117,6 +121,13 @@ pub struct FetchOptions {
     pub backoff: Duration,
     /// Parallel connections per peer.
     pub connections_per_peer: usize,
+    /// Hash every object whole before it gets its final name, even when
+    /// every chunk matched the chunk list. Off by default: a chunk list
+    /// signed together with the object's SHA-256 (a TUF target's) already
+    /// fixes every byte, and the object is stored with a record of that
+    /// list ([`crate::cas::Stored::Chunks`]). Turn it on for a chunk list
+    /// that no signature binds to the digest.
+    pub verify_whole: bool,
 }
 
 impl Default for FetchOptions {
@@ -130,6 +141,7 @@ impl Default for FetchOptions {
             max_failures: 4,
             backoff: Duration::from_millis(100),
             connections_per_peer: 2,
+            verify_whole: false,
         }
     }
 }
@@ -328,6 +340,40 @@ impl Fetcher {
         &self.opts
     }
 
+    /// Whether the stored object `spec.sha256` stands for `spec` without a
+    /// look at its bytes: it was hashed whole, or stored for this very
+    /// chunk list (and the options do not ask for a whole hash).
+    fn stored_fits(&self, spec: &ObjectSpec) -> bool {
+        match self.cas.stored(&spec.sha256) {
+            Stored::Whole => true,
+            Stored::Chunks(list) => !self.opts.verify_whole && list == spec.chunks.digest(),
+            Stored::Unknown => false,
+        }
+    }
+
+    /// The stored object was verified against another chunk list than
+    /// `spec`'s (or its record is unreadable): hashes it whole. `true` when
+    /// it is the object; else it is moved to the quarantine (never
+    /// deleted) and `false` (fetch it anew). The caller holds the lock.
+    async fn confirm_stored(&self, spec: &ObjectSpec) -> Result<bool, FetchError> {
+        let (cas, digest, length) = (self.cas.clone(), spec.sha256, spec.length);
+        tokio::task::spawn_blocking(move || {
+            if cas.confirm_whole(&digest, length)? {
+                return Ok(true);
+            }
+            let to = cas.quarantine(&digest)?;
+            tracing::warn!(
+                object = %digest,
+                quarantine = %to.display(),
+                "stored object does not match its name; moved aside, fetching it anew"
+            );
+            Ok(false)
+        })
+        .await
+        .map_err(|e| FetchError::Task(digest, e))?
+        .map_err(|e| FetchError::Cas(digest, e))
+    }
+
     /// Fetches `spec` from `sources` into the CAS.
     pub async fn fetch(
         &self,
@@ -365,7 +411,7 @@ impl Fetcher {
             resumed_chunks: resumed,
             peers: Vec::new(),
         };
-        if self.cas.contains(&digest) {
+        if self.cas.contains(&digest) && self.stored_fits(spec) {
             return Ok(present(0));
         }
         let deadline = start + self.opts.deadline;
@@ -382,8 +428,11 @@ impl Fetcher {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         };
-        if self.cas.contains(&digest) {
-            // Another writer finished while we waited.
+        // Another writer may have finished while we waited; an object
+        // stored for another chunk list is hashed whole first.
+        if self.cas.contains(&digest)
+            && (self.stored_fits(spec) || self.confirm_stored(spec).await?)
+        {
             drop(lock);
             return Ok(present(0));
         }
@@ -414,7 +463,7 @@ impl Fetcher {
             self.client.clone(),
             self.opts.clone(),
         ));
-        let whole = Arc::clone(&shared.whole);
+        let whole = shared.whole.clone();
         let done = shared.sched().done;
 
         let mut workers = JoinSet::new();
@@ -541,37 +590,9 @@ impl Fetcher {
                 peers,
             });
         }
-        let (wpartial, wwhole) = (Arc::clone(&partial), Arc::clone(&whole));
-        let whole = tokio::task::spawn_blocking(move || wwhole.finish(&wpartial))
-            .await
-            .map_err(|e| FetchError::Task(digest, e))?
-            .map_err(|e| FetchError::Cas(digest, e))?;
         let peers_report = shared.sched().peer_reports();
         drop(shared);
-        let partial = Arc::try_unwrap(partial).map_err(|_| {
-            FetchError::Cas(
-                digest,
-                CasError::Io {
-                    path: "partial".into(),
-                    source: std::io::Error::other("partial object still shared"),
-                },
-            )
-        })?;
-        let whole = match whole {
-            Some(w) => w,
-            None => partial.hash_all().map_err(|e| FetchError::Cas(digest, e))?,
-        };
-        let path = tokio::task::spawn_blocking(move || match partial.finish(&whole) {
-            Ok(p) => Ok(p),
-            Err(e) => {
-                // Every chunk matched its signed digest yet the whole does
-                // not: the signed description itself is inconsistent.
-                Err(e)
-            }
-        })
-        .await
-        .map_err(|e| FetchError::Task(digest, e))?
-        .map_err(|e| FetchError::Cas(digest, e))?;
+        let path = store(partial, whole).await?;
         if let Some(cb) = &progress {
             cb(&Progress {
                 object: digest,
@@ -591,6 +612,41 @@ impl Fetcher {
             peers: peers_report,
         })
     }
+}
+
+/// Gives the complete partial its final name (on the blocking pool): on the
+/// strength of its chunks when no whole-object hash ran (`whole` is
+/// `None`), else after the whole-object SHA-256 matched (the streaming one,
+/// or the file hashed again when it could not follow).
+async fn store(
+    partial: Arc<PartialObject>,
+    whole: Option<Arc<WholeHash>>,
+) -> Result<std::path::PathBuf, FetchError> {
+    let digest = partial.spec().sha256;
+    let partial = Arc::try_unwrap(partial).map_err(|_| {
+        FetchError::Cas(
+            digest,
+            CasError::Io {
+                path: "partial".into(),
+                source: std::io::Error::other("partial object still shared"),
+            },
+        )
+    })?;
+    tokio::task::spawn_blocking(move || match whole {
+        None => partial.finish_by_chunks(),
+        Some(w) => {
+            let sum = match w.finish(&partial)? {
+                Some(sum) => sum,
+                None => partial.hash_all()?,
+            };
+            // A mismatch here means every chunk matched its signed digest
+            // yet the whole does not: the description is inconsistent.
+            partial.finish(&sum)
+        }
+    })
+    .await
+    .map_err(|e| FetchError::Task(digest, e))?
+    .map_err(|e| FetchError::Cas(digest, e))
 }
 
 /// Sources that join a running fetch (see [`Fetcher::fetch_with_feed`]).

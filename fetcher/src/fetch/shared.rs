@@ -24,7 +24,10 @@ pub(super) struct Shared {
     pub(super) done_bytes: AtomicU64,
     /// Bytes received, for the progress rate.
     pub(super) flow_bytes: AtomicU64,
-    pub(super) whole: Arc<WholeHash>,
+    /// The whole-object hash, when the options ask for one
+    /// (`verify_whole`); else the object is stored on the strength of its
+    /// verified chunks.
+    pub(super) whole: Option<Arc<WholeHash>>,
     /// The fetch is over (deadline, failed write): connections stop.
     pub(super) stop: AtomicBool,
     pub(super) client: reqwest::Client,
@@ -45,9 +48,9 @@ impl Shared {
     ) -> Self {
         // The whole-object hash advances in chunk order as chunks are
         // written (see `WholeHash::commit`); resumed chunks are read back.
-        let whole = Arc::new(WholeHash::new());
+        let whole = opts.verify_whole.then(|| Arc::new(WholeHash::new()));
         let n = spec.chunk_count();
-        let (chunks, done_bytes) = resumed(spec, missing, &whole);
+        let (chunks, done_bytes) = resumed(spec, missing, whole.as_deref());
         let peers = sources
             .into_iter()
             .map(|source| PeerState::new(source, false, n))
@@ -102,9 +105,13 @@ impl Shared {
 }
 
 /// The state of each chunk when the fetch starts (those not `missing` are
-/// verified on disk already: held for the whole-object hash), and the bytes
-/// they hold.
-fn resumed(spec: &ObjectSpec, missing: &[usize], whole: &WholeHash) -> (Vec<ChunkState>, u64) {
+/// verified on disk already, re-hashed when the partial was opened: held
+/// for the whole-object hash if there is one), and the bytes they hold.
+fn resumed(
+    spec: &ObjectSpec,
+    missing: &[usize],
+    whole: Option<&WholeHash>,
+) -> (Vec<ChunkState>, u64) {
     let missing: HashSet<usize> = missing.iter().copied().collect();
     let mut chunks = vec![ChunkState::Missing; spec.chunk_count()];
     let mut done_bytes = 0;
@@ -113,7 +120,9 @@ fn resumed(spec: &ObjectSpec, missing: &[usize], whole: &WholeHash) -> (Vec<Chun
             *c = ChunkState::Done;
             let (a, b) = spec.chunk_range(i);
             done_bytes += b - a;
-            whole.hold_resumed(i);
+            if let Some(w) = whole {
+                w.hold_resumed(i);
+            }
         }
     }
     (chunks, done_bytes)

@@ -22,7 +22,8 @@ fn backoff_delay(opts: &FetchOptions, failures: u32) -> Duration {
         .min(Duration::from_secs(2))
 }
 
-/// A chunk's commit (write + whole-object hash) on the blocking pool.
+/// A chunk's commit (the write, plus the whole-object hash when there is
+/// one) on the blocking pool.
 type Commit = tokio::task::JoinHandle<Result<(), CasError>>;
 
 /// Connection `k` of peer `p`. Its chunk commits overlap its next
@@ -243,9 +244,10 @@ impl Conn {
                 return ControlFlow::Break(());
             }
             let partial = Arc::clone(&self.sh.partial);
-            let whole = Arc::clone(&self.sh.whole);
-            self.commit = Some(tokio::task::spawn_blocking(move || {
-                whole.commit(&partial, i, parts, &digest)
+            let whole = self.sh.whole.clone();
+            self.commit = Some(tokio::task::spawn_blocking(move || match whole {
+                Some(w) => w.commit(&partial, i, parts, &digest),
+                None => partial.write_chunk_parts(i, &parts, &digest, |_| {}),
             }));
         }
         self.slow_strikes = 0;

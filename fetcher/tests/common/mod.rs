@@ -137,6 +137,7 @@ pub fn quick_options() -> FetchOptions {
         max_failures: 4,
         backoff: Duration::from_millis(50),
         connections_per_peer: 2,
+        verify_whole: false,
     }
 }
 

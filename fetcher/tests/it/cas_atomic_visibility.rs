@@ -112,3 +112,43 @@ async fn empty_object_needs_no_peer() {
     let err = f.fetch(&other, Vec::new(), None).await.unwrap_err();
     assert!(err.to_string().contains("no peers"), "{err}");
 }
+
+#[test]
+fn finish_by_chunks_needs_every_chunk_and_leaves_a_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cas = Cas::open(tmp.path()).unwrap();
+    let data = data(3 << 20, 14);
+    let spec = ObjectSpec::of_bytes(&data, 1 << 20);
+    let lock = cas.try_lock(&spec.sha256).unwrap().unwrap();
+    let partial = cas.open_partial(&spec, lock).unwrap();
+    for i in [0, 2] {
+        let (a, b) = spec.chunk_range(i);
+        let chunk = &data[a as usize..b as usize];
+        partial
+            .write_chunk(i, chunk, &Sha256Digest::of(chunk))
+            .unwrap();
+    }
+    // Chunk 1 was never verified: nothing gets the final name.
+    let err = partial.finish_by_chunks().unwrap_err();
+    assert!(matches!(err, CasError::Incomplete(_, 1)), "{err}");
+    assert!(!cas.contains(&spec.sha256));
+
+    // Resumed: chunks 0 and 2 are re-hashed, chunk 1 is written, done.
+    let lock = cas.try_lock(&spec.sha256).unwrap().unwrap();
+    let partial = cas.open_partial(&spec, lock).unwrap();
+    assert_eq!(partial.missing(), vec![1]);
+    let (a, b) = spec.chunk_range(1);
+    let chunk = &data[a as usize..b as usize];
+    partial
+        .write_chunk(1, chunk, &Sha256Digest::of(chunk))
+        .unwrap();
+    let path = partial.finish_by_chunks().unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+    assert_eq!(
+        cas.stored(&spec.sha256),
+        fetcher::Stored::Chunks(spec.chunks.digest())
+    );
+    // Hashed whole, it is known by content from then on.
+    assert!(cas.confirm_whole(&spec.sha256, spec.length).unwrap());
+    assert_eq!(cas.stored(&spec.sha256), fetcher::Stored::Whole);
+}

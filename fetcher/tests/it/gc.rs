@@ -46,3 +46,38 @@ fn keeps_current_and_newest_versions() {
     // Idempotent.
     assert!(cas.gc(&keep).unwrap().removed.is_empty());
 }
+
+#[test]
+fn chunk_records_go_with_their_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cas = Cas::open(tmp.path()).unwrap();
+    let store = |seed| {
+        let d = data(2 << 20, seed);
+        let spec = ObjectSpec::of_bytes(&d, 1 << 20);
+        let lock = cas.try_lock(&spec.sha256).unwrap().unwrap();
+        let partial = cas.open_partial(&spec, lock).unwrap();
+        for i in 0..spec.chunk_count() {
+            let (a, b) = spec.chunk_range(i);
+            let c = &d[a as usize..b as usize];
+            partial
+                .write_chunk(i, c, &fetcher::Sha256Digest::of(c))
+                .unwrap();
+        }
+        partial.finish_by_chunks().unwrap();
+        spec.sha256
+    };
+    let (kept, dropped) = (store(60), store(61));
+    assert_eq!(files_ending(tmp.path(), ".chunks").len(), 2);
+    // A record left by a writer that died before its rename.
+    let orphan = cas
+        .object_path(&fetcher::Sha256Digest::of(b"never stored"))
+        .with_extension("chunks");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, "00\n").unwrap();
+    let keep = [kept].into_iter().collect();
+    let report = cas.gc(&keep).unwrap();
+    assert_eq!(report.removed, vec![dropped]);
+    let left = files_ending(tmp.path(), ".chunks");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].to_string_lossy().contains(&kept.to_hex()));
+}

@@ -15,6 +15,7 @@ mod garbage_metadata_peer_first;
 mod gc;
 mod metadata_transport;
 mod nginx_mirror;
+mod one_hash_pass;
 mod only_peer_is_slow;
 mod partial_peer;
 mod peer_killed_mid_transfer;

@@ -59,6 +59,11 @@ pub struct Args {
     /// Parallel connections per peer.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
+    /// Hash every object whole as well, even when all its chunks matched
+    /// the signed chunk list (which already fixes every byte; see
+    /// docs/fetcher.md, "One hash pass per byte").
+    #[arg(long)]
+    pub verify_whole: bool,
     /// Print a JSON report instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -196,6 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = FetchOptions {
         deadline: Duration::from_secs(args.deadline),
         connections_per_peer: args.connections.max(1),
+        verify_whole: args.verify_whole,
         ..FetchOptions::default()
     };
     // Discovery keeps running during the whole fetch: peers found later

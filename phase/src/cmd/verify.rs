@@ -1,13 +1,21 @@
 //! `phase verify`: run the whole TUF client workflow against a repository
 //! (directory or URL) from a given trusted root, download every selected
-//! target through the verifier (length cap, hashes), and list them. Exit
-//! status 0 only if everything verified.
+//! target through the verifier (length cap, hashes), check that its signed
+//! chunk list describes the same bytes as its signed SHA-256, and list
+//! them. Exit status 0 only if everything verified.
+//!
+//! The chunk check is what lets `phase fetch` store an object whose every
+//! chunk matched the chunk list without hashing it whole again: one
+//! signature binds both, `phase publish` computes both from the same
+//! bytes, and this command shows that they agree (docs/fetcher.md).
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::Serialize;
-use verifier::{DirStorage, Updater};
+use sha2::{Digest as _, Sha256};
+use verifier::{Chunks, DirStorage, Updater};
 
 use super::common::{check_component, print_json, time_arg, RepoLocation};
 
@@ -101,8 +109,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("target {} has invalid Phase Boot metadata", t.name))?;
         }
         if !args.no_download {
-            up.download(t, &mut std::io::sink())
+            let mut check = t.chunks().map(ChunkCheck::new);
+            let mut sink = std::io::sink();
+            let out: &mut dyn Write = match &mut check {
+                Some(c) => c,
+                None => &mut sink,
+            };
+            up.download(t, out)
                 .with_context(|| format!("verifying target {} failed", t.name))?;
+            if let Some(c) = check {
+                c.finish().with_context(|| {
+                    format!(
+                        "target {}: its signed chunk list and SHA-256 describe different bytes",
+                        t.name
+                    )
+                })?;
+            }
         }
         listed.push(Listed {
             name: t.name.clone(),
@@ -146,4 +168,133 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if args.no_download { " (metadata only)" } else { " downloaded and hash-checked" }
     );
     Ok(())
+}
+
+/// Hashes the bytes written to it chunk by chunk and compares each chunk
+/// with a signed chunk list (the bytes themselves are dropped).
+struct ChunkCheck {
+    list: Chunks,
+    hasher: Sha256,
+    /// Bytes of the current chunk so far.
+    filled: u64,
+    /// Chunks completed.
+    index: usize,
+    /// The first chunk that did not match.
+    first_bad: Option<usize>,
+}
+
+impl ChunkCheck {
+    fn new(list: Chunks) -> Self {
+        Self {
+            list,
+            hasher: Sha256::new(),
+            filled: 0,
+            index: 0,
+            first_bad: None,
+        }
+    }
+
+    /// Ends the current chunk.
+    fn close_chunk(&mut self) {
+        let got = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let want = self.list.sha256.get(self.index).map(|h| h.to_lowercase());
+        if self.first_bad.is_none() && want.as_deref() != Some(got.as_str()) {
+            self.first_bad = Some(self.index);
+        }
+        self.index += 1;
+        self.filled = 0;
+    }
+
+    /// Whether every chunk matched and the list has no chunk too many.
+    fn finish(mut self) -> anyhow::Result<()> {
+        if self.filled > 0 {
+            self.close_chunk();
+        }
+        if let Some(i) = self.first_bad {
+            anyhow::bail!("chunk {i} does not match the chunk list");
+        }
+        if self.index != self.list.sha256.len() {
+            anyhow::bail!(
+                "the target's bytes make {} chunks of {} bytes, the chunk list has {}",
+                self.index,
+                self.list.size,
+                self.list.sha256.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Write for ChunkCheck {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len();
+        if self.list.size == 0 {
+            // No chunk can hold a byte; `finish` reports the count.
+            self.index += usize::from(n > 0);
+            return Ok(n);
+        }
+        while !buf.is_empty() {
+            let room = usize::try_from(self.list.size - self.filled).unwrap_or(usize::MAX);
+            let take = room.min(buf.len());
+            self.hasher.update(&buf[..take]);
+            self.filled += take as u64;
+            buf = &buf[take..];
+            if self.filled == self.list.size {
+                self.close_chunk();
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 253) as u8).collect()
+    }
+
+    /// Feeds `data` in pieces of `piece` bytes.
+    fn check(list: Chunks, data: &[u8], piece: usize) -> anyhow::Result<()> {
+        let mut c = ChunkCheck::new(list);
+        for p in data.chunks(piece) {
+            c.write_all(p).unwrap();
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn agreeing_chunk_list_passes_whatever_the_write_sizes() {
+        let data = bytes(10 * 1000 + 17);
+        for piece in [1, 999, 1000, 1001, 4096, 20_000] {
+            check(Chunks::of(&data, 1000), &data, piece).unwrap();
+        }
+        check(Chunks::of(&[], 1000), &[], 1).unwrap();
+    }
+
+    #[test]
+    fn chunk_list_of_other_bytes_is_refused() {
+        let data = bytes(5000);
+        let mut other = data.clone();
+        other[3500] ^= 1;
+        let err = check(Chunks::of(&other, 1000), &data, 777).unwrap_err();
+        assert!(err.to_string().contains("chunk 3 "), "{err}");
+    }
+
+    #[test]
+    fn chunk_list_with_a_wrong_count_is_refused() {
+        let data = bytes(5000);
+        let mut list = Chunks::of(&data, 1000);
+        list.sha256.push(list.sha256[0].clone());
+        let err = check(list, &data, 1000).unwrap_err();
+        assert!(err.to_string().contains("the chunk list has 6"), "{err}");
+        let mut short = Chunks::of(&data, 1000);
+        short.sha256.pop();
+        assert!(check(short, &data, 1000).is_err());
+    }
 }
