@@ -70,6 +70,37 @@ impl Peer {
     }
 }
 
+/// A peer named by the operator (the kernel command line, a CLI flag, the
+/// config) at one HTTP address. Its id is the address itself, so the same
+/// server found again by mDNS or the DHT is recognised by its address
+/// ([`crate::Session`] de-duplicates by id and by address).
+pub fn static_peer(addr: SocketAddr) -> Peer {
+    Peer {
+        id: addr.to_string(),
+        source: Source::Static,
+        addrs: vec![addr],
+        root: None,
+        timestamp_version: None,
+        channel: None,
+        found_after: Duration::ZERO,
+    }
+}
+
+/// The socket address of an `http://IP:PORT[/]` URL whose host is an IP
+/// literal (port 80 when absent), or `None` for a host name or another
+/// scheme. A URL cannot carry an IPv6 zone, so no link-local address.
+pub fn url_socket_addr(url: &str) -> Option<SocketAddr> {
+    let rest = url.strip_prefix("http://")?;
+    let hostport = rest.split('/').next()?;
+    if let Ok(a) = hostport.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let host = hostport.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 80))
+}
+
 /// True for an IPv6 link-local socket address (it is useless without a zone).
 pub fn needs_zone(addr: &SocketAddr) -> bool {
     matches!(addr, SocketAddr::V6(v6) if is_link_local_v6(v6.ip()))
@@ -126,6 +157,27 @@ mod tests {
             peer.http_urls(),
             vec!["http://198.18.0.2:8080", "http://[2001:db8::1]:8080"]
         );
+    }
+
+    #[test]
+    fn static_peers_are_named_by_their_address() {
+        let a: SocketAddr = "198.18.0.2:7070".parse().unwrap();
+        let p = static_peer(a);
+        assert_eq!(
+            (p.id.as_str(), p.source, p.addrs.as_slice()),
+            ("198.18.0.2:7070", Source::Static, &[a][..])
+        );
+        assert_eq!(url_socket_addr("http://198.18.0.2:7070/"), Some(a));
+        assert_eq!(
+            url_socket_addr("http://[2001:db8::1]:7070"),
+            Some("[2001:db8::1]:7070".parse().unwrap())
+        );
+        assert_eq!(
+            url_socket_addr("http://198.18.0.2/repo/"),
+            Some("198.18.0.2:80".parse().unwrap())
+        );
+        assert_eq!(url_socket_addr("http://peer.example:7070"), None);
+        assert_eq!(url_socket_addr("https://198.18.0.2:7070"), None);
     }
 
     #[test]

@@ -16,12 +16,14 @@
 //!   boot-set digest. Both lookups end after `phase.discover_timeout`
 //!   seconds at most, or [`GRACE`] after the first answer.
 //!
-//! A peer announces several addresses; stage 1 keeps the first one that
-//! accepts a TCP connection, trying IPv6 link-local first (it works on a LAN
-//! without DHCP), then IPv4, then the rest. A URL cannot carry the zone of a
-//! link-local address, so every peer gets a host name of its own
-//! (`<id>.mdns.phase`) which the HTTP client resolves to the exact socket
-//! address, interface index included ([`Discovered::resolve`]).
+//! Both run as a [`discovery::Session`]: it gives each peer out once (by id
+//! and by address) and chooses its address by the rule every Phase tool
+//! uses (`discovery::session::choose_addr`): the first that accepts a TCP
+//! connection within [`PROBE_TIMEOUT`], trying IPv6 link-local first (it
+//! works on a LAN without DHCP), then IPv4, then the rest. A URL cannot
+//! carry the zone of a link-local address, so every peer gets a host name
+//! of its own (`<id>.mdns.phase`) which the HTTP client resolves to the
+//! exact socket address, interface index included ([`Discovered::resolve`]).
 //!
 //! Nothing found here is trusted: TUF judges every byte fetched from it.
 
@@ -32,6 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use discovery::dht::{Dht, DhtConfig, Identity, Multiaddr, Protocol};
 use discovery::mdns::{BrowseFilter, Mdns, MdnsConfig};
+use discovery::session::{DhtLookup, Event, Session, SessionOptions};
 use discovery::RootTag;
 
 use crate::cmdline::{Config, Mode};
@@ -42,8 +45,8 @@ use crate::trust::BakedRoot;
 /// (peers answer the same query within milliseconds of each other).
 pub const GRACE: Duration = Duration::from_millis(1000);
 
-/// Longest wait for one TCP connection while picking a peer's address.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
+/// Longest wait for one TCP connection while choosing a peer's address.
+pub use discovery::session::PROBE_TIMEOUT;
 
 /// Most peers kept from one browse.
 pub const MAX_PEERS: usize = 16;
@@ -126,8 +129,12 @@ impl Discovered {
         let cell = self.dht.as_ref()?;
         let guard = cell.lock().ok()?;
         let session = guard.as_ref()?;
-        let known: Vec<String> = self.peers.iter().map(|p| p.id.clone()).collect();
-        Some(session.providers(digests, &known, self.peers.len()))
+        let known: Vec<(String, Option<SocketAddr>)> = self
+            .peers
+            .iter()
+            .map(|p| (p.id.clone(), Some(p.addr)))
+            .collect();
+        Some(session.lookup(digests, &known, self.peers.len()))
     }
 
     /// Stops the DHT client (its sockets close), e.g. before kexec.
@@ -161,7 +168,7 @@ pub struct Lookup {
 #[derive(Debug)]
 pub struct DhtSession {
     rt: tokio::runtime::Runtime,
-    dht: Dht,
+    dht: Arc<Dht>,
     timeout: Duration,
 }
 
@@ -184,57 +191,70 @@ impl DhtSession {
         let dht = rt
             .block_on(Dht::start(config))
             .map_err(DiscoverError::Dht)?;
-        Ok(DhtSession { rt, dht, timeout })
+        Ok(DhtSession {
+            rt,
+            dht: Arc::new(dht),
+            timeout,
+        })
     }
 
     /// The providers of every digest, minus the peers whose ids are in
     /// `known`; new ones get host names numbered from `first`.
     pub fn providers(&self, digests: &[[u8; 32]], known: &[String], first: usize) -> Lookup {
+        let known: Vec<(String, Option<SocketAddr>)> =
+            known.iter().map(|id| (id.clone(), None)).collect();
+        self.lookup(digests, &known, first)
+    }
+
+    /// As [`DhtSession::providers`], `known` also naming the address each
+    /// known peer is used at (a provider there is the same server).
+    pub fn lookup(
+        &self,
+        digests: &[[u8; 32]],
+        known: &[(String, Option<SocketAddr>)],
+        first: usize,
+    ) -> Lookup {
         let start = Instant::now();
-        let found = self.rt.block_on(async {
-            let mut streams = Vec::new();
-            for d in digests {
-                match self.dht.find_providers(*d, self.timeout).await {
-                    Ok(s) => streams.push(Box::pin(s.into_stream())),
-                    Err(e) => return Err(e),
-                }
+        let (events, stats) = self.rt.block_on(async {
+            let mut session = Session::new(SessionOptions {
+                run_for: self.timeout,
+                max_peers: MAX_PEERS,
+                probe: Some(PROBE_TIMEOUT),
+                link_local: true,
+            });
+            for (id, addr) in known {
+                session.known(id, *addr);
             }
-            let mut all = futures_util::stream::select_all(streams);
-            collect(&mut all, self.timeout, start).await
+            session.add_dht(
+                self.dht.clone(),
+                DhtLookup {
+                    digests: digests.to_vec(),
+                    timeout: self.timeout,
+                    bootstrap_first: false,
+                    repeat_every: None,
+                },
+            );
+            let events = session.gather(GRACE).await;
+            (events, session.stats())
         });
         let mut out = Lookup::default();
-        let peers = match found {
-            Ok(p) => p,
-            Err(e) => {
-                out.problems
-                    .push(format!("DHT lookup: {}", crate::step::chain(&e)));
-                Vec::new()
-            }
-        };
-        let mut seen: Vec<String> = Vec::new();
-        for (peer, after) in peers {
-            if seen.contains(&peer.id) {
-                continue;
-            }
-            seen.push(peer.id.clone());
-            if known.contains(&peer.id) {
-                continue;
-            }
-            match self.rt.block_on(reachable(&peer.addrs)) {
-                Some(addr) => out.new.push(Found {
-                    host: dht_host_name(&peer.id, first + out.new.len()),
-                    id: peer.id,
-                    addr,
+        for event in events {
+            match event {
+                Event::Found(f) => out.new.push(Found {
+                    host: dht_host_name(&f.peer.id, first + out.new.len()),
+                    id: f.peer.id,
+                    addr: f.addr,
                     source: "dht",
-                    after,
-                    timestamp_version: peer.timestamp_version,
+                    after: f.after,
+                    timestamp_version: f.peer.timestamp_version,
                 }),
-                None => out
+                Event::Unreachable(peer) => out
                     .problems
                     .push(unreachable_problem("DHT provider", &peer)),
+                Event::Failed { error, .. } => out.problems.push(format!("DHT lookup: {error}")),
             }
         }
-        out.providers = seen.len();
+        out.providers = stats.distinct_ids;
         out.took = start.elapsed();
         out
     }
@@ -242,36 +262,13 @@ impl DhtSession {
     /// Stops the node and its runtime.
     pub fn close(self) {
         let DhtSession { rt, dht, .. } = self;
-        rt.block_on(dht.shutdown());
+        // The lookups' tasks ended with their sessions, so this is the
+        // last handle; otherwise dropping it stops the node as well.
+        if let Ok(dht) = Arc::try_unwrap(dht) {
+            rt.block_on(dht.shutdown());
+        }
         rt.shutdown_timeout(Duration::from_millis(200));
     }
-}
-
-/// Providers from `stream` until it ends, `timeout` passes, [`GRACE`]
-/// after the first one, or [`MAX_PEERS`] of them.
-async fn collect<S>(
-    stream: &mut S,
-    timeout: Duration,
-    start: Instant,
-) -> Result<Vec<(discovery::Peer, Duration)>, discovery::dht::DhtError>
-where
-    S: futures_util::Stream<Item = discovery::Peer> + Unpin,
-{
-    use futures_util::StreamExt;
-    let mut out = Vec::new();
-    let mut stop_at = tokio::time::Instant::now() + timeout;
-    while out.len() < MAX_PEERS {
-        match tokio::time::timeout_at(stop_at, stream.next()).await {
-            Ok(Some(p)) => {
-                if out.is_empty() {
-                    stop_at = stop_at.min(tokio::time::Instant::now() + GRACE);
-                }
-                out.push((p, start.elapsed()));
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    Ok(out)
 }
 
 fn unreachable_problem(what: &str, peer: &discovery::Peer) -> String {
@@ -386,25 +383,6 @@ pub fn host_name(id: &str, n: usize) -> String {
 pub fn dht_host_name(id: &str, n: usize) -> String {
     let h = host_name(id, n);
     format!("{}.dht.phase", h.trim_end_matches(".mdns.phase"))
-}
-
-/// The order in which a peer's addresses are tried: IPv6 link-local (with a
-/// zone), then IPv4, then any other IPv6.
-pub fn address_order(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
-    let rank = |a: &SocketAddr| match a {
-        SocketAddr::V6(v6) if (v6.ip().segments()[0] & 0xffc0) == 0xfe80 => {
-            if v6.scope_id() == 0 {
-                3 // useless without its interface
-            } else {
-                0
-            }
-        }
-        SocketAddr::V4(_) => 1,
-        SocketAddr::V6(_) => 2,
-    };
-    let mut v: Vec<SocketAddr> = addrs.iter().copied().filter(|a| rank(a) < 3).collect();
-    v.sort_by_key(rank);
-    v
 }
 
 /// The `discover` boot step for `config.mode`.
@@ -558,26 +536,16 @@ async fn browse(root: RootTag, timeout: Duration) -> Result<Discovered, Discover
         channel: None,
         self_id: None,
     };
-    let start = Instant::now();
     let routes = crate::onlink::Routes::read();
-    let mut browser = mdns.browse(filter, timeout).map_err(DiscoverError::Mdns)?;
-    let mut out = Discovered::default();
-    let mut stop_at: Option<tokio::time::Instant> = None;
-    while out.peers.len() < MAX_PEERS {
-        let next = match stop_at {
-            Some(t) => match tokio::time::timeout_at(t, browser.next()).await {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            None => browser.next().await,
-        };
-        let Some(peer) = next else { break };
-        if out.peers.iter().any(|p| p.id == peer.id) {
-            continue;
-        }
-        // mDNS is local mode: like `phase.peers`, only addresses on this
-        // LAN (reached without a router) are used; anyone can announce any
-        // address.
+    let mut session = Session::new(SessionOptions {
+        run_for: timeout,
+        max_peers: MAX_PEERS,
+        probe: Some(PROBE_TIMEOUT),
+        link_local: true,
+    })
+    // mDNS is local mode: like `phase.peers`, only addresses on this LAN
+    // (reached without a router) are used; anyone can announce any address.
+    .with_filter(Box::new(move |peer: &discovery::Peer| {
         let (lan, off) = lan_addrs(&peer.addrs, &routes);
         if !off.is_empty() {
             crate::console::console().warn(&format!(
@@ -585,24 +553,32 @@ async fn browse(root: RootTag, timeout: Duration) -> Result<Discovered, Discover
                 peer.id, off
             ));
         }
-        let Some(addr) = reachable(&lan).await else {
-            crate::console::console().warn(&format!(
+        lan
+    }));
+    session
+        .add_mdns(mdns, filter, timeout)
+        .map_err(DiscoverError::Mdns)?;
+    let mut out = Discovered::default();
+    for event in session.gather(GRACE).await {
+        match event {
+            Event::Found(f) => {
+                let host = host_name(&f.peer.id, out.peers.len());
+                out.peers.push(Found {
+                    id: f.peer.id,
+                    host,
+                    addr: f.addr,
+                    source: "mdns",
+                    after: f.after,
+                    timestamp_version: f.peer.timestamp_version,
+                });
+            }
+            Event::Unreachable(peer) => crate::console::console().warn(&format!(
                 "discover: mDNS peer {} answered but none of its addresses {:?} accepts a connection; skipped",
                 peer.id, peer.addrs
-            ));
-            continue;
-        };
-        let host = host_name(&peer.id, out.peers.len());
-        out.peers.push(Found {
-            id: peer.id.clone(),
-            host,
-            addr,
-            source: "mdns",
-            after: start.elapsed(),
-            timestamp_version: peer.timestamp_version,
-        });
-        if stop_at.is_none() {
-            stop_at = Some(tokio::time::Instant::now() + GRACE);
+            )),
+            Event::Failed { source, error } => {
+                crate::console::console().warn(&format!("discover: {source}: {error}"))
+            }
         }
     }
     Ok(out)
@@ -615,19 +591,6 @@ pub fn lan_addrs(
     routes: &crate::onlink::Routes,
 ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
     addrs.iter().partition(|a| routes.on_link(a.ip()))
-}
-
-/// The first of `addrs` (in [`address_order`]) that accepts a TCP
-/// connection within [`PROBE_TIMEOUT`].
-async fn reachable(addrs: &[SocketAddr]) -> Option<SocketAddr> {
-    for a in address_order(addrs) {
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(a)).await
-        {
-            return Some(a);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -659,22 +622,6 @@ mod tests {
         assert_eq!(host_name("Node_A.b", 2), "node-a-b-2.mdns.phase");
         assert_eq!(host_name("__", 0), "peer.mdns.phase");
         assert!(fetcher::Peer::parse(&format!("http://{}:7070", host_name("x.y", 1))).is_ok());
-    }
-
-    #[test]
-    fn link_local_first_and_only_with_a_zone() {
-        let ll = |scope| {
-            SocketAddr::V6(SocketAddrV6::new(
-                "fe80::1".parse::<Ipv6Addr>().expect("addr"),
-                7070,
-                0,
-                scope,
-            ))
-        };
-        let v4: SocketAddr = "198.18.0.10:7070".parse().expect("addr");
-        let g: SocketAddr = "[2001:db8::1]:7070".parse().expect("addr");
-        assert_eq!(address_order(&[g, v4, ll(2)]), vec![ll(2), v4, g]);
-        assert_eq!(address_order(&[ll(0), v4]), vec![v4]);
     }
 
     const ID: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use discovery::dht::{Dht, DhtConfig, Identity};
 use discovery::mdns::{BrowseFilter, Mdns, MdnsConfig};
+use discovery::session::{DhtLookup, Event, Session, SessionOptions};
 use discovery::{Peer, RootTag};
 
 #[derive(Debug, clap::Args)]
@@ -52,6 +53,9 @@ pub struct Args {
     pub json: bool,
 }
 
+/// Most peers `phase discover` lists without --count.
+const MAX_LISTED: usize = 4096;
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 3600.0) {
         bail!(
@@ -82,9 +86,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let found = rt.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Peer>(64);
-        let mut tasks = Vec::new();
-        let mut _mdns_guard = None;
+        // A survey: peers are listed as announced (every address), once
+        // each by id and address, without connecting to them.
+        let mut session = Session::new(SessionOptions {
+            run_for: timeout + Duration::from_secs(1),
+            max_peers: args.count.unwrap_or(MAX_LISTED),
+            probe: None,
+            link_local: true,
+        });
         if use_mdns {
             let config = MdnsConfig {
                 interfaces: args.interfaces.clone(),
@@ -97,17 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 channel: args.channel.clone(),
                 self_id: None,
             };
-            let mut browser = mdns.browse(filter, timeout).context("mDNS")?;
-            _mdns_guard = Some(mdns);
-            let tx = tx.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(p) = browser.next().await {
-                    if tx.send(p).await.is_err() {
-                        break;
-                    }
-                }
-                Ok::<(), anyhow::Error>(())
-            }));
+            session.add_mdns(mdns, filter, timeout).context("mDNS")?;
         }
         if args.dht {
             let digest = digest.context("--dht needs --digest")?;
@@ -121,43 +120,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ..DhtConfig::default()
             };
             let dht = Dht::start(config).await.context("DHT")?;
-            let tx = tx.clone();
-            tasks.push(tokio::spawn(async move {
-                // Bootstrap is best effort: the lookup itself also walks the
-                // DHT from the bootstrap peers.
-                if let Err(err) = tokio::time::timeout(timeout, dht.bootstrap())
-                    .await
-                    .unwrap_or(Ok(()))
-                {
-                    tracing::warn!(%err, "DHT bootstrap");
-                }
-                let mut providers = dht
-                    .find_providers(digest, timeout)
-                    .await
-                    .context("DHT lookup")?;
-                while let Some(p) = providers.next().await {
-                    if tx.send(p).await.is_err() {
-                        break;
-                    }
-                }
-                dht.shutdown().await;
-                Ok(())
-            }));
+            session.add_dht(
+                std::sync::Arc::new(dht),
+                DhtLookup {
+                    digests: vec![digest],
+                    timeout,
+                    bootstrap_first: true,
+                    repeat_every: None,
+                },
+            );
         }
-        drop(tx);
         let mut found = 0usize;
-        let deadline = tokio::time::Instant::now() + timeout + Duration::from_secs(1);
-        while let Ok(Some(peer)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-            print_peer(&peer, args.json);
+        while let Some(event) = session.next().await {
+            match event {
+                Event::Found(f) => print_peer(&f.peer, args.json),
+                Event::Unreachable(p) => print_peer(&p, args.json),
+                Event::Failed { error, .. } => bail!("DHT lookup: {error}"),
+            }
             found += 1;
             if args.count.is_some_and(|n| found >= n) {
                 break;
-            }
-        }
-        for t in tasks {
-            t.abort();
-            if let Ok(Err(err)) = t.await {
-                return Err(err);
             }
         }
         Ok::<usize, anyhow::Error>(found)
@@ -550,7 +532,7 @@ const MAX_DISCOVERED: usize = 64;
 const DHT_REQUERY: Duration = Duration::from_secs(2);
 
 /// Peers found by discovery running in the background of a fetch: the
-/// HTTP base URLs found so far (deduplicated, at most [`MAX_DISCOVERED`]),
+/// HTTP base URLs found so far (each server once, at most [`MAX_DISCOVERED`]),
 /// growing while discovery keeps looking. Dropping it stops discovery.
 pub struct Discovery {
     urls: tokio::sync::watch::Receiver<Vec<String>>,
@@ -592,14 +574,19 @@ impl Discovery {
 /// Starts looking for peers of the fleet whose trust root is in the first
 /// existing file of `root_files` (mDNS: TXT root and channel; DHT:
 /// providers of the fleet key, looked up again every [`DHT_REQUERY`]), for
-/// up to `run_for` or until the returned [`Discovery`] is dropped. Prints
-/// one line per peer on stderr. `self_id` (this node's own peer id) is
-/// never reported.
+/// up to `run_for` or until the returned [`Discovery`] is dropped. One
+/// [`discovery::Session`] merges them: each peer once, by id and by
+/// address, at the address the session's rule chose (a URL cannot name an
+/// IPv6 link-local zone, so those are no candidates here). `static_urls`
+/// (the `--peer` URLs the fetch already uses) are never reported again
+/// when discovery finds the same server. Prints one line per peer on
+/// stderr. `self_id` (this node's own peer id) is never reported.
 pub async fn start_discovery(
     mode: DiscoverMode,
     root_files: &[PathBuf],
     channel: &str,
     bootstrap: &[String],
+    static_urls: &[String],
     self_id: Option<String>,
     run_for: Duration,
 ) -> anyhow::Result<Discovery> {
@@ -618,8 +605,18 @@ pub async fn start_discovery(
     if mode != DiscoverMode::Mdns && boots.is_empty() {
         bail!("--discover dht needs at least one --bootstrap peer");
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Peer>(64);
-    let mut tasks = Vec::new();
+    let statics: Vec<Peer> = static_urls
+        .iter()
+        .filter_map(|u| discovery::peer::url_socket_addr(u))
+        .map(discovery::peer::static_peer)
+        .collect();
+    let mut session = Session::new(SessionOptions {
+        run_for,
+        max_peers: MAX_DISCOVERED.saturating_add(statics.len()),
+        probe: Some(discovery::session::PROBE_TIMEOUT),
+        link_local: false,
+    });
+    session.add_static(statics);
     if mode != DiscoverMode::Dht {
         let mdns = Mdns::new(&MdnsConfig::default()).context("mDNS")?;
         let filter = BrowseFilter {
@@ -627,16 +624,7 @@ pub async fn start_discovery(
             channel: Some(channel.to_owned()),
             self_id: self_id.clone(),
         };
-        let mut b = mdns.browse(filter, run_for).context("mDNS")?;
-        let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
-            let _mdns = mdns;
-            while let Some(p) = b.next().await {
-                if tx.send(p).await.is_err() {
-                    break;
-                }
-            }
-        }));
+        session.add_mdns(mdns, filter, run_for).context("mDNS")?;
     }
     if mode != DiscoverMode::Mdns {
         let lookup = Duration::from_secs(3).min(run_for);
@@ -649,53 +637,44 @@ pub async fn start_discovery(
         })
         .await
         .context("DHT")?;
-        let tx = tx.clone();
-        let fleet = discovery::dht::fleet_digest(&root);
-        tasks.push(tokio::spawn(async move {
-            let _ = tokio::time::timeout(lookup, dht.bootstrap()).await;
-            let end = tokio::time::Instant::now() + run_for;
-            // Bounded: one lookup (at most `lookup` long) per DHT_REQUERY
-            // until `run_for` has passed or the fetch drops the Discovery.
-            while tokio::time::Instant::now() < end {
-                if let Ok(mut s) = dht.find_providers(fleet, lookup).await {
-                    while let Some(p) = s.next().await {
-                        if tx.send(p).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                tokio::time::sleep(DHT_REQUERY).await;
-            }
-        }));
+        session.add_dht(
+            std::sync::Arc::new(dht),
+            DhtLookup {
+                digests: vec![discovery::dht::fleet_digest(&root)],
+                timeout: lookup,
+                bootstrap_first: true,
+                repeat_every: Some(DHT_REQUERY),
+            },
+        );
     }
-    drop(tx);
     let (wtx, wrx) = tokio::sync::watch::channel(Vec::<String>::new());
-    tasks.push(tokio::spawn(async move {
-        let mut seen_ids = std::collections::HashSet::new();
-        while let Some(p) = rx.recv().await {
-            let u = p.http_urls();
-            // DHT re-lookups find the same providers again: print each once.
-            if seen_ids.insert((p.id.clone(), u.first().cloned())) {
-                eprintln!(
-                    "phase fetch: discovered {} {} {} after {:.0} ms",
-                    p.source,
-                    p.id,
-                    u.first().map(String::as_str).unwrap_or("(link-local only)"),
-                    p.found_after.as_secs_f64() * 1000.0
-                );
-            }
-            if let Some(first) = u.into_iter().next() {
-                // The same server found by mDNS and by DHT counts once.
-                wtx.send_if_modified(|v| {
-                    if v.len() < MAX_DISCOVERED && !v.contains(&first) {
-                        v.push(first);
-                        true
-                    } else {
-                        false
-                    }
-                });
+    let task = tokio::spawn(async move {
+        // Bounded by the session: `run_for`, or MAX_DISCOVERED peers.
+        while let Some(event) = session.next().await {
+            match event {
+                Event::Found(f) if f.peer.source == discovery::Source::Static => {}
+                Event::Found(f) => {
+                    let Some(url) = f.url() else { continue };
+                    eprintln!(
+                        "phase fetch: discovered {} {} {url} after {:.0} ms",
+                        f.peer.source,
+                        f.peer.id,
+                        f.peer.found_after.as_secs_f64() * 1000.0
+                    );
+                    wtx.send_modify(|v| v.push(url));
+                }
+                Event::Unreachable(p) => eprintln!(
+                    "phase fetch: discovered {} {} but none of its addresses {:?} accepts a connection; skipped",
+                    p.source, p.id, p.addrs
+                ),
+                Event::Failed { source, error } => {
+                    eprintln!("phase fetch: warning: {source} discovery: {error}")
+                }
             }
         }
-    }));
-    Ok(Discovery { urls: wrx, tasks })
+    });
+    Ok(Discovery {
+        urls: wrx,
+        tasks: vec![task],
+    })
 }

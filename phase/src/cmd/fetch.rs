@@ -217,6 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     &[cas.tuf_dir().join("root.json"), args.root.clone()],
                     &args.channel,
                     &args.bootstrap,
+                    &args.peers,
                     own_peer_id(&args.cache),
                     Duration::from_secs(args.deadline.max(1)).saturating_add(timeout),
                 ))
