@@ -33,6 +33,11 @@ pub mod services;
 #[path = "../../phase-init/src/payload.rs"]
 pub mod payload;
 
+/// The names inside a cache directory (fetcher), for the payload's CAS
+/// paths.
+#[path = "../../fetcher/src/cas/layout.rs"]
+pub mod cas_layout;
+
 /// Private mode's identity (phase-init), for `boot.json`.
 #[path = "../../phase-init/src/private.rs"]
 pub mod private;

@@ -28,7 +28,8 @@
 //!
 //! Also compiled on its own by the fuzz targets (`fuzz/`, docs/fuzzing.md):
 //! it uses only `std`, `serde`, `serde_json`, `sha2`, `cpio` and `thiserror`,
-//! and no `crate::` item but `crate::private`.
+//! and no `crate::` item but `crate::private` and `crate::cas_layout` (the
+//! fetcher's `cas/layout.rs`, the names of a cache directory).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -36,6 +37,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::cas_layout;
 
 /// Where the payload lands in the target's initramfs.
 pub const ROOTFS: &str = "/phase/rootfs.squashfs";
@@ -234,13 +237,15 @@ pub struct Payload<'a> {
     pub boot: &'a BootJson,
 }
 
+/// `/phase` is a cache directory: `phase/<name>` for a name inside it
+/// ([`cas_layout`]), without the leading `/`.
+fn in_cache(name: &str) -> String {
+    format!("phase/{name}")
+}
+
 /// `/phase/cas/sha256/<2>/<64>` for a digest (without the leading `/`).
 pub fn cas_path(sha256: &str) -> String {
-    format!(
-        "{}/sha256/{}/{sha256}",
-        CAS_DIR.trim_start_matches('/'),
-        &sha256[..2.min(sha256.len())]
-    )
+    in_cache(&cas_layout::object(sha256))
 }
 
 /// Counts what goes through, to pad to cpio's 4-byte alignment.
@@ -280,19 +285,14 @@ pub fn write_initrd<W: Write>(out: W, p: &Payload<'_>) -> Result<u64, PayloadErr
         ino += 1;
         ino
     };
-    let shard = |a: &Artifact| format!("phase/cas/sha256/{}", &a.sha256[..2.min(a.sha256.len())]);
+    let shard = |a: &Artifact| in_cache(&cas_layout::shard(&a.sha256));
     let objects: Vec<&Artifact> = [p.kernel, p.initramfs, p.rootfs]
         .into_iter()
         .chain(p.extra.iter())
         .collect();
-    let mut dirs: Vec<String> = vec![
-        "phase".into(),
-        "phase/cas".into(),
-        "phase/cas/sha256".into(),
-        "phase/cas/locks".into(),
-        "phase/tuf".into(),
-        "phase/tuf/metadata".into(),
-    ];
+    let mut dirs: Vec<String> = std::iter::once("phase".to_owned())
+        .chain(cas_layout::DIRS.iter().map(|d| in_cache(d)))
+        .collect();
     for a in &objects {
         let d = shard(a);
         if !dirs.contains(&d) {
