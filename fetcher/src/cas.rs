@@ -28,6 +28,8 @@ use sha2::{Digest as _, Sha256};
 use crate::digest::Sha256Digest;
 use crate::object::ObjectSpec;
 
+pub mod layout;
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum CasError {
@@ -324,6 +326,39 @@ fn fsync_dir(dir: &Path) -> Result<(), CasError> {
         .map_err(io_err(dir))
 }
 
+/// Where the object `d` is (or would be) in the cache directory `dir`,
+/// `<dir>/cas/sha256/<2 hex>/<64 hex>`: for caches that are only read (a
+/// read-only cache partition, the payload stage 1 left in `/phase`), which
+/// [`Cas::open`] cannot open because it creates its directories.
+pub fn object_in(dir: &Path, d: &Sha256Digest) -> PathBuf {
+    dir.join(layout::object(&d.to_hex()))
+}
+
+/// [`Cas::stored`] for an object in a cache that is only read (`dir` as
+/// in [`object_in`]).
+pub fn stored_in(dir: &Path, d: &Sha256Digest) -> Stored {
+    let object = object_in(dir, d);
+    stored_at(&object.with_file_name(format!("{}.chunks", d.to_hex())))
+}
+
+/// What the chunk-list record at `path` says (no record: hashed whole).
+fn stored_at(path: &Path) -> Stored {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Stored::Whole,
+        Err(_) => return Stored::Unknown,
+    };
+    let text = verifier::read_capped(file, 128).unwrap_or_default();
+    match std::str::from_utf8(&text).map(|t| Sha256Digest::from_hex(t.trim())) {
+        Ok(Ok(list)) => Stored::Chunks(list),
+        _ => Stored::Unknown,
+    }
+}
+
 impl Cas {
     /// Opens (creating if needed) the cache at `dir`.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, CasError> {
@@ -341,24 +376,30 @@ impl Cas {
 
     /// `<cache>/tuf`: TUF metadata kept beside the store.
     pub fn tuf_dir(&self) -> PathBuf {
-        self.dir.join("tuf")
+        self.dir.join(layout::TUF)
+    }
+
+    /// `<cache>/tuf/metadata`: verified metadata under the repository's
+    /// names, re-shared by the peer server.
+    pub fn metadata_dir(&self) -> PathBuf {
+        self.dir.join(layout::METADATA)
     }
 
     fn objects_dir(&self) -> PathBuf {
-        self.dir.join("cas").join("sha256")
+        self.dir.join(layout::OBJECTS)
     }
 
     fn locks_dir(&self) -> PathBuf {
-        self.dir.join("cas").join("locks")
+        self.dir.join(layout::LOCKS)
     }
 
     fn shard_dir(&self, d: &Sha256Digest) -> PathBuf {
-        self.objects_dir().join(&d.to_hex()[..2])
+        self.dir.join(layout::shard(&d.to_hex()))
     }
 
     /// Final path of an object (whether or not it exists).
     pub fn object_path(&self, d: &Sha256Digest) -> PathBuf {
-        self.shard_dir(d).join(d.to_hex())
+        object_in(&self.dir, d)
     }
 
     fn partial_path(&self, d: &Sha256Digest) -> PathBuf {
@@ -389,21 +430,7 @@ impl Cas {
     /// On what strength the object `d` was stored (call when it is
     /// present; see [`Stored`]).
     pub fn stored(&self, d: &Sha256Digest) -> Stored {
-        let path = self.record_path(d);
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(nofollow())
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Stored::Whole,
-            Err(_) => return Stored::Unknown,
-        };
-        let text = verifier::read_capped(file, 128).unwrap_or_default();
-        match std::str::from_utf8(&text).map(|t| Sha256Digest::from_hex(t.trim())) {
-            Ok(Ok(list)) => Stored::Chunks(list),
-            _ => Stored::Unknown,
-        }
+        stored_at(&self.record_path(d))
     }
 
     /// Hashes the stored object `d` in 1 MiB blocks (never a whole-file
@@ -474,14 +501,19 @@ impl Cas {
     /// links inside the cache; `None` unless it is a regular file there.
     pub fn open_object(&self, d: &Sha256Digest) -> Option<File> {
         let hex = d.to_hex();
-        open_beneath(&self.dir, &["cas", "sha256", &hex[..2], &hex]).ok()
+        open_beneath(&self.dir, &Self::beneath(&layout::object(&hex))).ok()
     }
 
     /// Opens the partial file of a download in progress the same way.
     pub fn open_partial_data(&self, d: &Sha256Digest) -> Option<File> {
         let hex = d.to_hex();
-        let name = format!("{hex}.partial");
-        open_beneath(&self.dir, &["cas", "sha256", &hex[..2], &name]).ok()
+        let name = format!("{}.partial", layout::object(&hex));
+        open_beneath(&self.dir, &Self::beneath(&name)).ok()
+    }
+
+    /// The components of a [`layout`] name, for [`open_beneath`].
+    fn beneath(name: &str) -> Vec<&str> {
+        name.split('/').collect()
     }
 
     /// Tries to take the write lock of an object; `None` if another writer

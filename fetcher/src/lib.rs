@@ -2,6 +2,9 @@
 //!
 //! * [`cas`]: the content-addressed store (`<cache>/cas/sha256/<2>/<64>`),
 //!   atomic visibility, concurrent writers, resumable partial objects, gc;
+//!   [`cas::layout`] spells the names inside a cache directory;
+//! * [`targets`]: verified TUF targets to objects on disk, the entry point
+//!   of the binaries: local CAS, then read-only caches, then the peers;
 //! * [`fetch`]: one object from many peers at once over HTTP `Range`,
 //!   verified chunk by chunk against the signed chunk list;
 //! * [`server`]: the read-only peer HTTP server (`phase serve`, every booted
@@ -13,7 +16,8 @@
 //!   answers, `Range` headers), fuzzed on their own (`fuzz/`).
 //!
 //! What it does not own: TUF (the `verifier` crate decides which digests are
-//! trusted; this crate only takes a `(sha256, length, chunks)` triple), peer
+//! trusted; the engine only takes a `(sha256, length, chunks)` triple, which
+//! [`targets`] reads from a target the verifier already accepted), peer
 //! discovery (the `discovery` crate), and the console (callers draw progress).
 #![forbid(unsafe_code)]
 
@@ -24,6 +28,7 @@ pub mod fetch;
 pub mod object;
 pub mod peer;
 pub mod server;
+pub mod targets;
 pub mod tor;
 pub mod transport;
 pub mod wire;
@@ -38,6 +43,7 @@ pub use fetch::{
 pub use object::{ChunkList, ObjectSpec, DEFAULT_CHUNK_SIZE};
 pub use peer::{Peer, PeerError};
 pub use server::{serve, ServerConfig, ServerError};
+pub use targets::{Found, Lookup, Origin, SpecProblem, TargetObject, TargetSpecError};
 pub use transport::{
     Attempt, DroppedPeer, PeerTransport, RefreshError, RefreshReport, TransportLimits,
 };

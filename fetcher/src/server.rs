@@ -558,7 +558,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         if let Some(repo) = &state.repo {
             bases.push(repo.join("metadata"));
         }
-        bases.push(state.cas.tuf_dir().join("metadata"));
+        bases.push(state.cas.metadata_dir());
         for b in bases {
             if let Some(p) = resolve(&b, &segs) {
                 return serve_path(state, &p, None, &headers, head, "no-cache").await;

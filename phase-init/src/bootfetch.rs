@@ -9,9 +9,14 @@
 //!   cache's `tuf/metadata/`, then — when no peer answers — the trusted
 //!   state's own copies ([`CacheFallback`]): an offline boot re-verifies the
 //!   cached metadata against the boot time, so expired metadata is refused.
-//! * Objects: the writable cache's CAS, or a CAS on tmpfs under
-//!   [`RAM_CAS`]; a read-only cache's objects are used in place. Every
-//!   object is hashed again before use, so a tampered stick is caught.
+//! * Objects (`fetcher::Lookup`): the writable cache's CAS, or a CAS on
+//!   tmpfs under [`RAM_CAS`]; then a read-only cache's objects, used in
+//!   place; then the peers. Every object is hashed again before use, so a
+//!   tampered stick is caught.
+//!
+//! [`run`] reads as its phases: `trusted_state`, `object_store`,
+//! `network_peers`, `metadata_transport`, `refresh`, `plan`,
+//! `dht_providers`, `fetch_objects` (`fetch_one` each) and `provenance`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,8 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fetcher::cas::layout;
 use fetcher::{
-    Cas, ChunkList, FetchOptions, Fetcher, ObjectSpec, Peer, PeerTransport, Sha256Digest,
+    Cas, FetchOptions, Fetcher, Lookup, ObjectSpec, Origin, Peer, PeerTransport, TargetObject,
 };
 use verifier::{DirStorage, MemoryStorage, Storage, Transport, TransportError, Updater};
 
@@ -63,8 +69,10 @@ pub enum BootFetchError {
     Target(String, #[source] verifier::Error),
     #[error("{0}: invalid signed Phase metadata")]
     Custom(String, #[source] verifier::Error),
-    #[error("{0}: the signed metadata has no usable sha256 or chunk list")]
-    Spec(String),
+    #[error("the signed metadata has no usable sha256 or chunk list")]
+    Spec(#[source] fetcher::TargetSpecError),
+    #[error("the boot set is incomplete")]
+    BootSet,
     #[error("{name}: not in the cache and no peer to fetch it from; add a peer (phase.peers=http://HOST:PORT)")]
     NoSource { name: String },
     #[error("{name}: fetch failed")]
@@ -373,15 +381,30 @@ pub fn reshare_metadata(
     out
 }
 
+/// One object of the boot: a boot artifact (`kernel`, `initramfs`,
+/// `rootfs`) or a `job`.
 struct Planned {
     kind: &'static str,
-    name: String,
-    version: String,
-    spec: ObjectSpec,
-    path: String,
+    object: TargetObject,
 }
 
-/// Runs the whole fetch once.
+/// The network peers of this boot.
+struct NetPeers {
+    /// `phase.peers` (HTTP; in local mode only those on the LAN).
+    configured: Vec<Peer>,
+    /// Host names the fetch client connects to exactly there: the
+    /// discovered peers' and the local-mode `phase.peers` pinned to their
+    /// checked addresses.
+    resolve: Vec<(String, SocketAddr)>,
+    /// Objects are fetched from the discovered peers, then `phase.peers`.
+    objects: Vec<Peer>,
+}
+
+/// The metadata transport of the TUF refresh.
+type MetaTransport = CacheFallback<PeerTransport>;
+
+/// Runs the whole fetch once: trusted state, object store, peers, TUF
+/// refresh, the plan (boot set and jobs), the DHT's providers, the objects.
 pub fn run(
     config: &Config,
     baked: &BakedRoot,
@@ -391,17 +414,108 @@ pub fn run(
     let writable = places.cache.as_ref().filter(|c| c.writable);
     let readonly = places.cache.as_ref().filter(|c| !c.writable);
 
-    // Trusted state.
+    let storage = trusted_state(writable, readonly, baked, now)?;
+    let cas = object_store(writable, places)?;
+    let mut net = network_peers(config, places)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(BootFetchError::Runtime)?;
+    let mut fetcher = make_fetcher(&rt, &cas, places, &net.resolve)?;
+    let (transport, refresh_peers) = metadata_transport(
+        config,
+        places,
+        &*storage,
+        &cas,
+        &fetcher,
+        &rt,
+        &net.configured,
+    );
+    let mut up = refresh(&*storage, &transport, refresh_peers, now)?;
+    let tuf = tuf_versions(&up);
+    let (plan, cmdline) = plan(config, &mut up)?;
+    let tuf_files = reshare_metadata(
+        &*storage,
+        &tuf,
+        &transport
+            .roots
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default(),
+    );
+
+    // Objects: the cache first (the local CAS, a read-only cache partition
+    // in place), then discovered peers, then `phase.peers`.
+    let caches: Vec<PathBuf> = readonly.map(|c| c.dir.clone()).into_iter().collect();
+    let mut found_by: BTreeMap<String, &'static str> = BTreeMap::new();
+    for p in &places.discovered.peers {
+        found_by.insert(format!("{}/", p.url()), p.source);
+    }
+    let held = Lookup::new(fetcher.clone()).with_caches(caches.clone());
+    let new_providers = dht_providers(&plan, &held, places, &mut net, &mut found_by);
+    drop(held);
+    if new_providers {
+        fetcher = make_fetcher(&rt, &cas, places, &net.resolve)?;
+    }
+    // A peer that served invalid metadata in this boot is not asked again.
+    let usable = net
+        .objects
+        .iter()
+        .filter(|p| dropped_reason(&p.label()).is_none())
+        .cloned()
+        .collect();
+    let lookup = Lookup::new(fetcher)
+        .with_caches(caches)
+        .with_peers(usable)
+        .record_refs(writable.is_some());
+    let Objects {
+        boot: [kernel, initramfs, rootfs],
+        names,
+        jobs,
+        per_peer,
+    } = fetch_objects(&rt, &lookup, &plan)?;
+
+    // The runtime's worker threads (and the DHT client) end here, before
+    // kexec.
+    drop(lookup);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    places.discovered.close();
+    Ok(Fetched {
+        artifacts: Artifacts {
+            kernel,
+            initramfs,
+            rootfs,
+            cmdline,
+            names,
+            extra: jobs,
+            tuf: tuf_files,
+        },
+        tuf,
+        peers: provenance(per_peer, &found_by, &net.objects),
+        network_peers: net.objects.len(),
+    })
+}
+
+/// The trusted TUF state: `<cache>/tuf/` when the cache is writable, else
+/// RAM pre-loaded from a read-only cache's `tuf/`; the stored root must be
+/// the baked one or chain from it.
+fn trusted_state(
+    writable: Option<&Mounted>,
+    readonly: Option<&Mounted>,
+    baked: &BakedRoot,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Box<dyn Storage>, BootFetchError> {
     let storage: Box<dyn Storage> = match writable {
         Some(c) => {
-            let dir = c.dir.join("tuf");
+            let dir = c.dir.join(layout::TUF);
             Box::new(DirStorage::new(&dir).map_err(|e| BootFetchError::State(dir, e))?)
         }
         None => {
             let mem = MemoryStorage::new();
             if let Some(c) = readonly {
-                let ro = DirStorage::new(c.dir.join("tuf"));
-                if let Ok(ro) = ro {
+                let dir = c.dir.join(layout::TUF);
+                if let Ok(ro) = DirStorage::new(&dir) {
                     for n in [
                         "root.json",
                         "timestamp.json",
@@ -410,7 +524,7 @@ pub fn run(
                     ] {
                         if let Ok(Some(b)) = ro.load(n) {
                             mem.store(n, &b)
-                                .map_err(|e| BootFetchError::State(c.dir.join("tuf"), e))?;
+                                .map_err(|e| BootFetchError::State(dir.clone(), e))?;
                         }
                     }
                 }
@@ -432,92 +546,125 @@ pub fn run(
         )),
         crate::trust::RootCheck::Installed | crate::trust::RootCheck::Same => {}
     }
+    Ok(storage)
+}
 
-    // Object store.
-    let cas_dir = writable
+/// The CAS objects are fetched into: the writable cache's, else one on
+/// tmpfs.
+fn object_store(writable: Option<&Mounted>, places: &Places) -> Result<Cas, BootFetchError> {
+    let dir = writable
         .map(|c| c.dir.clone())
         .unwrap_or_else(|| places.ram_cas.clone());
-    let cas = Cas::open(&cas_dir).map_err(|e| BootFetchError::Cas(cas_dir.clone(), e))?;
+    Cas::open(&dir).map_err(|e| BootFetchError::Cas(dir, e))
+}
 
-    let (static_peers, skipped) = http_peers(config)?;
-    let (static_peers, pins) = if config.mode == cmdline::Mode::Local {
+/// `phase.peers` (in local mode only those on the LAN, with a console line
+/// for each left out) and the discovered peers.
+fn network_peers(config: &Config, places: &Places) -> Result<NetPeers, BootFetchError> {
+    let (configured, skipped) = http_peers(config)?;
+    let (configured, pins) = if config.mode == cmdline::Mode::Local {
         let system = |host: &str, port: u16| {
             use std::net::ToSocketAddrs;
             (host, port).to_socket_addrs().map(Iterator::collect)
         };
-        let (kept, pins, lines) = lan_peers(static_peers, &onlink::Routes::read(), system);
+        let (kept, pins, lines) = lan_peers(configured, &onlink::Routes::read(), system);
         for line in lines {
             console().warn(&line);
         }
         (kept, pins)
     } else {
-        (static_peers, Vec::new())
+        (configured, Vec::new())
     };
-    // Objects: cache first (above), then discovered peers, then
-    // `phase.peers` (the refresh order is below).
-    let mut peers = places.discovered.fetcher_peers();
-    peers.extend(static_peers.iter().cloned());
     if let Some(why) = multiaddr_skipped(config.mode) {
         for m in skipped {
             console().warn(&format!("phase.peers: {m}: {why}; skipped"));
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(BootFetchError::Runtime)?;
-    let make_fetcher = |resolve: &[(String, std::net::SocketAddr)]| {
-        let _guard = rt.enter();
-        let opts = FetchOptions {
-            deadline: Duration::from_secs(600),
-            ..FetchOptions::default()
-        };
-        // Private mode: through Tor (main.rs refuses a private fetch from
-        // peers without a Tor route).
-        match &places.route {
-            fetcher::tor::Route::Direct => Fetcher::with_resolve(cas.clone(), opts, resolve),
-            route => Fetcher::with_route(cas.clone(), opts, route),
-        }
-        .map_err(|e| BootFetchError::Client(Box::new(e)))
-    };
-    // Host names the fetch client resolves itself: the discovered peers'
-    // and the local-mode `phase.peers` pinned to their checked addresses.
+    let mut objects = places.discovered.fetcher_peers();
+    objects.extend(configured.iter().cloned());
     let mut resolve = places.discovered.resolve();
     resolve.extend(pins);
-    let mut fetcher = make_fetcher(&resolve)?;
+    Ok(NetPeers {
+        configured,
+        resolve,
+        objects,
+    })
+}
+
+/// The fetch engine over `cas`: direct (host names in `resolve` connect
+/// exactly there) or, in private mode, through Tor (main.rs refuses a
+/// private fetch from peers without a Tor route).
+fn make_fetcher(
+    rt: &tokio::runtime::Runtime,
+    cas: &Cas,
+    places: &Places,
+    resolve: &[(String, SocketAddr)],
+) -> Result<Fetcher, BootFetchError> {
+    let _guard = rt.enter();
+    let opts = FetchOptions {
+        deadline: Duration::from_secs(600),
+        ..FetchOptions::default()
+    };
+    match &places.route {
+        fetcher::tor::Route::Direct => Fetcher::with_resolve(cas.clone(), opts, resolve),
+        route => Fetcher::with_route(cas.clone(), opts, route),
+    }
+    .map_err(|e| BootFetchError::Client(Box::new(e)))
+}
+
+/// The refresh's transport. It asks the peers by evidence: `phase.peers`
+/// (named by the operator) before discovered ones (anyone on the LAN can
+/// announce one), and those newest announced timestamp first
+/// ([`crate::discover::Discovered::refresh_peers`]); a peer that served
+/// invalid metadata earlier in this boot is not asked again. Then the
+/// cache's `tuf/metadata/`, then the trusted state's own copies.
+fn metadata_transport(
+    config: &Config,
+    places: &Places,
+    storage: &dyn Storage,
+    cas: &Cas,
+    client: &Fetcher,
+    rt: &tokio::runtime::Runtime,
+    configured: &[Peer],
+) -> (MetaTransport, usize) {
     let meta_dir = places
         .cache
         .as_ref()
-        .map(|c| c.dir.join("tuf/metadata"))
-        .unwrap_or_else(|| cas.tuf_dir().join("metadata"));
-    // The TUF refresh asks the peers by evidence: `phase.peers` (named by
-    // the operator) before discovered ones (anyone on the LAN can announce
-    // one), and those newest announced timestamp first
-    // ([`crate::discover::Discovered::refresh_peers`]); a peer that served
-    // invalid metadata earlier in this boot is not asked again.
-    let refresh_peers: Vec<Peer> = static_peers
-        .into_iter()
+        .map(|c| c.dir.join(layout::METADATA))
+        .unwrap_or_else(|| cas.metadata_dir());
+    let refresh_peers: Vec<Peer> = configured
+        .iter()
+        .cloned()
         .chain(places.discovered.refresh_peers())
         .filter(|p| dropped_reason(&p.label()).is_none())
         .collect();
+    let n = refresh_peers.len();
     let transport = CacheFallback::new(
         PeerTransport::new(
-            fetcher.client().clone(),
+            client.client().clone(),
             rt.handle().clone(),
-            refresh_peers.clone(),
+            refresh_peers,
             Some(meta_dir),
         )
         .with_limits(fetcher::TransportLimits {
             peer_budget: Duration::from_secs(u64::from(config.fetch_timeout)),
             ..fetcher::TransportLimits::default()
         }),
-        &storage,
+        storage,
     );
+    (transport, n)
+}
 
-    // TUF refresh, peer by peer (each within `phase.fetch_timeout`), then
-    // the cache alone.
-    let mut up = Updater::new(&storage, &transport, now);
+/// The TUF refresh, peer by peer (each within `phase.fetch_timeout`), then
+/// the cache alone. Peers that served invalid metadata are remembered for
+/// the rest of the boot.
+fn refresh<'a>(
+    storage: &'a dyn Storage,
+    transport: &'a MetaTransport,
+    peers: usize,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Updater<&'a dyn Storage, &'a MetaTransport>, BootFetchError> {
+    let mut up = Updater::new(storage, transport, now);
     let refreshed = transport.inner.refresh_with(|attempt| {
         transport.offline.store(
             attempt == fetcher::Attempt::Cache,
@@ -538,10 +685,10 @@ pub fn run(
     }
     refreshed.map_err(|e| {
         let e = *e;
-        if refresh_peers.is_empty() {
+        if peers == 0 {
             BootFetchError::RefreshOffline(e.error)
         } else {
-            BootFetchError::Refresh(refresh_peers.len(), e.error)
+            BootFetchError::Refresh(peers, e.error)
         }
     })?;
     if let Ok(used) = transport.used.lock() {
@@ -552,10 +699,18 @@ pub fn run(
             ));
         }
     }
-    let tuf = tuf_versions(&up);
-    let consistent = up.root().map(|r| r.consistent_snapshot).unwrap_or(true);
+    Ok(up)
+}
 
-    // The three targets.
+/// What to fetch: the three boot artifacts of (`phase.channel`, arch),
+/// then the jobs the trusted targets list (`jobs/<name>.wasm`), so that the
+/// target runs and re-shares them from its own CAS. A job whose metadata
+/// is unusable is reported and skipped. Returns the kernel's cmdline too.
+fn plan<S: Storage, T: Transport>(
+    config: &Config,
+    up: &mut Updater<S, T>,
+) -> Result<(Vec<Planned>, String), BootFetchError> {
+    let consistent = up.root().map(|r| r.consistent_snapshot).unwrap_or(true);
     let arch = std::env::consts::ARCH;
     let mut plan = Vec::new();
     let mut cmdline = String::new();
@@ -570,19 +725,9 @@ pub fn run(
         if kind == "kernel" {
             cmdline = custom.cmdline.clone().unwrap_or_default();
         }
-        let spec = object_spec(&t, &custom).ok_or_else(|| BootFetchError::Spec(name.clone()))?;
-        plan.push(Planned {
-            kind,
-            name,
-            version: custom.version.clone(),
-            path: t.repository_path(consistent),
-            spec,
-        });
+        let object = TargetObject::new(&t, consistent).map_err(BootFetchError::Spec)?;
+        plan.push(Planned { kind, object });
     }
-
-    // The jobs the trusted targets list (`jobs/<name>.wasm`), so that the
-    // target runs and re-shares them from its own CAS. Best effort: a job
-    // that cannot be fetched is reported and the boot goes on.
     let job_names: Vec<String> = up
         .trusted()
         .ok()
@@ -597,224 +742,216 @@ pub fn run(
         })
         .unwrap_or_default();
     for name in job_names {
-        let planned = up.target(&name).ok().and_then(|t| {
-            Some(Planned {
+        // The error of a malformed target names it.
+        let object = match up.target(&name) {
+            Ok(t) => TargetObject::new(&t, consistent).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{name}: {}", crate::step::chain(&e))),
+        };
+        match object {
+            Ok(object) => plan.push(Planned {
                 kind: "job",
-                spec: job_spec(&t)?,
-                version: t.version().unwrap_or_default().to_owned(),
-                path: t.repository_path(consistent),
-                name: name.clone(),
-            })
-        });
-        match planned {
-            Some(p) => plan.push(p),
-            None => console().warn(&format!(
-                "{name}: no usable sha256 or chunk list in the signed metadata; job skipped"
-            )),
+                object,
+            }),
+            Err(why) => console().warn(&format!("{why}; job skipped")),
         }
     }
-    // Internet mode: who in the DHT provides the boot set's objects we do
-    // not hold yet. New providers join the peers for the objects.
-    let mut found_by: BTreeMap<String, &'static str> = BTreeMap::new();
-    for p in &places.discovered.peers {
-        found_by.insert(format!("{}/", p.url()), p.source);
-    }
+    Ok((plan, cmdline))
+}
+
+/// Internet mode: who in the DHT provides the boot set's objects this node
+/// does not hold yet (`held`: local CAS and read-only cache). New providers
+/// join the object peers after the discovered ones, before `phase.peers`.
+/// Returns whether there are new ones (the fetch client must learn their
+/// addresses).
+fn dht_providers(
+    plan: &[Planned],
+    held: &Lookup,
+    places: &Places,
+    net: &mut NetPeers,
+    found_by: &mut BTreeMap<String, &'static str>,
+) -> bool {
     let missing: Vec<[u8; 32]> = plan
         .iter()
-        .filter(|p| p.kind != "job" && !cas.contains(&p.spec.sha256))
-        .filter(|p| {
-            let hex = p.spec.sha256.to_string();
-            !readonly.is_some_and(|c| {
-                c.dir
-                    .join(format!("cas/sha256/{}/{hex}", &hex[..2]))
-                    .is_file()
-            })
-        })
-        .map(|p| p.spec.sha256.0)
+        .filter(|p| p.kind != "job" && held.held(&p.object.spec).is_none())
+        .map(|p| p.object.spec.sha256.0)
         .collect();
-    if !missing.is_empty() {
-        if let Some(lookup) = places.discovered.artifact_providers(&missing) {
-            console().line(&format!(
-                "dht: providers of {} boot object(s): {} peer(s), {} new, in {:.1} s{}",
-                missing.len(),
-                lookup.providers,
-                lookup.new.len(),
-                lookup.took.as_secs_f64(),
-                if lookup.new.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", crate::discover::describe(&lookup.new))
-                }
-            ));
-            for problem in &lookup.problems {
-                console().warn(&format!("dht: {problem}"));
-            }
-            if !lookup.new.is_empty() {
-                let mut all = resolve.clone();
-                for f in &lookup.new {
-                    all.push((f.host.clone(), f.addr));
-                    found_by.insert(format!("{}/", f.url()), f.source);
-                }
-                // Discovered peers first, then the DHT's new ones, then
-                // `phase.peers`.
-                let n = places.discovered.peers.len().min(peers.len());
-                let new: Vec<Peer> = lookup
-                    .new
-                    .iter()
-                    .filter_map(|f| Peer::parse(&f.url()).ok())
-                    .collect();
-                peers.splice(n..n, new);
-                fetcher = make_fetcher(&all)?;
-            }
-        }
+    if missing.is_empty() {
+        return false;
     }
-    let tuf_files = reshare_metadata(
-        &*storage,
-        &tuf,
-        &transport
-            .roots
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default(),
-    );
-
-    // The objects.
-    let mut per_peer: BTreeMap<String, u64> = BTreeMap::new();
-    let mut fetch_one = |p: &Planned| -> Result<Artifact, BootFetchError> {
-        let hex = p.spec.sha256.to_string();
-        let start = Instant::now();
-        let in_ro_cache = readonly
-            .map(|c| c.dir.join(format!("cas/sha256/{}/{hex}", &hex[..2])))
-            .filter(|path| path.is_file());
-        let (path, from) = if let Some(path) = in_ro_cache {
-            *per_peer.entry("cache".into()).or_default() += p.spec.length;
-            (path, "the cache (read-only)".to_owned())
-        } else {
-            let mut sources = Vec::new();
-            for peer in peers
-                .iter()
-                .filter(|p| dropped_reason(&p.label()).is_none())
-            {
-                if let Ok(s) = peer.source(&p.spec.sha256, &p.path) {
-                    sources.push(s);
-                }
-            }
-            if sources.is_empty() && !cas.contains(&p.spec.sha256) {
-                return Err(BootFetchError::NoSource {
-                    name: p.name.clone(),
-                });
-            }
-            let report = rt
-                .block_on(fetcher.fetch(&p.spec, sources, Some(progress_printer(p.kind))))
-                .map_err(|e| BootFetchError::Fetch {
-                    name: p.name.clone(),
-                    source: Box::new(e),
-                })?;
-            if writable.is_some() {
-                if let Err(e) = cas.record_ref(&p.name, &p.version, &p.spec.sha256) {
-                    console().warn(&format!(
-                        "{}: cannot record the version in the cache: {}",
-                        p.name,
-                        crate::step::chain(&e)
-                    ));
-                }
-            }
-            let from = if report.already_present {
-                *per_peer.entry("cache".into()).or_default() += p.spec.length;
-                "the cache".to_owned()
-            } else {
-                let mut parts = Vec::new();
-                for r in &report.peers {
-                    *per_peer.entry(r.label.clone()).or_default() += r.bytes;
-                    parts.push(format!("{}={}", r.label, r.bytes));
-                }
-                parts.join(", ")
-            };
-            (report.path, from)
-        };
-        let art = verify_object(&p.name, &path, &p.spec)?;
-        console().line(&format!(
-            "fetch: {:9} {} {} sha256:{}.. verified, from {} ({:.1} s)",
-            p.kind,
-            p.name,
-            human(p.spec.length),
-            &hex[..12],
-            from,
-            start.elapsed().as_secs_f64()
-        ));
-        Ok(art)
+    let Some(lookup) = places.discovered.artifact_providers(&missing) else {
+        return false;
     };
-    let mut got = Vec::new();
-    let mut extra = Vec::new();
-    for p in &plan {
-        match fetch_one(p) {
-            Ok(art) if p.kind == "job" => extra.push((p.name.clone(), art)),
-            Ok(art) => got.push(art),
+    console().line(&format!(
+        "dht: providers of {} boot object(s): {} peer(s), {} new, in {:.1} s{}",
+        missing.len(),
+        lookup.providers,
+        lookup.new.len(),
+        lookup.took.as_secs_f64(),
+        if lookup.new.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", crate::discover::describe(&lookup.new))
+        }
+    ));
+    for problem in &lookup.problems {
+        console().warn(&format!("dht: {problem}"));
+    }
+    if lookup.new.is_empty() {
+        return false;
+    }
+    for f in &lookup.new {
+        net.resolve.push((f.host.clone(), f.addr));
+        found_by.insert(format!("{}/", f.url()), f.source);
+    }
+    let n = places.discovered.peers.len().min(net.objects.len());
+    let new: Vec<Peer> = lookup
+        .new
+        .iter()
+        .filter_map(|f| Peer::parse(&f.url()).ok())
+        .collect();
+    net.objects.splice(n..n, new);
+    true
+}
+
+/// The fetched objects: the boot set in [`KINDS`] order, the jobs, and the
+/// bytes per source.
+struct Objects {
+    boot: [Artifact; 3],
+    names: [String; 3],
+    jobs: Vec<(String, Artifact)>,
+    per_peer: BTreeMap<String, u64>,
+}
+
+/// Every object of the plan, each hashed again before use, with one console
+/// line each. A boot artifact that fails fails the fetch; a job that fails
+/// is reported and left out.
+fn fetch_objects(
+    rt: &tokio::runtime::Runtime,
+    lookup: &Lookup,
+    plan: &[Planned],
+) -> Result<Objects, BootFetchError> {
+    let mut per_peer: BTreeMap<String, u64> = BTreeMap::new();
+    let mut boot = Vec::new();
+    let mut names = Vec::new();
+    let mut jobs = Vec::new();
+    for p in plan {
+        match fetch_one(rt, lookup, p, &mut per_peer) {
+            Ok(art) if p.kind == "job" => jobs.push((p.object.name.clone(), art)),
+            Ok(art) => {
+                boot.push(art);
+                names.push(p.object.name.clone());
+            }
             Err(e) if p.kind == "job" => console().warn(&format!(
                 "{}: job not fetched, the target will not have it: {}",
-                p.name,
+                p.object.name,
                 crate::step::chain(&e)
             )),
             Err(e) => return Err(e),
         }
     }
-    let [kernel, initramfs, rootfs]: [Artifact; 3] = got
-        .try_into()
-        .map_err(|_| BootFetchError::Spec("the boot set".into()))?;
-    let names = plan
-        .iter()
-        .filter(|p| p.kind != "job")
-        .map(|p| p.name.clone())
-        .collect::<Vec<_>>();
-    let names: [String; 3] = names
-        .try_into()
-        .map_err(|_| BootFetchError::Spec("the boot set".into()))?;
-    // The runtime's worker threads (and the DHT client) end here, before
-    // kexec.
-    drop(fetcher);
-    rt.shutdown_timeout(Duration::from_secs(1));
-    places.discovered.close();
-    Ok(Fetched {
-        artifacts: Artifacts {
-            kernel,
-            initramfs,
-            rootfs,
-            cmdline,
-            names,
-            extra,
-            tuf: tuf_files,
-        },
-        tuf,
-        peers: per_peer
-            .into_iter()
-            .map(|(peer, bytes)| {
-                let found = match found_by.get(&peer) {
-                    Some(how) => how,
-                    None if peer == "cache" => "cache",
-                    None => "phase.peers",
-                };
-                PeerBytes {
-                    peer,
-                    bytes,
-                    found: Some(found.to_owned()),
-                    dropped: None,
-                }
-            })
-            // The peers of this boot dropped for invalid metadata.
-            .chain(
-                dropped_peers()
-                    .into_iter()
-                    .filter(|(label, _)| peers.iter().any(|p| p.label() == *label))
-                    .map(|(peer, why)| PeerBytes {
-                        found: found_by.get(&peer).map(|s| (*s).to_owned()),
-                        peer,
-                        bytes: 0,
-                        dropped: Some(why),
-                    }),
-            )
-            .collect(),
-        network_peers: peers.len(),
+    let incomplete = || BootFetchError::BootSet;
+    Ok(Objects {
+        boot: boot.try_into().map_err(|_| incomplete())?,
+        names: names.try_into().map_err(|_| incomplete())?,
+        jobs,
+        per_peer,
     })
+}
+
+/// One object: found (local CAS, read-only cache, peers), hashed again, and
+/// its console line `fetch: <kind> <name> <size> sha256:<12>.. verified,
+/// from <where> (<s> s)`.
+fn fetch_one(
+    rt: &tokio::runtime::Runtime,
+    lookup: &Lookup,
+    p: &Planned,
+    per_peer: &mut BTreeMap<String, u64>,
+) -> Result<Artifact, BootFetchError> {
+    let o = &p.object;
+    let start = Instant::now();
+    let found = rt
+        .block_on(lookup.find(o, None, Some(progress_printer(p.kind))))
+        .map_err(|e| match e {
+            fetcher::FetchError::NoPeers(_) => BootFetchError::NoSource {
+                name: o.name.clone(),
+            },
+            e => BootFetchError::Fetch {
+                name: o.name.clone(),
+                source: Box::new(e),
+            },
+        })?;
+    if let Some(e) = &found.ref_error {
+        console().warn(&format!(
+            "{}: cannot record the version in the cache: {}",
+            o.name,
+            crate::step::chain(e)
+        ));
+    }
+    let from = match &found.origin {
+        Origin::Local => {
+            *per_peer.entry("cache".into()).or_default() += o.spec.length;
+            "the cache".to_owned()
+        }
+        Origin::Cache(_) => {
+            *per_peer.entry("cache".into()).or_default() += o.spec.length;
+            "the cache (read-only)".to_owned()
+        }
+        Origin::Peers(report) => {
+            let mut parts = Vec::new();
+            for r in &report.peers {
+                *per_peer.entry(r.label.clone()).or_default() += r.bytes;
+                parts.push(format!("{}={}", r.label, r.bytes));
+            }
+            parts.join(", ")
+        }
+    };
+    let art = verify_object(&o.name, &found.path, &o.spec)?;
+    console().line(&format!(
+        "fetch: {:9} {} {} sha256:{}.. verified, from {} ({:.1} s)",
+        p.kind,
+        o.name,
+        human(o.spec.length),
+        &o.spec.sha256.to_hex()[..12],
+        from,
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(art)
+}
+
+/// `boot.json`'s peers: bytes per source and how each was found, then the
+/// peers of this boot dropped for invalid metadata.
+fn provenance(
+    per_peer: BTreeMap<String, u64>,
+    found_by: &BTreeMap<String, &'static str>,
+    peers: &[Peer],
+) -> Vec<PeerBytes> {
+    per_peer
+        .into_iter()
+        .map(|(peer, bytes)| {
+            let found = match found_by.get(&peer) {
+                Some(how) => how,
+                None if peer == "cache" => "cache",
+                None => "phase.peers",
+            };
+            PeerBytes {
+                peer,
+                bytes,
+                found: Some(found.to_owned()),
+                dropped: None,
+            }
+        })
+        .chain(
+            dropped_peers()
+                .into_iter()
+                .filter(|(label, _)| peers.iter().any(|p| p.label() == *label))
+                .map(|(peer, why)| PeerBytes {
+                    found: found_by.get(&peer).map(|s| (*s).to_owned()),
+                    peer,
+                    bytes: 0,
+                    dropped: Some(why),
+                }),
+        )
+        .collect()
 }
 
 fn tuf_versions<S: Storage, T: Transport>(up: &Updater<S, T>) -> TufVersions {
@@ -827,42 +964,6 @@ fn tuf_versions<S: Storage, T: Transport>(up: &Updater<S, T>) -> TufVersions {
         snapshot: set.snapshot().map(|s| s.version),
         targets: set.targets("targets").map(|t| t.version),
     }
-}
-
-/// The spec of a target from its hashes and chunk list alone (jobs carry
-/// their own custom fields besides these).
-fn job_spec(t: &verifier::Target) -> Option<ObjectSpec> {
-    let sha256 = Sha256Digest::from_hex(t.sha256()?).ok()?;
-    let c = t.chunks()?;
-    let mut chunks = Vec::new();
-    for h in &c.sha256 {
-        chunks.push(Sha256Digest::from_hex(h).ok()?);
-    }
-    let want = verifier::Chunks::expected_count(t.length, c.size);
-    (c.size > 0 && chunks.len() as u64 == want).then_some(ObjectSpec {
-        sha256,
-        length: t.length,
-        chunks: ChunkList {
-            size: c.size,
-            sha256: chunks,
-        },
-    })
-}
-
-fn object_spec(t: &verifier::Target, custom: &verifier::PhaseCustom) -> Option<ObjectSpec> {
-    let sha256 = Sha256Digest::from_hex(t.sha256()?).ok()?;
-    let mut chunks = Vec::new();
-    for h in &custom.chunks.sha256 {
-        chunks.push(Sha256Digest::from_hex(h).ok()?);
-    }
-    Some(ObjectSpec {
-        sha256,
-        length: t.length,
-        chunks: ChunkList {
-            size: custom.chunks.size,
-            sha256: chunks,
-        },
-    })
 }
 
 /// Hashes a stored object once more and compares it with the signed digest

@@ -17,6 +17,9 @@
 
 pub mod bootfetch;
 pub mod cachepart;
+/// The names inside a cache directory (`fetcher::cas::layout`), for
+/// [`payload`], which the fuzz crate compiles with its own copy.
+pub use fetcher::cas::layout as cas_layout;
 pub mod clock;
 pub mod cmdline;
 pub mod console;

@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::cas_layout;
 /// The `boot.json` schema, for what fills the record in (`handoff`, the
 /// verified fetch).
 pub use handover::{
@@ -145,13 +146,15 @@ pub struct Payload<'a> {
     pub boot: &'a BootJson,
 }
 
+/// `/phase` is a cache directory: `phase/<name>` for a name inside it
+/// ([`cas_layout`]), without the leading `/`.
+fn in_cache(name: &str) -> String {
+    format!("phase/{name}")
+}
+
 /// `/phase/cas/sha256/<2>/<64>` for a digest (without the leading `/`).
 pub fn cas_path(sha256: &str) -> String {
-    format!(
-        "{}/sha256/{}/{sha256}",
-        CAS_DIR.trim_start_matches('/'),
-        &sha256[..2.min(sha256.len())]
-    )
+    in_cache(&cas_layout::object(sha256))
 }
 
 /// Counts what goes through, to pad to cpio's 4-byte alignment.
@@ -191,19 +194,14 @@ pub fn write_initrd<W: Write>(out: W, p: &Payload<'_>) -> Result<u64, PayloadErr
         ino += 1;
         ino
     };
-    let shard = |a: &Artifact| format!("phase/cas/sha256/{}", &a.sha256[..2.min(a.sha256.len())]);
+    let shard = |a: &Artifact| in_cache(&cas_layout::shard(&a.sha256));
     let objects: Vec<&Artifact> = [p.kernel, p.initramfs, p.rootfs]
         .into_iter()
         .chain(p.extra.iter())
         .collect();
-    let mut dirs: Vec<String> = vec![
-        "phase".into(),
-        "phase/cas".into(),
-        "phase/cas/sha256".into(),
-        "phase/cas/locks".into(),
-        "phase/tuf".into(),
-        "phase/tuf/metadata".into(),
-    ];
+    let mut dirs: Vec<String> = std::iter::once("phase".to_owned())
+        .chain(cas_layout::DIRS.iter().map(|d| in_cache(d)))
+        .collect();
     for a in &objects {
         let d = shard(a);
         if !dirs.contains(&d) {

@@ -85,8 +85,8 @@ struct DaemonArgs {
     /// Control socket [default: /run/plasmd/plasmd.sock].
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// Read-only cache looked at first (`<cache>/cas/sha256`, `<cache>/tuf`;
-    /// on a node: /phase).
+    /// Read-only cache (`<cache>/cas/sha256`, `<cache>/tuf`; on a node:
+    /// /phase).
     #[arg(long)]
     cache: Option<PathBuf>,
     /// Trusted root used when the state has none [default:

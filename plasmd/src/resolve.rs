@@ -2,15 +2,15 @@
 //! artifact is resolved: a TUF refresh through the `verifier` (peers first,
 //! then the metadata kept in the cache, so a node without a network still
 //! works from what it verified at boot), the signed target
-//! `jobs/<name>.wasm`, then its bytes from the local CAS or, when missing
-//! there, from the peers through the `fetcher` (chunk by chunk against the
-//! signed chunk list, into the CAS under its digest). Whatever the source,
+//! `jobs/<name>.wasm`, then its bytes through `fetcher::Lookup`: the store,
+//! then the read-only caches, then the peers (chunk by chunk against the
+//! signed chunk list, into the store under its digest). Whatever the source,
 //! [`Job::from_verified`] checks the bytes against the signed target again
 //! before anything runs them.
 //!
 //! Two kinds of cache, both in the `fetcher` CAS layout (objects in
 //! `<dir>/cas/sha256/<2>/<64>`, TUF in `<dir>/tuf/`):
-//! * read-only caches, looked at first: on a booted node `/phase`, the
+//! * read-only caches: on a booted node `/phase`, the
 //!   payload stage 1 verified (its `tuf/root.json` is the trust anchor when
 //!   nothing else is given, its `tuf/metadata/` the offline fallback);
 //! * plasmd's own writable store (the state directory): the trusted TUF
@@ -20,9 +20,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fetcher::{
-    Cas, ChunkList, FetchOptions, Fetcher, ObjectSpec, Peer, PeerTransport, Sha256Digest,
-};
+use fetcher::{Cas, FetchOptions, Fetcher, Lookup, Origin, Peer, PeerTransport, TargetObject};
 use verifier::{DirStorage, Storage, Updater};
 
 use crate::job::{job_name, target_name, Job, JobError};
@@ -79,7 +77,7 @@ pub struct Sources {
     /// plasmd's writable store: trusted state in `<store>/tuf`, fetched
     /// jobs in `<store>/cas/sha256`.
     pub store: PathBuf,
-    /// Read-only caches looked at first (objects, metadata, trust anchor).
+    /// Read-only caches (objects after the store; metadata; trust anchor).
     pub caches: Vec<PathBuf>,
     /// Trusted root used when `<store>/tuf/root.json` does not exist
     /// (default: the first cache's `tuf/root.json`).
@@ -140,7 +138,7 @@ impl Resolver {
                 sources
                     .caches
                     .first()
-                    .map(|c| c.join("tuf").join("root.json"))
+                    .map(|c| c.join(fetcher::cas::layout::TUF).join("root.json"))
             });
             let Some(root) = anchor else {
                 return Err(ResolveError::Setup(format!(
@@ -194,7 +192,7 @@ impl Resolver {
     fn seed_metadata(&self, meta_dir: &Path) {
         let _ = std::fs::create_dir_all(meta_dir);
         for c in &self.caches {
-            let Ok(rd) = std::fs::read_dir(c.join("tuf").join("metadata")) else {
+            let Ok(rd) = std::fs::read_dir(c.join(fetcher::cas::layout::METADATA)) else {
                 continue;
             };
             for e in rd.flatten().take(10_000) {
@@ -218,18 +216,12 @@ impl Resolver {
         }
     }
 
-    /// Where the object is: a read-only cache, else the store.
-    fn local_object(&self, sha: &Sha256Digest) -> Option<(PathBuf, String)> {
-        let hex = sha.to_hex();
-        for c in &self.caches {
-            let p = c.join("cas").join("sha256").join(&hex[..2]).join(&hex);
-            if p.is_file() {
-                return Some((p, format!("cache {}", c.display())));
-            }
-        }
-        self.cas
-            .contains(sha)
-            .then(|| (self.cas.object_path(sha), "store".to_string()))
+    /// Finds objects: the store, then the read-only caches, then the
+    /// peers (into the store).
+    fn lookup(&self) -> Lookup {
+        Lookup::new(self.fetcher.clone())
+            .with_caches(self.caches.iter().cloned())
+            .with_peers(self.peers.clone())
     }
 
     /// Refresh TUF, then resolve `name` (`hello` for `jobs/hello.wasm`).
@@ -238,7 +230,7 @@ impl Resolver {
         if job_name(&tname).is_none() {
             return Err(JobError::Name(tname).into());
         }
-        let meta_dir = self.cas.tuf_dir().join("metadata");
+        let meta_dir = self.cas.metadata_dir();
         self.seed_metadata(&meta_dir);
         let now = chrono::Utc::now();
         let online = PeerTransport::new(
@@ -281,64 +273,41 @@ impl Resolver {
             source,
         })?;
         let consistent = updater.root().map_err(refresh_err)?.consistent_snapshot;
-        let custom = target.phase().map_err(|source| JobError::Custom {
+        target.phase().map_err(|source| JobError::Custom {
             name: name.to_string(),
             source,
         })?;
-        let sha_hex = target.sha256().unwrap_or("").to_string();
-        let bad_digest = |e: String| {
-            ResolveError::Setup(format!(
-                "job {name}: signed target has an unusable digest: {e}"
-            ))
-        };
-        let sha = Sha256Digest::from_hex(&sha_hex).map_err(|e| bad_digest(e.to_string()))?;
-        let mut chunk_hashes = Vec::new();
-        for h in &custom.chunks.sha256 {
-            chunk_hashes.push(Sha256Digest::from_hex(h).map_err(|e| bad_digest(e.to_string()))?);
+        let object = TargetObject::new(&target, consistent)
+            .map_err(|e| ResolveError::Setup(format!("job {name}: {e}")))?;
+        let found = self
+            .handle
+            .block_on(self.lookup().find(&object, None, None))
+            .map_err(|source| ResolveError::Fetch {
+                name: name.to_string(),
+                sha256: object.spec.sha256.to_hex(),
+                source: Box::new(source),
+            })?;
+        if let Some(e) = &found.ref_error {
+            tracing::warn!(error = %e, "cannot record the job in the cache refs");
         }
-
-        let (path, source) = if let Some(found) = self.local_object(&sha) {
-            found
-        } else {
-            let spec = ObjectSpec {
-                sha256: sha,
-                length: target.length,
-                chunks: ChunkList {
-                    size: custom.chunks.size,
-                    sha256: chunk_hashes,
-                },
-            };
-            let rpath = target.repository_path(consistent);
-            let mut sources = Vec::new();
-            for p in &self.peers {
-                if let Ok(s) = p.source(&sha, &rpath) {
-                    sources.push(s);
+        let source = match &found.origin {
+            Origin::Local => "store".to_string(),
+            Origin::Cache(dir) => format!("cache {}", dir.display()),
+            Origin::Peers(report) => {
+                let by_peer: Vec<String> = report
+                    .peers
+                    .iter()
+                    .filter(|p| p.bytes > 0)
+                    .map(|p| format!("{}={}", p.label, p.bytes))
+                    .collect();
+                if by_peer.is_empty() {
+                    "store".to_string()
+                } else {
+                    by_peer.join(", ")
                 }
             }
-            let report = self
-                .handle
-                .block_on(self.fetcher.fetch(&spec, sources, None))
-                .map_err(|source| ResolveError::Fetch {
-                    name: name.to_string(),
-                    sha256: sha_hex.clone(),
-                    source: Box::new(source),
-                })?;
-            if let Err(e) = self.cas.record_ref(&tname, &custom.version, &sha) {
-                tracing::warn!(error = %e, "cannot record the job in the cache refs");
-            }
-            let by_peer: Vec<String> = report
-                .peers
-                .iter()
-                .filter(|p| p.bytes > 0)
-                .map(|p| format!("{}={}", p.label, p.bytes))
-                .collect();
-            let from = if report.already_present || by_peer.is_empty() {
-                "store".to_string()
-            } else {
-                by_peer.join(", ")
-            };
-            (report.path, from)
         };
+        let path = found.path;
         let bytes = read_object(&path, target.length).map_err(|e| {
             ResolveError::Setup(format!("job {name}: cannot read {}: {e}", path.display()))
         })?;

@@ -343,8 +343,14 @@ impl Fetcher {
     /// Whether the stored object `spec.sha256` stands for `spec` without a
     /// look at its bytes: it was hashed whole, or stored for this very
     /// chunk list (and the options do not ask for a whole hash).
-    fn stored_fits(&self, spec: &ObjectSpec) -> bool {
-        match self.cas.stored(&spec.sha256) {
+    pub fn stored_fits(&self, spec: &ObjectSpec) -> bool {
+        self.fits(spec, self.cas.stored(&spec.sha256))
+    }
+
+    /// Whether an object stored on the strength `stored` (in this CAS or
+    /// another cache) stands for `spec` without a look at its bytes.
+    pub fn fits(&self, spec: &ObjectSpec, stored: Stored) -> bool {
+        match stored {
             Stored::Whole => true,
             Stored::Chunks(list) => !self.opts.verify_whole && list == spec.chunks.digest(),
             Stored::Unknown => false,

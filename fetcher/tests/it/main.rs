@@ -13,6 +13,7 @@ mod disk_full;
 mod duplicate_sources;
 mod garbage_metadata_peer_first;
 mod gc;
+mod lookup_order;
 mod metadata_transport;
 mod nginx_mirror;
 mod one_hash_pass;

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fetcher::{
-    Cas, ChunkList, FetchOptions, Fetcher, ObjectSpec, Peer, PeerTransport, Sha256Digest,
-};
+use fetcher::{Cas, FetchOptions, Fetcher, Lookup, Origin, Peer, PeerTransport, TargetObject};
 use verifier::{DirStorage, Updater};
 
 #[derive(Debug, clap::Args)]
@@ -160,13 +158,6 @@ impl RouteArgs {
     }
 }
 
-struct Planned {
-    name: String,
-    version: String,
-    spec: ObjectSpec,
-    path: String,
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
         !args.peers.is_empty() || !args.mirrors.is_empty() || args.discover.is_some(),
@@ -242,7 +233,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _guard = rt.enter();
         Fetcher::with_route(cas.clone(), opts, &route)?
     };
-    let meta_dir = cas.tuf_dir().join("metadata");
+    let meta_dir = cas.metadata_dir();
     let transport = PeerTransport::new(
         fetcher.client().clone(),
         rt.handle().clone(),
@@ -293,31 +284,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut plan = Vec::new();
     for t in &targets {
-        let custom = t.phase().with_context(|| format!("target {}", t.name))?;
-        let sha = Sha256Digest::from_hex(t.sha256().unwrap_or(""))
-            .with_context(|| format!("target {} has no sha256", t.name))?;
-        let mut hashes = Vec::new();
-        for h in &custom.chunks.sha256 {
-            hashes.push(
-                Sha256Digest::from_hex(h)
-                    .with_context(|| format!("target {}: chunk list", t.name))?,
-            );
-        }
-        plan.push(Planned {
-            name: t.name.clone(),
-            version: custom.version.clone(),
-            spec: ObjectSpec {
-                sha256: sha,
-                length: t.length,
-                chunks: ChunkList {
-                    size: custom.chunks.size,
-                    sha256: hashes,
-                },
-            },
-            path: t.repository_path(consistent),
-        });
+        t.phase().with_context(|| format!("target {}", t.name))?;
+        plan.push(TargetObject::new(t, consistent)?);
     }
     export_metadata(&transport, &storage, &meta_dir)?;
+    // This cache, then the peers (and those discovery finds meanwhile).
+    let lookup = Lookup::new(fetcher.clone()).with_peers(peers.clone());
 
     let multi = indicatif::MultiProgress::new();
     if args.quiet || args.json {
@@ -326,10 +298,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     let mut json_out = Vec::new();
     for p in &plan {
-        let mut sources = Vec::new();
-        for peer in &peers {
-            sources.push(peer.source(&p.spec.sha256, &p.path).context("peer URL")?);
-        }
         let bar = multi.add(indicatif::ProgressBar::new(p.spec.length));
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -377,16 +345,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 (Some(rx), Some(task))
             }
         };
-        let res = rt.block_on(fetcher.fetch_with_feed(&p.spec, sources, feed, Some(cb)));
+        let res = rt.block_on(lookup.find(p, feed, Some(cb)));
         if let Some(t) = forward {
             t.abort();
         }
         bar.finish_and_clear();
         match res {
-            Ok(r) => {
-                cas.record_ref(&p.name, &p.version, &p.spec.sha256)?;
-                let per_peer: Vec<String> = r
-                    .peers
+            Ok(mut found) => {
+                if let Some(e) = found.ref_error.take() {
+                    return Err(e.into());
+                }
+                let (peer_reports, resumed_chunks, elapsed) = match &found.origin {
+                    Origin::Peers(r) => (&r.peers[..], r.resumed_chunks, r.elapsed),
+                    Origin::Local | Origin::Cache(_) => (&[][..], 0, found.elapsed),
+                };
+                let already_present = found.was_held();
+                let per_peer: Vec<String> = peer_reports
                     .iter()
                     .map(|x| match &x.dropped {
                         Some(why) => format!("{}={} (dropped: {why})", x.label, x.bytes),
@@ -396,16 +370,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 if args.json {
                     json_out.push(serde_json::json!({
                         "name": p.name, "sha256": p.spec.sha256, "bytes": p.spec.length,
-                        "seconds": r.elapsed.as_secs_f64(), "already_present": r.already_present,
-                        "resumed_chunks": r.resumed_chunks,
-                        "peers": r.peers.iter().map(|x| serde_json::json!({
+                        "seconds": elapsed.as_secs_f64(), "already_present": already_present,
+                        "resumed_chunks": resumed_chunks,
+                        "peers": peer_reports.iter().map(|x| serde_json::json!({
                             "peer": x.label, "bytes": x.bytes, "chunks": x.chunks,
                             "dropped": x.dropped, "bad": x.bad,
                         })).collect::<Vec<_>>(),
-                        "path": r.path,
+                        "path": found.path,
                     }));
                 } else {
-                    let from = if r.already_present {
+                    let from = if already_present {
                         "already in cache".to_string()
                     } else {
                         per_peer.join(", ")
@@ -415,7 +389,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         p.name,
                         p.spec.sha256,
                         p.spec.length,
-                        r.elapsed.as_secs_f64(),
+                        elapsed.as_secs_f64(),
                         from
                     );
                 }

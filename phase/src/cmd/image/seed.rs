@@ -24,7 +24,8 @@ pub fn seed(
     staging: &Path,
 ) -> anyhow::Result<Vec<String>> {
     let now = chrono::Utc::now();
-    let storage = DirStorage::new(staging.join("tuf")).context("cannot create tuf/")?;
+    let storage =
+        DirStorage::new(staging.join(fetcher::cas::layout::TUF)).context("cannot create tuf/")?;
     verifier::install_root(&storage, root_json, now).context("the trusted root does not verify")?;
     let mut up = Updater::new(storage, DirTransport::new(repo), now);
     up.refresh()
@@ -51,7 +52,7 @@ pub fn seed(
             bail!("target {} has a malformed sha256 {sha:?}", t.name);
         }
         let sha = sha.to_ascii_lowercase();
-        let dir = staging.join("cas").join("sha256").join(&sha[..2]);
+        let dir = staging.join(fetcher::cas::layout::shard(&sha));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let dest = dir.join(&sha);
