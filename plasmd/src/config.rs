@@ -21,7 +21,7 @@ pub const DEFAULT_STATE: &str = "/var/lib/plasmd";
 /// ```toml
 /// state = "/var/lib/plasmd"            # runs/<id>/{log,outcome.json,scratch}
 /// socket = "/run/plasmd/plasmd.sock"
-/// cache = "/phase"                     # read-only CAS looked at first: <cache>/cas/sha256, <cache>/tuf
+/// cache = "/phase"                     # read-only CAS, looked at after the store: <cache>/cas/sha256, <cache>/tuf
 /// root = "/phase/tuf/root.json"        # trust anchor when <state>/tuf has none (default <cache>/tuf/root.json)
 /// peers = ["http://198.18.0.1:7070"]
 /// peers_from_boot = true               # add the http peers named in boot.json (default true)
