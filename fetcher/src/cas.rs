@@ -337,8 +337,7 @@ pub fn object_in(dir: &Path, d: &Sha256Digest) -> PathBuf {
 /// [`Cas::stored`] for an object in a cache that is only read (`dir` as
 /// in [`object_in`]).
 pub fn stored_in(dir: &Path, d: &Sha256Digest) -> Stored {
-    let object = object_in(dir, d);
-    stored_at(&object.with_file_name(format!("{}.chunks", d.to_hex())))
+    stored_at(&dir.join(layout::record(&d.to_hex())))
 }
 
 /// What the chunk-list record at `path` says (no record: hashed whole).
@@ -409,12 +408,12 @@ impl Cas {
     /// `<hex>.chunks`: the record of an object stored on the strength of
     /// its chunks (see [`Stored`]).
     fn record_path(&self, d: &Sha256Digest) -> PathBuf {
-        self.shard_dir(d).join(format!("{}.chunks", d.to_hex()))
+        self.dir.join(layout::record(&d.to_hex()))
     }
 
     /// `<cache>/cas/quarantine`: objects that failed a check, moved aside.
     pub fn quarantine_dir(&self) -> PathBuf {
-        self.dir.join("cas").join("quarantine")
+        self.dir.join(layout::QUARANTINE)
     }
 
     fn sidecar_path(&self, d: &Sha256Digest) -> PathBuf {
@@ -442,9 +441,8 @@ impl Cas {
         mut on_bytes: impl FnMut(u64),
     ) -> Result<(Sha256Digest, u64), CasError> {
         let path = self.object_path(d);
-        let hex = d.to_hex();
-        let mut file =
-            open_beneath(&self.dir, &["cas", "sha256", &hex[..2], &hex]).map_err(io_err(&path))?;
+        let mut file = open_beneath(&self.dir, &Self::beneath(&layout::object(&d.to_hex())))
+            .map_err(io_err(&path))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut len = 0u64;
@@ -834,9 +832,13 @@ impl Cas {
                         report.freed_bytes += size;
                     }
                 } else if let Some((hex, tmp)) = name
-                    .strip_suffix(".chunks")
+                    .strip_suffix(layout::RECORD_SUFFIX)
                     .map(|h| (h, false))
-                    .or_else(|| name.strip_suffix(".chunks.tmp").map(|h| (h, true)))
+                    .or_else(|| {
+                        name.strip_suffix(".tmp")
+                            .and_then(|n| n.strip_suffix(layout::RECORD_SUFFIX))
+                            .map(|h| (h, true))
+                    })
                 {
                     // A record whose object is gone (removed above, or a
                     // writer died between the record and the rename), or
@@ -1119,8 +1121,9 @@ impl PartialObject {
     }
 
     fn record_path(&self) -> PathBuf {
-        let hex = self.spec.sha256.to_hex();
-        self.final_path.with_file_name(format!("{hex}.chunks"))
+        let mut name = self.final_path.clone().into_os_string();
+        name.push(layout::RECORD_SUFFIX);
+        PathBuf::from(name)
     }
 
     fn check_complete(&self) -> Result<(), CasError> {

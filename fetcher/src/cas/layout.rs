@@ -6,7 +6,9 @@
 //! | name | what |
 //! |---|---|
 //! | `cas/sha256/<2 hex>/<64 hex>` | a complete, verified object |
+//! | `cas/sha256/<2 hex>/<64 hex>.chunks` | the chunk-list record of an object stored on the strength of its chunks |
 //! | `cas/locks/<64 hex>` | a writer's lock |
+//! | `cas/quarantine/` | objects that failed a check, moved aside |
 //! | `tuf/` | the trusted TUF state (`verifier::DirStorage`) |
 //! | `tuf/metadata/` | verified metadata under the repository's names |
 //!
@@ -19,6 +21,10 @@ pub const CAS: &str = "cas";
 pub const OBJECTS: &str = "cas/sha256";
 /// Writers' lock files.
 pub const LOCKS: &str = "cas/locks";
+/// Objects that failed a check, moved aside (made when first needed).
+pub const QUARANTINE: &str = "cas/quarantine";
+/// The suffix of an object's chunk-list record, beside the object.
+pub const RECORD_SUFFIX: &str = ".chunks";
 /// The trusted TUF state.
 pub const TUF: &str = "tuf";
 /// Verified metadata under the repository's names (what a peer serves at
@@ -44,6 +50,12 @@ pub fn object(hex: &str) -> String {
     format!("{OBJECTS}/{}/{hex}", shard_name(hex))
 }
 
+/// `cas/sha256/<2 hex>/<64 hex>.chunks`: the chunk-list record of the
+/// object `hex`.
+pub fn record(hex: &str) -> String {
+    format!("{}{RECORD_SUFFIX}", object(hex))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +65,7 @@ mod tests {
         let hex = "ab".repeat(32);
         assert_eq!(shard(&hex), "cas/sha256/ab");
         assert_eq!(object(&hex), format!("cas/sha256/ab/{hex}"));
+        assert_eq!(record(&hex), format!("cas/sha256/ab/{hex}.chunks"));
         assert_eq!(shard("a"), "cas/sha256/a");
         // Not a char boundary at 2: no panic.
         assert_eq!(shard_name("aé"), "aé");
