@@ -324,40 +324,13 @@ fn copy_exact<W: Write>(w: &mut W, what: &'static str, a: &Artifact) -> Result<(
 mod tests {
     use super::*;
 
+    /// A boot record with every optional field: the handover crate's
+    /// format sample.
     fn sample_boot() -> BootJson {
-        BootJson {
-            version: BOOT_JSON_VERSION,
-            mode: "local".into(),
-            channel: "stable".into(),
-            cmdline: "console=ttyS0 phase.stage=target".into(),
-            artifacts: vec![ArtifactRecord {
-                kind: "kernel".into(),
-                target: "stable/x86_64/kernel".into(),
-                sha256: "ab".repeat(32),
-                length: 42,
-            }],
-            tuf: TufVersions {
-                root: Some(1),
-                timestamp: Some(7),
-                snapshot: Some(7),
-                targets: Some(3),
-            },
-            peers: vec![PeerBytes {
-                peer: "http://198.18.0.1:8080".into(),
-                bytes: 42,
-                found: Some("dht".into()),
-                dropped: None,
-            }],
-            steps: vec![StepTiming {
-                step: "fetch".into(),
-                ms: 1234,
-            }],
-            identity: None,
-            platform: Some(handover::Platform {
-                secureboot: handover::SecureBoot::On,
-                lockdown: handover::Lockdown::Integrity,
-            }),
-        }
+        BootJson::from_json(include_bytes!(
+            "../../handover/tests/data/boot-private.json"
+        ))
+        .expect("the handover sample parses")
     }
 
     fn write(dir: &Path, name: &str, bytes: &[u8]) -> Artifact {
