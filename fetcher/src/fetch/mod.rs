@@ -32,29 +32,26 @@
 mod chunk;
 mod chunk_maps;
 mod client;
+mod run;
 mod sched;
 mod shared;
 mod whole_hash;
 mod worker;
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Url;
-use tokio::task::JoinSet;
 
-use crate::cas::{Cas, CasError, PartialObject, Stored};
+use crate::cas::{Cas, CasError, ObjectLock, PartialObject, Stored};
 use crate::digest::Sha256Digest;
 use crate::object::{ObjectSpec, SpecError};
 
-use chunk_maps::{poll_maps, query_chunks};
 pub use client::{redirect_policy, MAX_REDIRECTS};
-use sched::PeerState;
+use run::Run;
 use shared::Shared;
 use whole_hash::WholeHash;
-use worker::worker;
 
 /// Where one peer serves the object.
 #[derive(Debug, Clone)]
@@ -402,202 +399,31 @@ impl Fetcher {
         &self,
         spec: &ObjectSpec,
         sources: Vec<Source>,
-        mut feed: Option<SourceFeed>,
+        feed: Option<SourceFeed>,
         progress: Option<ProgressFn>,
     ) -> Result<FetchReport, FetchError> {
         let start = Instant::now();
         let digest = spec.sha256;
         spec.validate().map_err(|e| FetchError::Spec(digest, e))?;
-        let present = |resumed| FetchReport {
-            sha256: digest,
-            length: spec.length,
-            path: self.cas.object_path(&digest),
-            elapsed: start.elapsed(),
-            already_present: true,
-            resumed_chunks: resumed,
-            peers: Vec::new(),
-        };
-        if self.cas.contains(&digest) && self.stored_fits(spec) {
-            return Ok(present(0));
-        }
         let deadline = start + self.opts.deadline;
-        let lock = loop {
-            if let Some(l) = self
-                .cas
-                .try_lock(&digest)
-                .map_err(|e| FetchError::Cas(digest, e))?
-            {
-                break l;
-            }
-            if Instant::now() >= deadline {
-                return Err(FetchError::LockTimeout(digest));
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        let Some(lock) = self.claim(spec, deadline).await? else {
+            return Ok(FetchReport {
+                sha256: digest,
+                length: spec.length,
+                path: self.cas.object_path(&digest),
+                elapsed: start.elapsed(),
+                already_present: true,
+                resumed_chunks: 0,
+                peers: Vec::new(),
+            });
         };
-        // Another writer may have finished while we waited; an object
-        // stored for another chunk list is hashed whole first.
-        if self.cas.contains(&digest)
-            && (self.stored_fits(spec) || self.confirm_stored(spec).await?)
-        {
-            drop(lock);
-            return Ok(present(0));
-        }
-        let cas = self.cas.clone();
-        let spec2 = spec.clone();
-        let partial = tokio::task::spawn_blocking(move || cas.open_partial(&spec2, lock))
-            .await
-            .map_err(|e| FetchError::Task(digest, e))?
-            .map_err(|e| FetchError::Cas(digest, e))?;
+        let partial = Arc::new(self.resume(spec, lock).await?);
         let resumed = partial.resumed_chunks();
-        let partial = Arc::new(partial);
-        let missing = partial.missing();
-        let mut sources = dedup_sources(sources);
-        sources.truncate(MAX_PEERS);
-        if !missing.is_empty() && sources.is_empty() && feed.is_none() {
-            return Err(FetchError::NoPeers(digest));
-        }
-        let mut seen: HashSet<Url> = sources.iter().map(|s| s.object_url.clone()).collect();
-
-        let n = spec.chunk_count();
-        let npeers = sources.len();
-        let shared = Arc::new(Shared::new(
-            spec,
-            Arc::clone(&partial),
-            &missing,
-            sources,
-            feed.is_some(),
-            self.client.clone(),
-            self.opts.clone(),
-        ));
+        let shared = self.plan(spec, Arc::clone(&partial), sources, feed.is_some())?;
         let whole = shared.whole.clone();
-        let done = shared.sched().done;
-
-        let mut workers = JoinSet::new();
-        // Helpers that hold the shared state: aborted before the end.
-        let mut aux = JoinSet::new();
-        let conns = self.opts.connections_per_peer.max(1);
-        if done < n {
-            // Which chunks each peer holds (a peer still downloading holds some).
-            let mut queries = JoinSet::new();
-            for p in 0..npeers {
-                let sh = Arc::clone(&shared);
-                let t = self.opts.read_timeout;
-                queries.spawn(async move { (p, query_chunks(&sh, p, t).await) });
-            }
-            while let Some(r) = queries.join_next().await {
-                if let Ok((p, map)) = r {
-                    shared.sched().peers[p].set_map(map, n);
-                }
-            }
-            for p in 0..npeers {
-                for k in 0..conns {
-                    workers.spawn(worker(Arc::clone(&shared), p, k));
-                }
-            }
-            aux.spawn(poll_maps(Arc::clone(&shared)));
-        } else {
-            feed = None;
-        }
-        if let Some(cb) = progress.clone() {
-            let sh = Arc::clone(&shared);
-            aux.spawn(async move {
-                let mut last = (Instant::now(), 0u64);
-                loop {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    report_progress(&sh, &cb, &mut last);
-                }
-            });
-        }
-
-        let mut timed_out = false;
-        loop {
-            let finished = shared.sched().done == n;
-            if workers.is_empty() && (feed.is_none() || finished || timed_out) {
-                break;
-            }
-            // With no worker left, wait for a new peer only while the
-            // fetch is within its stall limit.
-            let stall_end = shared.sched().progressed + self.opts.read_timeout * 3;
-            tokio::select! {
-                r = workers.join_next(), if !workers.is_empty() => match r {
-                    None => {}
-                    Some(Err(e)) if e.is_panic() => {
-                        shared.stop.store(true, Ordering::Relaxed);
-                        workers.abort_all();
-                        aux.abort_all();
-                        while aux.join_next().await.is_some() {}
-                        return Err(FetchError::Task(digest, e));
-                    }
-                    Some(_) => {}
-                },
-                src = recv_feed(&mut feed), if feed.is_some() => match src {
-                    None => feed = None,
-                    Some(source) => {
-                        if finished || !seen.insert(source.object_url.clone()) {
-                            continue;
-                        }
-                        let p = {
-                            let mut s = shared.sched();
-                            if s.peers.len() >= MAX_PEERS {
-                                continue;
-                            }
-                            tracing::debug!(peer = %source.label, "peer joined the fetch");
-                            s.peers.push(PeerState::new(source, true, n));
-                            s.peers.len() - 1
-                        };
-                        let sh = Arc::clone(&shared);
-                        let t = self.opts.read_timeout;
-                        aux.spawn(async move {
-                            let map = query_chunks(&sh, p, t).await;
-                            sh.sched().peers[p].set_map(map, n);
-                            sh.changed.notify_waiters();
-                        });
-                        for k in 0..conns {
-                            workers.spawn(worker(Arc::clone(&shared), p, k));
-                        }
-                    }
-                },
-                _ = tokio::time::sleep_until(stall_end.into()), if workers.is_empty() => {
-                    break;
-                }
-                _ = tokio::time::sleep_until(deadline.into()), if !timed_out => {
-                    timed_out = true;
-                    shared.stop.store(true, Ordering::Relaxed);
-                    workers.abort_all();
-                }
-            }
-        }
-        // Wait for the aborts to land: these tasks hold the partial.
-        aux.abort_all();
-        while aux.join_next().await.is_some() {}
-        let (all_done, fatal) = {
-            let mut s = shared.sched();
-            (s.done == n, s.fatal.take())
-        };
-        // A write that failed is fatal even when its chunk was the last.
-        if let Some(e) = fatal {
-            return Err(FetchError::Cas(digest, e));
-        }
-        if !all_done {
-            let missing = n - shared.sched().done;
-            let peers = shared.sched().peer_summary();
-            if timed_out {
-                return Err(FetchError::Deadline {
-                    digest,
-                    deadline: self.opts.deadline,
-                    missing,
-                    peers,
-                });
-            }
-            return Err(FetchError::Exhausted {
-                digest,
-                missing,
-                total: n,
-                peers,
-            });
-        }
-        let peers_report = shared.sched().peer_reports();
-        drop(shared);
+        let mut run = Run::start(shared, feed, progress.clone()).await;
+        let timed_out = run.drive(deadline).await?;
+        let peers = run.finish(timed_out).await?;
         let path = store(partial, whole).await?;
         if let Some(cb) = &progress {
             cb(&Progress {
@@ -615,8 +441,86 @@ impl Fetcher {
             elapsed: start.elapsed(),
             already_present: false,
             resumed_chunks: resumed,
-            peers: peers_report,
+            peers,
         })
+    }
+
+    /// Takes the object's lock, waiting for another writer (bounded by
+    /// `deadline`). `None`: the object is stored already and stands for
+    /// `spec`, before the wait or after it (another writer may have
+    /// finished meanwhile; an object stored for another chunk list is
+    /// hashed whole first).
+    async fn claim(
+        &self,
+        spec: &ObjectSpec,
+        deadline: Instant,
+    ) -> Result<Option<ObjectLock>, FetchError> {
+        let digest = spec.sha256;
+        if self.cas.contains(&digest) && self.stored_fits(spec) {
+            return Ok(None);
+        }
+        let lock = loop {
+            if let Some(l) = self
+                .cas
+                .try_lock(&digest)
+                .map_err(|e| FetchError::Cas(digest, e))?
+            {
+                break l;
+            }
+            if Instant::now() >= deadline {
+                return Err(FetchError::LockTimeout(digest));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        if self.cas.contains(&digest)
+            && (self.stored_fits(spec) || self.confirm_stored(spec).await?)
+        {
+            return Ok(None);
+        }
+        Ok(Some(lock))
+    }
+
+    /// Opens the object's partial file (on the blocking pool); the chunks
+    /// an interrupted fetch left in it count as done.
+    async fn resume(
+        &self,
+        spec: &ObjectSpec,
+        lock: ObjectLock,
+    ) -> Result<PartialObject, FetchError> {
+        let digest = spec.sha256;
+        let cas = self.cas.clone();
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || cas.open_partial(&spec, lock))
+            .await
+            .map_err(|e| FetchError::Task(digest, e))?
+            .map_err(|e| FetchError::Cas(digest, e))
+    }
+
+    /// The state the fetch's tasks share: the sources to ask (repeated
+    /// object URLs once, at most [`MAX_PEERS`]) and the chunks still
+    /// missing. No source, no feed and something missing: [`FetchError::NoPeers`].
+    fn plan(
+        &self,
+        spec: &ObjectSpec,
+        partial: Arc<PartialObject>,
+        sources: Vec<Source>,
+        has_feed: bool,
+    ) -> Result<Arc<Shared>, FetchError> {
+        let missing = partial.missing();
+        let mut sources = dedup_sources(sources);
+        sources.truncate(MAX_PEERS);
+        if !missing.is_empty() && sources.is_empty() && !has_feed {
+            return Err(FetchError::NoPeers(spec.sha256));
+        }
+        Ok(Arc::new(Shared::new(
+            spec,
+            partial,
+            &missing,
+            sources,
+            has_feed,
+            self.client.clone(),
+            self.opts.clone(),
+        )))
     }
 }
 
@@ -658,13 +562,6 @@ async fn store(
 /// Sources that join a running fetch (see [`Fetcher::fetch_with_feed`]).
 pub type SourceFeed = tokio::sync::mpsc::UnboundedReceiver<Source>;
 
-async fn recv_feed(feed: &mut Option<SourceFeed>) -> Option<Source> {
-    match feed {
-        Some(f) => f.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The sources with repeated object URLs removed (first one kept).
 fn dedup_sources(sources: Vec<Source>) -> Vec<Source> {
     let mut seen = HashSet::new();
@@ -678,27 +575,6 @@ fn dedup_sources(sources: Vec<Source>) -> Vec<Source> {
             new
         })
         .collect()
-}
-
-fn report_progress(sh: &Shared, cb: &ProgressFn, last: &mut (Instant, u64)) {
-    let flow = sh.flow_bytes.load(Ordering::Relaxed);
-    let now = Instant::now();
-    let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
-    let rate = (flow.saturating_sub(last.1)) as f64 / dt;
-    *last = (now, flow);
-    let peers = sh
-        .sched()
-        .peers
-        .iter()
-        .filter(|p| p.dropped.is_none())
-        .count();
-    cb(&Progress {
-        object: sh.spec.sha256,
-        done: sh.done_bytes.load(Ordering::Relaxed),
-        total: sh.spec.length,
-        rate,
-        peers,
-    });
 }
 
 /// Largest chunk map accepted (`/cas/sha256/<hex>/chunks`).
