@@ -7,26 +7,36 @@
 //! [`crate::PeerTransport`], which shares its client) goes by the route. There
 //! is no fallback: when the proxy or Tor fails, the request fails.
 //!
-//! How the proxied routes are hooked in: reqwest 0.13 has no public
-//! connector hook that sees the destination (its connector layers get a
-//! sealed request type), and its own SOCKS support needs a TLS feature (the
-//! plain connector refuses a `socks5h://` proxy URI). What it has is
-//! `ClientBuilder::unix_socket`: every connection goes to one Unix socket,
-//! with no DNS lookup. So a [`Gateway`] listens on a Unix socket in a fresh
-//! 0700 directory, reads the head of the first request on each connection
-//! (reqwest pools connections per scheme and authority, so one connection
-//! carries one origin), takes the origin from its `Host` header, dials it
-//! through arti ([`arti_client::TorClient::connect_with_prefs`]) or through
-//! the external SOCKS5 proxy (host names resolved by the proxy), replays the
-//! head and then copies bytes both ways. No TCP port is opened.
+//! How the proxied routes are hooked in: the fetcher's HTTP client is
+//! reqwest 0.13, whose connector takes no dialer of ours (its connector
+//! layers get a sealed request type) and whose `socks5h://` proxy fails in
+//! a build without TLS (its plain connector refuses the proxy's scheme).
+//! What it has is `ClientBuilder::unix_socket`: every connection goes to
+//! one Unix socket, with no DNS lookup. So a [`Gateway`] listens on a Unix
+//! socket in a fresh 0700 directory and serves each connection with
+//! hyper's HTTP/1 server; each request goes on to the origin its `Host`
+//! names through a hyper-util client whose connector, a `Dialer`, sees
+//! the destination of every connection it opens and dials it through arti
+//! ([`arti_client::TorClient::connect_with_prefs`]) or through the
+//! external proxy (hyper-util's SOCKS5 connector, host names resolved by
+//! the proxy). No TCP port is opened. See docs/tor.md.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixListener, UnixStream};
+use hyper::body::Incoming;
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::connect::proxy::SocksV5;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixListener;
 
 /// How a fetcher's HTTP client reaches peers and mirrors.
 #[derive(Clone, Debug, Default)]
@@ -58,7 +68,7 @@ impl Route {
     pub(crate) fn gateway(&self) -> std::io::Result<Option<Arc<Gateway>>> {
         match self {
             Route::Direct => Ok(None),
-            Route::Socks5(a) => Gateway::start(Dialer::Socks5(a.clone()), None).map(Some),
+            Route::Socks5(a) => Gateway::start(Dialer::socks5(a)?).map(Some),
             #[cfg(feature = "tor")]
             Route::Tor(t) => Ok(Some(t.gateway())),
         }
@@ -147,17 +157,159 @@ pub enum TorError {
     Onion(String),
 }
 
-/// How the gateway reaches an origin.
-pub(crate) enum Dialer {
-    /// Through an external SOCKS5 proxy.
-    Socks5(String),
-    /// Through arti.
+/// Time allowed for an external SOCKS5 proxy to connect a stream.
+const SOCKS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a dialed stream reports to, shared by a gateway's connections.
+struct Watch {
+    events: Option<TorEventFn>,
+    started: Instant,
+    first_byte: AtomicBool,
+}
+
+impl Watch {
+    fn new(events: Option<(TorEventFn, Instant)>) -> Arc<Self> {
+        let (events, started) = match events {
+            Some((f, t)) => (Some(f), t),
+            None => (None, Instant::now()),
+        };
+        Arc::new(Self {
+            events,
+            started,
+            first_byte: AtomicBool::new(false),
+        })
+    }
+
+    fn emit(&self, e: TorEvent) {
+        if let Some(f) = &self.events {
+            f(&e);
+        }
+    }
+}
+
+#[derive(Clone)]
+enum How {
+    /// hyper-util's SOCKS5 connector (`socks5h`: the proxy resolves names).
+    Socks5(String, SocksV5<HttpConnector>),
+    /// arti.
     #[cfg(feature = "tor")]
     Tor(
         Arc<arti_client::TorClient<tor_rtcompat::PreferredRuntime>>,
         arti_client::StreamPrefs,
     ),
 }
+
+/// The connector of the gateway's HTTP client (a tower `Service<Uri>`, as
+/// hyper-util wants it): dials each origin by the route. A dial that fails
+/// is reported as [`TorEvent::StreamFailed`].
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    how: How,
+    watch: Arc<Watch>,
+}
+
+impl Dialer {
+    /// Through the external SOCKS5 proxy `proxy` (`host:port`).
+    fn socks5(proxy: &str) -> std::io::Result<Self> {
+        let uri: Uri = format!("socks5h://{proxy}")
+            .parse()
+            .map_err(std::io::Error::other)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        Ok(Self {
+            how: How::Socks5(proxy.to_string(), SocksV5::new(uri, http).local_dns(false)),
+            watch: Watch::new(None),
+        })
+    }
+
+    /// Through arti.
+    #[cfg(feature = "tor")]
+    pub(crate) fn tor(
+        client: Arc<arti_client::TorClient<tor_rtcompat::PreferredRuntime>>,
+        prefs: arti_client::StreamPrefs,
+        events: Option<(TorEventFn, Instant)>,
+    ) -> Self {
+        Self {
+            how: How::Tor(client, prefs),
+            watch: Watch::new(events),
+        }
+    }
+
+    async fn dial(self, dst: Uri) -> std::io::Result<Box<dyn Stream>> {
+        let host = dst
+            .host()
+            .ok_or_else(|| std::io::Error::other("no host in the URL"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = dst.port_u16().unwrap_or(80);
+        let target = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let stream: Result<Box<dyn Stream>, String> = match self.how {
+            How::Socks5(proxy, mut socks) => {
+                // The port spelled out: the connector's default is 443.
+                let dst: Uri = format!("http://{target}")
+                    .parse()
+                    .map_err(std::io::Error::other)?;
+                tokio::time::timeout(SOCKS_TIMEOUT, tower_service::Service::call(&mut socks, dst))
+                    .await
+                    .map_err(|_| format!("SOCKS5 proxy {proxy} did not answer in time"))
+                    .and_then(|r| r.map_err(|e| format!("SOCKS5 proxy {proxy}: {e}")))
+                    .map(|io| Box::new(io.into_inner()) as Box<dyn Stream>)
+            }
+            #[cfg(feature = "tor")]
+            How::Tor(client, prefs) => client
+                .connect_with_prefs((host.as_str(), port), &prefs)
+                .await
+                .map_err(|e| e.to_string())
+                .map(|s| Box::new(s) as Box<dyn Stream>),
+        };
+        match stream {
+            Ok(s) => Ok(s),
+            Err(error) => {
+                tracing::warn!(%target, %error, "route: connection failed");
+                self.watch.emit(TorEvent::StreamFailed {
+                    target,
+                    error: error.clone(),
+                });
+                Err(std::io::Error::other(error))
+            }
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for Dialer {
+    type Response = TokioIo<Box<dyn Stream>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.dial(dst).await.map(TokioIo::new) })
+    }
+}
+
+/// A dialed stream. arti's streams buffer writes into cells; hyper flushes
+/// after each request head, which sends them.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl Connection for Box<dyn Stream> {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The Unix-socket gateway a proxied client connects to; stops (and its
 /// directory goes) when dropped.
@@ -179,47 +331,19 @@ impl Drop for Gateway {
     }
 }
 
-struct Shared {
-    dialer: Dialer,
-    events: Option<TorEventFn>,
-    started: Instant,
-    first_byte: AtomicBool,
-}
-
-impl Shared {
-    fn emit(&self, e: TorEvent) {
-        if let Some(f) = &self.events {
-            f(&e);
-        }
-    }
-}
-
-/// Largest request head read before dialing.
-const MAX_HEAD: usize = 64 * 1024;
-/// Time allowed for the head to arrive, and for a proxy handshake.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-
 impl Gateway {
-    pub(crate) fn start(
-        dialer: Dialer,
-        events: Option<(TorEventFn, Instant)>,
-    ) -> std::io::Result<Arc<Self>> {
+    /// Opens the socket and serves it on the current tokio runtime.
+    pub(crate) fn start(dialer: Dialer) -> std::io::Result<Arc<Self>> {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new().prefix("phase-route-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         let path = dir.path().join("gw.sock");
         let listener = UnixListener::bind(&path)?;
-        let (events, started) = match events {
-            Some((f, t)) => (Some(f), t),
-            None => (None, Instant::now()),
-        };
-        let shared = Arc::new(Shared {
-            dialer,
-            events,
-            started,
-            first_byte: AtomicBool::new(false),
-        });
-        let task = tokio::spawn(accept_loop(listener, shared));
+        let watch = Arc::clone(&dialer.watch);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(dialer);
+        let task = tokio::spawn(accept_loop(listener, client, watch));
         Ok(Arc::new(Self {
             path,
             _dir: dir,
@@ -233,7 +357,7 @@ impl Gateway {
     }
 }
 
-async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: UnixListener, client: Client<Dialer, Incoming>, watch: Arc<Watch>) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -243,209 +367,51 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let sh = Arc::clone(&shared);
+        let (client, watch) = (client.clone(), Arc::clone(&watch));
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, sh).await {
+            let serve = hyper::service::service_fn(move |req| {
+                forward(client.clone(), Arc::clone(&watch), req)
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), serve)
+                .await
+            {
                 tracing::debug!(error = %e, "route gateway: connection ended");
             }
         });
     }
 }
 
-/// One client connection: its first request head names the origin.
-async fn handle(mut s: UnixStream, sh: Arc<Shared>) -> std::io::Result<()> {
-    let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut s))
-        .await
-        .map_err(|_| std::io::Error::other("no request head in time"))??;
-    let Some(head) = head else {
-        return Ok(());
-    };
-    let (host, port) = match origin(&head) {
-        Some(o) => o,
-        None => {
-            let _ = s
-                .write_all(
-                    b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
-                )
-                .await;
-            return Ok(());
-        }
-    };
-    let label = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let remote: Result<Box<dyn Stream>, String> = match &sh.dialer {
-        Dialer::Socks5(proxy) => {
-            tokio::time::timeout(HEAD_TIMEOUT, socks5_connect(proxy, &host, port))
-                .await
-                .map_err(|_| format!("SOCKS5 proxy {proxy} did not answer in time"))
-                .and_then(|r| r.map_err(|e| format!("SOCKS5 proxy {proxy}: {e}")))
-                .map(|t| Box::new(t) as Box<dyn Stream>)
-        }
-        #[cfg(feature = "tor")]
-        Dialer::Tor(client, prefs) => client
-            .connect_with_prefs((host.as_str(), port), prefs)
-            .await
-            .map_err(|e| e.to_string())
-            .map(|t| Box::new(t) as Box<dyn Stream>),
-    };
-    let mut remote = match remote {
-        Ok(r) => r,
-        Err(error) => {
-            tracing::warn!(target = %label, %error, "route gateway: connection failed");
-            sh.emit(TorEvent::StreamFailed {
-                target: label,
-                error,
-            });
-            // The request fails as a connection error, never as an answer.
-            return Ok(());
-        }
-    };
-    // arti's streams buffer writes into cells: flush, or the request
-    // waits for more bytes that never come.
-    if let Err(e) = async {
-        remote.write_all(&head).await?;
-        remote.flush().await
-    }
-    .await
-    {
-        sh.emit(TorEvent::StreamFailed {
-            target: label,
-            error: e.to_string(),
+/// One request, sent on to the origin its `Host` names; the first answer
+/// of all is reported as [`TorEvent::FirstByte`]. When the origin cannot
+/// be reached the client's connection closes without an answer: the
+/// request fails as a connection error, never as an answer.
+async fn forward(
+    client: Client<Dialer, Incoming>,
+    watch: Arc<Watch>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Incoming>, BoxError> {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .ok_or("a request without Host")?
+        .to_str()?;
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = format!("http://{host}{path}").parse()?;
+    let target = format!(
+        "{}:{}",
+        uri.host().unwrap_or_default(),
+        uri.port_u16().unwrap_or(80)
+    );
+    *req.uri_mut() = uri;
+    let answer = client.request(req).await?;
+    if !watch.first_byte.swap(true, Ordering::AcqRel) {
+        watch.emit(TorEvent::FirstByte {
+            target,
+            elapsed: watch.started.elapsed(),
         });
-        return Ok(());
     }
-    let (mut cr, mut cw) = s.into_split();
-    let (mut tr, mut tw) = tokio::io::split(remote);
-    let up = async {
-        let r = tokio::io::copy(&mut cr, &mut tw).await;
-        let _ = tw.shutdown().await;
-        r
-    };
-    let down = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut total = 0u64;
-        loop {
-            let n = tr.read(&mut buf).await?;
-            if n == 0 {
-                let _ = cw.shutdown().await;
-                return Ok::<u64, std::io::Error>(total);
-            }
-            if total == 0 && !sh.first_byte.swap(true, Ordering::AcqRel) {
-                sh.emit(TorEvent::FirstByte {
-                    target: label.clone(),
-                    elapsed: sh.started.elapsed(),
-                });
-            }
-            total += n as u64;
-            cw.write_all(&buf[..n]).await?;
-        }
-    };
-    let (u, d) = tokio::join!(up, down);
-    u?;
-    d?;
-    Ok(())
-}
-
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// Reads until the end of the first request head (`\r\n\r\n`); `None` if
-/// the client closed first. Bytes after the head stay in the result (a
-/// body or a pipelined request) and are replayed with it.
-async fn read_head(s: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(Some(buf));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(std::io::Error::other("request head too large"));
-        }
-    }
-}
-
-/// The origin (host without brackets, port) from a request head's `Host`
-/// header (port 80 when absent: the proxied routes carry `http://` only).
-fn origin(head: &[u8]) -> Option<(String, u16)> {
-    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let text = std::str::from_utf8(&head[..end]).ok()?;
-    let value = text.split("\r\n").skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case("host").then(|| v.trim())
-    })?;
-    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
-        let (h, after) = rest.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None if after.is_empty() => 80,
-            None => return None,
-        };
-        (h.to_string(), port)
-    } else {
-        match value.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().ok()?),
-            None => (value.to_string(), 80),
-        }
-    };
-    let valid = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
-    (valid && port != 0).then_some((host, port))
-}
-
-/// A SOCKS5 client handshake (RFC 1928, no authentication, CONNECT by
-/// name so the proxy resolves it).
-async fn socks5_connect(proxy: &str, host: &str, port: u16) -> std::io::Result<TcpStream> {
-    let mut s = TcpStream::connect(proxy).await?;
-    s.set_nodelay(true)?;
-    s.write_all(&[5, 1, 0]).await?;
-    let mut r = [0u8; 2];
-    s.read_exact(&mut r).await?;
-    if r != [5, 0] {
-        return Err(std::io::Error::other(
-            "proxy refused the no-authentication method",
-        ));
-    }
-    let name = host.as_bytes();
-    let len = u8::try_from(name.len()).map_err(|_| std::io::Error::other("host name too long"))?;
-    let mut req = vec![5, 1, 0, 3, len];
-    req.extend_from_slice(name);
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).await?;
-    let mut rep = [0u8; 4];
-    s.read_exact(&mut rep).await?;
-    if rep[0] != 5 {
-        return Err(std::io::Error::other("not a SOCKS5 answer"));
-    }
-    if rep[1] != 0 {
-        return Err(std::io::Error::other(format!(
-            "CONNECT to {host}:{port} refused (SOCKS reply {})",
-            rep[1]
-        )));
-    }
-    let skip = match rep[3] {
-        1 => 4,
-        4 => 16,
-        3 => {
-            let mut l = [0u8; 1];
-            s.read_exact(&mut l).await?;
-            usize::from(l[0])
-        }
-        _ => return Err(std::io::Error::other("bad SOCKS5 address type")),
-    };
-    let mut rest = vec![0u8; skip + 2];
-    s.read_exact(&mut rest).await?;
-    Ok(s)
+    Ok(answer)
 }
 
 #[cfg(feature = "tor")]
@@ -618,11 +584,8 @@ mod embedded {
             }
             let mut prefs = StreamPrefs::new();
             prefs.connect_to_onion_services(arti_client::config::BoolOrAuto::Explicit(true));
-            let gateway = Gateway::start(
-                Dialer::Tor(Arc::clone(&client), prefs),
-                events.map(|f| (f, started)),
-            )
-            .map_err(TorError::Gateway)?;
+            let dialer = Dialer::tor(Arc::clone(&client), prefs, events.map(|f| (f, started)));
+            let gateway = Gateway::start(dialer).map_err(TorError::Gateway)?;
             Ok(Self {
                 inner: Arc::new(Inner { client, gateway }),
             })
@@ -776,24 +739,113 @@ mod tests {
         assert!(parse_socks5("u:p@h:1").is_err());
     }
 
-    #[test]
-    fn the_origin_comes_from_the_host_header() {
-        let o = |h: &str| origin(h.as_bytes());
-        assert_eq!(
-            o("GET /x HTTP/1.1\r\nhost: 198.18.0.5:7070\r\n\r\n"),
-            Some(("198.18.0.5".into(), 7070))
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// An HTTP origin that answers `ok` to every request; counts them.
+    async fn origin() -> (SocketAddr, Arc<Mutex<usize>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hits = Arc::new(Mutex::new(0));
+        let h = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                *h.lock().unwrap() += 1;
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        (addr, hits)
+    }
+
+    /// A SOCKS5 proxy (no authentication, CONNECT only) that records the
+    /// `host:port` of each request and connects every one to `to`.
+    async fn proxy(to: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let a = Arc::clone(&asked);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let a = Arc::clone(&a);
+                tokio::spawn(async move {
+                    let mut head = [0u8; 2];
+                    s.read_exact(&mut head).await.unwrap();
+                    let mut methods = vec![0u8; usize::from(head[1])];
+                    s.read_exact(&mut methods).await.unwrap();
+                    s.write_all(&[5, 0]).await.unwrap();
+                    let mut req = [0u8; 4];
+                    s.read_exact(&mut req).await.unwrap();
+                    assert_eq!((req[1], req[3]), (1, 3), "CONNECT by name");
+                    let mut len = [0u8; 1];
+                    s.read_exact(&mut len).await.unwrap();
+                    let mut name = vec![0u8; usize::from(len[0]) + 2];
+                    s.read_exact(&mut name).await.unwrap();
+                    let port = u16::from_be_bytes([name[name.len() - 2], name[name.len() - 1]]);
+                    let host = String::from_utf8_lossy(&name[..name.len() - 2]).to_string();
+                    a.lock().unwrap().push(format!("{host}:{port}"));
+                    let mut up = tokio::net::TcpStream::connect(to).await.unwrap();
+                    s.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                });
+            }
+        });
+        (addr, asked)
+    }
+
+    fn routed(route: &Route) -> (crate::Fetcher, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = crate::Cas::open(dir.path()).unwrap();
+        let f = crate::Fetcher::with_route(cas, crate::FetchOptions::default(), route).unwrap();
+        (f, dir)
+    }
+
+    #[tokio::test]
+    async fn a_socks5_route_hands_the_proxy_the_name_unresolved() {
+        let (origin, hits) = origin().await;
+        let (proxy, asked) = proxy(origin).await;
+        let (f, _dir) = routed(&Route::Socks5(proxy.to_string()));
+        // `.invalid` never resolves (RFC 6761): only the proxy can use it.
+        for path in ["a", "b"] {
+            let r = f
+                .client()
+                .get(format!("http://peer.invalid:7070/{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.text().await.unwrap(), "ok");
+        }
+        let asked = asked.lock().unwrap().clone();
+        assert!(!asked.is_empty());
+        assert!(asked.iter().all(|a| a == "peer.invalid:7070"), "{asked:?}");
+        assert_eq!(*hits.lock().unwrap(), asked.len());
+    }
+
+    #[tokio::test]
+    async fn a_socks5_route_whose_proxy_is_down_never_connects_directly() {
+        let (origin, hits) = origin().await;
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let (f, _dir) = routed(&Route::Socks5(closed.to_string()));
+        let r = f.client().get(format!("http://{origin}/x")).send().await;
+        let e = r.expect_err("no proxy, no answer");
+        assert!(
+            e.status().is_none(),
+            "a connection error, not an answer: {e}"
         );
-        assert_eq!(
-            o("GET / HTTP/1.1\r\nAccept: */*\r\nHost: abc.onion\r\n\r\nrest"),
-            Some(("abc.onion".into(), 80))
-        );
-        assert_eq!(
-            o("GET / HTTP/1.1\r\nhost: [fe80::1]:8080\r\n\r\n"),
-            Some(("fe80::1".into(), 8080))
-        );
-        assert_eq!(o("GET / HTTP/1.1\r\n\r\n"), None);
-        assert_eq!(o("GET / HTTP/1.1\r\nhost: a b:1\r\n\r\n"), None);
-        assert_eq!(o("GET / HTTP/1.1\r\nhost: a:0\r\n\r\n"), None);
-        assert_eq!(o("GET / HTTP/1.1\r\nhost: a:1"), None);
+        assert_eq!(*hits.lock().unwrap(), 0, "the origin was reached directly");
     }
 }
