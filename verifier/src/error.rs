@@ -283,6 +283,12 @@ pub enum TargetRule {
     /// Phase Boot custom metadata is missing or malformed.
     #[error("custom metadata invalid: {0}")]
     Custom(String),
+    /// The target has no dm-verity metadata (`custom.verity`).
+    #[error("no dm-verity metadata (custom.verity)")]
+    NoVerity,
+    /// The dm-verity metadata is malformed.
+    #[error("dm-verity metadata invalid: {0}")]
+    Verity(String),
 }
 
 /// Why a transport could not deliver a file.

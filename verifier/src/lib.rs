@@ -7,7 +7,8 @@
 //! a typed [`Error`] out), the update workflow ([`Updater`]) over a
 //! [`Storage`] for trusted state and a [`Transport`] for repository files,
 //! verified targets with Phase Boot's custom metadata ([`Target`],
-//! [`PhaseCustom`], [`Chunks`]) and the publishing side ([`publish`]).
+//! [`PhaseCustom`], [`Chunks`], a rootfs's dm-verity parameters [`Verity`])
+//! and the publishing side ([`publish`]).
 //!
 //! What it does not own: the network (transports live in the fetcher and the
 //! CLI), the clock policy (callers pass the start time), printing.
@@ -48,6 +49,8 @@ pub use crypto::SigningKey;
 pub use digest::StreamDigest;
 pub use error::{error_chain, Error, HashMismatch, Rule, StorageError, TargetRule, TransportError};
 pub use store::{read_capped, DirStorage, DirTransport, MemoryStorage, Storage, Transport};
-pub use target::{check_target_name, Chunks, Kind, PhaseCustom, Target, DEFAULT_CHUNK_SIZE};
+pub use target::{
+    check_target_name, Chunks, Kind, PhaseCustom, Target, Verity, DEFAULT_CHUNK_SIZE,
+};
 pub use trusted::TrustedSet;
 pub use updater::{encode_name, install_root, role_file, root_fingerprint, Limits, Updater};

@@ -1197,6 +1197,11 @@ impl Publisher {
         self
     }
 
+    /// The targets added so far (name, SHA-256, length, file written).
+    pub fn added(&self) -> &[PublishedTarget] {
+        &self.added
+    }
+
     /// The version the next commit will give targets metadata.
     pub fn next_targets_version(&self) -> u64 {
         self.targets.version + 1

@@ -52,6 +52,9 @@ pub enum Kind {
     Rootfs,
     /// WASM job.
     Job,
+    /// dm-verity hash tree of a rootfs (the rootfs target's
+    /// `custom.verity.tree` names it).
+    Verity,
 }
 
 impl Kind {
@@ -62,6 +65,7 @@ impl Kind {
             Kind::Initramfs => "initramfs",
             Kind::Rootfs => "rootfs",
             Kind::Job => "job",
+            Kind::Verity => "verity",
         }
     }
 }
@@ -166,6 +170,121 @@ pub struct PhaseCustom {
     pub chunks: Chunks,
 }
 
+/// The dm-verity parameters signed on a rootfs target (`custom.verity`):
+/// the rootfs is the data device, the hash device is the target named
+/// `tree`, in the format `veritysetup format` writes by default (a
+/// superblock in the first hash block, then the tree). docs/verity.md.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verity {
+    /// Hash format version; always 1 (SHA-256(salt || block)).
+    pub version: u32,
+    /// Hash algorithm; always `sha256`.
+    pub hash_algorithm: String,
+    /// Data block size in bytes.
+    pub data_block_size: u32,
+    /// Hash block size in bytes.
+    pub hash_block_size: u32,
+    /// Data blocks: the target's length over the data block size.
+    pub data_blocks: u64,
+    /// The salt (hex in the metadata; may be empty).
+    pub salt: Vec<u8>,
+    /// The root hash (hex in the metadata).
+    pub root_hash: [u8; 32],
+    /// Name of the target holding the hash device.
+    pub tree: String,
+}
+
+/// The JSON shape of [`Verity`].
+#[derive(Serialize, Deserialize)]
+struct VerityJson {
+    version: u32,
+    hash_algorithm: String,
+    data_block_size: u32,
+    hash_block_size: u32,
+    data_blocks: u64,
+    salt: String,
+    root_hash: String,
+    tree: String,
+}
+
+impl Verity {
+    /// The hash block where the tree starts in the tree target (after the
+    /// superblock): the dm-verity table's `<hash_start_block>`.
+    pub fn hash_start_block(&self) -> u64 {
+        512u64.div_ceil(self.hash_block_size.max(1).into())
+    }
+
+    /// The root hash in lowercase hex.
+    pub fn root_hex(&self) -> String {
+        hex::encode(self.root_hash)
+    }
+
+    /// The salt in lowercase hex.
+    pub fn salt_hex(&self) -> String {
+        hex::encode(&self.salt)
+    }
+
+    /// The `custom.verity` value.
+    pub fn to_json(&self) -> Value {
+        let j = VerityJson {
+            version: self.version,
+            hash_algorithm: self.hash_algorithm.clone(),
+            data_block_size: self.data_block_size,
+            hash_block_size: self.hash_block_size,
+            data_blocks: self.data_blocks,
+            salt: self.salt_hex(),
+            root_hash: self.root_hex(),
+            tree: self.tree.clone(),
+        };
+        // A struct of numbers and strings always serializes.
+        serde_json::to_value(j).unwrap_or(Value::Null)
+    }
+
+    /// Parses and checks a `custom.verity` value; the message names the
+    /// first field that is wrong.
+    pub fn from_json(v: &Value) -> Result<Verity, String> {
+        let j: VerityJson = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        if j.version != 1 {
+            return Err(format!("version {} (only 1 is supported)", j.version));
+        }
+        if j.hash_algorithm != "sha256" {
+            return Err(format!(
+                "hash_algorithm {:?} (only sha256 is supported)",
+                j.hash_algorithm
+            ));
+        }
+        for (what, size) in [
+            ("data_block_size", j.data_block_size),
+            ("hash_block_size", j.hash_block_size),
+        ] {
+            if !size.is_power_of_two() || !(512..=65536).contains(&size) {
+                return Err(format!(
+                    "{what} {size} is not a power of two from 512 to 65536"
+                ));
+            }
+        }
+        let salt = hex::decode(&j.salt).map_err(|_| format!("salt {:?} is not hex", j.salt))?;
+        if salt.len() > 256 {
+            return Err(format!("salt is {} bytes, at most 256", salt.len()));
+        }
+        let root_hash: [u8; 32] = hex::decode(&j.root_hash)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("root_hash {:?} is not 64 hex digits", j.root_hash))?;
+        check_target_name(&j.tree).map_err(|why| format!("tree {:?}: {why}", j.tree))?;
+        Ok(Verity {
+            version: j.version,
+            hash_algorithm: j.hash_algorithm,
+            data_block_size: j.data_block_size,
+            hash_block_size: j.hash_block_size,
+            data_blocks: j.data_blocks,
+            salt,
+            root_hash,
+            tree: j.tree,
+        })
+    }
+}
+
 /// A target resolved through trusted metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -237,6 +356,32 @@ impl Target {
     /// `cmdline` from custom metadata.
     pub fn cmdline(&self) -> Option<&str> {
         self.custom_field("cmdline").and_then(Value::as_str)
+    }
+
+    /// The dm-verity parameters of a rootfs (`custom.verity`), validated:
+    /// version 1, sha256, block sizes powers of two from 512 to 65536 bytes,
+    /// hex salt of at most 256 bytes and root hash of 32, a safe tree target
+    /// name, and data blocks that cover exactly the target's length.
+    /// [`TargetRule::NoVerity`] when there is none,
+    /// [`TargetRule::Verity`] when it is malformed.
+    pub fn verity(&self) -> Result<Verity, Error> {
+        let v = self
+            .custom_field("verity")
+            .ok_or_else(|| self.err(TargetRule::NoVerity))?;
+        let v = Verity::from_json(v).map_err(|m| self.err(TargetRule::Verity(m)))?;
+        let covered = v.data_blocks.checked_mul(v.data_block_size.into());
+        if covered != Some(self.length) {
+            return Err(self.err(TargetRule::Verity(format!(
+                "{} data blocks of {} bytes do not cover the target's {} bytes",
+                v.data_blocks, v.data_block_size, self.length
+            ))));
+        }
+        if v.tree == self.name {
+            return Err(self.err(TargetRule::Verity(
+                "the tree target is the target itself".into(),
+            )));
+        }
+        Ok(v)
     }
 
     /// The chunk list from custom metadata.
@@ -350,6 +495,111 @@ mod tests {
         assert_eq!((c2, len, whole), (c, 10, crate::digest::sha256_hex(&data)));
         assert_eq!(Chunks::of(&[], 4).sha256.len(), 0);
         assert_eq!(Chunks::expected_count(8, 4), 2);
+    }
+
+    fn rootfs_with(verity: Option<Value>) -> Target {
+        let mut custom = serde_json::json!({"kind": "rootfs", "version": "1"});
+        if let Some(v) = verity {
+            custom["verity"] = v;
+        }
+        Target {
+            name: "stable/x86_64/rootfs".into(),
+            length: 3 * 4096,
+            hashes: BTreeMap::new(),
+            custom: Some(custom),
+            role: "targets".into(),
+        }
+    }
+
+    fn good_verity() -> Value {
+        serde_json::json!({
+            "version": 1,
+            "hash_algorithm": "sha256",
+            "data_block_size": 4096,
+            "hash_block_size": 4096,
+            "data_blocks": 3,
+            "salt": "00ff",
+            "root_hash": "ab".repeat(32),
+            "tree": "stable/x86_64/rootfs.verity",
+        })
+    }
+
+    #[test]
+    fn verity_parameters_read_typed_and_round_trip() {
+        let v = rootfs_with(Some(good_verity())).verity().unwrap();
+        assert_eq!(v.salt, vec![0, 255]);
+        assert_eq!(v.root_hash, [0xab; 32]);
+        assert_eq!(v.tree, "stable/x86_64/rootfs.verity");
+        assert_eq!(v.hash_start_block(), 1);
+        assert_eq!(v.to_json(), good_verity());
+        assert_eq!(Verity::from_json(&v.to_json()).unwrap(), v);
+    }
+
+    #[test]
+    fn missing_verity_is_not_malformed_verity() {
+        let e = rootfs_with(None).verity().unwrap_err();
+        assert!(matches!(e.target_rule(), Some(TargetRule::NoVerity)), "{e}");
+        let mut no_custom = rootfs_with(None);
+        no_custom.custom = None;
+        let e = no_custom.verity().unwrap_err();
+        assert!(matches!(e.target_rule(), Some(TargetRule::NoVerity)), "{e}");
+    }
+
+    #[test]
+    fn malformed_verity_names_the_field() {
+        for (key, value, says) in [
+            ("version", serde_json::json!(0), "version 0"),
+            (
+                "hash_algorithm",
+                serde_json::json!("sha1"),
+                "hash_algorithm \"sha1\"",
+            ),
+            (
+                "data_block_size",
+                serde_json::json!(4000),
+                "data_block_size 4000",
+            ),
+            (
+                "hash_block_size",
+                serde_json::json!(256),
+                "hash_block_size 256",
+            ),
+            ("salt", serde_json::json!("xyz"), "salt \"xyz\" is not hex"),
+            (
+                "salt",
+                serde_json::json!("00".repeat(257)),
+                "salt is 257 bytes",
+            ),
+            ("root_hash", serde_json::json!("abcd"), "root_hash \"abcd\""),
+            ("tree", serde_json::json!("../x"), "tree \"../x\""),
+            (
+                "tree",
+                serde_json::json!("stable/x86_64/rootfs"),
+                "the target itself",
+            ),
+            (
+                "data_blocks",
+                serde_json::json!(4),
+                "4 data blocks of 4096 bytes",
+            ),
+            ("data_blocks", serde_json::json!("3"), "invalid type"),
+        ] {
+            let mut v = good_verity();
+            v[key] = value;
+            let e = rootfs_with(Some(v)).verity().unwrap_err();
+            assert!(
+                matches!(e.target_rule(), Some(TargetRule::Verity(m)) if m.contains(says)),
+                "{key}: {e}"
+            );
+        }
+        let mut v = good_verity();
+        v.as_object_mut().unwrap().remove("root_hash");
+        let e = crate::error_chain(&rootfs_with(Some(v)).verity().unwrap_err());
+        assert!(e.contains("stable/x86_64/rootfs"), "{e}");
+        assert!(
+            e.contains("dm-verity metadata invalid: missing field `root_hash`"),
+            "{e}"
+        );
     }
 
     #[test]
