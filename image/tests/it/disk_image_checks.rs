@@ -138,7 +138,10 @@ fn check_image(
             "{want} missing: {listing}"
         );
     }
-    let efi_files = listing.lines().filter(|l| l.starts_with("::/EFI/")).count();
+    let efi_files = listing
+        .lines()
+        .filter(|l| l.starts_with("::/EFI/") && !l.ends_with('/'))
+        .count();
     assert_eq!(efi_files, loaders.len(), "unexpected EFI files: {listing}");
     for (i, (path, source)) in loaders.iter().enumerate() {
         let copied = work.join(format!("loader-{i}.efi"));
