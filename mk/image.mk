@@ -3,7 +3,8 @@
 ## kernel      Debian's kernel, unpacked (not installed) into $(BUILD)/kernel/<release>/ (KERNEL_VERSION= to pin)
 ## initramfs   stage-1 initramfs $(BUILD)/$(ARCH)/initramfs.img (phase-init, root.json, modules, busybox)
 ## esp         the ESP alone, a FAT32 partition image $(BUILD)/$(ARCH)/esp.img
-## image       bootable GPT disk image $(BUILD)/phase-boot-$(ARCH).img (IMAGE_SIZE=512M, DEFAULT_MODE=internet)
+## image       bootable GPT disk image $(BUILD)/phase-boot-$(ARCH).img (IMAGE_SIZE=512M, DEFAULT_MODE=internet,
+##             SECURE_BOOT=on: shim + Debian-signed systemd-boot, fetched into $(BUILD)/signed; off: systemd-boot alone)
 ## qcow2       $(BUILD)/phase-boot-$(ARCH).qcow2 (QCOW2_OPTS="--compress --cluster-size 65536 --prealloc metadata")
 #
 # Optional: SEED_REPO=DIR CHANNEL=stable seeds the cache partition from a TUF
@@ -15,6 +16,9 @@ KERNEL_VERSION ?=
 SEED_REPO ?=
 CHANNEL ?= stable
 QCOW2_OPTS ?=
+# on: the stick boots every UEFI PC, Secure Boot on (stock Microsoft keys)
+# or off; off: systemd-boot alone, for custom kernels (docs/image.md).
+SECURE_BOOT ?= on
 # Extra kernel parameters for every boot entry (e.g. phase.debug=true).
 CMDLINE_EXTRA ?=
 # Private mode's Tor network: an arti configuration fragment baked into the
@@ -35,16 +39,23 @@ MODULES_LIST := kernel/modules-$(ARCH).list
 ESP_TEMPLATES := esp/loader/loader.conf $(wildcard esp/loader/entries/*.conf) esp/grub/grub.cfg
 # Variables that change the image bytes: a stamp rewritten only when they change.
 IMAGE_VARS := $(BUILD)/$(ARCH)/.image-vars
-IMAGE_VARS_TEXT := size=$(IMAGE_SIZE) mode=$(DEFAULT_MODE) seed=$(SEED_REPO) channel=$(CHANNEL) cmdline=$(CMDLINE_EXTRA) tor=$(TOR_NETWORK)
+IMAGE_VARS_TEXT := size=$(IMAGE_SIZE) mode=$(DEFAULT_MODE) seed=$(SEED_REPO) channel=$(CHANNEL) cmdline=$(CMDLINE_EXTRA) tor=$(TOR_NETWORK) secureboot=$(SECURE_BOOT)
+# The signed loader set `phase image` fetched (rewritten only when a new set is made).
+SIGNED_CURRENT := $(wildcard $(BUILD)/signed/current)
 
 # The `phase` CLI runs these steps; the options every step shares:
 IMAGE_COMMON = --arch $(ARCH) --build-dir $(BUILD) --kernel-version "$$(cat $(KERNEL_CURRENT))" \
   --root $(DEMO_ROOT) --templates esp --modules-list $(MODULES_LIST)
 IMAGE_DISK_OPTS = --initramfs $(INITRAMFS) --size $(IMAGE_SIZE) --default-mode $(DEFAULT_MODE) \
+  $(if $(filter off,$(SECURE_BOOT)),--no-secure-boot) \
   $(if $(CMDLINE_EXTRA),--append-cmdline '$(CMDLINE_EXTRA)') \
   $(if $(SEED_REPO),--seed-repo $(SEED_REPO) --channel $(CHANNEL))
 
 TEST_PREREQS += image qcow2
+
+ifeq ($(filter on off,$(SECURE_BOOT)),)
+$(error SECURE_BOOT=$(SECURE_BOOT): expected on or off)
+endif
 
 # Only x86_64 images exist so far; say so before anything builds.
 ifneq ($(filter kernel initramfs esp image qcow2 test demo,$(MAKECMDGOALS)),)
@@ -94,11 +105,11 @@ $(INITRAMFS): $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT) $(DEMO_ROOT) $(MODULES_LIST
 	  $(if $(TOR_NETWORK),--tor-network $(TOR_NETWORK))
 initramfs: $(INITRAMFS)
 
-$(ESP_IMG): $(PHASE) $(INITRAMFS) $(KERNEL_CURRENT) $(ESP_TEMPLATES) $(IMAGE_VARS)
+$(ESP_IMG): $(PHASE) $(INITRAMFS) $(KERNEL_CURRENT) $(ESP_TEMPLATES) $(IMAGE_VARS) $(SIGNED_CURRENT)
 	$(PHASE) image --stage esp --out $@ $(IMAGE_COMMON) $(IMAGE_DISK_OPTS)
 esp: $(ESP_IMG)
 
-$(IMAGE_IMG): $(PHASE) $(INITRAMFS) $(KERNEL_CURRENT) $(ESP_TEMPLATES) $(IMAGE_VARS)
+$(IMAGE_IMG): $(PHASE) $(INITRAMFS) $(KERNEL_CURRENT) $(ESP_TEMPLATES) $(IMAGE_VARS) $(SIGNED_CURRENT)
 	$(PHASE) image --out $@ $(IMAGE_COMMON) $(IMAGE_DISK_OPTS)
 image: $(IMAGE_IMG)
 

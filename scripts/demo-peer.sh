@@ -19,6 +19,10 @@
 # Environment: DEMO_PEERS=mdns (default: find the peer by mDNS and also name
 # it with phase.peers=) or DEMO_PEERS=mdns-only; DEMO_TIMEOUT (s, 600).
 set -euo pipefail
+# DEMO_SECURE_BOOT=off boots with Secure Boot off; default: on, with the
+# stock Microsoft keys, as a PC leaves the factory.
+SECURE_BOOT_FLAG=(--secure-boot)
+[[ ${DEMO_SECURE_BOOT:-on} == off ]] && SECURE_BOOT_FLAG=()
 PHASE=${1:?usage: demo-peer.sh PHASE_BIN BUILD_DIR KERNEL_RELEASE INIT_BIN}
 BUILD=${2:?usage}
 RELEASE=${3:?usage}
@@ -99,7 +103,7 @@ sed 's/^/    /' "$WORK/serve.log"
 append=''
 [[ ${DEMO_PEERS:-} == mdns-only ]] || append="phase.peers=http://$PEER_IP:$PORT"
 step "boot under QEMU/OVMF (TCG) on tap0: discover -> verify + fetch -> kexec -> overlay root -> plasmd ${append:+($append)}"
-"$here/scripts/test-qemu-x86.sh" --image "$DISK" --netns "$NS" --tap tap0 \
+"$here/scripts/test-qemu-x86.sh" --image "$DISK" ${SECURE_BOOT_FLAG[@]+"${SECURE_BOOT_FLAG[@]}"} --netns "$NS" --tap tap0 \
   ${append:+--append "$append"} --timeout "$TIMEOUT" --stream --expect "$GREETING" \
   --log "$WORK/serial.log"
 

@@ -5,7 +5,7 @@
 #   scripts/test-qemu-x86.sh --image build/phase-boot-x86_64.img \
 #       [--mode internet|local|private] [--append "phase.test=poweroff ..."] \
 #       [--timeout SECONDS] [--expect STRING] [--log FILE] [--stream] \
-#       [--netns NS --tap IFNAME [--mac MAC]] [--memory MIB]
+#       [--netns NS --tap IFNAME [--mac MAC]] [--memory MIB] [--secure-boot]
 #
 # Exit status 0 when STRING (default "phase-init: ready") appears on the
 # serial console within the timeout; otherwise non-zero and the log's tail.
@@ -15,6 +15,9 @@
 # --stream copies the serial console to the terminal as it arrives.
 # --netns/--tap: one virtio NIC on the existing tap IFNAME inside network
 # namespace NS (QEMU runs under `ip netns exec NS`); otherwise no NIC.
+# --secure-boot: OVMF's Secure Boot build with the stock Microsoft keys
+# enrolled (a fresh copy of OVMF_VARS_4M.ms.fd), SMM on, as a PC leaves the
+# factory; otherwise OVMF without enrolled keys (Secure Boot off).
 # KVM is not used (-accel tcg): it does not work on the build machines.
 set -euo pipefail
 
@@ -28,7 +31,7 @@ die() {
 }
 
 image='' mode='' append='' timeout=120 expect='phase-init: ready' log='' stream=false
-netns='' tap='' mac=52:54:00:12:34:56 memory=512
+netns='' tap='' mac=52:54:00:12:34:56 memory=512 secure_boot=false
 while (($#)); do
   case $1 in
     --image) image=${2:?--image needs a path}; shift 2 ;;
@@ -42,6 +45,7 @@ while (($#)); do
     --tap) tap=${2:?--tap needs an interface name}; shift 2 ;;
     --mac) mac=${2:?--mac needs a MAC address}; shift 2 ;;
     --memory) memory=${2:?--memory needs MiB}; shift 2 ;;
+    --secure-boot) secure_boot=true; shift ;;
     -h | --help) usage ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -61,10 +65,22 @@ fi
 
 ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.fd
 ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.fd
+machine=(-machine q35)
+if $secure_boot; then
+  ovmf_code=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd
+  ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
+  machine=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on)
+fi
 for tool in qemu-system-x86_64 qemu-img sgdisk mtype mcopy; do
   command -v "$tool" >/dev/null || die "$tool is missing (scripts/deps-check.sh --install)"
 done
 [[ -f $ovmf_code ]] || die "$ovmf_code is missing (Debian package ovmf)"
+[[ -f $ovmf_vars ]] || die "$ovmf_vars is missing (Debian package ovmf)"
+if $secure_boot; then
+  echo "test-qemu-x86: firmware $ovmf_code, variables $ovmf_vars (Secure Boot on, Microsoft keys enrolled)"
+else
+  echo "test-qemu-x86: firmware $ovmf_code, variables $ovmf_vars (no keys enrolled: Secure Boot off)"
+fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-qemu-x86.XXXXXX")
 qemu_pid='' tail_pid=''
@@ -124,7 +140,7 @@ if [[ -n $mode || -n $append ]]; then
 fi
 
 cp "$ovmf_vars" "$tmp/OVMF_VARS.fd"
-"${runner[@]}" qemu-system-x86_64 -accel tcg -machine q35 -m "$memory" -smp 1 \
+"${runner[@]}" qemu-system-x86_64 -accel tcg "${machine[@]}" -m "$memory" -smp 1 \
   -display none -monitor none "${nic[@]}" -no-reboot \
   -drive "if=pflash,format=raw,unit=0,readonly=on,file=$ovmf_code" \
   -drive "if=pflash,format=raw,unit=1,file=$tmp/OVMF_VARS.fd" \

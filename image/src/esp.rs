@@ -1,7 +1,8 @@
-//! What goes on the EFI System Partition: systemd-boot as the removable-media
-//! loader, its `loader.conf` and one entry per mode (from the templates in
-//! the repository's `esp/`), the kernel, the stage-1 initramfs and a GRUB
-//! fallback config.
+//! What goes on the EFI System Partition: the boot loaders (shim, which
+//! starts Debian-signed systemd-boot, or systemd-boot alone for
+//! `--no-secure-boot`), `loader.conf` and one entry per mode (from the
+//! templates in the repository's `esp/`), the kernel, the stage-1
+//! initramfs and a GRUB fallback config.
 //!
 //! Templates may use `@KERNEL@`, `@INITRD@` (ESP paths of the kernel and
 //! initramfs), `@KVER@` (kernel release), `@DEFAULT_MODE@` and
@@ -17,8 +18,14 @@ pub const MODES: [&str; 3] = ["internet", "local", "private"];
 pub const KERNEL_PATH: &str = "phase/vmlinuz";
 /// ESP path of the stage-1 initramfs.
 pub const INITRD_PATH: &str = "phase/initramfs.img";
-/// ESP path of systemd-boot (the UEFI removable-media default for x86_64).
+/// ESP path of the first loader (the UEFI removable-media default for
+/// x86_64): shim, or systemd-boot without Secure Boot.
 pub const LOADER_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
+/// ESP path of the loader shim starts (shim's default second stage, beside
+/// itself): Debian-signed systemd-boot.
+pub const SHIM_NEXT_PATH: &str = "EFI/BOOT/grubx64.efi";
+/// ESP path of shim's MOK manager (shim starts it to enrol a key).
+pub const MOK_MANAGER_PATH: &str = "EFI/BOOT/mmx64.efi";
 /// ESP path of the GRUB fallback config.
 pub const GRUB_CFG_PATH: &str = "boot/grub/grub.cfg";
 
@@ -41,8 +48,8 @@ pub enum EspError {
 pub struct EspSpec {
     /// The repository's `esp/` directory (templates).
     pub templates: PathBuf,
-    /// `systemd-bootx64.efi`.
-    pub systemd_boot: PathBuf,
+    /// The boot loaders.
+    pub loaders: Loaders,
     /// The kernel image.
     pub kernel: PathBuf,
     /// The kernel release (for `@KVER@`).
@@ -53,6 +60,21 @@ pub struct EspSpec {
     pub default_mode: String,
     /// Words appended to every entry's kernel command line (`@CMDLINE_EXTRA@`).
     pub cmdline_extra: String,
+}
+
+/// The boot loaders an ESP carries.
+#[derive(Debug, Clone)]
+pub enum Loaders {
+    /// For every UEFI PC: Microsoft-signed shim as the removable-media
+    /// loader, its MOK manager, and Debian-signed systemd-boot as shim's
+    /// second stage. Boots with Secure Boot on (stock keys) and off.
+    SecureBoot(crate::signed::SignedLoaders),
+    /// systemd-boot alone as the removable-media loader (any build, e.g.
+    /// unsigned): boots only with Secure Boot off.
+    Plain {
+        /// `systemd-bootx64.efi`.
+        systemd_boot: PathBuf,
+    },
 }
 
 /// ESP path -> file contents; directories are implied.
@@ -129,7 +151,16 @@ pub fn assemble(spec: &EspSpec) -> Result<EspFiles, EspError> {
         Ok(render(&path, &text, &vars)?.into_bytes())
     };
     let mut files = BTreeMap::new();
-    files.insert(LOADER_PATH.to_owned(), read(&spec.systemd_boot)?);
+    match &spec.loaders {
+        Loaders::SecureBoot(signed) => {
+            files.insert(LOADER_PATH.to_owned(), read(&signed.shim)?);
+            files.insert(MOK_MANAGER_PATH.to_owned(), read(&signed.mok_manager)?);
+            files.insert(SHIM_NEXT_PATH.to_owned(), read(&signed.systemd_boot)?);
+        }
+        Loaders::Plain { systemd_boot } => {
+            files.insert(LOADER_PATH.to_owned(), read(systemd_boot)?);
+        }
+    }
     files.insert(
         "loader/loader.conf".to_owned(),
         template("loader/loader.conf")?,

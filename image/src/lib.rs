@@ -8,7 +8,8 @@
 //! * [`cpio`]: a deterministic cpio "newc" archive writer (sorted entries,
 //!   fixed owners and times), zstd-compressed;
 //! * [`stage1`]: the stage-1 initramfs layout that `phase-init` expects;
-//! * [`esp`]: the ESP contents (systemd-boot, loader entries from templates);
+//! * [`esp`]: the ESP contents (shim and systemd-boot, loader entries from templates);
+//! * [`signed`]: the Secure Boot chain's signed binaries from Debian's packages;
 //! * [`disk`]: the GPT disk image (ESP FAT32 + `PHASE-CACHE` ext4) and the
 //!   qcow2 conversion.
 //!
@@ -22,6 +23,7 @@ pub mod elf;
 pub mod esp;
 pub mod kernel;
 pub mod modules;
+pub mod signed;
 pub mod stage1;
 
 mod util;

@@ -50,6 +50,11 @@ use regex::Regex;
 /// OVMF firmware code (read-only) and the variable store template.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF's Secure Boot build (needs SMM) and a variable store with the
+/// stock Microsoft keys enrolled and Secure Boot on, as a PC leaves the
+/// factory.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 /// The QEMU binary for x86_64.
 pub const QEMU_X86_64: &str = "qemu-system-x86_64";
 
@@ -149,6 +154,10 @@ pub struct Qemu {
     nics: u32,
     /// Image boots: QEMU writes the image itself ([`Qemu::writable`]).
     writable: bool,
+    /// Image boots: Secure Boot on with the Microsoft keys ([`Qemu::secure_boot`]).
+    secure_boot: bool,
+    /// Image boots: the disk is a USB stick ([`Qemu::usb_stick`]).
+    usb_stick: bool,
 }
 
 impl Qemu {
@@ -164,6 +173,8 @@ impl Qemu {
             netns: None,
             nics: 0,
             writable: false,
+            secure_boot: false,
+            usb_stick: false,
         }
     }
 
@@ -280,6 +291,22 @@ impl Qemu {
         self
     }
 
+    /// Image boots: OVMF's Secure Boot build with a fresh copy of the
+    /// variable store holding the stock Microsoft keys (Secure Boot on),
+    /// SMM on. Default: OVMF with no keys enrolled (Secure Boot off).
+    pub fn secure_boot(mut self) -> Self {
+        self.secure_boot = true;
+        self
+    }
+
+    /// Image boots: attach the disk as a removable USB mass-storage device
+    /// on an xHCI controller (`qemu-xhci` + `usb-storage`), as a stick in a
+    /// PC, instead of a virtio disk.
+    pub fn usb_stick(mut self) -> Self {
+        self.usb_stick = true;
+        self
+    }
+
     /// Extra QEMU arguments.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
@@ -332,9 +359,27 @@ impl Qemu {
                 } else {
                     prepare_disk(path, mode.as_deref(), append, dir.path())?
                 };
-                args.extend(ovmf_args(dir.path())?);
+                if self.secure_boot {
+                    // SMM guards the variable store: with `secure=on` the
+                    // flash is writable only from SMM, as on a real board.
+                    args.extend([
+                        "-machine".into(),
+                        "smm=on".into(),
+                        "-global".into(),
+                        "driver=cfi.pflash01,property=secure,value=on".into(),
+                    ]);
+                }
+                args.extend(ovmf_args(dir.path(), self.secure_boot)?);
                 args.push("-drive".into());
-                args.push(disk.drive_arg());
+                args.push(disk.drive_arg(self.usb_stick));
+                if self.usb_stick {
+                    args.extend([
+                        "-device".into(),
+                        "qemu-xhci,id=xhci".into(),
+                        "-device".into(),
+                        "usb-storage,bus=xhci.0,drive=stick,removable=on".into(),
+                    ]);
+                }
             }
             Boot::Kernel {
                 kernel,
@@ -379,18 +424,23 @@ fn exists(what: &'static str, p: &Path, hint: &str) -> Result<()> {
     }
 }
 
-fn ovmf_args(dir: &Path) -> Result<Vec<String>> {
+fn ovmf_args(dir: &Path, secure_boot: bool) -> Result<Vec<String>> {
     let hint = " (Debian package ovmf; scripts/deps-check.sh --install)";
-    exists("OVMF firmware", Path::new(OVMF_CODE), hint)?;
-    exists("OVMF variable store", Path::new(OVMF_VARS), hint)?;
+    let (code, template) = if secure_boot {
+        (OVMF_CODE_SECBOOT, OVMF_VARS_MS)
+    } else {
+        (OVMF_CODE, OVMF_VARS)
+    };
+    exists("OVMF firmware", Path::new(code), hint)?;
+    exists("OVMF variable store", Path::new(template), hint)?;
     let vars = dir.join("OVMF_VARS.fd");
-    fs::copy(OVMF_VARS, &vars).map_err(|source| QemuError::Io {
+    fs::copy(template, &vars).map_err(|source| QemuError::Io {
         path: vars.clone(),
         source,
     })?;
     Ok(vec![
         "-drive".into(),
-        format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+        format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
         "-drive".into(),
         format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
     ])
@@ -433,10 +483,13 @@ struct PreparedDisk {
 }
 
 impl PreparedDisk {
-    fn drive_arg(&self) -> String {
+    /// The `-drive` value: a virtio disk, or with `usb` a drive for a
+    /// `usb-storage` device (`id=stick`).
+    fn drive_arg(&self, usb: bool) -> String {
         let path = self.path.to_string_lossy().replace(',', ",,");
+        let attach = if usb { "if=none,id=stick" } else { "if=virtio" };
         let mut s = format!(
-            "if=virtio,format={},file={path},cache=unsafe",
+            "{attach},format={},file={path},cache=unsafe",
             self.format.as_str()
         );
         if self.snapshot {

@@ -41,10 +41,14 @@ fn mtype(fat: &Path, path: &str) -> String {
     )
 }
 
+/// The loaders an ESP must carry, byte for byte: (ESP path, source file).
+type Loaders<'a> = &'a [(&'a str, std::path::PathBuf)];
+
 /// Every check on one image; returns the ESP and cache as separate files.
 fn check_image(
     img: &Path,
     default_mode: &str,
+    loaders: Loaders,
     work: &Path,
 ) -> (std::path::PathBuf, std::path::PathBuf) {
     let out = run_ok(Command::new("sgdisk").arg("-v").arg(img));
@@ -116,7 +120,7 @@ fn check_image(
         !grub.contains('@'),
         "unrendered placeholder in grub.cfg: {grub}"
     );
-    // systemd-boot is the removable-media loader, byte for byte.
+    // The loaders are where firmware and shim look, byte for byte.
     let listing = run_ok(
         Command::new("mdir")
             .env("MTOOLS_SKIP_CHECK", "1")
@@ -124,29 +128,37 @@ fn check_image(
             .arg(&esp)
             .arg("::/"),
     );
-    for want in [
-        "::/EFI/BOOT/BOOTX64.EFI",
-        "::/phase/vmlinuz",
-        "::/phase/initramfs.img",
-    ] {
+    for want in ["::/phase/vmlinuz", "::/phase/initramfs.img"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(loaders.iter().map(|(p, _)| format!("::/{p}")))
+    {
         assert!(
             listing.lines().any(|l| l == want),
             "{want} missing: {listing}"
         );
     }
-    let copied = work.join("bootx64.efi");
-    run_ok(
-        Command::new("mcopy")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-i")
-            .arg(&esp)
-            .arg("::/EFI/BOOT/BOOTX64.EFI")
-            .arg(&copied),
-    );
-    assert_eq!(
-        std::fs::read(&copied).unwrap(),
-        std::fs::read("/usr/lib/systemd/boot/efi/systemd-bootx64.efi").unwrap()
-    );
+    let efi_files = listing
+        .lines()
+        .filter(|l| l.starts_with("::/EFI/") && !l.ends_with('/'))
+        .count();
+    assert_eq!(efi_files, loaders.len(), "unexpected EFI files: {listing}");
+    for (i, (path, source)) in loaders.iter().enumerate() {
+        let copied = work.join(format!("loader-{i}.efi"));
+        run_ok(
+            Command::new("mcopy")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .arg("-i")
+                .arg(&esp)
+                .arg(format!("::/{path}"))
+                .arg(&copied),
+        );
+        assert!(
+            std::fs::read(&copied).unwrap() == std::fs::read(source).unwrap(),
+            "{path} is not {}",
+            source.display()
+        );
+    }
     (esp, cache)
 }
 
@@ -155,7 +167,26 @@ fn make_built_image_passes_sgdisk_fsck_vfat_and_e2fsck() {
     let img = common::built("phase-boot-x86_64.img", "image");
     let work = tempfile::tempdir().unwrap();
     let mode = std::env::var("DEFAULT_MODE").unwrap_or_else(|_| "internet".into());
-    let (esp, _) = check_image(&img, &mode, work.path());
+    // The default image is the Secure Boot chain: Microsoft-signed shim as
+    // the removable-media loader, Debian-signed systemd-boot beside it.
+    let set = image::signed::current(&common::build_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let loaders = [
+        (image::esp::LOADER_PATH, set.shim.clone()),
+        (image::esp::SHIM_NEXT_PATH, set.systemd_boot.clone()),
+        (image::esp::MOK_MANAGER_PATH, set.mok_manager.clone()),
+    ];
+    let (esp, _) = check_image(&img, &mode, &loaders, work.path());
+    for (file, issuer) in [
+        (&set.shim, "Microsoft"),
+        (&set.systemd_boot, "Debian Secure Boot CA"),
+    ] {
+        let issuers = image::signed::signature_issuers(file).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !issuers.is_empty() && issuers.iter().all(|i| i.contains(issuer)),
+            "{}: issuers {issuers:?}, expected {issuer}",
+            file.display()
+        );
+    }
     // The ESP carries the kernel make prepared and the make-built initramfs.
     let kernel = common::kernel();
     let initrd = work.path().join("initrd");
@@ -192,7 +223,9 @@ fn cache_partition_is_populated_from_a_directory() {
     let kernel = common::kernel();
     let esp = image::esp::assemble(&image::esp::EspSpec {
         templates: common::repo().join("esp"),
-        systemd_boot: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+        loaders: image::esp::Loaders::Plain {
+            systemd_boot: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+        },
         kernel: kernel.vmlinuz.clone(),
         kernel_release: kernel.release.clone(),
         initramfs: vec![0x28, 0xb5, 0x2f, 0xfd],
@@ -215,7 +248,11 @@ fn cache_partition_is_populated_from_a_directory() {
     };
     let layout = image::disk::write_image(&img, &spec, &esp, Some(&cache_src)).unwrap();
     assert_eq!(std::fs::metadata(&img).unwrap().len(), 200 << 20);
-    let (esp_fat, cache) = check_image(&img, "private", work.path());
+    let plain = [(
+        image::esp::LOADER_PATH,
+        std::path::PathBuf::from("/usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
+    )];
+    let (esp_fat, cache) = check_image(&img, "private", &plain, work.path());
     let entry = mtype(&esp_fat, "loader/entries/phase-local.conf");
     assert!(
         entry.contains("phase.mode=local phase.test=poweroff\n"),
@@ -252,7 +289,9 @@ fn esp_stage_alone_is_a_clean_fat32_volume() {
     let kernel = common::kernel();
     let esp = image::esp::assemble(&image::esp::EspSpec {
         templates: common::repo().join("esp"),
-        systemd_boot: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+        loaders: image::esp::Loaders::Plain {
+            systemd_boot: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+        },
         kernel: kernel.vmlinuz.clone(),
         kernel_release: kernel.release.clone(),
         initramfs: vec![1, 2, 3],

@@ -29,7 +29,9 @@ fn two_disk_images_are_byte_identical() {
     let kernel = common::kernel();
     let esp = image::esp::assemble(&image::esp::EspSpec {
         templates: common::repo().join("esp"),
-        systemd_boot: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+        loaders: image::esp::Loaders::Plain {
+            systemd_boot: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+        },
         kernel: kernel.vmlinuz.clone(),
         kernel_release: kernel.release.clone(),
         initramfs: b"not a real initramfs, the ESP only carries it".to_vec(),

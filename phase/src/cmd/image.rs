@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use image::disk::{self, DiskSpec, Qcow2Options};
-use image::{esp, kernel, stage1};
+use image::{esp, kernel, signed, stage1};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
@@ -75,8 +75,18 @@ pub struct Opts {
     /// ESP templates directory (loader.conf, entries, grub.cfg).
     #[arg(long, default_value = "esp")]
     templates: PathBuf,
-    /// systemd-boot EFI binary.
-    #[arg(long, default_value = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi")]
+    /// Write systemd-boot alone as the removable-media loader, without shim
+    /// (for custom kernels; such a stick boots only with Secure Boot off).
+    /// Default: Microsoft-signed shim, Debian-signed systemd-boot, fetched
+    /// from Debian's packages into `<build>/signed` (docs/image.md).
+    #[arg(long)]
+    no_secure_boot: bool,
+    /// With --no-secure-boot: the systemd-boot EFI binary.
+    #[arg(
+        long,
+        requires = "no_secure_boot",
+        default_value = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+    )]
     systemd_boot: PathBuf,
     /// Seed the cache partition from this TUF repository (metadata/ + targets/).
     #[arg(long, requires = "channel")]
@@ -241,10 +251,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return finish(&args, summary, timings);
     }
 
+    // The boot loaders: shim and signed systemd-boot, fetched once.
+    let loaders = if args.no_secure_boot {
+        summary.insert("secure_boot".into(), false.into());
+        esp::Loaders::Plain {
+            systemd_boot: args.systemd_boot.clone(),
+        }
+    } else {
+        let step = Step::start(quiet, "signed boot loaders");
+        let set = signed::acquire(&args.build_dir, &args.arch).context(
+            "cannot get the signed boot loaders (or pass --no-secure-boot for an unsigned stick)",
+        )?;
+        let secs = step.done(format!(
+            "signed boot loaders: {}",
+            set.packages.lines().collect::<Vec<_>>().join(", ")
+        ));
+        timings.insert("signed".into(), secs.into());
+        summary.insert("secure_boot".into(), true.into());
+        summary.insert(
+            "signed_packages".into(),
+            set.packages.lines().collect::<Vec<_>>().into(),
+        );
+        esp::Loaders::SecureBoot(set)
+    };
+
     // 3. ESP contents.
     let esp_files = esp::assemble(&esp::EspSpec {
         templates: args.templates.clone(),
-        systemd_boot: args.systemd_boot.clone(),
+        loaders,
         kernel: kernel.vmlinuz.clone(),
         kernel_release: kernel.release.clone(),
         initramfs: initramfs.clone(),

@@ -9,6 +9,12 @@
 //! cmdline). `phase.test=kexec` makes stage 1 hand over to those files
 //! exactly as it does after a verified fetch.
 //!
+//! Under Secure Boot, the same hand-over with a target kernel whose
+//! signature was stripped (`sbattach --remove`) is refused by the locked-down
+//! kernel, and stage 1 says so in words: that boot is a disk image (shim,
+//! signed systemd-boot) under OVMF with the Microsoft keys, because Secure
+//! Boot needs the firmware.
+//!
 //! Prerequisites (built by `make test`): `$PHASE_BUILD/kernel/current`, the
 //! kernel under `$PHASE_BUILD/kernel/<release>/boot/`, and
 //! `$PHASE_BUILD/x86_64/initramfs.img`; `mksquashfs` and a static
@@ -149,6 +155,78 @@ fn a_refused_kexec_says_why_and_lands_in_the_rescue_shell() {
         log.matches("kexec    FAIL").count(),
         1,
         "kexec must not be retried in a loop"
+    );
+}
+
+#[test]
+fn under_secure_boot_an_unsigned_target_kernel_is_refused_in_words() {
+    let p = prereqs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // The target kernel: Debian's, with its Authenticode signature removed.
+    let unsigned = d.join("vmlinuz-unsigned");
+    std::fs::copy(&p.kernel, &unsigned).expect("copy the kernel");
+    let st = std::process::Command::new("sbattach")
+        .arg("--remove")
+        .arg(&unsigned)
+        .status()
+        .expect("run sbattach (Debian package sbsigntool)");
+    assert!(st.success(), "sbattach --remove failed: {st}");
+    let unsigned_bytes = std::fs::read(&unsigned).expect("read unsigned kernel");
+    assert_ne!(
+        unsigned_bytes,
+        std::fs::read(&p.kernel).expect("read kernel"),
+        "sbattach left the signature in place"
+    );
+    let initrd_bytes = std::fs::read(&p.initrd).expect("read initramfs");
+    let stage1 = stage1_initrd(d, &initrd_bytes, unsigned_bytes, b"not used".to_vec());
+    // A stick (shim, signed systemd-boot, the signed boot kernel) whose
+    // stage-1 initramfs carries the test artifacts.
+    let disk = d.join("disk.img");
+    let out = std::process::Command::new(fixtures::phase_bin())
+        // The repository root: `--templates esp` is relative to it.
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .arg("image")
+        .arg("--out")
+        .arg(&disk)
+        .arg("--initramfs")
+        .arg(&stage1)
+        .args(["--arch", "x86_64", "--build-dir"])
+        .arg(build_dir())
+        .arg("--kernel-version")
+        .arg(&p.release)
+        .args(["--templates", "esp", "--default-mode", "local", "--json"])
+        .output()
+        .expect("run phase image");
+    assert!(
+        out.status.success(),
+        "phase image failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut vm = Qemu::image(&disk)
+        .append("phase.test=kexec")
+        .secure_boot()
+        .name("kexec-unsigned-secureboot")
+        .timeout(BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
+    expect(&mut vm, "secureboot on, lockdown integrity");
+    expect(&mut vm, "payload  ok");
+    expect(&mut vm, "kexec    FAIL");
+    expect(
+        &mut vm,
+        &format!("target kernel {} is not signed (ENODATA)", p.release),
+    );
+    expect(&mut vm, "rescue: shell on /dev/ttyS0");
+    expect(&mut vm, "(phase rescue)");
+    vm.send_line("/bin/busybox poweroff -f")
+        .expect("type on the serial console");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
+    assert!(
+        !vm.log().contains("kexec_core: Starting new kernel"),
+        "an unsigned kernel was started"
     );
 }
 

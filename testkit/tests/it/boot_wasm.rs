@@ -14,6 +14,15 @@
 //! against the test's root) and the job by its digest (curl): the node
 //! re-shares exactly the verified bytes.
 //!
+//! The VM is a PC with a USB stick: the disk is a removable USB
+//! mass-storage device on an xHCI controller, and the firmware is OVMF's
+//! Secure Boot build with the stock Microsoft keys, as a PC leaves the
+//! factory: the stick's shim (Microsoft-signed) starts
+//! Debian-signed systemd-boot, which starts Debian's signed kernel; the
+//! kernel is then locked down (`integrity`) and the target kernel is
+//! accepted by `kexec_file_load`'s signature check. The other boot tests
+//! boot the same kind of stick with Secure Boot off.
+//!
 //! Prerequisites (built by `make test`): `$PHASE_BIN`, `$PHASE_BUILD` with
 //! the kernel, `x86_64/phase-init`, `x86_64/rootfs.squashfs`,
 //! `jobs/hello.wasm`; busybox-static; root (network namespaces).
@@ -58,9 +67,17 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
         .name("boot-wasm")
         .tap(&tap)
         .timeout(BOOT_TIMEOUT)
+        .secure_boot()
+        .usb_stick()
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
     let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
+    expect(&mut vm, "secureboot on, lockdown integrity");
+    // The cache partition is found on the USB stick (a SCSI disk), not a
+    // virtio one.
+    let usb_cache = regex::Regex::new(r"cache +ok +[0-9]+ ms  /dev/sd[a-z]2 at ").expect("regex");
+    vm.wait_for_regex(&usb_cache)
+        .unwrap_or_else(|e| panic!("{e}"));
     expect(&mut vm, "fetch: rootfs");
     expect(&mut vm, "fetch: job       jobs/hello.wasm");
     expect(&mut vm, "fetch    ok");
