@@ -36,6 +36,7 @@ use crate::console::console;
 use crate::handoff::Artifacts;
 use crate::onlink;
 use crate::payload::{Artifact, MetaFile, PayloadError, PeerBytes, TufVersions};
+use crate::step::Status;
 use crate::trust::BakedRoot;
 
 /// The CAS on tmpfs when the cache may not be written.
@@ -110,6 +111,19 @@ pub struct Places {
     /// How requests to network peers travel: direct, or in private mode
     /// through Tor (a `phase.socks5` proxy or the embedded client).
     pub route: fetcher::tor::Route,
+}
+
+impl Places {
+    /// The cache and the discovered peers, the CAS in RAM at [`RAM_CAS`],
+    /// and a direct route until the boot's transport is chosen.
+    pub fn new(cache: Option<Mounted>, discovered: crate::discover::Discovered) -> Self {
+        Places {
+            cache,
+            ram_cas: RAM_CAS.into(),
+            discovered,
+            route: fetcher::tor::Route::Direct,
+        }
+    }
 }
 
 /// A verified boot set with its provenance.
@@ -592,8 +606,9 @@ fn network_peers(config: &Config, places: &Places) -> Result<NetPeers, BootFetch
 }
 
 /// The fetch engine over `cas`: direct (host names in `resolve` connect
-/// exactly there) or, in private mode, through Tor (main.rs refuses a
-/// private fetch from peers without a Tor route).
+/// exactly there) or, in private mode, through Tor
+/// ([`crate::private_boot::transport`] refuses a private fetch from peers
+/// without a Tor route).
 fn make_fetcher(
     rt: &tokio::runtime::Runtime,
     cas: &Cas,
@@ -1020,6 +1035,69 @@ pub fn human(n: u64) -> String {
         format!("{:.1} KiB", f / K)
     } else {
         format!("{n} B")
+    }
+}
+
+/// The `fetch` boot step: [`run`] once; the error is the caller's to judge
+/// (another attempt, or the grace policy).
+pub fn step(
+    config: &Config,
+    baked: &BakedRoot,
+    places: &Places,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Result<Fetched, BootFetchError>, Status) {
+    match run(config, baked, places, now) {
+        Ok(f) => {
+            let detail = format!(
+                "tuf root v{} timestamp v{} targets v{}; {} from {}",
+                f.tuf.root.unwrap_or(0),
+                f.tuf.timestamp.unwrap_or(0),
+                f.tuf.targets.unwrap_or(0),
+                f.artifacts.names.join(" "),
+                f.peers
+                    .iter()
+                    .map(|p| format!("{}={}", p.peer, p.bytes))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            (Ok(f), Status::ok(detail))
+        }
+        Err(e) => {
+            let status = Status::fail(crate::step::chain(&e));
+            (Err(e), status)
+        }
+    }
+}
+
+/// The `grace` boot step: [`run`] once more with expiry judged at `at`
+/// (`phase.grace` = `words` before now), loudly.
+pub fn grace_step(
+    config: &Config,
+    baked: &BakedRoot,
+    places: &Places,
+    at: chrono::DateTime<chrono::Utc>,
+    words: &str,
+) -> (Option<Fetched>, Status) {
+    match run(config, baked, places, at) {
+        Ok(f) => {
+            let detail = format!(
+                "UNFRESH boot allowed by phase.grace={words}: tuf timestamp v{} targets v{}; {}",
+                f.tuf.timestamp.unwrap_or(0),
+                f.tuf.targets.unwrap_or(0),
+                f.artifacts.names.join(" ")
+            );
+            let problem = format!(
+                "booting metadata that expired less than {words} ago without a fresh verification; connect a peer to refresh it"
+            );
+            (Some(f), Status::with_problems(detail, vec![problem]))
+        }
+        Err(e) => (
+            None,
+            Status::fail(format!(
+                "even with phase.grace={words}: {}",
+                crate::step::chain(&e)
+            )),
+        ),
     }
 }
 

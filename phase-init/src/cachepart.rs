@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use rustix::mount::{mount, MountFlags};
 
+use crate::step::Status;
+
 /// GPT partition name the image builder gives the cache partition.
 pub const PARTNAME: &str = "PHASE-CACHE";
 /// Where the cache partition is mounted.
@@ -107,6 +109,40 @@ pub fn mount_cache(writable: bool, wait: Duration) -> Result<Mounted, CacheError
         dir,
         writable,
     })
+}
+
+/// The `cache` boot step: the cache partition, unless
+/// `phase.cache=disabled`; read-only when writes are not allowed. A missing
+/// partition is a warning: the peers may still have everything.
+pub fn step(config: &crate::cmdline::Config) -> (Option<Mounted>, Status) {
+    if config.cache == crate::cmdline::Cache::Disabled {
+        return (None, Status::ok("disabled (phase.cache=disabled)"));
+    }
+    match mount_cache(!config.nowrite(), WAIT) {
+        Ok(m) => {
+            let detail = format!(
+                "{} at {} {}",
+                m.device.display(),
+                m.dir.display(),
+                if m.writable {
+                    "read-write"
+                } else {
+                    "read-only"
+                }
+            );
+            (Some(m), Status::ok(detail))
+        }
+        Err(e) => (
+            None,
+            Status::with_problems(
+                "none",
+                vec![format!(
+                    "{}; continuing with peers only",
+                    crate::step::chain(&e)
+                )],
+            ),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::console::console;
+use crate::step::Status;
+
 /// The file on the cache partition that keeps the last verified time.
 pub const CLOCK_FILE: &str = "clock.json";
 
@@ -154,6 +157,32 @@ pub fn store_last_verified(dir: &Path, t: DateTime<Utc>) -> std::io::Result<()> 
 pub fn grace_time(now: DateTime<Utc>, grace: std::time::Duration) -> DateTime<Utc> {
     let g = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero());
     now.checked_sub_signed(g).unwrap_or(now)
+}
+
+/// The `clock` boot step: the RTC and the build time of the image below
+/// `root`.
+pub fn step(root: &Path) -> (BootClock, Status) {
+    let c = BootClock::new(
+        Utc::now(),
+        &[(
+            Source::BuildTime,
+            build_time(&root.join(crate::trust::ROOT_FILE)),
+        )],
+    );
+    (c, Status::ok(c.describe()))
+}
+
+/// `c` raised to the last verified time the mounted cache recorded, with a
+/// console line when that moved it.
+pub fn raise_to_cache(c: BootClock, cache: Option<&crate::cachepart::Mounted>) -> BootClock {
+    let raised = c.raise(
+        Source::LastVerified,
+        cache.and_then(|m| last_verified(&m.dir)),
+    );
+    if raised.now != c.now {
+        console().line(&format!("clock: {}", raised.describe()));
+    }
+    raised
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use handover::{ArtifactRecord, BootJson, StepTiming, BOOT_JSON_VERSION};
 use crate::cmdline::{Config, Stage};
 use crate::kexec::Target;
 use crate::payload::{self, Artifact, MetaFile, Payload, PayloadError};
+use crate::step::{chain, Status};
 
 /// `phase.test=kexec` reads `vmlinuz`, `initramfs.img`, `rootfs.squashfs`
 /// and `cmdline` (the target's own kernel parameters) from here.
@@ -174,6 +175,52 @@ pub fn prepare(a: &Artifacts, boot: &BootJson, out: &Path) -> Result<(Target, u6
         },
         size,
     ))
+}
+
+/// Where a fetched boot set came from, for `boot.json`: the TUF versions
+/// and the bytes each peer (or the cache) gave.
+pub type Provenance = (handover::TufVersions, Vec<handover::PeerBytes>);
+
+/// The `artifact` boot step (`phase.test=kexec`): the artifacts baked into
+/// the test's initramfs at [`TEST_ARTIFACTS`], hashed.
+pub fn artifact_step(config: &Config) -> (Option<Artifacts>, Status) {
+    let dir = Path::new(TEST_ARTIFACTS);
+    match test_artifacts(dir, &config.channel) {
+        Ok(a) => {
+            let detail = format!(
+                "kernel {} B, initramfs {} B, rootfs {} B from {}",
+                a.kernel.length,
+                a.initramfs.length,
+                a.rootfs.length,
+                dir.display()
+            );
+            (Some(a), Status::ok(detail))
+        }
+        Err(e) => (None, Status::fail(chain(&e))),
+    }
+}
+
+/// The `payload` boot step: `boot.json` (with the fetch's `provenance` and
+/// private mode's `identity`, when there are) and the target initrd at
+/// [`INITRD_OUT`], ready for kexec.
+pub fn payload_step(
+    artifacts: &Artifacts,
+    config: &Config,
+    provenance: Option<Provenance>,
+    identity: Option<&handover::Identity>,
+) -> (Option<Target>, Status) {
+    let cmdline = target_cmdline(&artifacts.cmdline, config);
+    let out = Path::new(INITRD_OUT);
+    let mut boot = boot_json(artifacts, config, &cmdline);
+    if let Some((tuf, peers)) = provenance {
+        boot.tuf = tuf;
+        boot.peers = peers;
+    }
+    boot.identity = identity.cloned();
+    match prepare(artifacts, &boot, out) {
+        Ok((t, size)) => (Some(t), Status::ok(format!("{} ({size} B)", out.display()))),
+        Err(e) => (None, Status::fail(chain(&e))),
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use crate::step::Status;
 use crate::sys;
 
 /// Why kexec did not happen.
@@ -142,6 +143,17 @@ pub fn exec() -> KexecError {
     match rustix::system::reboot(rustix::system::RebootCommand::Kexec) {
         Ok(()) => KexecError::Exec(io::Error::other("reboot returned success")),
         Err(e) => KexecError::Exec(e.into()),
+    }
+}
+
+/// The `kexec` boot step: [`load`], its command line on the status line.
+pub fn step(target: &Target) -> (bool, Status) {
+    match load(target) {
+        Ok(()) => (
+            true,
+            Status::ok(format!("loaded; cmdline: {}", target.cmdline)),
+        ),
+        Err(e) => (false, Status::fail(crate::step::chain(&e))),
     }
 }
 

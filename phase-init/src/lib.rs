@@ -5,7 +5,8 @@
 //! `phase.*` command line, kernel modules, and the rescue shell; later the
 //! network bring-up, the verified fetch, kexec and the handover.
 //! It does not own TUF, the CAS or discovery (the `verifier`, `fetcher` and
-//! `discovery` crates). The binary's `main.rs` lists the boot steps in order.
+//! `discovery` crates). The boot steps are [`step::Step`]; the binary's
+//! `main.rs` runs them in order and lists them.
 //!
 //! Unsafe code lives in [`sys`] only (the crate denies it, `sys` allows it).
 #![deny(unsafe_code)]
@@ -25,7 +26,9 @@ pub mod cmdline;
 pub mod console;
 pub mod discover;
 pub mod failure;
+pub mod fetchloop;
 pub mod handoff;
+pub mod kernel;
 pub mod kexec;
 pub mod keywatch;
 pub mod loader;
@@ -39,6 +42,7 @@ pub mod payload;
 pub mod platform;
 pub mod power;
 pub mod private;
+pub mod private_boot;
 pub mod rescue;
 pub mod retry;
 pub mod services;

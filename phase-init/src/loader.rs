@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use crate::step::Status;
+
 /// The vendor GUID of the Boot Loader Interface variables.
 const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 
@@ -31,6 +33,26 @@ pub fn describe(efivars: &Path) -> Option<String> {
         Some(info) => Some(format!("entry {entry} ({info})")),
         None => Some(format!("entry {entry}")),
     }
+}
+
+/// The `loader` boot step: the mounts that wait for the modules
+/// ([`crate::mounts::AFTER_MODULES`], efivarfs), then the boot loader entry.
+pub fn step() -> ((), Status) {
+    let r = crate::mounts::mount_all(crate::mounts::AFTER_MODULES);
+    let efi = Path::new(crate::platform::EFIVARS);
+    let detail = match describe(efi) {
+        Some(entry) => entry,
+        None if !r.skipped.is_empty() => {
+            "no UEFI variables (direct kernel boot or BIOS)".to_owned()
+        }
+        None => "no boot loader entry in the UEFI variables".to_owned(),
+    };
+    let problems = r
+        .failed
+        .iter()
+        .map(|(target, e)| format!("mount {target}: {e} (is efivarfs.ko in the module list?)"))
+        .collect();
+    ((), Status::with_problems(detail, problems))
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::console::console;
+use crate::step::{chain, Status};
+
 /// Where the load list lives, relative to the initramfs root.
 pub const ORDER_FILE: &str = "etc/phase/modules.order";
 /// The kernel release the modules were built for, relative to the root.
@@ -161,6 +164,39 @@ fn load_one(path: &Path) -> Result<Loaded, (&'static str, io::Error)> {
 
 /// `MODULE_INIT_COMPRESSED_FILE` from `<linux/module.h>`.
 const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
+
+/// The `modules` boot step: the plan below `root`, loaded in order; with
+/// `debug` one line per module.
+pub fn step(root: &Path, debug: bool) -> ((), Status) {
+    let plan = match read_plan(root) {
+        Ok(plan) => plan,
+        Err(e) => return ((), Status::fail(chain(&e))),
+    };
+    let report = load_all(&plan);
+    if debug {
+        for (module, outcome, took) in &report.each {
+            console().line(&format!(
+                "  module {module}: {outcome} ({} ms)",
+                took.as_millis()
+            ));
+        }
+    }
+    let mut problems: Vec<String> = Vec::new();
+    let running = crate::kernel::release();
+    if plan.kernel_release != running {
+        problems.push(format!(
+            "modules are for kernel {} but {running} is running",
+            plan.kernel_release
+        ));
+    }
+    problems.extend(
+        report
+            .failed
+            .iter()
+            .map(|e| format!("{}; continuing", chain(e))),
+    );
+    ((), Status::with_problems(report.summary(), problems))
+}
 
 #[cfg(test)]
 mod tests {

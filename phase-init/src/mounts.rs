@@ -7,6 +7,8 @@ use std::path::Path;
 
 use rustix::mount::{mount, MountFlags};
 
+use crate::step::Status;
+
 /// When a row applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
@@ -150,4 +152,15 @@ pub fn mount_all(table: &[Mount]) -> Report {
         }
     }
     report
+}
+
+/// The `mounts` boot step: [`EARLY_MOUNTS`].
+pub fn step() -> ((), Status) {
+    let r = mount_all(EARLY_MOUNTS);
+    let problems = r
+        .failed
+        .iter()
+        .map(|(target, e)| format!("mount {target}: {e}"))
+        .collect();
+    ((), Status::with_problems(r.summary(), problems))
 }

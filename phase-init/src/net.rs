@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use mozim::{DhcpV4Client, DhcpV4Config, DhcpV4State};
 
+use crate::step::Status;
+
 /// How long stage 1 waits for DHCPv4 leases (all interfaces together).
 pub const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -382,6 +384,36 @@ async fn dhcp(
             .map_err(|e| format!("cannot add the default route via {gw}: {e}"))?;
     }
     Ok(lease)
+}
+
+/// The `network` boot step: every wired interface up, DHCPv4 in parallel,
+/// IPv6 link-local; in private mode each with a random MAC first.
+pub fn step(identity: Option<&mut crate::private::Identity>) -> ((), Status) {
+    match bring_up(DHCP_TIMEOUT, identity) {
+        Ok(r) if r.is_empty() => ((), Status::ok("no wired interfaces")),
+        Ok(reports) => {
+            let detail = reports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let problems = reports
+                .iter()
+                .filter_map(|r| {
+                    if let Some(Err(e)) = &r.random_mac {
+                        return Some(format!("{}: {e}; private mode leaves it down", r.name));
+                    }
+                    let e = r.ipv4.as_ref().err()?;
+                    Some(match r.ipv6_link_local {
+                        Some(_) => format!("{}: {e}; IPv6 link-local only", r.name),
+                        None => format!("{}: {e}; and no IPv6 link-local address", r.name),
+                    })
+                })
+                .collect();
+            ((), Status::with_problems(detail, problems))
+        }
+        Err(e) => ((), Status::fail(crate::step::chain(&e))),
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::path::Path;
 
 pub use handover::{Lockdown, Platform, SecureBoot};
 
+use crate::step::Status;
+
 /// The EFI global variable vendor GUID (SecureBoot, SetupMode).
 const EFI_GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
 
@@ -73,6 +75,11 @@ pub fn parse_lockdown(text: &str) -> Lockdown {
         Some("confidentiality") => Lockdown::Confidentiality,
         _ => Lockdown::Unknown,
     }
+}
+
+/// The `platform` boot step: [`current`], one line.
+pub fn step() -> ((), Status) {
+    ((), Status::ok(current().to_string()))
 }
 
 #[cfg(test)]

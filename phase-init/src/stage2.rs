@@ -30,6 +30,7 @@ use rustix::mount::{
 
 use crate::cmdline::{Config, Mode};
 use crate::payload;
+use crate::step::Status;
 use crate::sys;
 use crate::{cachepart, step};
 
@@ -390,6 +391,31 @@ pub fn handover(root: &Path) -> Handover {
     match resolve_in(root, Path::new("/sbin/init")) {
         Some(p) if p.file_name().is_some_and(|n| n == "systemd") => Handover::Systemd(p),
         _ => Handover::Exec,
+    }
+}
+
+/// The `rootfs` boot step: [`mount_root`] over `upper`.
+pub fn rootfs_step(upper: &Upper) -> (bool, Status) {
+    match mount_root(upper) {
+        Ok((detail, problems)) => (true, Status::with_problems(detail, problems)),
+        Err(e) => (false, Status::fail(step::chain(&e))),
+    }
+}
+
+/// The `move` boot step: [`move_mounts`].
+pub fn move_step() -> (bool, Status) {
+    done(move_mounts())
+}
+
+/// The `switch` boot step: [`switch_root`].
+pub fn switch_step() -> (bool, Status) {
+    done(switch_root())
+}
+
+fn done(r: Result<String, Stage2Error>) -> (bool, Status) {
+    match r {
+        Ok(detail) => (true, Status::ok(detail)),
+        Err(e) => (false, Status::fail(step::chain(&e))),
     }
 }
 

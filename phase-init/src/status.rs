@@ -1,7 +1,7 @@
 //! The step log and `phase-init status`.
 //!
-//! Every boot step ([`crate::step::run`]) is recorded with its outcome, time
-//! and problems; the failure line that sends the boot to the rescue shell is
+//! Every boot step is recorded with its outcome, time and problems (the
+//! step runner calls [`record_step`]); the failure line that sends the boot to the rescue shell is
 //! recorded too. PID 1 writes the whole log to [`STEPS_FILE`] (tmpfs) after
 //! each step, so the rescue shell can show it: `phase-init status` (a
 //! symlink `/bin/phase-init -> /init` that PID 1 makes before the first
@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::console::{uptime, Outcome};
-use crate::step::Status;
 
 /// Where PID 1 keeps the step log (`/run` is a tmpfs).
 pub const STEPS_FILE: &str = "/run/phase/steps.json";
@@ -81,16 +80,22 @@ fn outcome_word(o: Outcome) -> &'static str {
     }
 }
 
-/// Called by [`crate::step::run`] for every step.
-pub fn record_step(name: &str, status: &Status, took: Duration) {
+/// Records one step as it ended (the step runner calls it for every step).
+pub fn record_step(
+    name: &str,
+    outcome: Outcome,
+    detail: &str,
+    problems: &[String],
+    took: Duration,
+) {
     if let Ok(mut r) = RECORDER.lock() {
         r.log.steps.push(StepRecord {
             step: name.to_owned(),
-            outcome: outcome_word(status.outcome).to_owned(),
+            outcome: outcome_word(outcome).to_owned(),
             at_ms: uptime().as_millis() as u64,
             ms: took.as_millis() as u64,
-            detail: status.detail.clone(),
-            problems: status.problems.clone(),
+            detail: detail.to_owned(),
+            problems: problems.to_vec(),
         });
         save(&r);
     }

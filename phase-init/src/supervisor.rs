@@ -22,6 +22,7 @@ use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 
 use crate::console::console;
 use crate::services::{Kind, Restart, Service, Services};
+use crate::step::Status;
 use crate::sys;
 
 /// How the machine should go down once the services are stopped.
@@ -313,6 +314,48 @@ fn stop_all(units: &mut BTreeMap<String, Unit>, why: &str) {
         let _ = rustix::process::kill_process_group(pid, Signal::KILL);
         let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
     }
+}
+
+/// The `services` boot step (exec mode): [`crate::services::SERVICES_FILE`]
+/// for `config.mode`, one line per service its `modes` leave out, the start
+/// order on the status line.
+pub fn step(config: &crate::cmdline::Config) -> (Option<Services>, Status) {
+    let file = std::path::Path::new(crate::services::SERVICES_FILE);
+    match crate::services::load(file) {
+        Ok(s) => {
+            let (s, left_out) = s.for_mode(config.mode.as_str());
+            for name in left_out {
+                console().line(&format!(
+                    "service {name}: not started in {} mode (its `modes` leave it out)",
+                    config.mode
+                ));
+            }
+            let waves: Vec<String> = s.waves().iter().map(|w| w.join(" ")).collect();
+            let detail = format!(
+                "exec mode: {} service(s), start order: {}",
+                s.services.len(),
+                waves.join(" | ")
+            );
+            (Some(s), Status::ok(detail))
+        }
+        Err(e) => (None, Status::fail(crate::step::chain(&e))),
+    }
+}
+
+/// Exec mode after the `services` step: [`run`] until a shutdown request,
+/// then power off or reboot. Returns only when that failed, after saying so.
+pub fn serve(services: &Services, config: &crate::cmdline::Config) {
+    let e = match run(services, &boot_env(config)) {
+        Shutdown::PowerOff => {
+            console().line("supervisor: powering off");
+            crate::power::power_off()
+        }
+        Shutdown::Reboot => {
+            console().line("supervisor: rebooting");
+            crate::power::reboot()
+        }
+    };
+    console().line(&format!("supervisor: shutdown failed: {e}"));
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use std::time::Duration;
 use fetcher::tor::{Route, Tor, TorConfig, TorEvent};
 
 use crate::console::console;
+use crate::step::Status;
 
 /// The arti configuration fragment baked into the initramfs, if any.
 pub const NETWORK_FILE: &str = "/etc/phase/tor-network.toml";
@@ -111,6 +112,22 @@ pub fn event_line(ev: &TorEvent) -> Option<String> {
         TorEvent::StreamFailed { target, error } => {
             Some(format!("tor: cannot reach {target} through Tor: {error}"))
         }
+    }
+}
+
+/// The `tor` boot step: arti bootstrapped in RAM within `phase.tor_timeout`,
+/// or one problem saying why not.
+pub fn step(config: &crate::cmdline::Config) -> (Option<Embedded>, Status) {
+    match Embedded::start(
+        Path::new(NETWORK_FILE),
+        Path::new(STATE_DIR),
+        Duration::from_secs(u64::from(config.tor_timeout)),
+    ) {
+        Ok(t) => {
+            let detail = format!("bootstrapped on {}; state in RAM", t.network);
+            (Some(t), Status::ok(detail))
+        }
+        Err(e) => (None, Status::fail(e)),
     }
 }
 

@@ -7,6 +7,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::step::Status;
+
 /// Where the image builder puts the trusted root, relative to the root.
 pub const ROOT_FILE: &str = "etc/phase/root.json";
 
@@ -168,6 +170,17 @@ fn walk_chain<S: verifier::Storage>(
         ));
     }
     Ok(())
+}
+
+/// The `trust` boot step: the baked root below `root`, verified at `now`.
+pub fn step(root: &Path, now: chrono::DateTime<chrono::Utc>) -> (Option<BakedRoot>, Status) {
+    match load(root, now) {
+        Ok(r) => {
+            let detail = format!("root v{} fingerprint {}", r.version, r.fingerprint);
+            (Some(r), Status::ok(detail))
+        }
+        Err(e) => (None, Status::fail(crate::step::chain(&e))),
+    }
 }
 
 #[cfg(test)]
