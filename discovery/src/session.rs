@@ -376,7 +376,8 @@ impl Session {
     }
 
     /// Events until the session ends or `grace` after the first peer found
-    /// (peers answer the same query within milliseconds of each other).
+    /// by a source (peers answer the same query within milliseconds of each
+    /// other; the static peers, given out first, answered no query).
     pub async fn gather(&mut self, grace: Duration) -> Vec<Event> {
         let mut out = Vec::new();
         let mut stop: Option<Instant> = None;
@@ -391,7 +392,8 @@ impl Session {
                 None => self.next().await,
             };
             let Some(ev) = ev else { break };
-            if stop.is_none() && matches!(ev, Event::Found(_)) {
+            let answer = matches!(&ev, Event::Found(f) if f.peer.source != Source::Static);
+            if stop.is_none() && answer {
                 stop = Some(Instant::now() + grace);
             }
             out.push(ev);
@@ -706,6 +708,37 @@ mod tests {
             .all(|e| matches!(e, Event::Unreachable(_))));
         assert_eq!(stats.duplicates, 1, "the known id");
         assert_eq!(stats.distinct_ids, 4);
+    }
+
+    /// Static peers are given out first but start no grace period: the
+    /// session still waits for the first answer of a source.
+    #[test]
+    fn static_peers_do_not_start_the_grace_period() {
+        let (_live, live, _) = ports();
+        let late: SocketAddr = "198.18.0.7:7070".parse().unwrap();
+        let rt = rt();
+        let events = rt.block_on(async {
+            let mut s = Session::new(SessionOptions {
+                run_for: Duration::from_secs(10),
+                probe: None,
+                ..SessionOptions::default()
+            });
+            s.add_static([static_peer(live)]);
+            let answer = async move {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                peer("m1", Source::Mdns, &[late])
+            };
+            s.add_stream(futures_util::stream::once(answer).chain(futures_util::stream::pending()));
+            s.gather(Duration::from_millis(100)).await
+        });
+        let found: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Found(f) => Some(f.peer.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found, vec![live.to_string().as_str(), "m1"], "{events:?}");
     }
 
     #[test]

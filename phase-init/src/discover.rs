@@ -18,12 +18,16 @@
 //!
 //! Both run as a [`discovery::Session`]: it gives each peer out once (by id
 //! and by address) and chooses its address by the rule every Phase tool
-//! uses (`discovery::session::choose_addr`): the first that accepts a TCP
-//! connection within [`PROBE_TIMEOUT`], trying IPv6 link-local first (it
-//! works on a LAN without DHCP), then IPv4, then the rest. A URL cannot
-//! carry the zone of a link-local address, so every peer gets a host name
-//! of its own (`<id>.mdns.phase`) which the HTTP client resolves to the
-//! exact socket address, interface index included ([`Discovered::resolve`]).
+//! uses (`discovery::session::choose_addr`). The `phase.peers` URLs of Phase
+//! peers at an IP address are the session's static peers ([`static_peers`]),
+//! so a peer discovered at the same address, the same server, is not used a
+//! second time (the fetch has it already, by its URL). The rule: the first
+//! address that accepts a TCP connection within [`PROBE_TIMEOUT`], trying
+//! IPv6 link-local first (it works on a LAN without DHCP), then IPv4, then
+//! the rest. A URL cannot carry the zone of a link-local address, so every
+//! peer gets a host name of its own (`<id>.mdns.phase`) which the HTTP
+//! client resolves to the exact socket address, interface index included
+//! ([`Discovered::resolve`]).
 //!
 //! Nothing found here is trusted: TUF judges every byte fetched from it.
 
@@ -35,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use discovery::dht::{Dht, DhtConfig, Identity, Multiaddr, Protocol};
 use discovery::mdns::{BrowseFilter, Mdns, MdnsConfig};
 use discovery::session::{DhtLookup, Event, Session, SessionOptions};
-use discovery::RootTag;
+use discovery::{RootTag, Source};
 
 use crate::cmdline::{Config, Mode};
 use crate::step::Status;
@@ -170,6 +174,7 @@ pub struct DhtSession {
     rt: tokio::runtime::Runtime,
     dht: Arc<Dht>,
     timeout: Duration,
+    statics: Vec<discovery::Peer>,
 }
 
 impl DhtSession {
@@ -195,7 +200,15 @@ impl DhtSession {
             rt,
             dht: Arc::new(dht),
             timeout,
+            statics: Vec::new(),
         })
+    }
+
+    /// Every lookup's session gets `statics` ([`static_peers`]): a provider
+    /// at one of their addresses is not given out.
+    pub fn with_static(mut self, statics: Vec<discovery::Peer>) -> Self {
+        self.statics = statics;
+        self
     }
 
     /// The providers of every digest, minus the peers whose ids are in
@@ -218,10 +231,11 @@ impl DhtSession {
         let (events, stats) = self.rt.block_on(async {
             let mut session = Session::new(SessionOptions {
                 run_for: self.timeout,
-                max_peers: MAX_PEERS,
+                max_peers: MAX_PEERS.saturating_add(self.statics.len()),
                 probe: Some(PROBE_TIMEOUT),
                 link_local: true,
             });
+            session.add_static(self.statics.iter().cloned());
             for (id, addr) in known {
                 session.known(id, *addr);
             }
@@ -240,6 +254,7 @@ impl DhtSession {
         let mut out = Lookup::default();
         for event in events {
             match event {
+                Event::Found(f) if f.peer.source == Source::Static => {}
                 Event::Found(f) => out.new.push(Found {
                     host: dht_host_name(&f.peer.id, first + out.new.len()),
                     id: f.peer.id,
@@ -254,7 +269,9 @@ impl DhtSession {
                 Event::Failed { error, .. } => out.problems.push(format!("DHT lookup: {error}")),
             }
         }
-        out.providers = stats.distinct_ids;
+        let statics: std::collections::HashSet<&str> =
+            self.statics.iter().map(|p| p.id.as_str()).collect();
+        out.providers = stats.distinct_ids.saturating_sub(statics.len());
         out.took = start.elapsed();
         out
     }
@@ -276,6 +293,26 @@ fn unreachable_problem(what: &str, peer: &discovery::Peer) -> String {
         "{what} {} answered but none of its HTTP addresses {:?} accepts a connection; skipped",
         peer.id, peer.addrs
     )
+}
+
+/// The static peers of stage 1's discovery sessions: the `phase.peers`
+/// URLs of Phase peers (no path) whose host is an IP address
+/// (`discovery::peer::static_peer`; a host name is resolved by the fetch,
+/// a mirror is not a Phase peer). The session gives them out first and
+/// drops a discovered peer at the same address; stage 1 uses them by their
+/// URLs ([`crate::bootfetch`]), so this module does not list them again.
+pub fn static_peers(config: &Config) -> Vec<discovery::Peer> {
+    config
+        .peers
+        .iter()
+        .filter_map(|p| match p {
+            crate::cmdline::Peer::Url(u) => Some(u),
+            crate::cmdline::Peer::Multiaddr(_) => None,
+        })
+        .filter(|u| matches!(fetcher::Peer::parse(u), Ok(fetcher::Peer::Phase(_))))
+        .filter_map(|u| discovery::peer::url_socket_addr(u))
+        .map(discovery::peer::static_peer)
+        .collect()
 }
 
 /// A `phase.peers` multiaddr as a DHT bootstrap peer: `/ip4` or `/ip6`
@@ -401,7 +438,7 @@ pub fn step(config: &Config, baked: &BakedRoot) -> (Discovered, Status) {
                 );
             }
             let timeout = Duration::from_secs(u64::from(config.discover_timeout));
-            match mdns(&baked.fingerprint, timeout) {
+            match mdns(&baked.fingerprint, timeout, static_peers(config)) {
                 Ok(d) if d.peers.is_empty() => {
                     let problem = format!(
                         "no mDNS peer of this fleet (root {}) answered within {} s; the cache and phase.peers only (phase.discover_timeout=SECONDS waits longer)",
@@ -462,7 +499,7 @@ fn internet(config: &Config, baked: &BakedRoot) -> (Discovered, Status) {
     let timeout = Duration::from_secs(u64::from(config.discover_timeout));
     let n_boot = bootstrap.len();
     let session = match DhtSession::start(bootstrap, timeout) {
-        Ok(s) => s,
+        Ok(s) => s.with_static(static_peers(config)),
         Err(e) => {
             problems.push(format!(
                 "{}; the cache and phase.peers URLs only",
@@ -517,8 +554,13 @@ pub fn describe(peers: &[Found]) -> String {
 }
 
 /// Browses mDNS for peers of the fleet whose root key fingerprint (64 hex)
-/// is `fingerprint`, for at most `timeout`.
-pub fn mdns(fingerprint: &str, timeout: Duration) -> Result<Discovered, DiscoverError> {
+/// is `fingerprint`, for at most `timeout`; a peer at the address of one of
+/// `statics` ([`static_peers`]) is not given out.
+pub fn mdns(
+    fingerprint: &str,
+    timeout: Duration,
+    statics: Vec<discovery::Peer>,
+) -> Result<Discovered, DiscoverError> {
     let root: RootTag = fingerprint
         .parse()
         .map_err(|_| DiscoverError::Root(fingerprint.to_owned()))?;
@@ -526,10 +568,14 @@ pub fn mdns(fingerprint: &str, timeout: Duration) -> Result<Discovered, Discover
         .enable_all()
         .build()
         .map_err(DiscoverError::Runtime)?;
-    rt.block_on(browse(root, timeout))
+    rt.block_on(browse(root, timeout, statics))
 }
 
-async fn browse(root: RootTag, timeout: Duration) -> Result<Discovered, DiscoverError> {
+async fn browse(
+    root: RootTag,
+    timeout: Duration,
+    statics: Vec<discovery::Peer>,
+) -> Result<Discovered, DiscoverError> {
     let mdns = Mdns::new(&MdnsConfig::default()).map_err(DiscoverError::Mdns)?;
     let filter = BrowseFilter {
         root: Some(root),
@@ -539,7 +585,7 @@ async fn browse(root: RootTag, timeout: Duration) -> Result<Discovered, Discover
     let routes = crate::onlink::Routes::read();
     let mut session = Session::new(SessionOptions {
         run_for: timeout,
-        max_peers: MAX_PEERS,
+        max_peers: MAX_PEERS.saturating_add(statics.len()),
         probe: Some(PROBE_TIMEOUT),
         link_local: true,
     })
@@ -555,12 +601,14 @@ async fn browse(root: RootTag, timeout: Duration) -> Result<Discovered, Discover
         }
         lan
     }));
+    session.add_static(statics);
     session
         .add_mdns(mdns, filter, timeout)
         .map_err(DiscoverError::Mdns)?;
     let mut out = Discovered::default();
     for event in session.gather(GRACE).await {
         match event {
+            Event::Found(f) if f.peer.source == Source::Static => {}
             Event::Found(f) => {
                 let host = host_name(&f.peer.id, out.peers.len());
                 out.peers.push(Found {
@@ -713,6 +761,75 @@ mod tests {
             start.elapsed()
         );
         session.close();
+    }
+
+    #[test]
+    fn static_peers_are_the_phase_peer_urls_at_an_ip_address() {
+        let p = crate::cmdline::parse(&format!(
+            "phase.peers=http://198.18.0.2:7070,http://[2001:db8::1]:7070/,http://seed.example:7070,http://198.18.0.3/mirror/,/ip4/198.18.0.10/tcp/4001/p2p/{ID}"
+        ));
+        let statics = static_peers(&p.config);
+        let addrs: Vec<SocketAddr> = statics.iter().flat_map(|p| p.addrs.clone()).collect();
+        assert_eq!(
+            addrs,
+            vec![
+                "198.18.0.2:7070".parse::<SocketAddr>().expect("addr"),
+                "[2001:db8::1]:7070".parse().expect("addr"),
+            ]
+        );
+        assert!(statics.iter().all(|p| p.source == Source::Static));
+    }
+
+    /// An mDNS-like source announcing the server a `phase.peers` URL names:
+    /// the session gives it out as the static peer only, and a stage-1
+    /// browse lists only the other peer.
+    #[test]
+    fn a_discovered_peer_at_a_phase_peers_address_is_not_used_twice() {
+        // Both listen until the end of the test (the session probes them).
+        let la = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let lb = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (a, b) = (la.local_addr().expect("a"), lb.local_addr().expect("b"));
+        let p = crate::cmdline::parse(&format!("phase.peers=http://{a}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let announced = |id: &str, addr: SocketAddr| discovery::Peer {
+            id: id.into(),
+            source: Source::Mdns,
+            addrs: vec![addr],
+            root: None,
+            timestamp_version: None,
+            channel: None,
+            found_after: Duration::ZERO,
+        };
+        let events = rt.block_on(async {
+            let mut s = Session::new(SessionOptions {
+                run_for: Duration::from_secs(5),
+                ..SessionOptions::default()
+            });
+            s.add_static(static_peers(&p.config));
+            s.add_stream(futures_util::stream::iter(vec![
+                announced("same-server", a),
+                announced("other", b),
+            ]));
+            s.gather(GRACE).await
+        });
+        let found: Vec<(String, Source)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Found(f) => Some((f.peer.id.clone(), f.peer.source)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (a.to_string(), Source::Static),
+                ("other".into(), Source::Mdns)
+            ],
+            "{events:?}"
+        );
     }
 
     #[test]
