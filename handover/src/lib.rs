@@ -57,6 +57,23 @@ pub struct BootJson {
     /// `boot.json` written before stage 1 recorded them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// How stage 1 handed over to the target: through a second kernel
+    /// (kexec) or by going on as stage 2 itself (absent in a `boot.json`
+    /// written before stage 1 recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandoverPath>,
+}
+
+/// How stage 1 became the target, and why (`phase.kexec`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverPath {
+    /// `kexec`: the target kernel was started with `kexec_file_load`;
+    /// `direct`: the running kernel and initramfs were the verified
+    /// target's, and stage 1 went on as stage 2 without a second kernel.
+    pub path: String,
+    /// Why, in words (e.g. "phase.kexec=always", "the target kernel is not
+    /// the one the boot loader started").
+    pub reason: String,
 }
 
 /// One verified artifact.
@@ -233,6 +250,11 @@ mod tests {
             platform: Some(Platform {
                 secureboot: SecureBoot::On,
                 lockdown: Lockdown::Integrity,
+            }),
+            handover: Some(HandoverPath {
+                path: "direct".into(),
+                reason: "the target kernel and initramfs are the ones the boot loader started"
+                    .into(),
             }),
         }
     }

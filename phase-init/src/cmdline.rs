@@ -42,6 +42,17 @@ pub enum Stage {
     Target,
 }
 
+/// `phase.kexec`: whether stage 1 may skip the second kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kexec {
+    /// Go on as stage 2 directly when the verified target kernel and
+    /// initramfs are the running ones; kexec otherwise.
+    #[default]
+    Auto,
+    /// Always start the target kernel with kexec.
+    Always,
+}
+
 /// Test hooks: what to do right after the `ready` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestAction {
@@ -117,6 +128,10 @@ pub struct Config {
     /// `phase.retry`: how many attempts a stage-1 fetch gets when no peer
     /// delivered (`forever`, the default: fleets power on in any order).
     pub retry: crate::retry::Retry,
+    /// `phase.kexec`: `auto` (the default) goes on as stage 2 without a
+    /// second kernel when the verified target kernel and initramfs are the
+    /// ones the boot loader started (`direct.rs`); `always` kexecs.
+    pub kexec: Kexec,
 }
 
 impl Default for Config {
@@ -137,6 +152,7 @@ impl Default for Config {
             tor_timeout: DEFAULT_TOR_TIMEOUT,
             persist: None,
             retry: crate::retry::Retry::Forever,
+            kexec: Kexec::default(),
         }
     }
 }
@@ -192,6 +208,9 @@ impl Config {
         if self.retry != crate::retry::Retry::Forever {
             s.push_str(&format!(" retry={}", self.retry.word()));
         }
+        if self.kexec != Kexec::default() {
+            s.push_str(&format!(" kexec={}", self.kexec));
+        }
         s
     }
 
@@ -225,6 +244,9 @@ impl Config {
         if self.retry != crate::retry::Retry::Forever {
             words.push(format!("phase.retry={}", self.retry.word()));
         }
+        if self.kexec != Kexec::default() {
+            words.push(format!("phase.kexec={}", self.kexec));
+        }
         words.join(" ")
     }
 }
@@ -250,6 +272,7 @@ macro_rules! keyword_enum {
 keyword_enum!(Mode { Internet = "internet", Local = "local", Private = "private" });
 keyword_enum!(Cache { Enabled = "enabled", Disabled = "disabled" });
 keyword_enum!(Stage { Boot = "boot", Target = "target" });
+keyword_enum!(Kexec { Auto = "auto", Always = "always" });
 
 /// A problem with one parameter; the boot goes on with the value in effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,6 +466,12 @@ pub const PARAMS: &[Param] = &[
             Ok(())
         },
         current: |c| c.retry.word(),
+    },
+    Param {
+        name: "phase.kexec",
+        expected: "auto|always",
+        apply: |c, v, _| keyword(v, Kexec::from_word).map(|k| c.kexec = k),
+        current: |c| c.kexec.to_string(),
     },
     // stage 2: where the target's changes are kept (docs/boot-flow.md).
     Param {
@@ -890,6 +919,7 @@ mod tests {
                 Just(crate::retry::Retry::Forever),
                 (1u32..=crate::retry::Retry::MAX_ATTEMPTS).prop_map(crate::retry::Retry::Attempts)
             ],
+            prop_oneof![Just(Kexec::Auto), Just(Kexec::Always)],
         )
             .prop_map(
                 |(
@@ -904,6 +934,7 @@ mod tests {
                     grace,
                     persist,
                     retry,
+                    kexec,
                 )| {
                     Config {
                         mode,
@@ -921,9 +952,31 @@ mod tests {
                         tor_timeout: DEFAULT_TOR_TIMEOUT,
                         persist,
                         retry,
+                        kexec,
                     }
                 },
             )
+    }
+
+    #[test]
+    fn kexec_is_auto_unless_always_and_a_bad_value_warns() {
+        assert_eq!(parse("").config.kexec, Kexec::Auto);
+        let p = parse("phase.kexec=always");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.config.kexec, Kexec::Always);
+        assert!(p.config.to_cmdline().contains("phase.kexec=always"));
+        assert!(p.config.summary().ends_with(" kexec=always"));
+        assert!(!parse("phase.kexec=auto")
+            .config
+            .to_cmdline()
+            .contains("kexec"));
+        let bad = parse("phase.kexec=never");
+        assert_eq!(bad.config.kexec, Kexec::Auto);
+        let w: Vec<String> = bad.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            w.len() == 1 && w[0].contains("phase.kexec") && w[0].contains("auto|always"),
+            "{w:?}"
+        );
     }
 
     #[test]

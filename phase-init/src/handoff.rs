@@ -91,12 +91,14 @@ pub fn test_artifacts(dir: &Path, channel: &str) -> Result<Artifacts, HandoffErr
 }
 
 /// The target's command line: its signed parameters, then ours (which win,
-/// being last): role target, the same mode, channel and write policy.
+/// being last): role target, the same mode, channel and write policy (not
+/// the test hooks, nor `phase.kexec`, which only stage 1 reads).
 pub fn target_cmdline(signed: &str, config: &Config) -> String {
     let mut c = config.clone();
     c.stage = Stage::Target;
     c.nowrite = config.nowrite();
     c.test = None;
+    c.kexec = crate::cmdline::Kexec::default();
     let ours = c.to_cmdline();
     if signed.trim().is_empty() {
         ours
@@ -135,6 +137,7 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
             .collect(),
         identity: None,
         platform: Some(crate::platform::current()),
+        handover: None,
     }
 }
 
@@ -200,23 +203,38 @@ pub fn artifact_step(config: &Config) -> (Option<Artifacts>, Status) {
     }
 }
 
-/// The `payload` boot step: `boot.json` (with the fetch's `provenance` and
-/// private mode's `identity`, when there are) and the target initrd at
-/// [`INITRD_OUT`], ready for kexec.
-pub fn payload_step(
+/// The command line the target gets and its `boot.json`: with the fetch's
+/// `provenance` and private mode's `identity`, when there are, and the way
+/// stage 1 hands over.
+pub fn record(
     artifacts: &Artifacts,
     config: &Config,
     provenance: Option<Provenance>,
     identity: Option<&handover::Identity>,
-) -> (Option<Target>, Status) {
+    route: &crate::direct::Route,
+) -> (String, BootJson) {
     let cmdline = target_cmdline(&artifacts.cmdline, config);
-    let out = Path::new(INITRD_OUT);
     let mut boot = boot_json(artifacts, config, &cmdline);
     if let Some((tuf, peers)) = provenance {
         boot.tuf = tuf;
         boot.peers = peers;
     }
     boot.identity = identity.cloned();
+    boot.handover = Some(route.record());
+    (cmdline, boot)
+}
+
+/// The `payload` boot step: `boot.json` ([`record`]) and the target initrd
+/// at [`INITRD_OUT`], ready for kexec.
+pub fn payload_step(
+    artifacts: &Artifacts,
+    config: &Config,
+    provenance: Option<Provenance>,
+    identity: Option<&handover::Identity>,
+    route: &crate::direct::Route,
+) -> (Option<Target>, Status) {
+    let (_, boot) = record(artifacts, config, provenance, identity, route);
+    let out = Path::new(INITRD_OUT);
     match prepare(artifacts, &boot, out) {
         Ok((t, size)) => (Some(t), Status::ok(format!("{} ({size} B)", out.display()))),
         Err(e) => (None, Status::fail(chain(&e))),

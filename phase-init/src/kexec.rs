@@ -151,7 +151,10 @@ pub fn step(target: &Target) -> (bool, Status) {
     match load(target) {
         Ok(()) => (
             true,
-            Status::ok(format!("loaded; cmdline: {}", target.cmdline)),
+            Status::ok(format!(
+                "kexec_file_load accepted the target kernel; cmdline: {}",
+                target.cmdline
+            )),
         ),
         Err(e) => (false, Status::fail(crate::step::chain(&e))),
     }

@@ -24,6 +24,7 @@ pub use fetcher::cas::layout as cas_layout;
 pub mod clock;
 pub mod cmdline;
 pub mod console;
+pub mod direct;
 pub mod discover;
 pub mod failure;
 pub mod fetchloop;

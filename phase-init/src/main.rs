@@ -31,14 +31,19 @@
 //!               then `phase-init: ready mode=<mode> channel=<channel>`
 //! 15. artifact  phase.test=kexec (instead of 10-14): /etc/phase/test-artifacts
 //! 16. private   (private mode) nothing listens, no disk is writable
-//! 17. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
-//! 18. kexec     kexec_file_load, then reboot(KEXEC)
-//! stage 2 (phase.stage=target), after the ready line:
-//! 19. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
-//! 20. move      /proc /sys /dev /run and the payload into the new root
-//! 21. switch    switch_root (the initramfs contents are freed)
-//! 22. identity  (private mode) the MACs of boot.json again
-//! 23. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
+//! 17. route     kexec, or (phase.kexec=auto, the default) go on as stage 2
+//!               when the verified target kernel and initramfs are the
+//!               files the boot loader started (direct.rs)
+//! 18. payload   kexec: target initramfs ++ payload cpio (rootfs, CAS,
+//!               boot.json); direct: /phase in place, objects bound read-only
+//! 19. kexec     kexec_file_load, then reboot(KEXEC)
+//! stage 2 (phase.stage=target, or stage 1 going on directly), after the
+//! ready line:
+//! 20. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
+//! 21. move      /proc /sys /dev /run and the payload into the new root
+//! 22. switch    switch_root (the initramfs contents are freed)
+//! 23. identity  (private mode) the MACs of boot.json again
+//! 24. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
 //! on failure: the rescue shell
 //! ```
 //!
@@ -57,7 +62,9 @@ use std::path::Path;
 use phase_init::cmdline::{Config, Mode, Stage, TestAction};
 use phase_init::console::console;
 use phase_init::step::{chain, run, Step};
-use phase_init::{bootfetch, cachepart, clock, discover, fetchloop, handoff, kernel, kexec};
+use phase_init::{
+    bootfetch, cachepart, clock, direct, discover, fetchloop, handoff, kernel, kexec,
+};
 use phase_init::{loader, modules, mounts, net, platform, power, private, private_boot};
 use phase_init::{ready_line, rescue, stage2, status, supervisor, trust};
 
@@ -147,7 +154,8 @@ fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRo
     hand_over(&f.artifacts, config, Some(provenance), identity.as_ref());
 }
 
-/// Payload, kexec_file_load, reboot(KEXEC). Returns only on failure, after
+/// The route (kexec or direct), the payload, then kexec_file_load and
+/// reboot(KEXEC), or stage 2 in this kernel. Returns only on failure, after
 /// saying why; the caller goes to the rescue shell (never a retry loop).
 fn hand_over(
     artifacts: &handoff::Artifacts,
@@ -158,7 +166,16 @@ fn hand_over(
     if config.mode == Mode::Private {
         run(Step::Private, private_boot::check_step);
     }
-    let payload = || handoff::payload_step(artifacts, config, provenance, identity);
+    let route = run(Step::Route, || direct::step(config, artifacts));
+    if route.is_direct() {
+        let lay_out = || direct::lay_out_step(artifacts, config, provenance, identity, &route);
+        if let Some(target_config) = run(Step::Payload, lay_out) {
+            console().raw(&ready_line(&target_config));
+            target(&target_config);
+        }
+        return;
+    }
+    let payload = || handoff::payload_step(artifacts, config, provenance, identity, &route);
     let Some(target) = run(Step::Payload, payload) else {
         return;
     };

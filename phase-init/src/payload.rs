@@ -277,6 +277,81 @@ pub fn write_initrd<W: Write>(out: W, p: &Payload<'_>) -> Result<u64, PayloadErr
     Ok(w.n)
 }
 
+/// A verified file that [`lay_out`] leaves for the caller to bind-mount
+/// (read-only) onto the empty file at `at`: the bytes stay where the fetch
+/// verified them, neither copied nor read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub from: PathBuf,
+    pub at: PathBuf,
+}
+
+/// The payload as a directory tree below `root` instead of a cpio, for
+/// the boot that goes on as stage 2 without a second kernel: the same
+/// paths as [`write_initrd`]'s archive, with `boot.json` and the TUF
+/// metadata written, and an empty file at each object's place that the
+/// returned [`Bind`]s fill.
+pub fn lay_out(root: &Path, p: &Payload<'_>) -> Result<Vec<Bind>, PayloadError> {
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: io::Error| {
+            PayloadError::Write(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        }
+    };
+    for m in p.tuf {
+        if !MetaFile::valid_name(&m.name) {
+            return Err(PayloadError::MetaName(m.name.clone()));
+        }
+    }
+    for d in cas_layout::DIRS {
+        let dir = root.join(in_cache(d));
+        std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+    }
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut place = |a: &Artifact, at: PathBuf| -> Result<(), PayloadError> {
+        if binds.iter().any(|b| b.at == at) {
+            return Ok(());
+        }
+        if let Some(dir) = at.parent() {
+            std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+        }
+        File::create(&at).map_err(write_err(&at))?;
+        binds.push(Bind {
+            from: a.path.clone(),
+            at,
+        });
+        Ok(())
+    };
+    place(p.rootfs, root.join(ROOTFS.trim_start_matches('/')))?;
+    for a in [p.kernel, p.initramfs, p.rootfs]
+        .into_iter()
+        .chain(p.extra.iter())
+    {
+        place(a, root.join(cas_path(&a.sha256)))?;
+    }
+    let files = p
+        .tuf
+        .iter()
+        .map(|m| {
+            (
+                format!("{}/{}", TUF_DIR.trim_start_matches('/'), m.name),
+                m.bytes.clone(),
+            )
+        })
+        .chain(std::iter::once((
+            BOOT_JSON.trim_start_matches('/').to_owned(),
+            p.boot.to_json(),
+        )));
+    for (name, bytes) in files {
+        let path = root.join(name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+        }
+        std::fs::write(&path, bytes).map_err(write_err(&path))?;
+    }
+    Ok(binds)
+}
+
 fn header(name: &str, mode: u32, ino: u32) -> cpio::newc::Builder {
     cpio::newc::Builder::new(name)
         .ino(ino)
@@ -412,6 +487,80 @@ mod tests {
         assert_eq!(BootJson::from_json(&json).expect("parse"), boot);
         let (_, mode, _) = &e[pos("phase")];
         assert_eq!(*mode, 0o040755);
+    }
+
+    #[test]
+    fn laid_out_in_place_the_payload_has_the_archive_s_paths_and_binds_the_objects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).expect("mkdir");
+        let kernel = write(&src, "vmlinuz", b"kernel bytes");
+        let initramfs = write(&src, "initrd", b"INITRD!");
+        let rootfs = write(&src, "rootfs", b"hsqs");
+        let job = write(&src, "job", b"\0asm");
+        let tuf = [MetaFile {
+            name: "metadata/2.targets.json".into(),
+            bytes: b"{}".to_vec(),
+        }];
+        let boot = sample_boot();
+        let root = dir.path().join("root");
+        let binds = lay_out(
+            &root,
+            &Payload {
+                kernel: &kernel,
+                initramfs: &initramfs,
+                rootfs: &rootfs,
+                extra: std::slice::from_ref(&job),
+                tuf: &tuf,
+                boot: &boot,
+            },
+        )
+        .expect("lay out");
+        let at = |rel: &str| root.join(rel);
+        let expected = [
+            (&rootfs, at("phase/rootfs.squashfs")),
+            (&kernel, at(&cas_path(&kernel.sha256))),
+            (&initramfs, at(&cas_path(&initramfs.sha256))),
+            (&rootfs, at(&cas_path(&rootfs.sha256))),
+            (&job, at(&cas_path(&job.sha256))),
+        ];
+        assert_eq!(binds.len(), expected.len(), "{binds:?}");
+        for (a, place) in expected {
+            assert!(
+                binds.iter().any(|b| b.from == a.path && b.at == place),
+                "{} -> {} missing from {binds:?}",
+                a.path.display(),
+                place.display()
+            );
+            let m = std::fs::metadata(&place).expect("mount point");
+            assert!(m.is_file() && m.len() == 0, "{}", place.display());
+        }
+        for d in cas_layout::DIRS {
+            assert!(at(&in_cache(d)).is_dir(), "{d}");
+        }
+        let json = std::fs::read(at("phase/boot.json")).expect("boot.json");
+        assert_eq!(BootJson::from_json(&json).expect("parse"), boot);
+        assert_eq!(
+            std::fs::read(at("phase/tuf/metadata/2.targets.json")).expect("tuf"),
+            b"{}"
+        );
+        let bad = [MetaFile {
+            name: "../escape.json".into(),
+            bytes: vec![],
+        }];
+        let e = lay_out(
+            &dir.path().join("other"),
+            &Payload {
+                kernel: &kernel,
+                initramfs: &initramfs,
+                rootfs: &rootfs,
+                extra: &[],
+                tuf: &bad,
+                boot: &boot,
+            },
+        )
+        .expect_err("bad name");
+        assert!(matches!(e, PayloadError::MetaName(_)), "{e}");
     }
 
     #[test]

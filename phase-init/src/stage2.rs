@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::mount::{
-    mount, mount_bind, mount_move, mount_remount, unmount, MountFlags, UnmountFlags,
+    mount, mount_bind_recursive, mount_move, mount_remount, unmount, MountFlags, UnmountFlags,
 };
 
 use crate::cmdline::{Config, Mode};
@@ -258,7 +258,9 @@ pub fn move_mounts() -> Result<String, Stage2Error> {
     let root = Path::new(NEW_ROOT);
     let phase = root.join("phase");
     mkdir(&phase)?;
-    mount_bind(PAYLOAD_DIR, &phase)
+    // Recursive: on the direct route (direct.rs) the objects under /phase
+    // are read-only bind mounts of their own.
+    mount_bind_recursive(PAYLOAD_DIR, &phase)
         .map_err(errno)
         .map_err(io_err("bind the payload at", &phase))?;
     mount_remount(&phase, MountFlags::BIND | MountFlags::RDONLY, "")

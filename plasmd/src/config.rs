@@ -247,6 +247,7 @@ jobs = ["hello", "a-b.c"]
             steps: vec![],
             identity: None,
             platform: None,
+            handover: None,
         }
         .to_json()
     }

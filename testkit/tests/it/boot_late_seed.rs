@@ -35,10 +35,14 @@ fn a_node_that_powers_on_before_its_seed_boots_once_the_seed_is_up() {
         .tap(&tap)
         .memory_mib(512)
         .name("late-seed")
+        // The kexec route under Secure Boot (boot_wasm takes the direct one).
+        .append("phase.kexec=always")
+        .secure_boot()
         .timeout(common::BOOT_TIMEOUT)
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
 
+    expect(&mut vm, "secureboot on, lockdown integrity");
     // No peer yet: the first attempt finds nobody and the retries begin.
     let first = common::full_line(&mut vm, "discover ");
     assert!(first.contains("0 peers (mdns)"), "{first}");
@@ -63,6 +67,9 @@ fn a_node_that_powers_on_before_its_seed_boots_once_the_seed_is_up() {
         "the kernel came from the seed: {kernel}"
     );
     expect(&mut vm, "fetch    ok");
+    let route = expect(&mut vm, "route    ok");
+    assert!(route.contains("kexec: phase.kexec=always"), "{route}");
+    expect(&mut vm, "kexec_file_load accepted the target kernel");
     expect(&mut vm, "kexec: starting the target kernel");
     expect(
         &mut vm,

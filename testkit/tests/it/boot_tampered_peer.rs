@@ -49,7 +49,7 @@ fn the_only_peer_serves_a_flipped_byte_and_the_boot_refuses() {
     // Three attempts, not the default forever: the refusal is final here.
     let mut vm = Qemu::image(&pubd.disk)
         .mode("local")
-        .append("phase.retry=3")
+        .append("phase.retry=3 phase.kexec=always")
         .tap(&tap)
         .memory_mib(512)
         .name("tampered-only")
@@ -99,6 +99,7 @@ fn with_an_honest_second_peer_the_boot_succeeds_from_it() {
         .tap(&tap)
         .memory_mib(512)
         .name("tampered-and-honest")
+        .append("phase.kexec=always")
         .timeout(common::BOOT_TIMEOUT)
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
@@ -213,6 +214,7 @@ fn a_fake_peer_serving_garbage_metadata_is_dropped_and_named() {
         .tap(&tap)
         .memory_mib(512)
         .name("fake-metadata")
+        .append("phase.kexec=always")
         .timeout(common::BOOT_TIMEOUT)
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));

@@ -6,7 +6,8 @@
 //! rootfs of `make rootfs` (busybox, `phase`, `plasmd`) and the demo job of
 //! `make plasmd-jobs`. The VM has one NIC on the LAN, whose host-side node
 //! runs the peer and a DHCP server. The serial console must show stage 1 verifying
-//! the boot set and the job, kexec, stage 2, and `Hello from Phase WASM on
+//! the boot set and the job, stage 2 (without a second kernel: the stick is
+//! the release it boots), and `Hello from Phase WASM on
 //! <host>` printed by the job plasmd ran. (A seeded stick does not carry
 //! jobs yet: `phase image --seed-repo` seeds the boot set only.) Then a
 //! host-side node fetches every
@@ -19,9 +20,9 @@
 //! Secure Boot build with the stock Microsoft keys, as a PC leaves the
 //! factory: the stick's shim (Microsoft-signed) starts
 //! Debian-signed systemd-boot, which starts Debian's signed kernel; the
-//! kernel is then locked down (`integrity`) and the target kernel is
-//! accepted by `kexec_file_load`'s signature check. The other boot tests
-//! boot the same kind of stick with Secure Boot off.
+//! kernel is then locked down (`integrity`). `boot_late_seed` kexecs
+//! under Secure Boot (`kexec_file_load`'s signature check); the other boot
+//! tests boot the same kind of stick with Secure Boot off.
 //!
 //! Prerequisites (built by `make test`): `$PHASE_BIN`, `$PHASE_BUILD` with
 //! the kernel, `x86_64/phase-init`, `x86_64/rootfs.squashfs`,
@@ -34,7 +35,7 @@ use std::time::Duration;
 use target_common as tc;
 use testkit::qemu::{Qemu, Vm};
 
-/// UEFI + kexec + the target's services under TCG on a loaded 2-core host.
+/// UEFI + the target's services under TCG on a loaded 2-core host.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 
 #[test]
@@ -81,7 +82,9 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
     expect(&mut vm, "fetch: rootfs");
     expect(&mut vm, "fetch: job       jobs/hello.wasm");
     expect(&mut vm, "fetch    ok");
-    expect(&mut vm, "kexec: starting the target kernel");
+    // The stick was built from the release it boots: no second kernel.
+    let route = expect(&mut vm, "route    ok");
+    assert!(route.contains("direct, no second kernel"), "{route}");
     expect(&mut vm, "stage=target");
     expect(&mut vm, "switch   ok");
     let net = expect(&mut vm, "net: phase-node-");

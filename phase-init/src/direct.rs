@@ -1,0 +1,436 @@
+//! Whether the boot needs a second kernel (`phase.kexec`), and going on as
+//! stage 2 without one.
+//!
+//! A kexec starts the verified target kernel with the target initramfs.
+//! When those are byte for byte the kernel and initramfs the boot loader
+//! started (the usual case: the stick was built from the release it
+//! boots), the kexec would start the same kernel with the same initramfs
+//! again, and the largest single step of the boot buys nothing. So with
+//! `phase.kexec=auto` (the default) stage 1 reads back the files of the
+//! loader entry systemd-boot names in `LoaderEntrySelected` from the ESP
+//! (`PHASE-ESP`, mounted read-only for the check) and compares their
+//! SHA-256 with the verified target's. It goes on as stage 2 itself only
+//! when
+//!
+//! - the kernel and the initramfs both match (a different initramfs means
+//!   a different phase-init or module set, which only a kexec starts), and
+//! - every kernel parameter the target's signed command line sets, other
+//!   than `phase.*` (which stage 1 hands on itself), is already on the
+//!   running kernel's command line: the running kernel cannot take new
+//!   ones.
+//!
+//! Otherwise, with `phase.kexec=always`, or when anything cannot be read,
+//! it kexecs; the console line says why. Then [`lay_out_step`] builds
+//! `/phase` in place of the payload cpio: `boot.json` and the TUF metadata
+//! written, and each verified object bind-mounted read-only from where the
+//! fetch verified it (the cache partition or the RAM cache), so the rootfs
+//! is used in place: neither copied into RAM nor read again.
+//!
+//! Secure Boot: where it is on, the firmware, shim and the loader checked
+//! the running kernel's signature before it ran; the comparison adds that
+//! it is also the kernel the signed release names.
+
+use std::path::{Path, PathBuf};
+
+use rustix::mount::{mount, mount_bind, mount_remount, unmount, MountFlags, UnmountFlags};
+
+use crate::cmdline::{self, Config, Kexec};
+use crate::handoff::{self, Artifacts, Provenance};
+use crate::payload::{self, Artifact, Payload};
+use crate::step::{chain, Status};
+
+/// The GPT name of the stick's ESP (the image crate writes it).
+pub const ESP_NAME: &str = "PHASE-ESP";
+/// Where the ESP is mounted, read-only, while its files are hashed.
+pub const ESP_MOUNT: &str = "/run/phase/esp";
+
+/// Which way stage 1 hands over, and why (one line for the console and
+/// `boot.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Go on as stage 2: the running kernel and initramfs are the target's.
+    Direct(String),
+    /// Start the target kernel with kexec.
+    Kexec(String),
+}
+
+impl Route {
+    pub fn is_direct(&self) -> bool {
+        matches!(self, Route::Direct(_))
+    }
+
+    /// The `boot.json` record of this choice.
+    pub fn record(&self) -> handover::HandoverPath {
+        let (path, reason) = match self {
+            Route::Direct(r) => ("direct", r),
+            Route::Kexec(r) => ("kexec", r),
+        };
+        handover::HandoverPath {
+            path: path.to_owned(),
+            reason: reason.clone(),
+        }
+    }
+}
+
+/// Why the running kernel and initramfs could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum StartedError {
+    #[error("the boot loader did not name its entry (no LoaderEntrySelected)")]
+    NoEntry,
+    #[error("no {ESP_NAME} partition")]
+    NoEsp,
+    #[error("cannot mount the ESP {dev} read-only at {ESP_MOUNT}")]
+    Mount {
+        dev: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the loader entry {path}")]
+    Entry {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the loader entry {entry} has {what}")]
+    EntryShape { entry: String, what: String },
+    #[error("cannot hash the file the loader started")]
+    Hash(#[source] payload::PayloadError),
+}
+
+/// The kernel and initramfs files the boot loader started, hashed.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub kernel: Artifact,
+    pub initrd: Artifact,
+}
+
+/// The `linux` and the one `initrd` path of a systemd-boot entry (Boot
+/// Loader Specification type #1), relative to the ESP's root.
+pub fn entry_files(entry: &str, text: &str) -> Result<(String, String), StartedError> {
+    let shape = |what: &str| StartedError::EntryShape {
+        entry: entry.to_owned(),
+        what: what.to_owned(),
+    };
+    let values = |key: &str| -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| {
+                let (k, v) = l.trim().split_once(char::is_whitespace)?;
+                (k == key).then(|| v.trim())
+            })
+            .collect()
+    };
+    let one = |key: &str| -> Result<String, StartedError> {
+        match values(key).as_slice() {
+            [v] => {
+                esp_relative(v).ok_or_else(|| shape(&format!("a {key} path {v:?} outside the ESP")))
+            }
+            [] => Err(shape(&format!("no {key} line"))),
+            _ => Err(shape(&format!("more than one {key} line"))),
+        }
+    };
+    Ok((one("linux")?, one("initrd")?))
+}
+
+/// `/EFI/x/vmlinuz` (or `\EFI\x\vmlinuz`) as a path below the ESP's root;
+/// `None` for `..` or an empty path.
+fn esp_relative(p: &str) -> Option<String> {
+    let parts: Vec<&str> = p
+        .split(['/', '\\'])
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    (!parts.is_empty() && !parts.contains(&"..")).then(|| parts.join("/"))
+}
+
+/// Reads the entry `entry` below the mounted ESP at `esp` and hashes the
+/// files it names.
+pub fn started_from(esp: &Path, entry: &str) -> Result<Started, StartedError> {
+    let name = esp_relative(entry)
+        .filter(|n| !n.contains('/'))
+        .ok_or_else(|| StartedError::EntryShape {
+            entry: entry.to_owned(),
+            what: "a name that is not a file name".to_owned(),
+        })?;
+    let path = esp.join("loader/entries").join(name);
+    let text = std::fs::read_to_string(&path).map_err(|source| StartedError::Entry {
+        path: path.clone(),
+        source,
+    })?;
+    let (linux, initrd) = entry_files(entry, &text)?;
+    let hash =
+        |what, rel: &str| Artifact::hash_file(what, &esp.join(rel)).map_err(StartedError::Hash);
+    Ok(Started {
+        kernel: hash("kernel", &linux)?,
+        initrd: hash("initramfs", &initrd)?,
+    })
+}
+
+/// The choice, from what was started (or why that is unknown), the
+/// verified target and the running kernel's command line.
+pub fn decide(
+    config: &Config,
+    target: &Artifacts,
+    started: Result<Started, StartedError>,
+    running_cmdline: &str,
+) -> Route {
+    if config.kexec == Kexec::Always {
+        return Route::Kexec("phase.kexec=always".to_owned());
+    }
+    let started = match started {
+        Ok(s) => s,
+        Err(e) => {
+            return Route::Kexec(format!(
+                "cannot tell what the loader started: {}",
+                chain(&e)
+            ))
+        }
+    };
+    let short = |h: &str| h.get(..12).unwrap_or(h).to_owned();
+    if started.kernel.sha256 != target.kernel.sha256 {
+        return Route::Kexec(format!(
+            "the target kernel (sha256 {}) is not the one the loader started ({})",
+            short(&target.kernel.sha256),
+            short(&started.kernel.sha256)
+        ));
+    }
+    if started.initrd.sha256 != target.initramfs.sha256 {
+        return Route::Kexec(format!(
+            "the target initramfs (sha256 {}) is not the one the loader started ({})",
+            short(&target.initramfs.sha256),
+            short(&started.initrd.sha256)
+        ));
+    }
+    let running: Vec<&str> = running_cmdline.split_whitespace().collect();
+    let missing: Vec<&str> = target
+        .cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with("phase.") && !running.contains(w))
+        .collect();
+    if !missing.is_empty() {
+        return Route::Kexec(format!(
+            "the target's kernel parameters {} are not on the running kernel's command line",
+            missing.join(" ")
+        ));
+    }
+    Route::Direct(format!(
+        "the target kernel and initramfs (sha256 {}, {}) are the ones the loader started",
+        short(&target.kernel.sha256),
+        short(&target.initramfs.sha256)
+    ))
+}
+
+/// Mounts the ESP read-only, hashes what the selected entry names, and
+/// unmounts it again.
+fn started() -> Result<Started, StartedError> {
+    let efivars = Path::new(crate::platform::EFIVARS);
+    let entry =
+        crate::loader::variable(efivars, "LoaderEntrySelected").ok_or(StartedError::NoEntry)?;
+    let dev = crate::cachepart::find(Path::new("/sys/class/block"), ESP_NAME)
+        .map(|d| Path::new("/dev").join(d))
+        .ok_or(StartedError::NoEsp)?;
+    let at = Path::new(ESP_MOUNT);
+    let mount_err = |source: std::io::Error| StartedError::Mount {
+        dev: dev.clone(),
+        source,
+    };
+    std::fs::create_dir_all(at).map_err(mount_err)?;
+    let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    mount(&dev, at, "vfat", flags, None).map_err(|e| mount_err(e.into()))?;
+    let r = started_from(at, &entry);
+    let _ = unmount(at, UnmountFlags::empty());
+    r
+}
+
+/// The `path` boot step: kexec, or go on as stage 2 (`true`).
+pub fn step(config: &Config, target: &Artifacts) -> (Route, Status) {
+    let found = if config.kexec == Kexec::Always {
+        Err(StartedError::NoEntry)
+    } else {
+        started()
+    };
+    let running = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let path = decide(config, target, found, &running);
+    let line = match &path {
+        Route::Direct(why) => format!("direct, no second kernel: {why}"),
+        Route::Kexec(why) => format!("kexec: {why}"),
+    };
+    (path, Status::ok(line))
+}
+
+/// The `payload` step of the direct path: `boot.json` and `/phase` in
+/// place (see the module comment). Returns the configuration stage 2 runs
+/// with, parsed from the command line the target would have got.
+pub fn lay_out_step(
+    artifacts: &Artifacts,
+    config: &Config,
+    provenance: Option<Provenance>,
+    identity: Option<&handover::Identity>,
+    path: &Route,
+) -> (Option<Config>, Status) {
+    let (cmdline, boot) = handoff::record(artifacts, config, provenance, identity, path);
+    let extra: Vec<Artifact> = artifacts.extra.iter().map(|(_, a)| a.clone()).collect();
+    let p = Payload {
+        kernel: &artifacts.kernel,
+        initramfs: &artifacts.initramfs,
+        rootfs: &artifacts.rootfs,
+        extra: &extra,
+        tuf: &artifacts.tuf,
+        boot: &boot,
+    };
+    let binds = match payload::lay_out(Path::new("/"), &p) {
+        Ok(b) => b,
+        Err(e) => return (None, Status::fail(chain(&e))),
+    };
+    for b in &binds {
+        if let Err(e) = bind_read_only(&b.from, &b.at) {
+            return (None, Status::fail(e));
+        }
+    }
+    let target = cmdline::parse(&cmdline).config;
+    let detail = format!(
+        "{} in place: {} verified objects bound read-only, rootfs {}",
+        crate::stage2::PAYLOAD_DIR,
+        binds.len(),
+        artifacts.rootfs.path.display()
+    );
+    (Some(target), Status::ok(detail))
+}
+
+fn bind_read_only(from: &Path, at: &Path) -> Result<(), String> {
+    mount_bind(from, at)
+        .and_then(|()| mount_remount(at, MountFlags::BIND | MountFlags::RDONLY, ""))
+        .map_err(|e| {
+            format!(
+                "cannot bind {} read-only at {}: {e}",
+                from.display(),
+                at.display()
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(dir: &Path, name: &str, bytes: &[u8]) -> Artifact {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).expect("write");
+        Artifact::hash_file("test", &p).expect("hash")
+    }
+
+    /// An ESP with one entry, and a target whose kernel and initramfs are
+    /// the entry's files.
+    fn esp(dir: &Path) -> Artifacts {
+        std::fs::create_dir_all(dir.join("loader/entries")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("EFI/phase")).expect("mkdir");
+        std::fs::write(
+            dir.join("loader/entries/phase-local.conf"),
+            "title Phase\nlinux      /EFI/phase/vmlinuz\ninitrd \\EFI\\phase\\initrd.img\noptions console=ttyS0 phase.mode=local\n",
+        )
+        .expect("entry");
+        let kernel = artifact(dir, "EFI/phase/vmlinuz", b"kernel");
+        let initramfs = artifact(dir, "EFI/phase/initrd.img", b"initrd");
+        let rootfs = artifact(dir, "rootfs", b"hsqs");
+        Artifacts {
+            kernel,
+            initramfs,
+            rootfs,
+            cmdline: "console=ttyS0 phase.debug=true".into(),
+            names: ["k".into(), "i".into(), "r".into()],
+            extra: vec![],
+            tuf: vec![],
+        }
+    }
+
+    #[test]
+    fn the_same_kernel_initramfs_and_parameters_go_on_without_kexec() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let target = esp(d.path());
+        let started = started_from(d.path(), "phase-local.conf");
+        let path = decide(
+            &Config::default(),
+            &target,
+            started,
+            "console=ttyS0 phase.mode=local",
+        );
+        assert!(path.is_direct(), "{path:?}");
+        assert_eq!(path.record().path, "direct");
+    }
+
+    #[test]
+    fn always_a_different_file_a_missing_parameter_or_no_entry_kexec_and_say_why() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let target = esp(d.path());
+        let started = || started_from(d.path(), "phase-local.conf");
+        let running = "console=ttyS0";
+        let always = Config {
+            kexec: Kexec::Always,
+            ..Config::default()
+        };
+        let why = |p: Route| match p {
+            Route::Kexec(why) => why,
+            Route::Direct(why) => panic!("direct: {why}"),
+        };
+        assert_eq!(
+            why(decide(&always, &target, started(), running)),
+            "phase.kexec=always"
+        );
+
+        let mut other = target.clone();
+        other.kernel = artifact(d.path(), "other-kernel", b"another kernel");
+        let w = why(decide(&Config::default(), &other, started(), running));
+        assert!(w.starts_with("the target kernel (sha256 "), "{w}");
+
+        let mut other = target.clone();
+        other.initramfs = artifact(d.path(), "other-initrd", b"another initrd");
+        let w = why(decide(&Config::default(), &other, started(), running));
+        assert!(w.starts_with("the target initramfs (sha256 "), "{w}");
+
+        let mut other = target.clone();
+        other.cmdline = "console=ttyS0 quiet phase.debug=true".into();
+        let w = why(decide(&Config::default(), &other, started(), running));
+        assert!(w.contains("parameters quiet are not on"), "{w}");
+
+        let w = why(decide(
+            &Config::default(),
+            &target,
+            Err(StartedError::NoEntry),
+            running,
+        ));
+        assert!(w.contains("no LoaderEntrySelected"), "{w}");
+    }
+
+    #[test]
+    fn a_bad_entry_is_named() {
+        let d = tempfile::tempdir().expect("tempdir");
+        esp(d.path());
+        let e = |entry: &str| match started_from(d.path(), entry) {
+            Err(e) => chain(&e),
+            Ok(_) => panic!("{entry} was read"),
+        };
+        assert!(
+            e("../x.conf").contains("not a file name"),
+            "{}",
+            e("../x.conf")
+        );
+        assert!(
+            e("missing.conf").contains("missing.conf"),
+            "{}",
+            e("missing.conf")
+        );
+        for (text, what) in [
+            ("linux /a\n", "no initrd line"),
+            (
+                "linux /a\ninitrd /b\ninitrd /c\n",
+                "more than one initrd line",
+            ),
+            ("linux /../a\ninitrd /b\n", "outside the ESP"),
+        ] {
+            let err = entry_files("x.conf", text).expect_err(text);
+            assert!(err.to_string().contains(what), "{err}");
+        }
+        assert_eq!(
+            entry_files("x.conf", "linux \\EFI\\a\ninitrd  /EFI//b \n").expect("parsed"),
+            ("EFI/a".to_owned(), "EFI/b".to_owned())
+        );
+    }
+}
