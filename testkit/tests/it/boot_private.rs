@@ -233,7 +233,8 @@ fn expect(vm: &mut Vm, s: &str) -> String {
 #[test]
 fn a_private_boot_writes_no_byte_and_sends_no_mdns() {
     let mut s = setup();
-    qemu::edit_entry_in_place(&s.disk, Some("private"), "phase.kexec=always").unwrap_or_else(|e| panic!("{e}"));
+    qemu::edit_entry_in_place(&s.disk, Some("private"), "phase.kexec=always")
+        .unwrap_or_else(|e| panic!("{e}"));
     let before = sha256_file(&s.disk);
     let tap = s.lan.add_tap().unwrap_or_else(|e| panic!("{e}"));
     let pcap = s.d.join("private.pcap");
@@ -315,7 +316,8 @@ fn a_private_boot_writes_no_byte_and_sends_no_mdns() {
 
     // The contrast: the same image in local mode mounts its cache
     // read-write, and the image changes.
-    qemu::edit_entry_in_place(&s.disk, Some("local"), "phase.kexec=always").unwrap_or_else(|e| panic!("{e}"));
+    qemu::edit_entry_in_place(&s.disk, Some("local"), "phase.kexec=always")
+        .unwrap_or_else(|e| panic!("{e}"));
     let before = sha256_file(&s.disk);
     let tap = s.lan.add_tap().unwrap_or_else(|e| panic!("{e}"));
     let mut vm = Qemu::image(&s.disk)
@@ -421,7 +423,9 @@ fn a_private_boot_whose_tor_cannot_bootstrap_never_connects_directly() {
     let tcpdump = capture(&tap, &pcap);
     let mut vm = Qemu::image(&disk)
         .mode("private")
-        .append(format!("phase.peers={peer} phase.tor_timeout=20 phase.kexec=always"))
+        .append(format!(
+            "phase.peers={peer} phase.tor_timeout=20 phase.kexec=always"
+        ))
         .memory_mib(512)
         .name("private-no-tor")
         .tap(&tap)
@@ -504,7 +508,9 @@ fn a_private_boot_fetches_through_a_tor_network_and_nothing_else() {
     let started = Instant::now();
     let mut vm = Qemu::image(&disk)
         .mode("private")
-        .append(format!("phase.peers=http://{peer_ip}:7070 phase.kexec=always"))
+        .append(format!(
+            "phase.peers=http://{peer_ip}:7070 phase.kexec=always"
+        ))
         .memory_mib(1024)
         .name("private-tor")
         .tap(&tap)
