@@ -234,7 +234,9 @@ fn started() -> Result<Started, StartedError> {
     };
     std::fs::create_dir_all(at).map_err(mount_err)?;
     let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    mount(&dev, at, "vfat", flags, None).map_err(|e| mount_err(e.into()))?;
+    // iocharset: Debian's kernel defaults to `ascii`, whose module the
+    // initramfs does not carry; without it vfat refuses the mount (EINVAL).
+    mount(&dev, at, "vfat", flags, Some(c"iocharset=utf8")).map_err(|e| mount_err(e.into()))?;
     let r = started_from(at, &entry);
     let _ = unmount(at, UnmountFlags::empty());
     r

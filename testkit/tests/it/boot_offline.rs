@@ -160,7 +160,11 @@ fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
     // The stick's kernel and initramfs are the release's: stage 1 goes on
     // as stage 2, with the rootfs bound in place from the cache partition.
     let route = expect(&mut vm, "route    ok");
-    assert!(route.contains("direct, no second kernel"), "{route}");
+    assert!(
+        route.contains("direct, no second kernel"),
+        "{route}\n{}",
+        vm.log()
+    );
     let t_kexec = t0.elapsed();
     let payload = expect(&mut vm, "payload  ok");
     assert!(

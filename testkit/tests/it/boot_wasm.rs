@@ -84,7 +84,11 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
     expect(&mut vm, "fetch    ok");
     // The stick was built from the release it boots: no second kernel.
     let route = expect(&mut vm, "route    ok");
-    assert!(route.contains("direct, no second kernel"), "{route}");
+    assert!(
+        route.contains("direct, no second kernel"),
+        "{route}\n{}",
+        vm.log()
+    );
     expect(&mut vm, "stage=target");
     expect(&mut vm, "switch   ok");
     let net = expect(&mut vm, "net: phase-node-");

@@ -53,7 +53,11 @@ fn two_nodes_boot_from_the_first_nodes_re_shared_payload() {
     // the rootfs used in place from the cache partition, and that is what
     // it re-shares.
     let route = expect(&mut first, "route    ok");
-    assert!(route.contains("direct, no second kernel"), "{route}");
+    assert!(
+        route.contains("direct, no second kernel"),
+        "{route}\n{}",
+        first.log()
+    );
     let net = expect(&mut first, "net: phase-node-");
     let ip = tc::net_ipv4(&net).unwrap_or_else(|| panic!("node 1 has no IPv4 lease: {net:?}"));
     expect(&mut first, tc::GREETING);
