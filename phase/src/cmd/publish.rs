@@ -119,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.cmdline.is_some() && args.kernel.is_none() {
         anyhow::bail!("--cmdline belongs to a kernel: give --kernel too");
     }
-    let kernel_signature = args
+    let kernel_finding = args
         .kernel
         .as_deref()
         .map(|k| kernel_signature::check(k, args.require_signed_kernel))
@@ -228,10 +228,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         publisher.commit(args.expires)
     }
     .context("signing the repository metadata failed")?;
+    if let Some(warning) = kernel_finding.as_ref().and_then(|f| f.warning.as_ref()) {
+        eprintln!("phase: warning: {warning}");
+    }
     if args.json {
         let mut json = serde_json::to_value(&report).context("serializing the report failed")?;
-        if let (Some(found), Some(obj)) = (kernel_signature, json.as_object_mut()) {
-            obj.insert("kernel_signature".into(), serde_json::to_value(found)?);
+        if let (Some(found), Some(obj)) = (&kernel_finding, json.as_object_mut()) {
+            obj.insert(
+                "kernel_signature".into(),
+                serde_json::to_value(found.signature)?,
+            );
         }
         return print_json(&json);
     }

@@ -26,14 +26,28 @@ pub enum KernelSignature {
     NotPe,
 }
 
-/// Reads `path`'s signature. An unsigned or non-PE kernel is a warning on
-/// stderr, or with `require` an error (one line naming the file), returned
-/// before the repository is touched.
-pub fn check(path: &Path, require: bool) -> anyhow::Result<KernelSignature> {
+/// What [`check`] found, and the warning to print once the kernel is
+/// published (none for a signed kernel).
+#[derive(Debug)]
+pub struct Finding {
+    pub signature: KernelSignature,
+    pub warning: Option<String>,
+}
+
+/// Reads `path`'s signature before anything is published. An unsigned or
+/// non-PE kernel is an error with `require` (one line naming the file);
+/// without it, a warning the caller prints after publishing (so a publish
+/// that fails for another reason still says one thing).
+pub fn check(path: &Path, require: bool) -> anyhow::Result<Finding> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading {} failed", path.display()))?;
     let (found, problem) = match authenticode_signed(&bytes) {
-        Ok(true) => return Ok(KernelSignature::Signed),
+        Ok(true) => {
+            return Ok(Finding {
+                signature: KernelSignature::Signed,
+                warning: None,
+            })
+        }
         Ok(false) => (
             KernelSignature::Unsigned,
             format!("kernel {} has no Authenticode signature", path.display()),
@@ -49,9 +63,11 @@ pub fn check(path: &Path, require: bool) -> anyhow::Result<KernelSignature> {
     if require {
         anyhow::bail!("{problem} (--require-signed-kernel): nothing published");
     }
-    eprintln!(
-        "phase: warning: {problem}; Secure Boot machines will not kexec it (lockdown), \
-         --require-signed-kernel refuses to publish such a kernel"
-    );
-    Ok(found)
+    Ok(Finding {
+        signature: found,
+        warning: Some(format!(
+            "{problem}; Secure Boot machines will not kexec it (lockdown), \
+             --require-signed-kernel refuses to publish such a kernel"
+        )),
+    })
 }
