@@ -10,6 +10,10 @@
 //! * [`stage1`]: the stage-1 initramfs layout that `phase-init` expects;
 //! * [`esp`]: the ESP contents (shim and systemd-boot, loader entries from templates);
 //! * [`signed`]: the Secure Boot chain's signed binaries from Debian's packages;
+//! * [`authenticode`]: whether a PE image (EFI binary, EFI-stub kernel) is
+//!   signed, and signing one with `sbsign`;
+//! * [`mok`]: signing the ESP's systemd-boot and kernel with a site's own
+//!   key, and its certificate on the ESP for enrolment;
 //! * [`disk`]: the GPT disk image (ESP FAT32 + `PHASE-CACHE` ext4) and the
 //!   qcow2 conversion.
 //!
@@ -17,12 +21,14 @@
 //! it never prints, it emits `tracing` events and returns typed errors.
 #![forbid(unsafe_code)]
 
+pub mod authenticode;
 pub mod cpio;
 pub mod disk;
 pub mod elf;
 pub mod esp;
 pub mod kernel;
 pub mod modules;
+pub mod mok;
 pub mod signed;
 pub mod stage1;
 

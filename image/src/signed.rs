@@ -345,40 +345,6 @@ fn download(dir: &Path, part: &Part, apt: &AptConfig) -> Result<PathBuf, SignedE
         })
 }
 
-/// Why [`authenticode_signed`] could not tell.
-#[derive(Debug, thiserror::Error)]
-#[error("not a PE image (an EFI binary or an EFI-stub kernel): {0}")]
-pub struct NotPe(String);
-
-/// Whether the PE image `bytes` (an EFI binary, or an x86 bzImage with its
-/// EFI stub) carries an Authenticode signature: a certificate table (data
-/// directory 4, whose "address" is a file offset) that lies inside the file
-/// and holds at least one `WIN_CERTIFICATE` header. This says a signature
-/// is there, not who made it: the firmware, shim or the kernel's keyring
-/// decides that at boot.
-pub fn authenticode_signed(bytes: &[u8]) -> Result<bool, NotPe> {
-    use object::read::pe::{PeFile32, PeFile64};
-    let dir = match PeFile64::parse(bytes) {
-        Ok(pe) => pe
-            .data_directory(object::pe::IMAGE_DIRECTORY_ENTRY_SECURITY)
-            .copied(),
-        Err(e64) => match PeFile32::parse(bytes) {
-            Ok(pe) => pe
-                .data_directory(object::pe::IMAGE_DIRECTORY_ENTRY_SECURITY)
-                .copied(),
-            Err(_) => return Err(NotPe(e64.to_string())),
-        },
-    };
-    let Some(dir) = dir else {
-        return Ok(false);
-    };
-    let (offset, size) = dir.address_range();
-    // WIN_CERTIFICATE: dwLength (4), wRevision (2), wCertificateType (2).
-    const HEADER: u64 = 8;
-    let end = u64::from(offset) + u64::from(size);
-    Ok(offset != 0 && u64::from(size) >= HEADER && end <= bytes.len() as u64)
-}
-
 /// The issuers `sbverify --list` names for `path`'s signatures.
 pub fn signature_issuers(path: &Path) -> Result<Vec<String>, CommandError> {
     let out = run(Command::new("sbverify").arg("--list").arg(path))?;
@@ -481,41 +447,6 @@ image signature certificates:
         std::fs::write(&path, b"not a PE image").unwrap();
         let e = check_signature(&path, &PARTS[0]).unwrap_err();
         assert!(e.to_string().contains("plain.efi"), "{e}");
-    }
-
-    #[test]
-    fn authenticode_presence_is_read_from_the_pe_header() {
-        let unsigned = std::fs::read("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
-            .expect("Debian's unsigned systemd-boot (package systemd-boot-efi)");
-        assert!(!authenticode_signed(&unsigned).unwrap());
-        // The same image with a certificate table appended and pointed at.
-        let mut signed = unsigned.clone();
-        let table = signed.len() as u32;
-        signed.extend_from_slice(&16u32.to_le_bytes());
-        signed.extend_from_slice(&0x0200u16.to_le_bytes());
-        signed.extend_from_slice(&0x0002u16.to_le_bytes());
-        signed.extend_from_slice(&[0; 8]);
-        let entry = security_directory_entry(&signed);
-        signed[entry..entry + 4].copy_from_slice(&table.to_le_bytes());
-        signed[entry + 4..entry + 8].copy_from_slice(&16u32.to_le_bytes());
-        assert!(authenticode_signed(&signed).unwrap());
-        // A table that points past the end of the file is not a signature.
-        signed.truncate(signed.len() - 4);
-        assert!(!authenticode_signed(&signed).unwrap());
-        let e = authenticode_signed(b"MZ not really").unwrap_err();
-        assert!(e.to_string().contains("not a PE image"), "{e}");
-    }
-
-    /// The file offset of the security data directory entry of a PE32+ image.
-    fn security_directory_entry(pe: &[u8]) -> usize {
-        let nt = u32::from_le_bytes(pe[0x3c..0x40].try_into().unwrap()) as usize;
-        let optional = nt + 4 + 20;
-        assert_eq!(
-            &pe[optional..optional + 2],
-            &0x20bu16.to_le_bytes(),
-            "PE32+"
-        );
-        optional + 112 + 4 * 8
     }
 
     #[test]

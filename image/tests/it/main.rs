@@ -9,3 +9,4 @@ mod kernel_config_fragments;
 mod module_closure;
 mod qcow2_output;
 mod reproducible_builds;
+mod site_key_signing;

@@ -3,14 +3,16 @@
 //! part to `--out` (the Makefile's `initramfs` and `esp` targets).
 //!
 //! Steps: kernel (apt, cached under the build dir) -> stage-1 initramfs
-//! (phase-init, trusted root, modules, busybox) -> ESP files -> cache
-//! directory (seeded from a TUF repository when asked) -> GPT image -> qcow2.
+//! (phase-init, trusted root, modules, busybox) -> ESP files (systemd-boot
+//! and kernel signed with the site key when asked) -> cache directory
+//! (seeded from a TUF repository when asked) -> GPT image -> qcow2.
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use image::authenticode::SigningKey;
 use image::disk::{self, DiskSpec, Qcow2Options};
-use image::{esp, kernel, signed, stage1};
+use image::{esp, kernel, mok, signed, stage1};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
@@ -88,6 +90,16 @@ pub struct Opts {
         default_value = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
     )]
     systemd_boot: PathBuf,
+    /// The site's Secure Boot signing key (PEM): systemd-boot and the
+    /// kernel on the ESP get a second signature with it, beside Debian's
+    /// (`sbsign`), for machines that enrolled the site certificate as a
+    /// MOK (docs/image.md, "A site's own key").
+    #[arg(long, requires = "sign_cert", conflicts_with = "no_secure_boot")]
+    sign_key: Option<PathBuf>,
+    /// The site key's X.509 certificate (PEM); written to the ESP in DER as
+    /// EFI/phase/site-mok.cer, for `mokutil --import`.
+    #[arg(long, requires = "sign_key")]
+    sign_cert: Option<PathBuf>,
     /// Seed the cache partition from this TUF repository (metadata/ + targets/).
     #[arg(long, requires = "channel")]
     seed_repo: Option<PathBuf>,
@@ -180,6 +192,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.stage == Stage::Disk {
         disk::DiskLayout::compute(size, esp_size).context("--size / --esp-size")?;
     }
+    let site_key = match (&args.sign_key, &args.sign_cert) {
+        (Some(key), Some(cert)) => {
+            mok::cert_der(cert).context("--sign-cert")?;
+            Some(SigningKey {
+                key: key.clone(),
+                cert: cert.clone(),
+            })
+        }
+        _ => None,
+    };
     let tor_network = args
         .tor_network
         .as_deref()
@@ -262,21 +284,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let set = signed::acquire(&args.build_dir, &args.arch).context(
             "cannot get the signed boot loaders (or pass --no-secure-boot for an unsigned stick)",
         )?;
-        let secs = step.done(format!(
-            "signed boot loaders: {}",
-            set.packages.lines().collect::<Vec<_>>().join(", ")
-        ));
+        let packages: Vec<&str> = set.packages.lines().collect();
+        let secs = step.done(format!("signed boot loaders: {}", packages.join(", ")));
         timings.insert("signed".into(), secs.into());
         summary.insert("secure_boot".into(), true.into());
-        summary.insert(
-            "signed_packages".into(),
-            set.packages.lines().collect::<Vec<_>>().into(),
-        );
+        summary.insert("signed_packages".into(), packages.into());
         esp::Loaders::SecureBoot(set)
     };
 
     // 3. ESP contents.
-    let esp_files = esp::assemble(&esp::EspSpec {
+    let mut esp_files = esp::assemble(&esp::EspSpec {
         templates: args.templates.clone(),
         loaders,
         kernel: kernel.vmlinuz.clone(),
@@ -286,6 +303,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cmdline_extra: args.append_cmdline.clone().unwrap_or_default(),
     })
     .context("cannot assemble the ESP")?;
+    if let Some(site) = &site_key {
+        let step = Step::start(quiet, "signing with the site key");
+        mok::sign_esp(&mut esp_files, site).context("cannot sign the ESP with the site key")?;
+        let secs = step.done(format!(
+            "signed {} with the site key, certificate {}",
+            mok::SIGNED_PATHS.join(" and "),
+            mok::CERT_PATH
+        ));
+        timings.insert("site_key".into(), secs.into());
+        summary.insert("site_key_signed".into(), mok::SIGNED_PATHS.to_vec().into());
+        summary.insert("site_cert".into(), mok::CERT_PATH.into());
+    }
     summary.insert("esp_content_bytes".into(), esp_files.total_bytes().into());
 
     // The image identity: everything that went in.

@@ -12,6 +12,8 @@ use verifier::Kind;
 use super::common::{check_component, duration_arg, print_json};
 use super::signer::SignerArgs;
 
+mod kernel_signature;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Repository directory (metadata/ and targets/ are created inside).
@@ -30,9 +32,17 @@ pub struct Args {
     /// Architecture, e.g. x86_64.
     #[arg(long, default_value = "x86_64")]
     pub arch: String,
-    /// Kernel image, published as <channel>/<arch>/kernel.
+    /// Kernel image, published as <channel>/<arch>/kernel. Its
+    /// Authenticode signature is read first: a kernel without one (or not
+    /// a PE/EFI image at all) is published with a warning, because
+    /// machines with Secure Boot on refuse to kexec it.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// Refuse to publish a --kernel that has no Authenticode signature (or
+    /// is not a PE/EFI image): an error naming the file, and nothing is
+    /// published. Without --kernel it has nothing to check.
+    #[arg(long)]
+    pub require_signed_kernel: bool,
     /// Initramfs, published as <channel>/<arch>/initramfs.
     #[arg(long)]
     pub initramfs: Option<PathBuf>,
@@ -109,6 +119,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.cmdline.is_some() && args.kernel.is_none() {
         anyhow::bail!("--cmdline belongs to a kernel: give --kernel too");
     }
+    let kernel_finding = args
+        .kernel
+        .as_deref()
+        .map(|k| kernel_signature::check(k, args.require_signed_kernel))
+        .transpose()?;
     let chunk_size = match args.chunk_kib {
         Some(k) => {
             anyhow::ensure!(
@@ -213,8 +228,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         publisher.commit(args.expires)
     }
     .context("signing the repository metadata failed")?;
+    if let Some(warning) = kernel_finding.as_ref().and_then(|f| f.warning.as_ref()) {
+        eprintln!("phase: warning: {warning}");
+    }
     if args.json {
-        return print_json(&report);
+        let mut json = serde_json::to_value(&report).context("serializing the report failed")?;
+        if let (Some(found), Some(obj)) = (&kernel_finding, json.as_object_mut()) {
+            obj.insert(
+                "kernel_signature".into(),
+                serde_json::to_value(found.signature)?,
+            );
+        }
+        return print_json(&json);
     }
     for t in &report.targets {
         println!("{:<28} {} {:>12} bytes", t.name, t.sha256, t.length);
