@@ -1,8 +1,11 @@
 //! Build the Phase Boot disk image without root, loop devices or mounts.
 //!
 //! This crate owns:
-//! * [`kernel`]: getting Debian's kernel package with apt (downloaded and
-//!   unpacked under a build directory, never installed on the host);
+//! * [`deb`]: Debian packages into the build cache (`apt-get download`,
+//!   unpacked under a build directory, never installed on the host), with a
+//!   separate apt configuration for suites and components the machine's
+//!   apt sources lack;
+//! * [`kernel`]: Debian's kernel package;
 //! * [`modules`]: reading each module's ELF `.modinfo` section and computing
 //!   the dependency closure and load order of the modules the initramfs carries;
 //! * [`cpio`]: a deterministic cpio "newc" archive writer (sorted entries,
@@ -18,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cpio;
+pub mod deb;
 pub mod disk;
 pub mod elf;
 pub mod esp;
