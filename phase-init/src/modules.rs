@@ -38,7 +38,7 @@ pub const RELEASE_FILE: &str = "etc/phase/kernel-release";
 
 /// At most this many rounds of loads (each followed by a rescan).
 pub const MAX_ROUNDS: usize = 6;
-/// Coldplug stops rescanning this long after it started.
+/// Coldplug stops waiting for devices to appear this long after it started.
 pub const DEADLINE: Duration = Duration::from_secs(3);
 /// After a round that loaded a USB host controller driver, devices on its
 /// ports enumerate over the next few hundred milliseconds: rescan until no
@@ -325,9 +325,9 @@ fn enumerates_later(batch: &[String]) -> bool {
 
 /// Coldplug under `sys` with `load` doing the loading: rounds of "match
 /// the modaliases, load what is new", rescanning after each round (and
-/// polling for [`USB_SETTLE`] after a USB host controller loaded), at most
-/// `max_rounds` rounds and until `deadline`. Returns the report and the
-/// number of rounds.
+/// polling until no new device appeared for `settle` after a USB host
+/// controller loaded, never past `deadline`), at most `max_rounds` rounds.
+/// Returns the report and the number of rounds.
 pub fn coldplug_with(
     plan: &Plan,
     sys: &Path,
@@ -361,9 +361,6 @@ pub fn coldplug_with(
                 quiet_since = Instant::now();
                 known = now;
             }
-        }
-        if start.elapsed() >= deadline {
-            break;
         }
     }
     report.devices = state.seen.len();

@@ -476,6 +476,27 @@ mod tests {
     }
 
     #[test]
+    fn each_entry_of_the_network_line_ends_with_its_driver() {
+        let r = IfaceReport {
+            name: "eth1".into(),
+            driver: Some("e1000e".into()),
+            ipv4: Ok(Lease4 {
+                addr: Ipv4Addr::new(198, 18, 65, 15),
+                prefix: 24,
+                gateway: Some(Ipv4Addr::new(198, 18, 65, 2)),
+                dns: Vec::new(),
+                lease_secs: 3600,
+            }),
+            ipv6_link_local: Some("fe80::1".parse().expect("addr")),
+            random_mac: None,
+        };
+        assert_eq!(
+            r.to_string(),
+            "eth1 198.18.65.15/24 gw 198.18.65.2 fe80::1 [e1000e]"
+        );
+    }
+
+    #[test]
     fn link_local_waits_for_dad() {
         let text = "\
 fe80000000000000505400fffe123456 02 40 20 40     eth0
