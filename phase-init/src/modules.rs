@@ -600,7 +600,7 @@ alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
 alias pci:v*d*sv*sd*bc0Csc03i30* xhci_pci
 alias usb:v*p*d*dc*dsc*dp*ic02isc06ip00in* cdc_ether
 alias usb:v0BDAp8153d*dc*dsc*dp*ic02isc06ip00in* cdc_ether
-alias usb:v0BDAp8153d*dc*dsc*dp*icFFisc*ip*in* r8152
+alias usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in* r8152
 alias usb:v*p*d*dc*dsc*dp*ic03isc*ip*in* usbhid
 alias hid:b*g0001v*p* hid_generic
 alias usb:v*p*d*dc*dsc*dp*ic08isc0[56]ip50in* usb-storage
@@ -640,7 +640,7 @@ alias acpi*:PNP0C0[9AB]:* ec_fake
         );
         assert_eq!(
             matches("usb:v0BDAp8153d3100dc00dsc00dp00ic02isc06ip00in00"),
-            ["cdc_ether", "cdc_ether"]
+            ["cdc_ether", "cdc_ether", "r8152"]
         );
         // QEMU's usb-net (CDC Ethernet) and a keyboard.
         assert_eq!(

@@ -150,7 +150,7 @@ fn nics_usb_and_keyboards_come_with_dependencies_firmware_and_aliases() {
         ("pci:v00008086d000010D3sv*sd*bc*sc*i*", "e1000e"),
         ("pci:v00008086d000010C9sv*sd*bc*sc*i*", "igb"),
         ("pci:v*d*sv*sd*bc0Csc03i30*", "xhci_pci"),
-        ("usb:v0BDAp8153d*dc*dsc*dp*icFFisc*ip*in*", "r8152"),
+        ("usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in*", "r8152"),
     ] {
         let line = format!("alias {pattern} {module}");
         assert!(
