@@ -96,6 +96,8 @@ fn without_a_dhcp_server_the_nic_comes_up_link_local_only() {
         "-device",
         "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
     ]));
+    let modules = vm.wait_for("modules  ").unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("one virtio NIC: {modules}");
     vm.wait_for("network  warn")
         .unwrap_or_else(|e| panic!("{e}"));
     vm.wait_for("eth0 fe80::5054:ff:fe12:3456")
