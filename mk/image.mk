@@ -1,7 +1,8 @@
 # The bootable image (owner: image). See docs/image.md.
 #
 ## kernel      Debian's kernel, unpacked (not installed) into $(BUILD)/kernel/<release>/ (KERNEL_VERSION= to pin)
-## initramfs   stage-1 initramfs $(BUILD)/$(ARCH)/initramfs.img (phase-init, root.json, modules, busybox)
+## initramfs   stage-1 initramfs $(BUILD)/$(ARCH)/initramfs.img (phase-init, root.json, modules, firmware, busybox;
+##             the firmware packages are fetched once into $(BUILD)/firmware)
 ## esp         the ESP alone, a FAT32 partition image $(BUILD)/$(ARCH)/esp.img
 ## image       bootable GPT disk image $(BUILD)/phase-boot-$(ARCH).img (IMAGE_SIZE=512M, DEFAULT_MODE=internet,
 ##             SECURE_BOOT=on: shim + Debian-signed systemd-boot, fetched into $(BUILD)/signed; off: systemd-boot alone)
@@ -36,6 +37,7 @@ IMAGE_QCOW2 := $(BUILD)/phase-boot-$(ARCH).qcow2
 DEMO_KEYS := $(BUILD)/demo-keys
 DEMO_ROOT := $(DEMO_KEYS)/1.root.json
 MODULES_LIST := kernel/modules-$(ARCH).list
+FIRMWARE_ALLOW := kernel/firmware-missing-$(ARCH).list
 ESP_TEMPLATES := esp/loader/loader.conf $(wildcard esp/loader/entries/*.conf) esp/grub/grub.cfg
 # Variables that change the image bytes: a stamp rewritten only when they change.
 IMAGE_VARS := $(BUILD)/$(ARCH)/.image-vars
@@ -45,7 +47,8 @@ SIGNED_CURRENT := $(wildcard $(BUILD)/signed/current)
 
 # The `phase` CLI runs these steps; the options every step shares:
 IMAGE_COMMON = --arch $(ARCH) --build-dir $(BUILD) --kernel-version "$$(cat $(KERNEL_CURRENT))" \
-  --root $(DEMO_ROOT) --templates esp --modules-list $(MODULES_LIST)
+  --root $(DEMO_ROOT) --templates esp --modules-list $(MODULES_LIST) \
+  --firmware-allow-list $(FIRMWARE_ALLOW)
 IMAGE_DISK_OPTS = --initramfs $(INITRAMFS) --size $(IMAGE_SIZE) --default-mode $(DEFAULT_MODE) \
   $(if $(filter off,$(SECURE_BOOT)),--no-secure-boot) \
   $(if $(CMDLINE_EXTRA),--append-cmdline '$(CMDLINE_EXTRA)') \
@@ -99,7 +102,7 @@ $(DEMO_ROOT): | $(PHASE)
 	$(PHASE) keygen --out $(DEMO_KEYS)
 	@test -f $@ || { echo "phase keygen did not write $@"; exit 1; }
 
-$(INITRAMFS): $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT) $(DEMO_ROOT) $(MODULES_LIST) $(IMAGE_VARS) $(TOR_NETWORK) | image-arch-check
+$(INITRAMFS): $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT) $(DEMO_ROOT) $(MODULES_LIST) $(FIRMWARE_ALLOW) $(IMAGE_VARS) $(TOR_NETWORK) | image-arch-check
 	@mkdir -p $(@D)
 	$(PHASE) image --stage initramfs --out $@ --init $(INIT_BIN) $(IMAGE_COMMON) \
 	  $(if $(TOR_NETWORK),--tor-network $(TOR_NETWORK))

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cpio::Compression;
-use crate::util::{run, CommandError};
+use crate::deb::{self, io, Apt, DebError, Staging};
+use crate::util::run;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -25,37 +26,14 @@ pub enum KernelError {
     },
     #[error("{package} depends on no linux-image-* package (Depends: {depends:?})")]
     NoVersionedDepends { package: String, depends: String },
-    #[error("cannot download {package} with apt-get")]
-    Download {
-        package: String,
-        #[source]
-        source: CommandError,
-    },
-    #[error("cannot unpack {deb}")]
-    Unpack {
-        deb: PathBuf,
-        #[source]
-        source: CommandError,
-    },
     #[error("{dir} does not hold an unpacked kernel: missing {what}")]
     Incomplete { dir: PathBuf, what: String },
-    #[error("I/O error on {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Deb(#[from] DebError),
     #[error(
         "kernel {release} cannot unpack a zstd initramfs (CONFIG_RD_ZSTD is not set in {config})"
     )]
     NoZstd { release: String, config: PathBuf },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
-    move |source| KernelError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// An unpacked kernel release.
@@ -118,7 +96,8 @@ impl Kernel {
 
     /// The value of `CONFIG_<key>` (`y`, `m`, a string...), `None` if unset.
     pub fn config_value(&self, key: &str) -> Result<Option<String>, KernelError> {
-        let text = std::fs::read_to_string(&self.config).map_err(io(&self.config))?;
+        let text =
+            std::fs::read_to_string(&self.config).map_err(io::<KernelError>(&self.config))?;
         let prefix = format!("{key}=");
         Ok(text
             .lines()
@@ -156,15 +135,10 @@ pub fn cached(build: &Path, release: &str) -> Result<Kernel, KernelError> {
 
 /// The release `make kernel` (or the last [`acquire`]) prepared.
 pub fn current(build: &Path) -> Result<Kernel, KernelError> {
-    let marker = cache_dir(build).join("current");
-    let release = match std::fs::read_to_string(&marker) {
-        Ok(s) => s.trim().to_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(KernelError::NoCurrent(cache_dir(build)))
-        }
-        Err(e) => return Err(io(&marker)(e)),
-    };
-    cached(build, &release)
+    match deb::read_current(&cache_dir(build))? {
+        Some(release) => cached(build, &release),
+        None => Err(KernelError::NoCurrent(cache_dir(build))),
+    }
 }
 
 /// The versioned package the meta package `linux-image-<flavour>` points at,
@@ -214,48 +188,15 @@ pub fn acquire(build: &Path, arch: &str, release: Option<&str>) -> Result<Kernel
     };
     let root = dir.join(&release);
     if !root.is_dir() {
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let work = tempfile::Builder::new()
-            .prefix(".download-")
-            .tempdir_in(&dir)
-            .map_err(io(&dir))?;
-        tracing::info!(%package, "downloading the kernel package with apt-get");
-        run(Command::new("apt-get")
-            .current_dir(work.path())
-            .args(["download", "-q"])
-            .arg(&package))
-        .map_err(|source| KernelError::Download {
-            package: package.clone(),
-            source,
-        })?;
-        let deb = std::fs::read_dir(work.path())
-            .map_err(io(work.path()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
-            .ok_or_else(|| KernelError::Incomplete {
-                dir: work.path().to_path_buf(),
-                what: format!("{package}_*.deb after apt-get download"),
-            })?;
-        let unpack = work.path().join("root");
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpack)).map_err(|source| {
-            KernelError::Unpack {
-                deb: deb.clone(),
-                source,
-            }
-        })?;
+        let staging = Staging::new(&dir)?;
+        let unpacked = staging.fetch(&package, Apt::Host)?;
         // Check before publishing: a half-unpacked tree never becomes visible.
-        Kernel::open(&unpack, &release)?;
-        std::fs::rename(&unpack, &root).map_err(io(&root))?;
+        Kernel::open(&unpacked.root, &release)?;
+        staging.publish(&unpacked.root, &release)?;
         tracing::info!(%release, dir = %root.display(), "kernel unpacked");
     }
     let kernel = Kernel::open(&root, &release)?;
-    let marker = dir.join("current");
-    let line = format!("{release}\n");
-    // Rewrite only on change: the Makefile keys rebuilds on its mtime.
-    if std::fs::read_to_string(&marker).ok().as_deref() != Some(line.as_str()) {
-        std::fs::write(&marker, line).map_err(io(&marker))?;
-    }
+    deb::write_current(&dir, &release)?;
     Ok(kernel)
 }
 

@@ -1,10 +1,16 @@
 //! Build the Phase Boot disk image without root, loop devices or mounts.
 //!
 //! This crate owns:
-//! * [`kernel`]: getting Debian's kernel package with apt (downloaded and
-//!   unpacked under a build directory, never installed on the host);
+//! * [`deb`]: Debian packages into the build cache (`apt-get download`,
+//!   unpacked under a build directory, never installed on the host), with a
+//!   separate apt configuration for suites and components the machine's
+//!   apt sources lack;
+//! * [`kernel`]: Debian's kernel package;
+//! * [`firmware`]: the firmware files the carried modules name, from
+//!   Debian's firmware packages;
 //! * [`modules`]: reading each module's ELF `.modinfo` section and computing
-//!   the dependency closure and load order of the modules the initramfs carries;
+//!   the dependency closure, load order and device aliases of the modules
+//!   the initramfs carries;
 //! * [`cpio`]: a deterministic cpio "newc" archive writer (sorted entries,
 //!   fixed owners and times), zstd-compressed;
 //! * [`stage1`]: the stage-1 initramfs layout that `phase-init` expects;
@@ -23,9 +29,11 @@
 
 pub mod authenticode;
 pub mod cpio;
+pub mod deb;
 pub mod disk;
 pub mod elf;
 pub mod esp;
+pub mod firmware;
 pub mod kernel;
 pub mod modules;
 pub mod mok;

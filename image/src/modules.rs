@@ -33,6 +33,22 @@ pub enum ModuleError {
         needed_by: String,
         dir: PathBuf,
     },
+    #[error(
+        "module list {list}: line {line}: {text:?} is before any section ([always] or [by-device])"
+    )]
+    NoSection {
+        list: PathBuf,
+        line: usize,
+        text: String,
+    },
+    #[error("module list {list}: line {line}: unknown section {text:?} (expected [always] or [by-device])")]
+    BadSection {
+        list: PathBuf,
+        line: usize,
+        text: String,
+    },
+    #[error("module {name:?} is listed under [by-device] but has no device aliases (alias= in its .modinfo), so no device would ever load it; list it under [always]")]
+    NoAliases { name: String },
     #[error("module dependency cycle: {0}")]
     Cycle(String),
     #[error("cannot read the .modinfo of {path}")]
@@ -92,6 +108,12 @@ pub struct Module {
     pub rel_path: String,
     /// The plain ELF bytes.
     pub bytes: Vec<u8>,
+    /// Its hard dependencies (canonical names, `depends=`).
+    pub depends: Vec<String>,
+    /// The device patterns it drives (`alias=`, e.g. `pci:v000010ECd00008168sv*sd*bc*sc*i*`).
+    pub aliases: Vec<String>,
+    /// The firmware files it may request (`firmware=`, relative to `/lib/firmware`).
+    pub firmware: Vec<String>,
 }
 
 impl ModuleIndex {
@@ -157,8 +179,8 @@ impl ModuleIndex {
         self.builtin.contains(&canonical_name(name))
     }
 
-    /// Read one module, decompressed, and its `.modinfo`.
-    fn load(&self, name: &str) -> Result<Option<(Module, elf::ModInfo)>, ModuleError> {
+    /// Read one module, decompressed, with the facts of its `.modinfo`.
+    fn load(&self, name: &str) -> Result<Option<Module>, ModuleError> {
         let Some((packaged, ko)) = self.by_name.get(name) else {
             return Ok(None);
         };
@@ -172,14 +194,14 @@ impl ModuleIndex {
             path: path.clone(),
             source,
         })?;
-        Ok(Some((
-            Module {
-                name: name.to_owned(),
-                rel_path: ko.clone(),
-                bytes,
-            },
-            info,
-        )))
+        Ok(Some(Module {
+            name: name.to_owned(),
+            rel_path: ko.clone(),
+            bytes,
+            depends: info.depends().iter().map(|d| canonical_name(d)).collect(),
+            aliases: info.values("alias").map(str::to_owned).collect(),
+            firmware: info.values("firmware").map(str::to_owned).collect(),
+        }))
     }
 
     /// The closure of `wanted` in load order: every module after all of its
@@ -216,7 +238,7 @@ impl ModuleIndex {
             stack.push(name.to_owned());
             return Err(ModuleError::Cycle(stack.join(" -> ")));
         }
-        let Some((module, info)) = self.load(name)? else {
+        let Some(module) = self.load(name)? else {
             if self.builtin.contains(name) {
                 tracing::debug!(module = name, "built into the kernel");
                 done.insert(name.to_owned());
@@ -229,8 +251,8 @@ impl ModuleIndex {
             });
         };
         stack.push(name.to_owned());
-        for dep in info.depends() {
-            self.visit(&canonical_name(&dep), Some(name), stack, done, order)?;
+        for dep in &module.depends {
+            self.visit(dep, Some(name), stack, done, order)?;
         }
         stack.pop();
         done.insert(name.to_owned());
@@ -265,8 +287,27 @@ fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ModuleError> {
     }
 }
 
-/// Read a module list: one name per line, `#` starts a comment.
-pub fn read_list(path: &Path) -> Result<Vec<String>, ModuleError> {
+/// The module list: modules loaded at every boot, and modules loaded only
+/// when a device they drive is present (matched by modalias).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleList {
+    /// `[always]`: file systems, loop, efivarfs... (no device to match).
+    pub always: Vec<String>,
+    /// `[by-device]`: drivers, loaded when a device's modalias matches one
+    /// of their `alias=` patterns.
+    pub by_device: Vec<String>,
+}
+
+impl ModuleList {
+    /// Every listed name, `[always]` first.
+    pub fn all(&self) -> Vec<String> {
+        self.always.iter().chain(&self.by_device).cloned().collect()
+    }
+}
+
+/// Read a module list: `[always]` and `[by-device]` section headers, one
+/// module name per line under them; `#` starts a comment.
+pub fn read_list(path: &Path) -> Result<ModuleList, ModuleError> {
     let text = std::fs::read_to_string(path).map_err(|source| ModuleError::Io {
         path: path.to_path_buf(),
         source,
@@ -274,11 +315,26 @@ pub fn read_list(path: &Path) -> Result<Vec<String>, ModuleError> {
     parse_list(path, &text)
 }
 
-fn parse_list(path: &Path, text: &str) -> Result<Vec<String>, ModuleError> {
-    let mut names = Vec::new();
+fn parse_list(path: &Path, text: &str) -> Result<ModuleList, ModuleError> {
+    let mut list = ModuleList::default();
+    let mut section: Option<&mut Vec<String>> = None;
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = match line {
+                "[always]" => Some(&mut list.always),
+                "[by-device]" => Some(&mut list.by_device),
+                _ => {
+                    return Err(ModuleError::BadSection {
+                        list: path.to_path_buf(),
+                        line: i + 1,
+                        text: line.to_owned(),
+                    })
+                }
+            };
             continue;
         }
         if !line
@@ -291,9 +347,16 @@ fn parse_list(path: &Path, text: &str) -> Result<Vec<String>, ModuleError> {
                 text: line.to_owned(),
             });
         }
+        let Some(names) = section.as_mut() else {
+            return Err(ModuleError::NoSection {
+                list: path.to_path_buf(),
+                line: i + 1,
+                text: line.to_owned(),
+            });
+        };
         names.push(line.to_owned());
     }
-    Ok(names)
+    Ok(list)
 }
 
 #[cfg(test)]
@@ -319,13 +382,19 @@ mod tests {
 
     #[test]
     fn list_parsing() {
-        let names = parse_list(
+        let list = parse_list(
             Path::new("l"),
-            "# virtio\nvirtio_net\n\n  ext4  # fs\nusb-storage\n",
+            "# x\n[by-device]\nvirtio_net\n\n[always]\n  ext4  # fs\n[by-device]\nusb-storage\n",
         )
         .unwrap();
-        assert_eq!(names, ["virtio_net", "ext4", "usb-storage"]);
-        let err = parse_list(Path::new("l"), "ok\nbad name\n").unwrap_err();
-        assert!(err.to_string().contains("line 2"), "{err}");
+        assert_eq!(list.always, ["ext4"]);
+        assert_eq!(list.by_device, ["virtio_net", "usb-storage"]);
+        assert_eq!(list.all(), ["ext4", "virtio_net", "usb-storage"]);
+        let err = parse_list(Path::new("l"), "[always]\nok\nbad name\n").unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        let err = parse_list(Path::new("l"), "ext4\n").unwrap_err();
+        assert!(err.to_string().contains("before any section"), "{err}");
+        let err = parse_list(Path::new("l"), "[sometimes]\n").unwrap_err();
+        assert!(err.to_string().contains("unknown section"), "{err}");
     }
 }

@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::deb::{self, io, Apt, AptConfig, DebError, Staging};
 use crate::util::{run, CommandError};
 
 /// Where a package comes from.
@@ -83,24 +84,6 @@ pub enum SignedError {
     NoCurrent(PathBuf),
     #[error("{dir} does not hold a complete signed set: missing {name}")]
     Incomplete { dir: PathBuf, name: String },
-    #[error("cannot download {package} with apt-get")]
-    Download {
-        package: String,
-        #[source]
-        source: CommandError,
-    },
-    #[error("cannot update the package lists of the separate trixie apt configuration in {dir}")]
-    Update {
-        dir: PathBuf,
-        #[source]
-        source: CommandError,
-    },
-    #[error("cannot unpack {deb}")]
-    Unpack {
-        deb: PathBuf,
-        #[source]
-        source: CommandError,
-    },
     #[error("cannot read the signatures of {path} (sbverify, Debian package sbsigntool)")]
     Sbverify {
         path: PathBuf,
@@ -116,19 +99,8 @@ pub enum SignedError {
         issuers: Vec<String>,
         expected: String,
     },
-    #[error("I/O error on {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignedError + '_ {
-    move |source| SignedError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    #[error(transparent)]
+    Deb(#[from] DebError),
 }
 
 /// A checked set of signed binaries.
@@ -166,7 +138,8 @@ impl SignedLoaders {
             shim: part(SHIM)?,
             mok_manager: part(MOK_MANAGER)?,
             systemd_boot: part(SYSTEMD_BOOT)?,
-            packages: std::fs::read_to_string(&packages_path).map_err(io(&packages_path))?,
+            packages: std::fs::read_to_string(&packages_path)
+                .map_err(io::<SignedError>(&packages_path))?,
         })
     }
 }
@@ -179,11 +152,9 @@ pub fn cache_dir(build: &Path) -> PathBuf {
 /// The set `<build>/signed/current` names, without touching the network.
 pub fn current(build: &Path) -> Result<SignedLoaders, SignedError> {
     let dir = cache_dir(build);
-    let marker = dir.join("current");
-    match std::fs::read_to_string(&marker) {
-        Ok(name) => SignedLoaders::open(&dir.join(name.trim())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SignedError::NoCurrent(dir)),
-        Err(e) => Err(io(&marker)(e)),
+    match deb::read_current(&dir)? {
+        Some(name) => SignedLoaders::open(&dir.join(name)),
+        None => Err(SignedError::NoCurrent(dir)),
     }
 }
 
@@ -198,151 +169,36 @@ pub fn acquire(build: &Path, arch: &str) -> Result<SignedLoaders, SignedError> {
         other => return other,
     }
     let dir = cache_dir(build);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let work = tempfile::Builder::new()
-        .prefix(".download-")
-        .tempdir_in(&dir)
-        .map_err(io(&dir))?;
-    let set = work.path().join("set");
-    std::fs::create_dir(&set).map_err(io(&set))?;
-    let apt = AptConfig::trixie(&dir.join("apt"))?;
+    let staging = Staging::new(&dir)?;
+    let set = staging.path().join("set");
+    std::fs::create_dir(&set).map_err(io::<SignedError>(&set))?;
+    let apt = AptConfig::new(&dir.join("apt"), TRIXIE_SOURCE)?;
     if PARTS.iter().any(|p| p.suite == Suite::Trixie) {
         apt.update()?;
     }
     let mut packages = String::new();
     for part in &PARTS {
-        tracing::info!(package = part.package, "downloading with apt-get");
-        let deb = download(work.path(), part, &apt)?;
-        let unpack = work.path().join(part.package);
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpack)).map_err(|source| {
-            SignedError::Unpack {
-                deb: deb.clone(),
-                source,
-            }
-        })?;
-        let from = unpack.join(part.file);
+        let from = match part.suite {
+            Suite::Host => Apt::Host,
+            Suite::Trixie => Apt::Separate(&apt),
+        };
+        let unpacked = staging.fetch(part.package, from)?;
+        let src = unpacked.root.join(part.file);
         let to = set.join(part.name);
-        std::fs::copy(&from, &to).map_err(io(&from))?;
+        std::fs::copy(&src, &to).map_err(io::<SignedError>(&src))?;
         check_signature(&to, part)?;
-        let file_name = deb.file_name().unwrap_or_default().to_string_lossy();
-        packages.push_str(&format!("{}\n", deb_name_version(&file_name)));
+        packages.push_str(&format!("{}\n", unpacked.name_version));
     }
     let packages_path = set.join("packages");
-    std::fs::write(&packages_path, &packages).map_err(io(&packages_path))?;
+    std::fs::write(&packages_path, &packages).map_err(io::<SignedError>(&packages_path))?;
     // The set is named by its packages' versions; a half-made set never
     // becomes visible (checked, then renamed into place).
-    let name = set_name(&packages);
-    let dest = dir.join(&name);
-    if !dest.is_dir() {
-        std::fs::rename(&set, &dest).map_err(io(&dest))?;
-    }
+    let name = deb::set_name(&packages);
+    let dest = staging.publish(&set, &name)?;
     let loaders = SignedLoaders::open(&dest)?;
-    let marker = dir.join("current");
-    std::fs::write(&marker, format!("{name}\n")).map_err(io(&marker))?;
+    deb::write_current(&dir, &name)?;
     tracing::info!(dir = %dest.display(), "signed boot loaders ready");
     Ok(loaders)
-}
-
-/// `name_version_arch.deb` → `name=version` (`%3a` is apt's escaped epoch colon).
-fn deb_name_version(file_name: &str) -> String {
-    let stem = file_name.strip_suffix(".deb").unwrap_or(file_name);
-    let mut it = stem.splitn(3, '_');
-    let name = it.next().unwrap_or_default();
-    let version = it.next().unwrap_or_default().replace("%3a", ":");
-    format!("{name}={version}")
-}
-
-/// A directory name for a set: the packages' versions, with the characters
-/// a path should not carry replaced.
-fn set_name(packages: &str) -> String {
-    let versions: Vec<String> = packages
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(_, v)| v))
-        .map(|v| {
-            v.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "+.-".contains(c) {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    versions.join("_")
-}
-
-/// The separate apt configuration for trixie: its own source list, lists
-/// and cache under `dir`, so the machine's apt state is not touched.
-struct AptConfig {
-    dir: PathBuf,
-}
-
-impl AptConfig {
-    fn trixie(dir: &Path) -> Result<AptConfig, SignedError> {
-        for sub in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
-            let d = dir.join(sub);
-            std::fs::create_dir_all(&d).map_err(io(&d))?;
-        }
-        let list = dir.join("sources.list");
-        std::fs::write(&list, TRIXIE_SOURCE).map_err(io(&list))?;
-        Ok(AptConfig {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn options(&self) -> Vec<String> {
-        let d = self.dir.display();
-        vec![
-            "-o".into(),
-            format!("Dir::State::Lists={d}/lists"),
-            "-o".into(),
-            format!("Dir::Cache={d}/cache"),
-            "-o".into(),
-            format!("Dir::Etc::SourceList={d}/sources.list"),
-            "-o".into(),
-            format!("Dir::Etc::SourceParts={d}/sources.list.d"),
-        ]
-    }
-
-    fn update(&self) -> Result<(), SignedError> {
-        run(Command::new("apt-get")
-            .args(self.options())
-            .args(["update", "-q"]))
-        .map(drop)
-        .map_err(|source| SignedError::Update {
-            dir: self.dir.clone(),
-            source,
-        })
-    }
-}
-
-/// Downloads `part`'s package into `dir`; returns the `.deb`.
-fn download(dir: &Path, part: &Part, apt: &AptConfig) -> Result<PathBuf, SignedError> {
-    let mut cmd = Command::new("apt-get");
-    cmd.current_dir(dir);
-    if part.suite == Suite::Trixie {
-        cmd.args(apt.options());
-    }
-    run(cmd.args(["download", "-q", part.package])).map_err(|source| SignedError::Download {
-        package: part.package.to_owned(),
-        source,
-    })?;
-    let prefix = format!("{}_", part.package);
-    std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-        })
-        .ok_or_else(|| SignedError::Incomplete {
-            dir: dir.to_path_buf(),
-            name: format!("{}_*.deb after apt-get download", part.package),
-        })
 }
 
 /// The issuers `sbverify --list` names for `path`'s signatures.
@@ -416,16 +272,6 @@ image signature certificates:
         assert!(issuers[0].ends_with("CN=Microsoft Corporation UEFI CA 2011"));
         assert!(issuers[1].ends_with("CN=Microsoft UEFI CA 2023"));
         assert!(parse_issuers("No signature table present\n").is_empty());
-    }
-
-    #[test]
-    fn set_names_come_from_package_versions() {
-        assert_eq!(
-            deb_name_version("shim-signed_1.51~1+deb12u1+16.1-2~deb12u1_amd64.deb"),
-            "shim-signed=1.51~1+deb12u1+16.1-2~deb12u1"
-        );
-        assert_eq!(deb_name_version("x_1%3a2.0_amd64.deb"), "x=1:2.0");
-        assert_eq!(set_name("a=1:2~b\nc=3+d\n"), "1-2-b_3+d");
     }
 
     #[test]

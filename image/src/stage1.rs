@@ -5,17 +5,24 @@
 //! | `/init` | `phase-init`, static, 0755 |
 //! | `/etc/phase/root.json` | the trusted TUF root |
 //! | `/etc/phase/kernel-release` | `<kver>` and a newline |
-//! | `/etc/phase/modules.order` | one module per line, relative to `/lib/modules/<kver>/`, dependencies first |
+//! | `/etc/phase/modules.order` | every module, one per line, relative to `/lib/modules/<kver>/`, dependencies first |
+//! | `/etc/phase/modules.dep` | `<module>: <dep> <dep>...`, every module with all its dependencies (transitive, in load order) |
+//! | `/etc/phase/modules.alias` | `alias <pattern> <name>`, the `alias=` lines of every module |
+//! | `/etc/phase/modules.always` | the modules loaded at every boot (the list's `[always]` section) |
 //! | `/lib/modules/<kver>/...` | the modules (`.ko`, decompressed) |
+//! | `/lib/firmware/...` | every firmware file a module names (`firmware=`) |
 //! | `/bin/busybox`, `/bin/sh -> busybox` | rescue shell only |
 //! | `/dev /proc /sys /run /tmp /mnt` | empty mount points |
 //! | `/dev/console` | char device 5,1 |
 use std::path::{Path, PathBuf};
 
 use crate::cpio::{Archive, Compression, CpioError};
+use std::collections::BTreeMap;
+
 use crate::elf;
+use crate::firmware::{self, AllowList, FirmwareError, FirmwareSet};
 use crate::kernel::Kernel;
-use crate::modules::{self, ModuleError, ModuleIndex};
+use crate::modules::{self, Module, ModuleError, ModuleIndex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Stage1Error {
@@ -45,6 +52,8 @@ pub enum Stage1Error {
     Kernel(#[from] crate::kernel::KernelError),
     #[error("kernel modules")]
     Modules(#[from] ModuleError),
+    #[error("firmware")]
+    Firmware(#[from] FirmwareError),
     #[error("initramfs archive")]
     Archive(#[from] CpioError),
 }
@@ -62,6 +71,11 @@ pub struct Stage1Spec {
     pub kernel: Kernel,
     /// The module list (`kernel/modules-<arch>.list`).
     pub module_list: PathBuf,
+    /// The firmware files the modules may name ([`crate::firmware`]).
+    pub firmware: FirmwareSet,
+    /// The firmware files allowed to be missing, with reasons
+    /// (`kernel/firmware-missing-<arch>.list`).
+    pub firmware_allow: PathBuf,
     /// The mtime of every entry.
     pub mtime: u32,
     /// An arti configuration fragment for private mode's embedded Tor
@@ -77,6 +91,12 @@ pub struct Stage1 {
     pub archive: Archive,
     /// `modules.order` lines (dependencies first).
     pub modules: Vec<String>,
+    /// `modules.always` lines.
+    pub always: Vec<String>,
+    /// `modules.alias` entries.
+    pub aliases: usize,
+    /// The firmware files carried (relative to `/lib/firmware`).
+    pub firmware: Vec<String>,
     pub compression: Compression,
 }
 
@@ -121,9 +141,16 @@ impl Stage1 {
         })?;
         let compression = spec.kernel.initramfs_compression()?;
 
-        let wanted = modules::read_list(&spec.module_list)?;
+        let list = modules::read_list(&spec.module_list)?;
         let index = ModuleIndex::scan(&spec.kernel.modules_dir)?;
-        let closure = index.closure(&wanted)?;
+        let closure = index.closure(&list.all())?;
+        let tables = Tables::new(&closure, &list)?;
+        let allow = AllowList::read(&spec.firmware_allow)?;
+        let wanted: Vec<(String, Vec<String>)> = closure
+            .iter()
+            .map(|m| (m.name.clone(), m.firmware.clone()))
+            .collect();
+        let firmware = firmware::select(&spec.firmware, &allow, &wanted)?;
 
         let kver = &spec.kernel.release;
         let mut a = Archive::new(spec.mtime);
@@ -155,25 +182,37 @@ impl Stage1 {
         )?;
         let mut order = String::new();
         let mut names = Vec::new();
-        for m in closure {
-            order.push_str(&m.rel_path);
+        for Module {
+            rel_path, bytes, ..
+        } in closure
+        {
+            order.push_str(&rel_path);
             order.push('\n');
-            names.push(m.rel_path.clone());
-            a.file(
-                &format!("lib/modules/{kver}/{}", m.rel_path),
-                m.bytes,
-                0o644,
-            )?;
+            a.file(&format!("lib/modules/{kver}/{rel_path}"), bytes, 0o644)?;
+            names.push(rel_path);
         }
         a.file("etc/phase/modules.order", order.into_bytes(), 0o644)?;
+        a.file("etc/phase/modules.dep", tables.dep.into_bytes(), 0o644)?;
+        a.file("etc/phase/modules.alias", tables.alias.into_bytes(), 0o644)?;
+        let always_text: String = tables.always.iter().map(|r| format!("{r}\n")).collect();
+        a.file("etc/phase/modules.always", always_text.into_bytes(), 0o644)?;
+        let firmware_names: Vec<String> = firmware.keys().cloned().collect();
+        for (name, bytes) in firmware {
+            a.file(&format!("lib/firmware/{name}"), bytes, 0o644)?;
+        }
         tracing::info!(
             modules = names.len(),
+            aliases = tables.aliases,
+            firmware = firmware_names.len(),
             bytes = a.content_bytes(),
             "stage-1 initramfs assembled"
         );
         Ok(Stage1 {
             archive: a,
             modules: names,
+            always: tables.always,
+            aliases: tables.aliases,
+            firmware: firmware_names,
             compression,
         })
     }
@@ -181,5 +220,73 @@ impl Stage1 {
     /// The compressed archive bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Stage1Error> {
         Ok(self.archive.to_bytes(self.compression)?)
+    }
+}
+
+/// The text of `modules.dep`, `modules.alias` and the `modules.always` lines.
+struct Tables {
+    dep: String,
+    alias: String,
+    aliases: usize,
+    always: Vec<String>,
+}
+
+impl Tables {
+    /// From the closure (dependencies first) and the list it came from.
+    fn new(closure: &[Module], list: &modules::ModuleList) -> Result<Tables, ModuleError> {
+        let by_name: BTreeMap<&str, (usize, &Module)> = closure
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.as_str(), (i, m)))
+            .collect();
+        for name in &list.by_device {
+            let name = modules::canonical_name(name);
+            // A built-in driver is not in the closure: nothing to match.
+            if let Some((_, m)) = by_name.get(name.as_str()) {
+                if m.aliases.is_empty() {
+                    return Err(ModuleError::NoAliases { name });
+                }
+            }
+        }
+        // Every module's dependencies, transitively, as closure positions:
+        // the closure lists a module after its dependencies, so theirs are
+        // known when it comes.
+        let mut all_deps: Vec<std::collections::BTreeSet<usize>> = Vec::new();
+        let mut dep = String::new();
+        let mut alias = String::new();
+        let mut aliases = 0;
+        for m in closure {
+            let mut deps = std::collections::BTreeSet::new();
+            for d in &m.depends {
+                if let Some((i, _)) = by_name.get(d.as_str()) {
+                    deps.insert(*i);
+                    deps.extend(all_deps[*i].iter().copied());
+                }
+            }
+            dep.push_str(&m.rel_path);
+            dep.push(':');
+            for i in &deps {
+                dep.push(' ');
+                dep.push_str(&closure[*i].rel_path);
+            }
+            dep.push('\n');
+            all_deps.push(deps);
+            for a in &m.aliases {
+                alias.push_str(&format!("alias {a} {}\n", m.name));
+                aliases += 1;
+            }
+        }
+        let always = list
+            .always
+            .iter()
+            .filter_map(|n| by_name.get(modules::canonical_name(n).as_str()))
+            .map(|(_, m)| m.rel_path.clone())
+            .collect();
+        Ok(Tables {
+            dep,
+            alias,
+            aliases,
+            always,
+        })
     }
 }

@@ -9,7 +9,9 @@
 //!  2. cmdline   the phase.* parameters; typos warn, then defaults; from
 //!               here on the libraries' warnings are console lines
 //!               (phase.debug=true: their debug events too)
-//!  3. modules   /etc/phase/modules.order via finit_module
+//!  3. modules   coldplug via finit_module: modules.always, and the modules
+//!               whose modules.alias patterns match a device's modalias,
+//!               rescanned after each round (USB devices behind xhci)
 //!  4. loader    which systemd-boot entry booted us (efivarfs)
 //!  5. platform  secureboot on|off|setup, lockdown none|integrity|...
 //!  6. clock     the boot time expiry checks use (never behind the build)

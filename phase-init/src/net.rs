@@ -31,12 +31,16 @@ pub struct Iface {
     pub name: String,
     pub index: u32,
     pub mac: [u8; 6],
+    /// The kernel driver bound to its device (`device/driver`, e.g.
+    /// `e1000e`, `r8169`, `cdc_ether`), `None` for a virtual interface.
+    pub driver: Option<String>,
 }
 
 /// What one interface ended up with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IfaceReport {
     pub name: String,
+    pub driver: Option<String>,
     pub ipv4: Result<Lease4, String>,
     pub ipv6_link_local: Option<Ipv6Addr>,
     /// Private mode: the random MAC the NIC got, or why the driver kept
@@ -68,6 +72,9 @@ impl fmt::Display for IfaceReport {
         }
         if let Some(ll) = self.ipv6_link_local {
             write!(f, " {ll}")?;
+        }
+        if let Some(d) = &self.driver {
+            write!(f, " [{d}]")?;
         }
         Ok(())
     }
@@ -104,7 +111,15 @@ pub fn wired_interfaces(sys_class_net: &Path) -> Vec<Iface> {
         ) else {
             continue;
         };
-        out.push(Iface { name, index, mac });
+        let driver = std::fs::read_link(p.join("device/driver"))
+            .ok()
+            .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()));
+        out.push(Iface {
+            name,
+            index,
+            mac,
+            driver,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -241,6 +256,7 @@ async fn configure(
         };
         reports.push(IfaceReport {
             name: i.name.clone(),
+            driver: i.driver.clone(),
             ipv4,
             ipv6_link_local: ll,
             random_mac,
@@ -376,12 +392,17 @@ async fn dhcp(
             .gateway(gw)
             .output_interface(i.index)
             .build();
-        handle
-            .route()
-            .add(route)
-            .execute()
-            .await
-            .map_err(|e| format!("cannot add the default route via {gw}: {e}"))?;
+        match handle.route().add(route).execute().await {
+            Ok(()) => {}
+            // Another interface's lease set the default route first: this
+            // lease still holds, on its own subnet.
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| c.get()) == Some(-libc::EEXIST) =>
+            {
+                tracing::debug!(iface = %i.name, %gw, "a default route exists already");
+            }
+            Err(e) => return Err(format!("cannot add the default route via {gw}: {e}")),
+        }
     }
     Ok(lease)
 }
@@ -439,12 +460,40 @@ mod tests {
         mk("wlan0", "1", "4", "52:54:00:12:34:58", true);
         mk("sit0", "776", "5", "00:00:00:00", false);
         mk("bad", "1", "x", "52:54:00:12:34:59", false);
+        // eth0's device is bound to e1000e (a link to the driver's directory).
+        let drv = d.path().join("drivers/e1000e");
+        std::fs::create_dir_all(&drv).expect("mkdir");
+        std::fs::create_dir_all(d.path().join("eth0/device")).expect("mkdir");
+        std::os::unix::fs::symlink(&drv, d.path().join("eth0/device/driver")).expect("link");
         let got = wired_interfaces(d.path());
         let names: Vec<&str> = got.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["eth0", "eth1"]);
         assert_eq!(got[0].index, 2);
         assert_eq!(got[0].mac, [0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+        assert_eq!(got[0].driver.as_deref(), Some("e1000e"));
+        assert_eq!(got[1].driver, None);
         assert!(wired_interfaces(Path::new("/nonexistent")).is_empty());
+    }
+
+    #[test]
+    fn each_entry_of_the_network_line_ends_with_its_driver() {
+        let r = IfaceReport {
+            name: "eth1".into(),
+            driver: Some("e1000e".into()),
+            ipv4: Ok(Lease4 {
+                addr: Ipv4Addr::new(198, 18, 65, 15),
+                prefix: 24,
+                gateway: Some(Ipv4Addr::new(198, 18, 65, 2)),
+                dns: Vec::new(),
+                lease_secs: 3600,
+            }),
+            ipv6_link_local: Some("fe80::1".parse().expect("addr")),
+            random_mac: None,
+        };
+        assert_eq!(
+            r.to_string(),
+            "eth1 198.18.65.15/24 gw 198.18.65.2 fe80::1 [e1000e]"
+        );
     }
 
     #[test]
@@ -477,18 +526,21 @@ fe80000000000000505400fffe123457 03 40 20 80     eth1
         let reports = vec![
             IfaceReport {
                 name: "eth0".into(),
+                driver: None,
                 ipv4: Ok(lease(vec![a, b])),
                 ipv6_link_local: None,
                 random_mac: None,
             },
             IfaceReport {
                 name: "eth1".into(),
+                driver: None,
                 ipv4: Ok(lease(vec![b])),
                 ipv6_link_local: None,
                 random_mac: None,
             },
             IfaceReport {
                 name: "eth2".into(),
+                driver: None,
                 ipv4: Err("no lease".into()),
                 ipv6_link_local: None,
                 random_mac: None,

@@ -138,6 +138,51 @@ enum Boot {
 /// How long [`Vm::wait_for`] waits for the rest of a matched line.
 const LINE_GRACE: Duration = Duration::from_secs(2);
 
+/// The QEMU NIC models the tests boot with, each driven by a different
+/// Linux driver the initramfs carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicModel {
+    /// `virtio-net-pci` (virtio_net).
+    VirtioNet,
+    /// `e1000` (e1000), QEMU's default NIC.
+    E1000,
+    /// `e1000e`, the Intel 82574L (e1000e).
+    E1000e,
+    /// `igb`, the Intel 82576 (igb).
+    Igb,
+    /// `rtl8139`, an RTL8139C+ (8139cp).
+    Rtl8139,
+    /// `usb-net` on its own `qemu-xhci` controller, a CDC Ethernet gadget
+    /// (cdc_ether).
+    UsbNet,
+}
+
+impl NicModel {
+    /// QEMU's `-device` name.
+    pub fn device(self) -> &'static str {
+        match self {
+            NicModel::VirtioNet => "virtio-net-pci",
+            NicModel::E1000 => "e1000",
+            NicModel::E1000e => "e1000e",
+            NicModel::Igb => "igb",
+            NicModel::Rtl8139 => "rtl8139",
+            NicModel::UsbNet => "usb-net",
+        }
+    }
+
+    /// The Linux driver bound to it (`/sys/class/net/<if>/device/driver`).
+    pub fn driver(self) -> &'static str {
+        match self {
+            NicModel::VirtioNet => "virtio_net",
+            NicModel::E1000 => "e1000",
+            NicModel::E1000e => "e1000e",
+            NicModel::Igb => "igb",
+            NicModel::Rtl8139 => "8139cp",
+            NicModel::UsbNet => "cdc_ether",
+        }
+    }
+}
+
 /// A VM to start: builder methods, then [`Qemu::start`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -152,6 +197,10 @@ pub struct Qemu {
     /// Run QEMU inside this network namespace (set by [`Qemu::tap`]).
     netns: Option<String>,
     nics: u32,
+    /// The device model of the NICs [`Qemu::tap`] and [`Qemu::user_nic`] add.
+    nic_model: NicModel,
+    /// A `qemu-xhci` controller for USB NICs was added.
+    nic_xhci: bool,
     /// Image boots: QEMU writes the image itself ([`Qemu::writable`]).
     writable: bool,
     /// Image boots: Secure Boot on with the Microsoft keys ([`Qemu::secure_boot`]).
@@ -172,6 +221,8 @@ impl Qemu {
             log_path: None,
             netns: None,
             nics: 0,
+            nic_model: NicModel::VirtioNet,
+            nic_xhci: false,
             writable: false,
             secure_boot: false,
             usb_stick: false,
@@ -265,10 +316,11 @@ impl Qemu {
         self
     }
 
-    /// A virtio NIC on `tap` (from [`crate::netns::Lan::add_tap`]), with
-    /// the tap's MAC: QEMU then runs inside the tap's namespace (`ip netns
-    /// exec`), so the guest is one more host on the test bridge. Call once
-    /// per NIC; all taps must be in the same namespace.
+    /// A NIC on `tap` (from [`crate::netns::Lan::add_tap`]), with the
+    /// tap's MAC, of the model [`Qemu::nic_model`] chose (default virtio):
+    /// QEMU then runs inside the tap's namespace (`ip netns exec`), so the
+    /// guest is one more host on the test bridge. Call once per NIC; all
+    /// taps must be in the same namespace.
     pub fn tap(mut self, tap: &crate::netns::Tap) -> Self {
         let id = format!("tapnic{}", self.nics);
         self.nics += 1;
@@ -276,8 +328,47 @@ impl Qemu {
         self.extra.extend([
             "-netdev".to_owned(),
             format!("tap,id={id},ifname={},script=no,downscript=no", tap.ifname),
+        ]);
+        let mac = tap.mac.clone();
+        self.nic_device(&id, &mac)
+    }
+
+    /// The device model of the NICs added after this call (default
+    /// [`NicModel::VirtioNet`]).
+    pub fn nic_model(mut self, model: NicModel) -> Self {
+        self.nic_model = model;
+        self
+    }
+
+    /// A NIC on its own QEMU user-mode network `net` (e.g.
+    /// `198.18.65.0/24`) with `restrict=on`: QEMU's built-in DHCP server
+    /// hands out `.15` first, nothing is routed to the host or beyond. The
+    /// MAC is `52:54:00:12:34:<56 + n>` for the n-th NIC.
+    pub fn user_nic(mut self, net: &str) -> Self {
+        let id = format!("usernic{}", self.nics);
+        let mac = format!("52:54:00:12:34:{:02x}", 0x56 + self.nics);
+        self.nics += 1;
+        self.extra.extend([
+            "-netdev".to_owned(),
+            format!("user,id={id},net={net},restrict=on"),
+        ]);
+        self.nic_device(&id, &mac)
+    }
+
+    fn nic_device(mut self, netdev: &str, mac: &str) -> Self {
+        if self.nic_model == NicModel::UsbNet && !self.nic_xhci {
+            self.nic_xhci = true;
+            self.extra
+                .extend(["-device".to_owned(), "qemu-xhci,id=nicxhci".to_owned()]);
+        }
+        let bus = if self.nic_model == NicModel::UsbNet {
+            ",bus=nicxhci.0"
+        } else {
+            ""
+        };
+        self.extra.extend([
             "-device".to_owned(),
-            format!("virtio-net-pci,netdev={id},mac={}", tap.mac),
+            format!("{},netdev={netdev},mac={mac}{bus}", self.nic_model.device()),
         ]);
         self
     }

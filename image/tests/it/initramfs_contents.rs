@@ -209,7 +209,7 @@ fn unknown_module_in_the_list_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = common::stage1_spec(dir.path());
     let list = dir.path().join("modules.list");
-    std::fs::write(&list, "virtio_net\nvirtio_nett\n").unwrap();
+    std::fs::write(&list, "[by-device]\nvirtio_net\nvirtio_nett\n").unwrap();
     spec.module_list = list;
     let err = Stage1::build(&spec).unwrap_err();
     let chain = format!(

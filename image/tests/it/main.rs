@@ -3,6 +3,7 @@
 
 mod common;
 mod disk_image_checks;
+mod hardware_modules;
 mod initramfs_contents;
 mod kernel_cache;
 mod kernel_config_fragments;

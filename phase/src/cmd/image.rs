@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use image::authenticode::SigningKey;
 use image::disk::{self, DiskSpec, Qcow2Options};
-use image::{esp, kernel, mok, signed, stage1};
+use image::{esp, firmware, kernel, mok, signed, stage1};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
@@ -74,6 +74,10 @@ pub struct Opts {
     /// Module list (default kernel/modules-<arch>.list).
     #[arg(long)]
     modules_list: Option<PathBuf>,
+    /// Firmware files the modules name that may be missing, each with its
+    /// reason (default kernel/firmware-missing-<arch>.list).
+    #[arg(long)]
+    firmware_allow_list: Option<PathBuf>,
     /// ESP templates directory (loader.conf, entries, grub.cfg).
     #[arg(long, default_value = "esp")]
     templates: PathBuf,
@@ -241,12 +245,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .modules_list
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!("kernel/modules-{}.list", args.arch)));
+            let firmware_allow = args.firmware_allow_list.clone().unwrap_or_else(|| {
+                PathBuf::from(format!("kernel/firmware-missing-{}.list", args.arch))
+            });
+            let fw =
+                firmware::acquire(&args.build_dir).context("cannot get the firmware packages")?;
+            summary.insert(
+                "firmware_packages".into(),
+                fw.packages.lines().collect::<Vec<_>>().into(),
+            );
             let spec = stage1::Stage1Spec {
                 init: init.clone(),
                 root_json: root.clone(),
                 busybox: args.busybox.clone(),
                 kernel: kernel.clone(),
                 module_list,
+                firmware: fw,
+                firmware_allow,
                 mtime: args.epoch,
                 tor_network: tor_network.clone(),
             };
@@ -256,12 +271,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .to_bytes()
                 .context("cannot write the stage-1 initramfs")?;
             let secs = step.done(format!(
-                "initramfs: {} modules, {} bytes",
+                "initramfs: {} modules, {} aliases, {} firmware files, {} bytes",
                 s1.modules.len(),
+                s1.aliases,
+                s1.firmware.len(),
                 bytes.len()
             ));
             timings.insert("initramfs".into(), secs.into());
             summary.insert("modules".into(), s1.modules.clone().into());
+            summary.insert("firmware".into(), s1.firmware.clone().into());
             let root_bytes = std::fs::read(root)
                 .with_context(|| format!("cannot read the trusted root {}", root.display()))?;
             (bytes, root_bytes)

@@ -202,10 +202,11 @@ fn each_failure_says_why_and_what_to_do_then_the_rescue_shell() {
     eprintln!("failure paths test: {}", parts.join(", "));
 }
 
-/// Missing modules: the initramfs's module order names a module file the
-/// initramfs does not carry (a cpio appended to the fleet's initramfs
-/// replaces `/etc/phase/modules.order` with the real list plus one module
-/// that is not there). The modules step names it in one line, loads every
+/// Missing modules: the initramfs's module order and always-loaded list
+/// name a module file the initramfs does not carry (a cpio appended to the
+/// fleet's initramfs replaces `/etc/phase/modules.order` and
+/// `/etc/phase/modules.always` with the real lists plus one module that is
+/// not there). The modules step names it in one line, loads every
 /// other module, and the boot goes on to the ready line (most modules are
 /// for hardware a machine may not have; a needed one shows up as the
 /// later failure).
@@ -247,13 +248,19 @@ fn a_missing_module_is_named_and_the_boot_goes_on() {
         order.lines().count() > 2,
         "no module order in the initramfs: {order:?}"
     );
+    let always = sh(&format!(
+        "{decompress} < '{}' | cpio -i --quiet --to-stdout etc/phase/modules.always",
+        fleet.initramfs.display()
+    ));
     let missing = "kernel/drivers/phase-test/not-in-this-initramfs.ko";
     std::fs::create_dir_all(d.join("extra/etc/phase")).expect("mkdir");
-    std::fs::write(
-        d.join("extra/etc/phase/modules.order"),
-        format!("{}\n{missing}\n", order.trim_end()),
-    )
-    .expect("write modules.order");
+    for (file, text) in [("modules.order", &order), ("modules.always", &always)] {
+        std::fs::write(
+            d.join("extra/etc/phase").join(file),
+            format!("{}\n{missing}\n", text.trim_end()),
+        )
+        .expect("write the module list");
+    }
     sh("cd extra && find etc | cpio -o --quiet -H newc -R 0:0 > ../extra.cpio");
     // The kernel reads an appended archive only at a 4-byte boundary.
     let initrd = d.join("initrd-missing-module.img");

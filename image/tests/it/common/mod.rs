@@ -26,6 +26,16 @@ pub fn kernel() -> Kernel {
     })
 }
 
+/// The firmware set `phase image` fetched (`make initramfs`).
+pub fn firmware() -> image::firmware::FirmwareSet {
+    image::firmware::current(&build_dir()).unwrap_or_else(|e| {
+        panic!(
+            "test prerequisite missing: {e} (run `make initramfs`; PHASE_BUILD={})",
+            build_dir().display()
+        )
+    })
+}
+
 /// A prerequisite file under `$PHASE_BUILD`, made by `make <target>`.
 pub fn built(rel: &str, target: &str) -> PathBuf {
     let p = build_dir().join(rel);
@@ -60,6 +70,8 @@ pub fn stage1_spec(dir: &Path) -> image::stage1::Stage1Spec {
         busybox: PathBuf::from("/bin/busybox"),
         kernel: kernel(),
         module_list: repo().join("kernel/modules-x86_64.list"),
+        firmware: firmware(),
+        firmware_allow: repo().join("kernel/firmware-missing-x86_64.list"),
         mtime: 1_577_836_800,
         tor_network: None,
     }
