@@ -247,6 +247,7 @@ jobs = ["hello", "a-b.c"]
             steps: vec![],
             identity: None,
             platform: None,
+            measurements: Vec::new(),
         }
         .to_json()
     }

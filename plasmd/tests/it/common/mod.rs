@@ -169,6 +169,7 @@ pub fn boot_json(peers: &[&str]) -> Vec<u8> {
         steps: vec![],
         identity: None,
         platform: None,
+        measurements: Vec::new(),
     }
     .to_json()
 }

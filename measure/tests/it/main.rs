@@ -1,0 +1,4 @@
+//! Integration tests of the measure crate (one binary, one module per
+//! scenario).
+
+mod swtpm;
