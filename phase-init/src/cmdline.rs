@@ -42,6 +42,16 @@ pub enum Stage {
     Target,
 }
 
+/// `phase.tpm`: what stage 1 does when there is no TPM to measure into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TpmPolicy {
+    /// Measure when there is a TPM; without one, say `tpm none` and boot.
+    #[default]
+    Auto,
+    /// No TPM, or one that fails: stop before the hand-over (rescue shell).
+    Require,
+}
+
 /// Test hooks: what to do right after the `ready` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestAction {
@@ -117,6 +127,8 @@ pub struct Config {
     /// `phase.retry`: how many attempts a stage-1 fetch gets when no peer
     /// delivered (`forever`, the default: fleets power on in any order).
     pub retry: crate::retry::Retry,
+    /// `phase.tpm`: whether stage 1 may hand over unmeasured.
+    pub tpm: TpmPolicy,
 }
 
 impl Default for Config {
@@ -137,6 +149,7 @@ impl Default for Config {
             tor_timeout: DEFAULT_TOR_TIMEOUT,
             persist: None,
             retry: crate::retry::Retry::Forever,
+            tpm: TpmPolicy::Auto,
         }
     }
 }
@@ -192,6 +205,9 @@ impl Config {
         if self.retry != crate::retry::Retry::Forever {
             s.push_str(&format!(" retry={}", self.retry.word()));
         }
+        if self.tpm != TpmPolicy::Auto {
+            s.push_str(&format!(" tpm={}", self.tpm));
+        }
         s
     }
 
@@ -225,6 +241,9 @@ impl Config {
         if self.retry != crate::retry::Retry::Forever {
             words.push(format!("phase.retry={}", self.retry.word()));
         }
+        if self.tpm != TpmPolicy::Auto {
+            words.push(format!("phase.tpm={}", self.tpm));
+        }
         words.join(" ")
     }
 }
@@ -250,6 +269,7 @@ macro_rules! keyword_enum {
 keyword_enum!(Mode { Internet = "internet", Local = "local", Private = "private" });
 keyword_enum!(Cache { Enabled = "enabled", Disabled = "disabled" });
 keyword_enum!(Stage { Boot = "boot", Target = "target" });
+keyword_enum!(TpmPolicy { Auto = "auto", Require = "require" });
 
 /// A problem with one parameter; the boot goes on with the value in effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,6 +463,13 @@ pub const PARAMS: &[Param] = &[
             Ok(())
         },
         current: |c| c.retry.word(),
+    },
+    // measured boot (docs/attestation.md).
+    Param {
+        name: "phase.tpm",
+        expected: "auto|require",
+        apply: |c, v, _| keyword(v, TpmPolicy::from_word).map(|t| c.tpm = t),
+        current: |c| c.tpm.to_string(),
     },
     // stage 2: where the target's changes are kept (docs/boot-flow.md).
     Param {
@@ -890,6 +917,7 @@ mod tests {
                 Just(crate::retry::Retry::Forever),
                 (1u32..=crate::retry::Retry::MAX_ATTEMPTS).prop_map(crate::retry::Retry::Attempts)
             ],
+            prop_oneof![Just(TpmPolicy::Auto), Just(TpmPolicy::Require)],
         )
             .prop_map(
                 |(
@@ -904,6 +932,7 @@ mod tests {
                     grace,
                     persist,
                     retry,
+                    tpm,
                 )| {
                     Config {
                         mode,
@@ -921,6 +950,7 @@ mod tests {
                         tor_timeout: DEFAULT_TOR_TIMEOUT,
                         persist,
                         retry,
+                        tpm,
                     }
                 },
             )
@@ -961,6 +991,33 @@ mod tests {
             assert_eq!(p.config.retry, Retry::Forever, "{bad}");
             assert_eq!(p.warnings.len(), 1, "{bad}: {:?}", p.warnings);
         }
+    }
+
+    #[test]
+    fn tpm_is_auto_by_default_or_require_and_a_bad_value_warns() {
+        assert_eq!(parse("").config.tpm, TpmPolicy::Auto);
+        let p = parse("phase.tpm=require");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.config.tpm, TpmPolicy::Require);
+        assert!(p.config.summary().ends_with("tpm=require"));
+        assert!(p.config.to_cmdline().ends_with("phase.tpm=require"));
+        assert_eq!(parse("phase.tpm=auto").config.tpm, TpmPolicy::Auto);
+        for bad in ["yes", "", "Require"] {
+            let p = parse(&format!("phase.tpm={bad}"));
+            assert_eq!(p.config.tpm, TpmPolicy::Auto, "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}: {:?}", p.warnings);
+            let w = p.warnings[0].to_string();
+            assert!(
+                w.starts_with("phase.tpm") && w.ends_with("using auto"),
+                "{w}"
+            );
+        }
+        let p = parse("phase.tpm");
+        assert_eq!(p.config.tpm, TpmPolicy::Auto);
+        assert_eq!(
+            p.warnings[0].to_string(),
+            "phase.tpm: needs a value (auto|require); using auto"
+        );
     }
 
     #[test]

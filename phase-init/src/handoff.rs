@@ -135,6 +135,7 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
             .collect(),
         identity: None,
         platform: Some(crate::platform::current()),
+        measurements: Vec::new(),
     }
 }
 
@@ -200,14 +201,15 @@ pub fn artifact_step(config: &Config) -> (Option<Artifacts>, Status) {
     }
 }
 
-/// The `payload` boot step: `boot.json` (with the fetch's `provenance` and
-/// private mode's `identity`, when there are) and the target initrd at
-/// [`INITRD_OUT`], ready for kexec.
+/// The `payload` boot step: `boot.json` (with the fetch's `provenance`,
+/// private mode's `identity` and the `measure` step's event log, when
+/// there are) and the target initrd at [`INITRD_OUT`], ready for kexec.
 pub fn payload_step(
     artifacts: &Artifacts,
     config: &Config,
     provenance: Option<Provenance>,
     identity: Option<&handover::Identity>,
+    measurements: Vec<handover::Measurement>,
 ) -> (Option<Target>, Status) {
     let cmdline = target_cmdline(&artifacts.cmdline, config);
     let out = Path::new(INITRD_OUT);
@@ -217,6 +219,7 @@ pub fn payload_step(
         boot.peers = peers;
     }
     boot.identity = identity.cloned();
+    boot.measurements = measurements;
     match prepare(artifacts, &boot, out) {
         Ok((t, size)) => (Some(t), Status::ok(format!("{} ({size} B)", out.display()))),
         Err(e) => (None, Status::fail(chain(&e))),

@@ -31,14 +31,18 @@
 //!               then `phase-init: ready mode=<mode> channel=<channel>`
 //! 15. artifact  phase.test=kexec (instead of 10-14): /etc/phase/test-artifacts
 //! 16. private   (private mode) nothing listens, no disk is writable
-//! 17. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
-//! 18. kexec     kexec_file_load, then reboot(KEXEC)
+//! 17. measure   one event per fact of the verified boot (root, TUF
+//!               versions, digests, target command line, mode, channel)
+//!               into TPM PCR 23, the log into boot.json; no TPM: `tpm
+//!               none` and on (phase.tpm=require: stop)
+//! 18. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
+//! 19. kexec     kexec_file_load, then reboot(KEXEC)
 //! stage 2 (phase.stage=target), after the ready line:
-//! 19. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
-//! 20. move      /proc /sys /dev /run and the payload into the new root
-//! 21. switch    switch_root (the initramfs contents are freed)
-//! 22. identity  (private mode) the MACs of boot.json again
-//! 23. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
+//! 20. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
+//! 21. move      /proc /sys /dev /run and the payload into the new root
+//! 22. switch    switch_root (the initramfs contents are freed)
+//! 23. identity  (private mode) the MACs of boot.json again
+//! 24. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
 //! on failure: the rescue shell
 //! ```
 //!
@@ -58,7 +62,7 @@ use phase_init::cmdline::{Config, Mode, Stage, TestAction};
 use phase_init::console::console;
 use phase_init::step::{chain, run, Step};
 use phase_init::{bootfetch, cachepart, clock, discover, fetchloop, handoff, kernel, kexec};
-use phase_init::{loader, modules, mounts, net, platform, power, private, private_boot};
+use phase_init::{loader, measure, modules, mounts, net, platform, power, private, private_boot};
 use phase_init::{ready_line, rescue, stage2, status, supervisor, trust};
 
 fn main() {
@@ -123,7 +127,7 @@ fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRo
     }
     if let Some(test) = config.test {
         console().raw(&ready_line(config));
-        test_hook(test, config);
+        test_hook(test, config, baked.as_ref());
         return;
     }
     let Some(baked) = baked else {
@@ -144,21 +148,34 @@ fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRo
     let Some(f) = fetched else { return };
     console().raw(&ready_line(config));
     let provenance = (f.tuf, f.peers);
-    hand_over(&f.artifacts, config, Some(provenance), identity.as_ref());
+    hand_over(
+        &f.artifacts,
+        config,
+        Some(provenance),
+        identity.as_ref(),
+        Some(&baked),
+    );
 }
 
-/// Payload, kexec_file_load, reboot(KEXEC). Returns only on failure, after
-/// saying why; the caller goes to the rescue shell (never a retry loop).
+/// Measure, payload, kexec_file_load, reboot(KEXEC). Returns only on
+/// failure, after saying why; the caller goes to the rescue shell (never a
+/// retry loop).
 fn hand_over(
     artifacts: &handoff::Artifacts,
     config: &Config,
     provenance: Option<handoff::Provenance>,
     identity: Option<&private::Identity>,
+    baked: Option<&trust::BakedRoot>,
 ) {
     if config.mode == Mode::Private {
         run(Step::Private, private_boot::check_step);
     }
-    let payload = || handoff::payload_step(artifacts, config, provenance, identity);
+    let events = measure::events(artifacts, config, provenance.as_ref(), baked);
+    let device = Path::new(::measure::TPM_DEVICE);
+    let Some(log) = run(Step::Measure, || measure::step(device, config.tpm, &events)) else {
+        return;
+    };
+    let payload = || handoff::payload_step(artifacts, config, provenance, identity, log);
     let Some(target) = run(Step::Payload, payload) else {
         return;
     };
@@ -203,11 +220,11 @@ fn target(config: &Config) {
 /// Stage 1's test hooks (`phase.test=`), after the network and the ready
 /// line (`panic` is earlier, after the trust step). `kexec`: hand over the
 /// test's baked artifacts as after a verified fetch. Returns on failure.
-fn test_hook(test: TestAction, config: &Config) {
+fn test_hook(test: TestAction, config: &Config, baked: Option<&trust::BakedRoot>) {
     match test {
         TestAction::Kexec => {
             if let Some(a) = run(Step::Artifact, || handoff::artifact_step(config)) {
-                hand_over(&a, config, None, None);
+                hand_over(&a, config, None, None, baked);
             }
         }
         TestAction::Poweroff => {

@@ -29,6 +29,7 @@ pub enum Step {
     Grace,
     Artifact,
     Private,
+    Measure,
     Payload,
     Kexec,
     Rootfs,
@@ -41,7 +42,7 @@ pub enum Step {
 
 impl Step {
     /// Every step in boot order: the common steps, stage 1, stage 2.
-    pub const ALL: [Step; 23] = [
+    pub const ALL: [Step; 24] = [
         Step::Mounts,
         Step::Cmdline,
         Step::Modules,
@@ -58,6 +59,7 @@ impl Step {
         Step::Grace,
         Step::Artifact,
         Step::Private,
+        Step::Measure,
         Step::Payload,
         Step::Kexec,
         Step::Rootfs,
@@ -85,6 +87,7 @@ impl Step {
             Step::Grace => "grace",
             Step::Artifact => "artifact",
             Step::Private => "private",
+            Step::Measure => "measure",
             Step::Payload => "payload",
             Step::Kexec => "kexec",
             Step::Rootfs => "rootfs",
