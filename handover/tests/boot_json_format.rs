@@ -47,5 +47,8 @@ fn the_private_sample_holds_every_optional_field() {
     }
     let t = BootJson::from_json(TEST_BOOT.as_bytes()).expect("parse");
     assert!(t.identity.is_none() && t.peers.is_empty() && t.tuf.root.is_none());
-    assert!(t.measurements.is_empty(), "a boot.json without a log still reads");
+    assert!(
+        t.measurements.is_empty(),
+        "a boot.json without a log still reads"
+    );
 }
