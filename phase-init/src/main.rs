@@ -37,7 +37,9 @@
 //!               none` and on (phase.tpm=require: stop)
 //! 18. payload   target initramfs ++ payload cpio (rootfs, CAS, boot.json)
 //! 19. kexec     kexec_file_load, then reboot(KEXEC)
-//! stage 2 (phase.stage=target), after the ready line:
+//! stage 2 (phase.stage=target), after the ready line and what stage 1
+//! measured (PCR 23 and boot.json's log, `measure:` and one
+//! `phase-init: measurements <JSON>` line):
 //! 20. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
 //! 21. move      /proc /sys /dev /run and the payload into the new root
 //! 22. switch    switch_root (the initramfs contents are freed)
@@ -190,6 +192,14 @@ fn hand_over(
 /// Stage 2: the payload's rootfs becomes `/`, then systemd or the
 /// supervisor takes over. Returns on failure (rescue shell).
 fn target(config: &Config) {
+    let device = Path::new(::measure::TPM_DEVICE);
+    for line in measure::target_lines(device, Path::new(handover::BOOT_JSON)) {
+        if line.starts_with(measure::LOG_LINE) {
+            console().raw(&line);
+        } else {
+            console().line(&line);
+        }
+    }
     let (upper, set_aside) = stage2::upper_for(config);
     if let Some(line) = set_aside {
         console().warn(&line);

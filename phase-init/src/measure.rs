@@ -142,6 +142,55 @@ fn stop(detail: &str, problem: String) -> Status {
     }
 }
 
+/// The machine-readable console line stage 2 prints with `boot.json`'s
+/// event log: this prefix, then the log as compact JSON.
+pub const LOG_LINE: &str = "phase-init: measurements ";
+
+/// Stage 2's view of what stage 1 measured, as console lines: PCR 23 as
+/// the TPM at `device` holds it now and whether the log in the
+/// `boot.json` at `boot_json` replays to it; then the log itself on one
+/// [`LOG_LINE`], so a verifier watching the console can replay it.
+pub fn target_lines(device: &Path, boot_json: &Path) -> Vec<String> {
+    let log = std::fs::read(boot_json)
+        .ok()
+        .and_then(|b| handover::BootJson::from_json(&b).ok())
+        .map(|b| b.measurements)
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    if !device.exists() {
+        lines.push("measure: tpm none".to_owned());
+    } else {
+        let read = Tpm::open(device)
+            .map_err(|e| format!("cannot open {}: {e}", device.display()))
+            .and_then(|mut t| t.pcr_read(PHASE_PCR).map_err(|e| chain(&e)));
+        lines.push(match read {
+            Err(e) => format!("measure: {e}"),
+            Ok(value) => target_verdict(&value, &log),
+        });
+    }
+    if !log.is_empty() {
+        let json = serde_json::to_string(&log).unwrap_or_default();
+        lines.push(format!("{LOG_LINE}{json}"));
+    }
+    lines
+}
+
+fn target_verdict(value: &[u8; 32], log: &[Measurement]) -> String {
+    let now = hex::encode(value);
+    match ::measure::replay_log(log, PHASE_PCR) {
+        Ok(r) if r == *value => format!(
+            "measure: PCR {PHASE_PCR} {now}, the replay of boot.json's {} events",
+            log.len()
+        ),
+        Ok(r) => format!(
+            "measure: PCR {PHASE_PCR} {now}, but boot.json's {} events replay to {}",
+            log.len(),
+            hex::encode(r)
+        ),
+        Err(e) => format!("measure: PCR {PHASE_PCR} {now}; boot.json's log: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +333,39 @@ mod tests {
             status.problems[0].starts_with("phase.tpm=require"),
             "{status:?}"
         );
+    }
+
+    #[test]
+    fn stage_2_says_whether_the_log_replays_to_the_pcr_and_prints_it() {
+        let events = sample_events();
+        let log: Vec<Measurement> = events.iter().map(Event::record).collect();
+        let value = ::measure::replay(&events, PHASE_PCR);
+        assert_eq!(
+            target_verdict(&value, &log),
+            format!(
+                "measure: PCR 23 {}, the replay of boot.json's 2 events",
+                hex::encode(value)
+            )
+        );
+        let other = target_verdict(&[0; 32], &log);
+        assert!(
+            other.contains("but boot.json's 2 events replay to"),
+            "{other}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut boot = handover::BootJson::from_json(include_bytes!(
+            "../../handover/tests/data/boot-test.json"
+        ))
+        .expect("sample");
+        boot.measurements = log.clone();
+        let path = dir.path().join("boot.json");
+        std::fs::write(&path, boot.to_json()).expect("write");
+        let lines = target_lines(&dir.path().join("tpmrm0"), &path);
+        assert_eq!(lines[0], "measure: tpm none");
+        let json = lines[1].strip_prefix(LOG_LINE).expect("the log line");
+        let back: Vec<Measurement> = serde_json::from_str(json).expect("JSON");
+        assert_eq!(back, log);
+        assert_eq!(lines.len(), 2);
     }
 
     #[test]
