@@ -62,6 +62,11 @@ pub struct BootJson {
     /// written before stage 1 recorded it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<HandoverPath>,
+    /// The events stage 1 extended into the TPM before it handed over, in
+    /// order (docs/attestation.md); empty, and left out of the file, when
+    /// there was no TPM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<Measurement>,
 }
 
 /// How stage 1 became the target, and why (`phase.kexec`).
@@ -74,6 +79,21 @@ pub struct HandoverPath {
     /// Why, in words (e.g. "phase.kexec=always", "the target kernel is not
     /// the one the boot loader started").
     pub reason: String,
+}
+
+/// One event of the measured-boot log: what was extended into which PCR.
+/// The `measure` crate owns the encoding and the digest; this is the
+/// record as `boot.json` carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// The PCR index (SHA-256 bank).
+    pub pcr: u32,
+    /// What the event states, e.g. `kernel` or `targets-version`.
+    pub kind: String,
+    /// The fact itself, UTF-8 text.
+    pub payload: String,
+    /// Hex SHA-256 of the event's canonical encoding: the value extended.
+    pub digest: String,
 }
 
 /// One verified artifact.
@@ -256,6 +276,7 @@ mod tests {
                 reason: "the target kernel and initramfs are the ones the boot loader started"
                     .into(),
             }),
+            measurements: Vec::new(),
         }
     }
 
@@ -270,8 +291,24 @@ mod tests {
         assert!(text.contains("\"found\": \"dht\""), "{text}");
         assert!(!text.contains("dropped"), "{text}");
         assert!(!text.contains("identity"), "{text}");
+        assert!(!text.contains("measurements"), "{text}");
         assert_eq!(b.artifact("kernel").map(|a| a.length), Some(42));
         assert!(b.artifact("rootfs").is_none());
+    }
+
+    #[test]
+    fn a_measurement_log_round_trips() {
+        let mut b = sample();
+        b.measurements = vec![Measurement {
+            pcr: 23,
+            kind: "channel".into(),
+            payload: "stable".into(),
+            digest: "cd".repeat(32),
+        }];
+        let bytes = b.to_json();
+        assert_eq!(BootJson::from_json(&bytes).expect("parse"), b);
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert!(text.contains("\"pcr\": 23"), "{text}");
     }
 
     #[test]

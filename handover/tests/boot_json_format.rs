@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// Private mode with everything stage 1 records: four artifacts, TUF
 /// versions, the cache, a peer and a dropped peer, steps, the ephemeral
-/// identity with two MACs, the platform.
+/// identity with two MACs, the platform, the measured-boot log.
 const PRIVATE: &str = include_str!("data/boot-private.json");
 /// A `phase.test=kexec` boot: no TUF, no peers, no identity.
 const TEST_BOOT: &str = include_str!("data/boot-test.json");
@@ -38,6 +38,7 @@ fn the_private_sample_holds_every_optional_field() {
     let id = b.identity.as_ref().expect("identity");
     assert_eq!(id.macs.len(), 2);
     assert!(b.platform.is_some());
+    assert!(!b.measurements.is_empty());
     assert!(b.tuf.root.is_some() && b.tuf.targets.is_some());
     assert!(b.peers.iter().any(|p| p.found.is_some()));
     assert!(b.peers.iter().any(|p| p.dropped.is_some()));
@@ -46,4 +47,8 @@ fn the_private_sample_holds_every_optional_field() {
     }
     let t = BootJson::from_json(TEST_BOOT.as_bytes()).expect("parse");
     assert!(t.identity.is_none() && t.peers.is_empty() && t.tuf.root.is_none());
+    assert!(
+        t.measurements.is_empty(),
+        "a boot.json without a log still reads"
+    );
 }

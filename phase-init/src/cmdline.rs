@@ -53,6 +53,16 @@ pub enum Kexec {
     Always,
 }
 
+/// `phase.tpm`: what stage 1 does when there is no TPM to measure into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TpmPolicy {
+    /// Measure when there is a TPM; without one, say `tpm none` and boot.
+    #[default]
+    Auto,
+    /// No TPM, or one that fails: stop before the hand-over (rescue shell).
+    Require,
+}
+
 /// Test hooks: what to do right after the `ready` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TestAction {
@@ -132,6 +142,8 @@ pub struct Config {
     /// second kernel when the verified target kernel and initramfs are the
     /// ones the boot loader started (`direct.rs`); `always` kexecs.
     pub kexec: Kexec,
+    /// `phase.tpm`: whether stage 1 may hand over unmeasured.
+    pub tpm: TpmPolicy,
 }
 
 impl Default for Config {
@@ -153,6 +165,7 @@ impl Default for Config {
             persist: None,
             retry: crate::retry::Retry::Forever,
             kexec: Kexec::default(),
+            tpm: TpmPolicy::Auto,
         }
     }
 }
@@ -211,6 +224,9 @@ impl Config {
         if self.kexec != Kexec::default() {
             s.push_str(&format!(" kexec={}", self.kexec));
         }
+        if self.tpm != TpmPolicy::Auto {
+            s.push_str(&format!(" tpm={}", self.tpm));
+        }
         s
     }
 
@@ -247,6 +263,9 @@ impl Config {
         if self.kexec != Kexec::default() {
             words.push(format!("phase.kexec={}", self.kexec));
         }
+        if self.tpm != TpmPolicy::Auto {
+            words.push(format!("phase.tpm={}", self.tpm));
+        }
         words.join(" ")
     }
 }
@@ -273,6 +292,7 @@ keyword_enum!(Mode { Internet = "internet", Local = "local", Private = "private"
 keyword_enum!(Cache { Enabled = "enabled", Disabled = "disabled" });
 keyword_enum!(Stage { Boot = "boot", Target = "target" });
 keyword_enum!(Kexec { Auto = "auto", Always = "always" });
+keyword_enum!(TpmPolicy { Auto = "auto", Require = "require" });
 
 /// A problem with one parameter; the boot goes on with the value in effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -472,6 +492,13 @@ pub const PARAMS: &[Param] = &[
         expected: "auto|always",
         apply: |c, v, _| keyword(v, Kexec::from_word).map(|k| c.kexec = k),
         current: |c| c.kexec.to_string(),
+    },
+    // measured boot (docs/attestation.md).
+    Param {
+        name: "phase.tpm",
+        expected: "auto|require",
+        apply: |c, v, _| keyword(v, TpmPolicy::from_word).map(|t| c.tpm = t),
+        current: |c| c.tpm.to_string(),
     },
     // stage 2: where the target's changes are kept (docs/boot-flow.md).
     Param {
@@ -919,7 +946,10 @@ mod tests {
                 Just(crate::retry::Retry::Forever),
                 (1u32..=crate::retry::Retry::MAX_ATTEMPTS).prop_map(crate::retry::Retry::Attempts)
             ],
-            prop_oneof![Just(Kexec::Auto), Just(Kexec::Always)],
+            (
+                prop_oneof![Just(Kexec::Auto), Just(Kexec::Always)],
+                prop_oneof![Just(TpmPolicy::Auto), Just(TpmPolicy::Require)],
+            ),
         )
             .prop_map(
                 |(
@@ -934,7 +964,7 @@ mod tests {
                     grace,
                     persist,
                     retry,
-                    kexec,
+                    (kexec, tpm),
                 )| {
                     Config {
                         mode,
@@ -953,6 +983,7 @@ mod tests {
                         persist,
                         retry,
                         kexec,
+                        tpm,
                     }
                 },
             )
@@ -1014,6 +1045,33 @@ mod tests {
             assert_eq!(p.config.retry, Retry::Forever, "{bad}");
             assert_eq!(p.warnings.len(), 1, "{bad}: {:?}", p.warnings);
         }
+    }
+
+    #[test]
+    fn tpm_is_auto_by_default_or_require_and_a_bad_value_warns() {
+        assert_eq!(parse("").config.tpm, TpmPolicy::Auto);
+        let p = parse("phase.tpm=require");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.config.tpm, TpmPolicy::Require);
+        assert!(p.config.summary().ends_with("tpm=require"));
+        assert!(p.config.to_cmdline().ends_with("phase.tpm=require"));
+        assert_eq!(parse("phase.tpm=auto").config.tpm, TpmPolicy::Auto);
+        for bad in ["yes", "", "Require"] {
+            let p = parse(&format!("phase.tpm={bad}"));
+            assert_eq!(p.config.tpm, TpmPolicy::Auto, "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}: {:?}", p.warnings);
+            let w = p.warnings[0].to_string();
+            assert!(
+                w.starts_with("phase.tpm") && w.ends_with("using auto"),
+                "{w}"
+            );
+        }
+        let p = parse("phase.tpm");
+        assert_eq!(p.config.tpm, TpmPolicy::Auto);
+        assert_eq!(
+            p.warnings[0].to_string(),
+            "phase.tpm: needs a value (auto|require); using auto"
+        );
     }
 
     #[test]

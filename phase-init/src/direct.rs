@@ -266,9 +266,11 @@ pub fn lay_out_step(
     config: &Config,
     provenance: Option<Provenance>,
     identity: Option<&handover::Identity>,
-    path: &Route,
+    route: &Route,
+    measurements: Vec<handover::Measurement>,
 ) -> (Option<Config>, Status) {
-    let (cmdline, boot) = handoff::record(artifacts, config, provenance, identity, path);
+    let (cmdline, boot) =
+        handoff::record(artifacts, config, provenance, identity, route, measurements);
     let extra: Vec<Artifact> = artifacts.extra.iter().map(|(_, a)| a.clone()).collect();
     let p = Payload {
         kernel: &artifacts.kernel,

@@ -138,6 +138,7 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
         identity: None,
         platform: Some(crate::platform::current()),
         handover: None,
+        measurements: Vec::new(),
     }
 }
 
@@ -204,14 +205,15 @@ pub fn artifact_step(config: &Config) -> (Option<Artifacts>, Status) {
 }
 
 /// The command line the target gets and its `boot.json`: with the fetch's
-/// `provenance` and private mode's `identity`, when there are, and the way
-/// stage 1 hands over.
+/// `provenance`, private mode's `identity` and the `measure` step's event
+/// log, when there are, and the route stage 1 hands over by.
 pub fn record(
     artifacts: &Artifacts,
     config: &Config,
     provenance: Option<Provenance>,
     identity: Option<&handover::Identity>,
     route: &crate::direct::Route,
+    measurements: Vec<handover::Measurement>,
 ) -> (String, BootJson) {
     let cmdline = target_cmdline(&artifacts.cmdline, config);
     let mut boot = boot_json(artifacts, config, &cmdline);
@@ -221,6 +223,7 @@ pub fn record(
     }
     boot.identity = identity.cloned();
     boot.handover = Some(route.record());
+    boot.measurements = measurements;
     (cmdline, boot)
 }
 
@@ -232,8 +235,9 @@ pub fn payload_step(
     provenance: Option<Provenance>,
     identity: Option<&handover::Identity>,
     route: &crate::direct::Route,
+    measurements: Vec<handover::Measurement>,
 ) -> (Option<Target>, Status) {
-    let (_, boot) = record(artifacts, config, provenance, identity, route);
+    let (_, boot) = record(artifacts, config, provenance, identity, route, measurements);
     let out = Path::new(INITRD_OUT);
     match prepare(artifacts, &boot, out) {
         Ok((t, size)) => (Some(t), Status::ok(format!("{} ({size} B)", out.display()))),

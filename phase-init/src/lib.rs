@@ -34,6 +34,7 @@ pub mod kexec;
 pub mod keywatch;
 pub mod loader;
 pub mod logging;
+pub mod measure;
 pub mod modules;
 pub mod mounts;
 pub mod net;

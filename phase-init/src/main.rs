@@ -33,19 +33,24 @@
 //!               then `phase-init: ready mode=<mode> channel=<channel>`
 //! 15. artifact  phase.test=kexec (instead of 10-14): /etc/phase/test-artifacts
 //! 16. private   (private mode) nothing listens, no disk is writable
-//! 17. route     kexec, or (phase.kexec=auto, the default) go on as stage 2
+//! 17. measure   one event per fact of the verified boot (root, TUF
+//!               versions, digests, target command line, mode, channel)
+//!               into TPM PCR 23, the log into boot.json; no TPM: `tpm
+//!               none` and on (phase.tpm=require: stop)
+//! 18. route     kexec, or (phase.kexec=auto, the default) go on as stage 2
 //!               when the verified target kernel and initramfs are the
 //!               files the boot loader started (direct.rs)
-//! 18. payload   kexec: target initramfs ++ payload cpio (rootfs, CAS,
+//! 19. payload   kexec: target initramfs ++ payload cpio (rootfs, CAS,
 //!               boot.json); direct: /phase in place, objects bound read-only
-//! 19. kexec     kexec_file_load, then reboot(KEXEC)
+//! 20. kexec     kexec_file_load, then reboot(KEXEC)
 //! stage 2 (phase.stage=target, or stage 1 going on directly), after the
-//! ready line:
-//! 20. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
-//! 21. move      /proc /sys /dev /run and the payload into the new root
-//! 22. switch    switch_root (the initramfs contents are freed)
-//! 23. identity  (private mode) the MACs of boot.json again
-//! 24. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
+//! ready line and what stage 1 measured (PCR 23 and boot.json's log,
+//! `measure:` and one `phase-init: measurements <JSON>` line):
+//! 21. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
+//! 22. move      /proc /sys /dev /run and the payload into the new root
+//! 23. switch    switch_root (the initramfs contents are freed)
+//! 24. identity  (private mode) the MACs of boot.json again
+//! 25. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
 //! on failure: the rescue shell
 //! ```
 //!
@@ -67,7 +72,7 @@ use phase_init::step::{chain, run, Step};
 use phase_init::{
     bootfetch, cachepart, clock, direct, discover, fetchloop, handoff, kernel, kexec,
 };
-use phase_init::{loader, modules, mounts, net, platform, power, private, private_boot};
+use phase_init::{loader, measure, modules, mounts, net, platform, power, private, private_boot};
 use phase_init::{ready_line, rescue, stage2, status, supervisor, trust};
 
 fn main() {
@@ -132,7 +137,7 @@ fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRo
     }
     if let Some(test) = config.test {
         console().raw(&ready_line(config));
-        test_hook(test, config);
+        test_hook(test, config, baked.as_ref());
         return;
     }
     let Some(baked) = baked else {
@@ -153,31 +158,44 @@ fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRo
     let Some(f) = fetched else { return };
     console().raw(&ready_line(config));
     let provenance = (f.tuf, f.peers);
-    hand_over(&f.artifacts, config, Some(provenance), identity.as_ref());
+    hand_over(
+        &f.artifacts,
+        config,
+        Some(provenance),
+        identity.as_ref(),
+        Some(&baked),
+    );
 }
 
-/// The route (kexec or direct), the payload, then kexec_file_load and
-/// reboot(KEXEC), or stage 2 in this kernel. Returns only on failure, after
-/// saying why; the caller goes to the rescue shell (never a retry loop).
+/// Measure, the route (kexec or direct), the payload, then kexec_file_load
+/// and reboot(KEXEC), or stage 2 in this kernel. Returns only on failure,
+/// after saying why; the caller goes to the rescue shell (never a retry
+/// loop).
 fn hand_over(
     artifacts: &handoff::Artifacts,
     config: &Config,
     provenance: Option<handoff::Provenance>,
     identity: Option<&private::Identity>,
+    baked: Option<&trust::BakedRoot>,
 ) {
     if config.mode == Mode::Private {
         run(Step::Private, private_boot::check_step);
     }
+    let events = measure::events(artifacts, config, provenance.as_ref(), baked);
+    let device = Path::new(::measure::TPM_DEVICE);
+    let Some(log) = run(Step::Measure, || measure::step(device, config.tpm, &events)) else {
+        return;
+    };
     let route = run(Step::Route, || direct::step(config, artifacts));
     if route.is_direct() {
-        let lay_out = || direct::lay_out_step(artifacts, config, provenance, identity, &route);
+        let lay_out = || direct::lay_out_step(artifacts, config, provenance, identity, &route, log);
         if let Some(target_config) = run(Step::Payload, lay_out) {
             console().raw(&ready_line(&target_config));
             target(&target_config);
         }
         return;
     }
-    let payload = || handoff::payload_step(artifacts, config, provenance, identity, &route);
+    let payload = || handoff::payload_step(artifacts, config, provenance, identity, &route, log);
     let Some(target) = run(Step::Payload, payload) else {
         return;
     };
@@ -192,6 +210,14 @@ fn hand_over(
 /// Stage 2: the payload's rootfs becomes `/`, then systemd or the
 /// supervisor takes over. Returns on failure (rescue shell).
 fn target(config: &Config) {
+    let device = Path::new(::measure::TPM_DEVICE);
+    for line in measure::target_lines(device, Path::new(handover::BOOT_JSON)) {
+        if line.starts_with(measure::LOG_LINE) {
+            console().raw(&line);
+        } else {
+            console().line(&line);
+        }
+    }
     let (upper, set_aside) = stage2::upper_for(config);
     if let Some(line) = set_aside {
         console().warn(&line);
@@ -222,11 +248,11 @@ fn target(config: &Config) {
 /// Stage 1's test hooks (`phase.test=`), after the network and the ready
 /// line (`panic` is earlier, after the trust step). `kexec`: hand over the
 /// test's baked artifacts as after a verified fetch. Returns on failure.
-fn test_hook(test: TestAction, config: &Config) {
+fn test_hook(test: TestAction, config: &Config, baked: Option<&trust::BakedRoot>) {
     match test {
         TestAction::Kexec => {
             if let Some(a) = run(Step::Artifact, || handoff::artifact_step(config)) {
-                hand_over(&a, config, None, None);
+                hand_over(&a, config, None, None, baked);
             }
         }
         TestAction::Poweroff => {

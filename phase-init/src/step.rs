@@ -29,6 +29,7 @@ pub enum Step {
     Grace,
     Artifact,
     Private,
+    Measure,
     Route,
     Payload,
     Kexec,
@@ -42,7 +43,7 @@ pub enum Step {
 
 impl Step {
     /// Every step in boot order: the common steps, stage 1, stage 2.
-    pub const ALL: [Step; 24] = [
+    pub const ALL: [Step; 25] = [
         Step::Mounts,
         Step::Cmdline,
         Step::Modules,
@@ -59,6 +60,7 @@ impl Step {
         Step::Grace,
         Step::Artifact,
         Step::Private,
+        Step::Measure,
         Step::Route,
         Step::Payload,
         Step::Kexec,
@@ -87,6 +89,7 @@ impl Step {
             Step::Grace => "grace",
             Step::Artifact => "artifact",
             Step::Private => "private",
+            Step::Measure => "measure",
             Step::Route => "route",
             Step::Payload => "payload",
             Step::Kexec => "kexec",

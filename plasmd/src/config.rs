@@ -248,6 +248,7 @@ jobs = ["hello", "a-b.c"]
             identity: None,
             platform: None,
             handover: None,
+            measurements: Vec::new(),
         }
         .to_json()
     }

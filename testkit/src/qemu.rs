@@ -207,6 +207,8 @@ pub struct Qemu {
     secure_boot: bool,
     /// Image boots: the disk is a USB stick ([`Qemu::usb_stick`]).
     usb_stick: bool,
+    /// A TPM 2.0 (swtpm) on a TIS interface ([`Qemu::tpm`]).
+    tpm: bool,
 }
 
 impl Qemu {
@@ -226,6 +228,7 @@ impl Qemu {
             writable: false,
             secure_boot: false,
             usb_stick: false,
+            tpm: false,
         }
     }
 
@@ -398,6 +401,15 @@ impl Qemu {
         self
     }
 
+    /// A TPM 2.0 on the TIS interface: a fresh swtpm (state and control
+    /// socket in the VM's temporary directory, started and cleared), which
+    /// lives as long as the [`Vm`]. The guest sees `/dev/tpmrm0`; with OVMF
+    /// the firmware measures into it too.
+    pub fn tpm(mut self) -> Self {
+        self.tpm = true;
+        self
+    }
+
     /// Extra QEMU arguments.
     pub fn args<I, S>(mut self, args: I) -> Self
     where
@@ -490,13 +502,70 @@ impl Qemu {
                 ]);
             }
         }
+        let swtpm = if self.tpm {
+            let (child, sock) = start_swtpm(dir.path())?;
+            args.extend([
+                "-chardev".into(),
+                format!("socket,id=chrtpm,path={}", sock.display()),
+                "-tpmdev".into(),
+                "emulator,id=tpm0,chardev=chrtpm".into(),
+                "-device".into(),
+                "tpm-tis,tpmdev=tpm0".into(),
+            ]);
+            Some(child)
+        } else {
+            None
+        };
         args.extend(self.extra.iter().cloned());
         let log_path = self
             .log_path
             .clone()
             .unwrap_or_else(|| dir.path().join("serial.log"));
-        Vm::spawn(self, args, dir, log_path)
+        Vm::spawn(self, args, dir, log_path, swtpm)
     }
+}
+
+/// Starts swtpm with its state in `dir/tpm` and its control socket at
+/// `dir/swtpm.sock` (QEMU's `tpm-emulator` gets the data channel through
+/// it); returns once the socket exists.
+fn start_swtpm(dir: &Path) -> Result<(Child, PathBuf)> {
+    let state = dir.join("tpm");
+    fs::create_dir_all(&state).map_err(|source| QemuError::Io {
+        path: state.clone(),
+        source,
+    })?;
+    let sock = dir.join("swtpm.sock");
+    let mut child = Command::new("swtpm")
+        .args([
+            "socket",
+            "--tpm2",
+            "--flags",
+            "startup-clear",
+            "--terminate",
+        ])
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|source| QemuError::Spawn {
+            program: "swtpm (Debian package swtpm)".into(),
+            source,
+        })?;
+    let start = Instant::now();
+    while !sock.exists() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(QemuError::Io {
+                path: sock,
+                source: io::Error::new(io::ErrorKind::TimedOut, "swtpm did not listen"),
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok((child, sock))
 }
 
 fn path_arg(p: &Path) -> String {
@@ -925,6 +994,8 @@ pub struct Vm {
     cursor: usize,
     log_path: PathBuf,
     exit: Option<ExitStatus>,
+    /// The VM's TPM ([`Qemu::tpm`]), stopped with the VM.
+    swtpm: Option<Child>,
     _dir: tempfile::TempDir,
 }
 
@@ -944,6 +1015,7 @@ impl Vm {
         args: Vec<String>,
         dir: tempfile::TempDir,
         log_path: PathBuf,
+        swtpm: Option<Child>,
     ) -> Result<Self> {
         let log_file = File::create(&log_path).map_err(|source| QemuError::Io {
             path: log_path.clone(),
@@ -1013,6 +1085,7 @@ impl Vm {
             cursor: 0,
             log_path,
             exit: None,
+            swtpm,
             _dir: dir,
         })
     }
@@ -1174,6 +1247,10 @@ impl Drop for Vm {
         if self.exit.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if let Some(t) = &mut self.swtpm {
+            let _ = t.kill();
+            let _ = t.wait();
         }
     }
 }

@@ -15,6 +15,11 @@
 //! against the test's root) and the job by its digest (curl): the node
 //! re-shares exactly the verified bytes.
 //!
+//! The PC has a TPM (swtpm): stage 1 extends its events into PCR 23 and
+//! shows the value it reads back; the target shows the value it reads and
+//! prints `boot.json`'s event log, which this test replays on the host
+//! (`measure::replay_log`): all three values must be equal.
+//!
 //! The VM is a PC with a USB stick: the disk is a removable USB
 //! mass-storage device on an xHCI controller, and the firmware is OVMF's
 //! Secure Boot build with the stock Microsoft keys, as a PC leaves the
@@ -70,6 +75,7 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
         .timeout(BOOT_TIMEOUT)
         .secure_boot()
         .usb_stick()
+        .tpm()
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
     let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
@@ -82,6 +88,11 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
     expect(&mut vm, "fetch: rootfs");
     expect(&mut vm, "fetch: job       jobs/hello.wasm");
     expect(&mut vm, "fetch    ok");
+    let pcr_hex = regex::Regex::new(r"events into PCR 23, now ([0-9a-f]{64})").expect("regex");
+    let measured = vm
+        .wait_for_regex(&pcr_hex)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stage1 = pcr_hex.captures(&measured).expect("the line matched")[1].to_owned();
     // The stick was built from the release it boots: no second kernel.
     let route = expect(&mut vm, "route    ok");
     assert!(
@@ -90,6 +101,38 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
         vm.log()
     );
     expect(&mut vm, "stage=target");
+    let target_pcr = regex::Regex::new(r"measure: PCR 23 ([0-9a-f]{64})").expect("regex");
+    let seen = vm
+        .wait_for_regex(&target_pcr)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stage2 = target_pcr.captures(&seen).expect("the line matched")[1].to_owned();
+    let log_line = expect(&mut vm, "phase-init: measurements ");
+    let json = &log_line[log_line.find('[').expect("a JSON list")..];
+    let log: Vec<handover::Measurement> =
+        serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let replayed = measure::replay_log(&log, measure::PHASE_PCR).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        stage1, stage2,
+        "PCR 23 changed between stage 1 and the target"
+    );
+    assert_eq!(
+        stage2,
+        hex::encode(replayed),
+        "boot.json's log does not replay to PCR 23: {log:?}"
+    );
+    for kind in [
+        "root-fingerprint",
+        "targets-version",
+        "kernel",
+        "rootfs",
+        "job",
+        "cmdline",
+    ] {
+        assert!(
+            log.iter().any(|m| m.kind == kind),
+            "no {kind} event: {log:?}"
+        );
+    }
     expect(&mut vm, "switch   ok");
     let net = expect(&mut vm, "net: phase-node-");
     let greeting = expect(&mut vm, tc::GREETING);

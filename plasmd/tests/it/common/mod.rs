@@ -170,6 +170,7 @@ pub fn boot_json(peers: &[&str]) -> Vec<u8> {
         identity: None,
         platform: None,
         handover: None,
+        measurements: Vec::new(),
     }
     .to_json()
 }

@@ -1,0 +1,27 @@
+//! Measured boot: what stage 1 extends into the TPM before it hands over,
+//! and how a verifier recomputes it (docs/attestation.md).
+//!
+//! What it owns:
+//! * the Phase event ([`Event`]): one fact about the boot (the trusted
+//!   root, the TUF versions, each verified artifact's digest, the target
+//!   command line, the mode, the channel), its canonical encoding and
+//!   SHA-256 digest, and the PCR it goes to ([`PHASE_PCR`]);
+//! * [`boot_events`]: the events of the boot a `boot.json` describes;
+//! * [`replay`] and [`replay_log`]: the PCR value a log leads to;
+//! * [`Tpm`]: `TPM2_PCR_Extend` and `TPM2_PCR_Read` as raw command bytes
+//!   over any `Read + Write` (`/dev/tpmrm0`, or swtpm in the tests), and
+//!   response codes in words ([`ResponseCode`]).
+//!
+//! What it does not own: when stage 1 measures and what it prints
+//! (phase-init's `measure` step), the `boot.json` schema (the `handover`
+//! crate's [`handover::Measurement`] is the record), quotes, attestation
+//! keys and the verifier's rules (not built yet).
+#![forbid(unsafe_code)]
+
+mod event;
+mod tpm;
+
+pub use event::{
+    boot_events, extend, replay, replay_log, Event, Kind, LogError, Root, DOMAIN, PHASE_PCR,
+};
+pub use tpm::{extend_command, read_command, Command, ResponseCode, Tpm, TpmError, TPM_DEVICE};

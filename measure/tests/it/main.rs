@@ -1,0 +1,5 @@
+//! Integration tests of the measure crate (one binary, one module per
+//! scenario).
+
+mod sample;
+mod swtpm;
