@@ -190,6 +190,11 @@ fn hand_over(
     if route.is_direct() {
         let lay_out = || direct::lay_out_step(artifacts, config, provenance, identity, &route, log);
         if let Some(target_config) = run(Step::Payload, lay_out) {
+            // What stage 2 after a kexec shows as its cmdline line.
+            console().line(&format!(
+                "stage 2 in this kernel: {}",
+                target_config.summary()
+            ));
             console().raw(&ready_line(&target_config));
             target(&target_config);
         }
