@@ -282,6 +282,7 @@ mod tests {
             steps: vec![],
             identity: None,
             platform: None,
+            handover: None,
             measurements: vec![],
         }
     }

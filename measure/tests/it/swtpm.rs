@@ -126,6 +126,7 @@ fn boot() -> BootJson {
         steps: vec![],
         identity: None,
         platform: None,
+        handover: None,
         measurements: vec![],
     }
 }
