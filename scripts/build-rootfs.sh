@@ -137,10 +137,11 @@ args = ["/etc/phase/net.sh"]
 type = "oneshot"
 
 # The peer service's cache view: the verified payload's store and metadata
-# under /var/lib/phase (bind mounts; the server follows no symbolic link).
+# under /var/lib/phase (recursive bind mounts: the server follows no symbolic
+# link, and on the direct route each object under /phase is a bind mount).
 [service.cache-view]
 command = "/bin/sh"
-args = ["-c", "mount -o bind /phase/cas /var/lib/phase/cas && mount -o bind /phase/tuf /var/lib/phase/tuf"]
+args = ["-c", "mount -o rbind /phase/cas /var/lib/phase/cas && mount -o rbind /phase/tuf /var/lib/phase/tuf"]
 type = "oneshot"
 
 # Re-share the verified payload: the next node boots from this one.
