@@ -269,8 +269,26 @@ impl<T: Read + Write> Tpm<T> {
     }
 
     /// Sends one command and returns the response after its header, or the
-    /// response code when it is not success.
+    /// response code when it is not success. A TPM that did not start the
+    /// command (`TPM_RC_RETRY`, `TPM_RC_YIELDED`, `TPM_RC_TESTING`; swtpm
+    /// answers a quote with `TPM_RC_RETRY` now and then) gets it again, ten
+    /// times at most.
     pub fn transact(&mut self, command: Command, bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.transact_once(command, bytes) {
+                Err(TpmError::Rc { rc, .. })
+                    if tries < 10 && matches!(rc.0, 0x922 | 0x908 | 0x90a) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn transact_once(&mut self, command: Command, bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
         let io_err = |source| TpmError::Io { command, source };
         let malformed = |what| TpmError::Malformed { command, what };
         self.io.write_all(bytes).map_err(io_err)?;
