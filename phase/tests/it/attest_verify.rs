@@ -56,6 +56,7 @@ impl Swtpm {
                 &format!("dir={}", s(&dir.path().join("state"))),
             ])
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("swtpm runs (Debian package swtpm, scripts/deps-apt.list)");
         Swtpm { child, dir }
