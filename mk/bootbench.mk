@@ -1,4 +1,4 @@
-# Boot benchmark of issue 6 (owner: bootfail). See docs/benchmarks.md "Boot".
+# Boot benchmark. See docs/benchmarks.md "Boot".
 #
 ## bench-boot  QEMU TCG boots: Phase Boot warm cache (firmware -> PID 1 -> kexec -> handover) vs the same kernel+initramfs over HTTP with iPXE -> docs/benchmarks.md
 #

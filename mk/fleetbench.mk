@@ -1,4 +1,4 @@
-# Fleet boot benchmark of issue 4 (owner: fleetbench). See docs/benchmarks.md.
+# Fleet boot benchmark. See docs/benchmarks.md.
 #
 ## bench-fleet  seed + N=1,4,8,16 clients in netns, tbf 100 Mbit/s: one nginx vs the mDNS swarm -> docs/benchmarks.md
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench-fleet.sh PHASE BUILD DOC: the fleet-boot benchmark of issue 4.
+# bench-fleet.sh PHASE BUILD DOC: the fleet-boot benchmark.
 #
 # One seed node holds a BENCH_FLEET_MIB (64) MiB "rootfs" artifact, published
 # with `phase publish` into a TUF repository with fresh keys. N client nodes
@@ -320,7 +320,7 @@ done
 
 {
   echo "<!-- fleet:begin -->"
-  echo "## Fleet boot in network namespaces (issue 4)"
+  echo "## Fleet boot in network namespaces"
   echo
   echo "One seed and N clients on a bridge in their own namespaces, every node's uplink limited by tbf to $rate"
   echo "(\`tc qdisc add dev eth0 root tbf rate $rate burst 256kb latency 50ms\` in each node, egress). One $mib MiB rootfs"
