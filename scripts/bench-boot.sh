@@ -15,11 +15,13 @@
 #   (q) the same stick with phase.kexec=always: stage 1 kexecs the target
 #       kernel, whose phase-init runs stage 2;
 #   (r) as (p), with a 1 GiB rootfs, in a 768 MiB VM;
-#   (x) the anchor: the same kernel and the same initramfs over HTTP with
-#       QEMU's iPXE option ROM (`-boot n`, SeaBIOS): QEMU user networking
-#       with restrict=on, DHCP/TFTP from QEMU (the iPXE script), HTTP from
-#       `busybox httpd -i` per connection via guestfwd (nothing leaves the
-#       machine), booted with phase.test=poweroff (PID 1 -> ready line).
+#   (y) the anchor: the same kernel and the same initramfs over HTTP with
+#       QEMU's iPXE option ROM under the same firmware (OVMF, `-boot n`):
+#       QEMU user networking with restrict=on, DHCP/TFTP from QEMU (the
+#       iPXE script), HTTP from `busybox httpd -i` per connection via
+#       guestfwd (nothing leaves the machine), booted with
+#       phase.test=poweroff (PID 1 -> ready line);
+#   (x) the same iPXE boot under SeaBIOS, the legacy BIOS.
 #
 # Times are taken on the host as serial lines arrive (python3), and the
 # per-step times inside stage 1 come from boot.json's `steps`. Writes the
@@ -79,7 +81,7 @@ head -c 1G /dev/urandom >"$rootfs/ballast"
 mksquashfs "$rootfs" "$work/rootfs-big.squashfs" -all-root -noappend -quiet -no-progress >/dev/null
 rm "$rootfs/ballast"
 publish "$work/repo-big" "$work/rootfs-big.squashfs"
-stick "$work/disk-big.img" "$work/repo-big"
+stick "$work/disk-big.img" "$work/repo-big" --size 3G
 big_mib=$(( $(stat -c %s "$work/rootfs-big.squashfs") >> 20 ))
 # The iPXE side: the same kernel and initramfs over HTTP.
 mkdir -p "$work/www"
@@ -87,7 +89,7 @@ cp "$kernel" "$work/www/vmlinuz"
 cp "$work/initramfs.img" "$work/www/initramfs.img"
 cat >"$work/www/boot.ipxe" <<'EOF'
 #!ipxe
-kernel http://198.18.64.100/vmlinuz console=ttyS0,115200 phase.mode=local phase.test=poweroff
+kernel http://198.18.64.100/vmlinuz initrd=initramfs.img console=ttyS0,115200 phase.mode=local phase.test=poweroff
 initrd http://198.18.64.100/initramfs.img
 boot
 EOF
@@ -193,15 +195,20 @@ kexec_marks = [('pid1', 'Run /init'), ('ready', 'phase-init: ready'),
                ('kexec', 'kexec: starting the target kernel'), ('pid1b', 'Run /init'),
                ('handover', 'services ok'), ('json', 'bench-boot.json: ')]
 ipxe_marks = [('pid1', 'Run /init'), ('ready', 'phase-init: ready')]
-P, Q, R, X = [], [], [], []
+P, Q, R, X, Y = [], [], [], [], []
 for r in range(runs):
     P.append(phase_boot(f'{work}/disk.img', 1024, direct_marks, f'auto run {r+1}'))
     Q.append(phase_boot(f'{work}/disk-always.img', 1024, kexec_marks, f'always run {r+1}'))
     R.append(phase_boot(f'{work}/disk-big.img', 768, direct_marks, f'1 GiB rootfs run {r+1}'))
     netdev = (f'user,id=n0,net=198.18.64.0/24,restrict=on,tftp={work}/www,bootfile=boot.ipxe,'
               f'guestfwd=tcp:198.18.64.100:80-cmd:/bin/busybox httpd -i -h {work}/www')
-    X.append(run(base(1024) + ['-boot', 'n', '-netdev', netdev, '-device', 'virtio-net-pci,netdev=n0'],
-                 ipxe_marks, f'ipxe run {r+1}'))
+    nic = ['-boot', 'n', '-netdev', netdev, '-device', 'virtio-net-pci,netdev=n0']
+    X.append(run(base(1024) + nic, ipxe_marks, f'ipxe (SeaBIOS) run {r+1}'))
+    vars_ = os.path.join(work, 'vars.fd')
+    shutil.copy('/usr/share/OVMF/OVMF_VARS_4M.fd', vars_)
+    Y.append(run(base(1024) + nic + [
+        '-drive', 'if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd',
+        '-drive', f'if=pflash,format=raw,unit=1,file={vars_}'], ipxe_marks, f'ipxe (OVMF) run {r+1}'))
 
 med = statistics.median
 def m(rows, f):
@@ -228,6 +235,8 @@ r_total = R[0]['total_mib']
 r_rss = max(g['rss_mib'] for g in R)
 x_pid1 = m(X, lambda g: g['pid1'])
 x_ready = m(X, lambda g: g['ready'] - g['pid1'])
+y_pid1 = m(Y, lambda g: g['pid1'])
+y_ready = m(Y, lambda g: g['ready'] - g['pid1'])
 measure_ms = [g['steps'].get('measure') for g in P + Q + R if g['steps'].get('measure') is not None]
 load = ' '.join(f'{v:.2f}' for v in os.getloadavg())
 cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
@@ -262,14 +271,15 @@ step, which checks the cached set: {fmt(r_fetch)} s). Memory in use in the targe
 (MemTotal - MemAvailable): {r_used:.0f} MiB of {r_total:.0f} MiB; QEMU's peak RSS (guest RAM touched plus QEMU
 itself): {r_rss:.0f} MiB.
 
-(x) Anchor: the same kernel and initramfs over HTTP with QEMU's iPXE ROM (`-boot n`, SeaBIOS,
-user networking, `busybox httpd`), no verification: power on -> PID 1 {x_pid1:.2f} s, PID 1 -> ready line
-{x_ready:.2f} s.
+(y) Anchor: the same kernel and initramfs over HTTP with QEMU's iPXE ROM under the same firmware (OVMF,
+`-boot n`, user networking, `busybox httpd`), no verification: power on -> PID 1 {y_pid1:.2f} s, PID 1 -> ready
+line {y_ready:.2f} s. (x) The same under SeaBIOS: power on -> PID 1 {x_pid1:.2f} s, PID 1 -> ready line {x_ready:.2f} s.
 
 | ratio | value | target |
 |---|---|---|
-| (p) power on -> handover / (x) power on -> PID 1 | {p_tot / x_pid1:.2f} | <= 1.0 |
-| (q) power on -> handover / (x) power on -> PID 1 | {q_tot / x_pid1:.2f} | |
+| (p) power on -> handover / (y) iPXE power on -> PID 1 | {p_tot / y_pid1:.2f} | <= 1.0 |
+| (q) power on -> handover / (y) iPXE power on -> PID 1 | {q_tot / y_pid1:.2f} | |
+| (p) power on -> handover / (x) iPXE (SeaBIOS) power on -> PID 1 | {p_tot / x_pid1:.2f} | |
 | (p) / (q), power on -> handover | {p_tot / q_tot:.2f} | |
 | (r) / (p), power on -> handover | {r_tot / p_tot:.2f} | |
 
