@@ -1,10 +1,78 @@
-//! The firmware event log parser on bytes it did not write: any bytes,
-//! and logs of random records with random bytes changed, cut or inserted.
-//! It never panics, and a log of random records replays to the values
-//! their digests extend to.
+//! The firmware event log parser on bytes it did not write: a real log of
+//! OVMF (Secure Boot) with swtpm, which replays to the PCRs that TPM read;
+//! any bytes, and logs of random records with random bytes changed, cut or
+//! inserted. It never panics, and a log of random records replays to the
+//! values their digests extend to.
 
 use measure::{extend, FirmwareLog, FirmwareLogWriter, EV_NO_ACTION};
 use proptest::prelude::*;
+
+/// `binary_bios_measurements` of the `boot_wasm` QEMU test's node (OVMF's
+/// Secure Boot build, swtpm with four banks; shim, systemd-boot and the
+/// Debian kernel, whose EFI stub measured the initrd and load options),
+/// from its `/attest` answer.
+const OVMF_LOG: &[u8] = include_bytes!("../data/ovmf-swtpm-secureboot.binary_bios_measurements");
+
+/// PCRs 4, 7 and 9 as that TPM read them right after its quote (the quote's
+/// `pcrDigest` covers them; `phase attest verify` checked it).
+const OVMF_PCRS: [(u32, &str); 3] = [
+    (
+        4,
+        "63b1794a2aa1db9b0b0a042b24f194b8838c3959a2e51961a53c01dcf60f49af",
+    ),
+    (
+        7,
+        "75677db6f14082d3bfec4d14bdd75c8d72612ef6914ca99cd5a5997b7a21309d",
+    ),
+    (
+        9,
+        "cbdaa13295bf8105ef0bbb1571cd5ddc308294edd49c584481bf07206292d8e3",
+    ),
+];
+
+#[test]
+fn a_real_ovmf_swtpm_log_replays_to_the_pcrs_its_tpm_read() {
+    let log = FirmwareLog::parse(OVMF_LOG).expect("the OVMF log parses");
+    assert_eq!(
+        log.banks,
+        vec![
+            (measure::TPM_ALG_SHA1, 20),
+            (measure::TPM_ALG_SHA256, 32),
+            (0x000c, 48),
+            (0x000d, 64)
+        ]
+    );
+    // The action, the separator and three EFI applications (shim,
+    // systemd-boot, the kernel); the Secure Boot variables, the separator
+    // and the authorities; the initrd and the load options.
+    assert_eq!((log.count(4), log.count(7), log.count(9)), (5, 9, 2));
+    let quoted: Vec<(u32, [u8; 32])> = OVMF_PCRS
+        .iter()
+        .map(|(p, h)| {
+            let v: [u8; 32] = hex::decode(h).expect("hex").try_into().expect("32 bytes");
+            (*p, v)
+        })
+        .collect();
+    for (pcr, value) in &quoted {
+        assert_eq!(log.replay(*pcr), *value, "PCR {pcr}");
+    }
+    log.check(&quoted)
+        .expect("the log replays to the quoted PCRs");
+    // One flipped byte in a PCR 7 digest is named.
+    let mut bad = OVMF_LOG.to_vec();
+    let e7 = log
+        .events
+        .iter()
+        .find(|e| e.pcr == 7)
+        .expect("a PCR 7 record");
+    // pcrIndex, eventType, count, SHA-1 (alg + 20 bytes), SHA-256's alg.
+    bad[e7.offset + 12 + 22 + 2] ^= 1;
+    let e = FirmwareLog::parse(&bad)
+        .expect("parses")
+        .check(&quoted)
+        .expect_err("PCR 7");
+    assert!(e.to_string().contains("quoted PCR 7: its 9 events"), "{e}");
+}
 
 /// A record: PCR, event type, data.
 fn record() -> impl Strategy<Value = (u32, u32, Vec<u8>)> {
