@@ -37,6 +37,10 @@ pub mod txt;
 #[path = "../../fetcher/src/wire.rs"]
 pub mod wire;
 
+/// The firmware's TCG event log, from a node's `/attest` answer (measure).
+#[path = "../../measure/src/firmware.rs"]
+pub mod firmware;
+
 pub mod fixture;
 pub mod targets;
 

@@ -13,7 +13,10 @@
 //!   response codes in words ([`ResponseCode`]);
 //! * the attestation key and the quote ([`Tpm::attest`]: `TPM2_CreatePrimary`
 //!   of the AK, `TPM2_Quote`, `TPM2_FlushContext`), and the pure check of a
-//!   quote ([`verify_quote`]: signature, nonce, PCR digest).
+//!   quote ([`verify_quote`]: signature, nonce, PCR digest);
+//! * the firmware's event log ([`FirmwareLog`]: the TCG crypto-agile
+//!   `binary_bios_measurements`, parsed with a bound on every length, and
+//!   its replay to PCRs 4, 7 and 9 of the SHA-256 bank).
 //!
 //! What it does not own: when stage 1 measures and what it prints
 //! (phase-init's `measure` step), the `boot.json` schema (the `handover`
@@ -23,11 +26,16 @@
 #![forbid(unsafe_code)]
 
 mod event;
+mod firmware;
 mod quote;
 mod tpm;
 
 pub use event::{
     boot_events, extend, replay, replay_log, Event, Kind, LogError, Root, DOMAIN, PHASE_PCR,
+};
+pub use firmware::{
+    FirmwareEvent, FirmwareLog, FirmwareLogError, FirmwareLogWriter, EV_NO_ACTION, FIRMWARE_PCRS,
+    TPM_ALG_SHA1, TPM_ALG_SHA256,
 };
 pub use quote::{
     ak_template, create_primary_command, flush_command, pcr_digest, quote_command, verify_quote,

@@ -6,6 +6,7 @@ pub mod boot_json;
 pub mod canonical_json;
 pub mod chunks_json;
 pub mod cmdline;
+pub mod firmware_log;
 pub mod http_range;
 pub mod keys_signatures;
 pub mod mdns_txt;

@@ -1,6 +1,8 @@
 //! `phase attest verify` against `phase serve` quoting with a real TPM:
-//! swtpm on a UNIX socket, into which each test extends the event log of a
-//! boot of a release published here. One passing node, then one test per
+//! swtpm on a UNIX socket, into which each test extends a firmware event
+//! log (records into PCRs 4, 7 and 9, the log served as the node's
+//! `binary_bios_measurements`) and the Phase event log of a boot of a
+//! release published here. One passing node, then one test per
 //! bad answer, each asserting the named error and that no verdict line is
 //! printed. swtpm is required (scripts/deps-apt.list): without it the
 //! tests fail.
@@ -13,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use handover::{ArtifactRecord, BootJson, TufVersions, BOOT_JSON_VERSION};
-use measure::{boot_events, replay, Event, Root, Tpm, PHASE_PCR};
+use measure::{boot_events, replay, Event, FirmwareLogWriter, Root, Tpm, PHASE_PCR};
 
 const PHASE: &str = env!("CARGO_BIN_EXE_phase");
 
@@ -37,7 +39,14 @@ struct Swtpm {
 }
 
 impl Swtpm {
+    /// A TPM the firmware of [`firmware`] booted with.
     fn start() -> Swtpm {
+        let tpm = Swtpm::bare();
+        tpm.extend_digests(&firmware().1);
+        tpm
+    }
+
+    fn bare() -> Swtpm {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("state")).expect("state dir");
         let child = Command::new("swtpm")
@@ -66,9 +75,15 @@ impl Swtpm {
         self.dir.path().join("tpm.sock")
     }
 
-    /// Extends `events` into the TPM (retrying the connect while swtpm
-    /// starts).
+    /// Extends `events` into the TPM.
     fn extend(&self, events: &[Event]) {
+        let digests: Vec<_> = events.iter().map(|e| (e.pcr, e.digest())).collect();
+        self.extend_digests(&digests);
+    }
+
+    /// Extends each `(pcr, digest)` into the TPM (retrying the connect
+    /// while swtpm starts).
+    fn extend_digests(&self, digests: &[(u32, [u8; 32])]) {
         let start = Instant::now();
         let stream = loop {
             match UnixStream::connect(self.sock()) {
@@ -87,8 +102,8 @@ impl Swtpm {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         let mut tpm = Tpm::new(stream);
-        for e in events {
-            tpm.pcr_extend(e.pcr, &e.digest()).expect("extend");
+        for (pcr, digest) in digests {
+            tpm.pcr_extend(*pcr, digest).expect("extend");
         }
     }
 }
@@ -226,14 +241,51 @@ impl Drop for Node {
     }
 }
 
-const FIRMWARE_LOG: &[u8] = b"\x00\x00\x00\x00firmware";
+/// A firmware's part of a boot, as OVMF logs it: the Secure Boot
+/// variables and a separator into PCR 7, a separator and two EFI
+/// applications (shim, the loader) into PCR 4, the kernel's initrd into
+/// PCR 9. The log's bytes and the digests a TPM saw.
+fn firmware() -> (Vec<u8>, Vec<(u32, [u8; 32])>) {
+    const EV_SEPARATOR: u32 = 0x4;
+    const EV_EVENT_TAG: u32 = 0x6;
+    const EV_EFI_VARIABLE_DRIVER_CONFIG: u32 = 0x8000_0001;
+    const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
+    let mut w = FirmwareLogWriter::new();
+    let mut digests = Vec::new();
+    for var in ["SecureBoot", "PK", "KEK", "db", "dbx"] {
+        digests.push((7, w.event(7, EV_EFI_VARIABLE_DRIVER_CONFIG, var.as_bytes())));
+    }
+    for pcr in [7, 4] {
+        digests.push((pcr, w.event(pcr, EV_SEPARATOR, &[0; 4])));
+    }
+    for image in [[0x5a; 32], [0xb0; 32]] {
+        w.record(4, EV_EFI_BOOT_SERVICES_APPLICATION, &image, &[0; 32]);
+        digests.push((4, image));
+    }
+    digests.push((9, w.event(9, EV_EVENT_TAG, b"Linux initrd")));
+    (w.finish(), digests)
+}
 
 fn serve(rel: &Release, tpm: &Path, log: &[Event], name: &str) -> Node {
+    serve_with(rel, tpm, log, name, Some(&firmware().0))
+}
+
+/// [`serve`] with `firmware` as the node's firmware log (`None`: the node
+/// has none).
+fn serve_with(
+    rel: &Release,
+    tpm: &Path,
+    log: &[Event],
+    name: &str,
+    firmware: Option<&[u8]>,
+) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut boot = rel.boot();
     boot.measurements = log.iter().map(Event::record).collect();
     std::fs::write(dir.path().join("boot.json"), boot.to_json()).expect("boot.json");
-    std::fs::write(dir.path().join("bios.bin"), FIRMWARE_LOG).expect("firmware log");
+    if let Some(f) = firmware {
+        std::fs::write(dir.path().join("bios.bin"), f).expect("firmware log");
+    }
     let mut child = Command::new(PHASE)
         .args(["serve", "--listen", "127.0.0.1:0", "--cache"])
         .arg(dir.path().join("cache"))
@@ -344,7 +396,7 @@ fn a_node_that_booted_the_release_is_verified() {
         .expect("targets version");
     assert!(
         out.starts_with(&format!(
-            "node node-a booted stable/x86_64 targets v{tv} (kernel {}…, rootfs {}…) from root fp {}…, mode local; AK ",
+            "node node-a booted stable/x86_64 targets v{tv} (kernel {}…, rootfs {}…) from root fp {}…, mode local; firmware log replays PCRs 4, 7, 9; AK ",
             &kernel[..16],
             &rootfs[..16],
             &fp[..16]
@@ -378,7 +430,8 @@ fn a_node_that_booted_the_release_is_verified() {
         v["pcrs"]["23"],
         hex::encode(replay(&events, PHASE_PCR)).as_str()
     );
-    assert_eq!(v["firmware_log_bytes"], FIRMWARE_LOG.len());
+    assert_eq!(v["firmware_log_bytes"], firmware().0.len());
+    assert_eq!(v["firmware_events"], firmware().1.len());
 }
 
 #[test]
@@ -515,6 +568,62 @@ fn an_event_log_that_does_not_replay_is_refused() {
         err.contains(&hex::encode(replay(&events, PHASE_PCR))),
         "names the value the TPM holds: {err}"
     );
+}
+
+#[test]
+fn a_firmware_log_that_does_not_replay_is_refused_naming_the_pcr() {
+    let rel = Release::publish();
+    let swtpm = Swtpm::start();
+    let events = rel.events(&rel.boot());
+    swtpm.extend(&events);
+    // Something the log does not show was measured into PCR 7 (a Secure
+    // Boot variable changed behind the log's back).
+    swtpm.extend_digests(&[(7, [0x77; 32])]);
+    let node = serve(&rel, &swtpm.sock(), &events, "node-a");
+    refused(
+        verify(
+            &rel,
+            &rel.dir.path().join("aks.json"),
+            &["--peer", &node.url],
+        ),
+        &[
+            "node node-a",
+            "the firmware event log does not replay to the quoted PCR 7",
+            "its 6 events give",
+        ],
+    );
+}
+
+#[test]
+fn a_missing_or_malformed_firmware_log_is_refused() {
+    let rel = Release::publish();
+    let swtpm = Swtpm::start();
+    let events = rel.events(&rel.boot());
+    swtpm.extend(&events);
+    let store = rel.dir.path().join("aks.json");
+    let node = serve_with(&rel, &swtpm.sock(), &events, "node-a", None);
+    refused(
+        verify(&rel, &store, &["--peer", &node.url]),
+        &["node node-a", "no firmware event log", "PCRs 4, 7 and 9"],
+    );
+    drop(node);
+    let (mut log, _) = firmware();
+    log.truncate(log.len() - 10);
+    let node = serve_with(&rel, &swtpm.sock(), &events, "node-a", Some(&log));
+    refused(
+        verify(&rel, &store, &["--peer", &node.url]),
+        &[
+            "node node-a",
+            "the firmware log ends inside record 10 (event)",
+        ],
+    );
+    drop(node);
+    let node = serve_with(&rel, &swtpm.sock(), &events, "node-a", Some(b"not a log"));
+    refused(
+        verify(&rel, &store, &["--peer", &node.url]),
+        &["node node-a", "not a crypto-agile TCG log"],
+    );
+    assert!(!store.exists(), "nothing recorded from a refused answer");
 }
 
 #[test]

@@ -18,7 +18,15 @@
 //! The PC has a TPM (swtpm): stage 1 extends its events into PCR 23 and
 //! shows the value it reads back; the target shows the value it reads and
 //! prints `boot.json`'s event log, which this test replays on the host
-//! (`measure::replay_log`): all three values must be equal.
+//! (`measure::replay_log`): all three values must be equal. Then the node
+//! attests: `phase attest verify --peer` on the host-side node checks the
+//! quote the target's `phase serve` makes with the TPM (signature, nonce,
+//! both event logs' replays, the artifacts against the TUF metadata) and
+//! must print its verdict, with the PCR 23 the console showed; and the
+//! PCRs 4, 7 and 9 the guest read after its quote must be the host's
+//! replay of the firmware event log (`binary_bios_measurements`) it sends.
+//! The last answer is kept as `boot-wasm-attest.json` in cargo's
+//! `CARGO_TARGET_TMPDIR` (a real OVMF + swtpm event log).
 //!
 //! The VM is a PC with a USB stick: the disk is a removable USB
 //! mass-storage device on an xHCI controller, and the firmware is OVMF's
@@ -37,6 +45,7 @@ use super::target_common;
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use target_common as tc;
 use testkit::qemu::{Qemu, Vm};
 
@@ -179,6 +188,92 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
         .expect("run curl");
     assert!(st.success(), "the node does not serve the job ({st})");
     assert_eq!(std::fs::read(&got).expect("read"), job, "job bytes differ");
+
+    // The node attests its boot to the host-side node.
+    let peer = format!("http://{ip}:7070");
+    let store = d.join("aks.json");
+    let within = Duration::from_secs(60);
+    let (ok, out, err) =
+        tc::attest_verify(lan.node(0), &p.root, &peer, &store, &["--json"], within);
+    assert!(
+        ok,
+        "phase attest verify of the booted node failed:\n{err}\n{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(
+        v["node"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("phase-node-180000")),
+        "{v}"
+    );
+    assert_eq!(v["pcrs"]["23"], stage2.as_str(), "the quoted PCR 23: {v}");
+    assert_eq!(v["events"], log.len(), "{v}");
+    assert_eq!(v["mode"], "local", "{v}");
+    assert_eq!(v["channel"], "stable", "{v}");
+    assert_eq!(v["ak_first_use"], true, "{v}");
+    // Again as the one line: the same AK now.
+    let (ok, out, err) = tc::attest_verify(lan.node(0), &p.root, &peer, &store, &[], within);
+    assert!(ok, "phase attest verify failed the second time:\n{err}");
+    assert!(
+        out.contains(" booted stable/x86_64 targets v")
+            && out.contains("firmware log replays PCRs 4, 7, 9")
+            && out.trim_end().ends_with("as first seen"),
+        "{out}"
+    );
+    // The PCRs the guest read are the host's replay of the firmware log.
+    let answer = d.join("attest.json");
+    let st = testkit::netns::command(lan.node(0), "curl")
+        .args(["-fsS", "--max-time", "60", "-o"])
+        .arg(&answer)
+        .arg(format!("{peer}/attest?nonce={}", "5a".repeat(32)))
+        .status()
+        .expect("run curl");
+    assert!(st.success(), "GET /attest of the node failed ({st})");
+    let body = std::fs::read(&answer).expect("read the answer");
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("boot-wasm-attest.json"),
+        &body,
+    );
+    let a: serde_json::Value = serde_json::from_slice(&body).expect("the answer is JSON");
+    let firmware = a["firmware_log"]
+        .as_str()
+        .map(|b| base64::engine::general_purpose::STANDARD.decode(b))
+        .unwrap_or_else(|| panic!("the node sends no firmware log: {a}"))
+        .expect("the firmware log is base64");
+    let flog = measure::FirmwareLog::parse(&firmware).unwrap_or_else(|e| panic!("{e}"));
+    let mut checked = Vec::new();
+    for q in a["pcrs"].as_array().expect("pcrs") {
+        let pcr = q["pcr"].as_u64().expect("pcr") as u32;
+        let value = q["sha256"].as_str().expect("sha256");
+        if measure::FIRMWARE_PCRS.contains(&pcr) {
+            assert_eq!(
+                value,
+                hex::encode(flog.replay(pcr)),
+                "PCR {pcr} read in the guest is not the replay of its {} firmware log records",
+                flog.count(pcr)
+            );
+            checked.push(pcr);
+        } else if pcr == measure::PHASE_PCR {
+            assert_eq!(value, stage2, "PCR 23 read in the guest");
+        }
+    }
+    assert_eq!(checked, measure::FIRMWARE_PCRS, "{a}");
+    for pcr in [4, 7] {
+        assert!(
+            flog.count(pcr) > 0,
+            "the firmware measured nothing into PCR {pcr}"
+        );
+    }
+    eprintln!(
+        "boot_wasm: firmware log {} bytes, {} records; PCR 4: {}, PCR 7: {}, PCR 9: {} records",
+        firmware.len(),
+        flog.events.len(),
+        flog.count(4),
+        flog.count(7),
+        flog.count(9)
+    );
     assert!(dhcpd.exited().is_none(), "udhcpd died during the test");
     drop(vm);
 }

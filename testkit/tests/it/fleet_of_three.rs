@@ -9,6 +9,9 @@
 //! itself needs no second kernel (its stick is the release): it goes on as
 //! stage 2 with the rootfs in place and re-shares from there.
 //!
+//! Node one has no TPM: `phase attest verify` against it must say `no
+//! TPM` and print no verdict.
+//!
 //! Slow under TCG (three UEFI boots, two of them fetching ~60 MB over the
 //! bridge).
 //!
@@ -61,6 +64,24 @@ fn two_nodes_boot_from_the_first_nodes_re_shared_payload() {
     let net = expect(&mut first, "net: phase-node-");
     let ip = tc::net_ipv4(&net).unwrap_or_else(|| panic!("node 1 has no IPv4 lease: {net:?}"));
     expect(&mut first, tc::GREETING);
+    // Node one has no TPM: asked to attest, it says so, and the verifier
+    // prints no verdict.
+    let (ok, out, err) = tc::attest_verify(
+        lan.node(0),
+        &p.root,
+        &format!("http://{ip}:7070"),
+        &d.join("aks.json"),
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        !ok && !out.contains("booted"),
+        "a verdict without a TPM: {out}"
+    );
+    assert!(
+        err.contains("HTTP 404") && err.contains("no TPM: /dev/tpmrm0 does not exist"),
+        "{err}"
+    );
     let t_first = t0.elapsed();
     eprintln!("fleet: node 1 up at {ip} after {t_first:?}");
 

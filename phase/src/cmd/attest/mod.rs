@@ -5,7 +5,8 @@
 //! the quote's signature with the AK it sent; the nonce; the quoted PCR
 //! digest against the PCR values sent; the AK against the one first seen
 //! for this node (trust on first use, a JSON file per user); the Phase
-//! event log's replay to the quoted PCR 23; then the TUF metadata,
+//! event log's replay to the quoted PCR 23; the firmware event log's
+//! replay to the quoted PCRs 4, 7 and 9; then the TUF metadata,
 //! refreshed here from the trusted root, must list every artifact event's
 //! target with the same digest, and name the node's root. One verdict line
 //! (or `--json`) on success; the error chain on failure.
@@ -98,8 +99,11 @@ pub struct Verdict {
     /// The quoted PCRs (SHA-256 bank), hex.
     pub pcrs: BTreeMap<u32, String>,
     pub events: usize,
-    /// Bytes of the firmware event log the node sent (not replayed).
-    pub firmware_log_bytes: Option<usize>,
+    /// Bytes of the firmware event log the node sent.
+    pub firmware_log_bytes: usize,
+    /// The firmware log's records that extend a PCR (all PCRs; those for
+    /// 4, 7 and 9 replayed to the quoted values).
+    pub firmware_events: usize,
 }
 
 impl Verdict {
@@ -107,7 +111,7 @@ impl Verdict {
     pub fn line(&self) -> String {
         let short = |s: &str| s.chars().take(16).collect::<String>();
         format!(
-            "node {} booted {}/{} targets v{} (kernel {}…, rootfs {}…) from root fp {}…, mode {}; AK {}… {}",
+            "node {} booted {}/{} targets v{} (kernel {}…, rootfs {}…) from root fp {}…, mode {}; firmware log replays PCRs 4, 7, 9; AK {}… {}",
             self.node,
             self.channel,
             self.arch,
@@ -389,6 +393,17 @@ fn check(
         hex::encode(quoted)
     );
 
+    // The firmware event log replays to the quoted PCRs 4, 7 and 9.
+    let firmware_bytes = match resp.firmware_log.as_deref() {
+        Some(b) => b64("firmware_log", b)?,
+        None => bail!(
+            "node {node}: the answer has no firmware event log: PCRs 4, 7 and 9 cannot be checked"
+        ),
+    };
+    let firmware = measure::FirmwareLog::parse(&firmware_bytes)
+        .and_then(|log| log.check(&pcrs).map(|()| log))
+        .with_context(|| format!("node {node}"))?;
+
     // Every artifact event names a target of the TUF metadata, refreshed
     // here from the trusted root.
     let root_bytes = std::fs::read(&args.root)
@@ -496,11 +511,8 @@ fn check(
         ak_first_use: first_use,
         pcrs: pcrs.iter().map(|(p, v)| (*p, hex::encode(v))).collect(),
         events: events.len(),
-        firmware_log_bytes: resp
-            .firmware_log
-            .as_deref()
-            .map(|s| b64("firmware_log", s).map(|b| b.len()))
-            .transpose()?,
+        firmware_log_bytes: firmware_bytes.len(),
+        firmware_events: firmware.events.len(),
     };
     if first_use {
         store.nodes.insert(

@@ -188,6 +188,39 @@ pub fn fetch_from(
     (false, last)
 }
 
+/// `phase attest verify --root root --peer peer --ak-store store extra...`
+/// run in namespace `ns`, retried for up to `within` while the node's peer
+/// service does not answer yet; returns whether it passed, its stdout and
+/// its stderr.
+pub fn attest_verify(
+    ns: &str,
+    root: &Path,
+    peer: &str,
+    store: &Path,
+    extra: &[&str],
+    within: Duration,
+) -> (bool, String, String) {
+    let start = Instant::now();
+    loop {
+        let out = netns::command(ns, phase_bin())
+            .args(["attest", "verify", "--root"])
+            .arg(root)
+            .args(["--peer", peer, "--ak-store"])
+            .arg(store)
+            .args(extra)
+            .output()
+            .expect("run phase attest verify");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        // Only a connection that fails is retried: any answer is the verdict.
+        let unreachable = stderr.contains("/attest?nonce=") && stderr.contains(" failed");
+        if out.status.success() || !unreachable || start.elapsed() > within {
+            return (out.status.success(), stdout, stderr);
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
 /// The CAS path of a file's SHA-256 under `cache`.
 pub fn cas_object(cache: &Path, file: &Path) -> PathBuf {
     use sha2::Digest;
