@@ -27,6 +27,7 @@ pub mod console;
 pub mod direct;
 pub mod discover;
 pub mod failure;
+pub mod fallback;
 pub mod fetchloop;
 pub mod handoff;
 pub mod kernel;

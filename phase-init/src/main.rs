@@ -42,15 +42,20 @@
 //!               files the boot loader started (direct.rs)
 //! 19. payload   kexec: target initramfs ++ payload cpio (rootfs, CAS,
 //!               boot.json); direct: /phase in place, objects bound read-only
-//! 20. kexec     kexec_file_load, then reboot(KEXEC)
+//! 20. kexec     kexec_file_load, then reboot(KEXEC); the hand-over is
+//!               committed: the release is kept on a writable cache as
+//!               the one to fall back to (either route)
+//! 21. fallback  (kexec refused the kernel's signature) the release kept
+//!               on the cache, its signed metadata and objects verified
+//!               again; then measure, payload, kexec once more for it
 //! stage 2 (phase.stage=target, or stage 1 going on directly), after the
 //! ready line and what stage 1 measured (PCR 23 and boot.json's log,
 //! `measure:` and one `phase-init: measurements <JSON>` line):
-//! 21. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
-//! 22. move      /proc /sys /dev /run and the payload into the new root
-//! 23. switch    switch_root (the initramfs contents are freed)
-//! 24. identity  (private mode) the MACs of boot.json again
-//! 25. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
+//! 22. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
+//! 23. move      /proc /sys /dev /run and the payload into the new root
+//! 24. switch    switch_root (the initramfs contents are freed)
+//! 25. identity  (private mode) the MACs of boot.json again
+//! 26. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
 //! on failure: the rescue shell
 //! ```
 //!
@@ -70,7 +75,7 @@ use phase_init::cmdline::{Config, Mode, Stage, TestAction};
 use phase_init::console::console;
 use phase_init::step::{chain, run, Step};
 use phase_init::{
-    bootfetch, cachepart, clock, direct, discover, fetchloop, handoff, kernel, kexec,
+    bootfetch, cachepart, clock, direct, discover, fallback, fetchloop, handoff, kernel, kexec,
 };
 use phase_init::{loader, measure, modules, mounts, net, platform, power, private, private_boot};
 use phase_init::{ready_line, rescue, stage2, status, supervisor, trust};
@@ -152,6 +157,7 @@ fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRo
         return;
     };
     let fetched = fetchloop::fetch(config, &baked, &mut places, now);
+    let cache = places.cache.clone();
     // Every circuit closed before the pre-kexec checks (and kexec).
     drop(places);
     transport.close();
@@ -164,32 +170,43 @@ fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRo
         Some(provenance),
         identity.as_ref(),
         Some(&baked),
+        cache.as_ref(),
     );
 }
 
 /// Measure, the route (kexec or direct), the payload, then kexec_file_load
-/// and reboot(KEXEC), or stage 2 in this kernel. Returns only on failure,
-/// after saying why; the caller goes to the rescue shell (never a retry
-/// loop).
+/// and reboot(KEXEC), or stage 2 in this kernel. A kernel refused for its
+/// signature is followed by the release `cache` keeps (the `fallback`
+/// step), by kexec only. Returns only on failure, after saying why; the
+/// caller goes to the rescue shell (never a retry loop).
 fn hand_over(
     artifacts: &handoff::Artifacts,
     config: &Config,
     provenance: Option<handoff::Provenance>,
     identity: Option<&private::Identity>,
     baked: Option<&trust::BakedRoot>,
+    cache: Option<&cachepart::Mounted>,
 ) {
     if config.mode == Mode::Private {
         run(Step::Private, private_boot::check_step);
     }
     let events = measure::events(artifacts, config, provenance.as_ref(), baked);
     let device = Path::new(::measure::TPM_DEVICE);
-    let Some(log) = run(Step::Measure, || measure::step(device, config.tpm, &events)) else {
+    let measured = || measure::step(device, config.tpm, &[], &events);
+    let Some(log) = run(Step::Measure, measured) else {
         return;
+    };
+    let tuf = provenance.as_ref().map(|(tuf, _)| tuf.clone());
+    let keep = || {
+        if let Some(tuf) = &tuf {
+            fallback::keep(cache, artifacts, tuf, config);
+        }
     };
     let route = run(Step::Route, || direct::step(config, artifacts));
     if route.is_direct() {
         let lay_out = || direct::lay_out_step(artifacts, config, provenance, identity, &route, log);
         if let Some(target_config) = run(Step::Payload, lay_out) {
+            keep();
             // What stage 2 after a kexec shows as its cmdline line.
             console().line(&format!(
                 "stage 2 in this kernel: {}",
@@ -200,13 +217,56 @@ fn hand_over(
         }
         return;
     }
-    let payload = || handoff::payload_step(artifacts, config, provenance, identity, &route, log);
-    let Some(target) = run(Step::Payload, payload) else {
-        return;
+    let refused = match load(artifacts, config, provenance, identity, &route, log.clone()) {
+        Some(Ok(())) => {
+            keep();
+            start_loaded();
+            return;
+        }
+        Some(Err(e)) => e,
+        None => return,
     };
-    if !run(Step::Kexec, || kexec::step(&target)) {
+    if !refused.is_signature_refusal(platform::locked_down(&platform::current())) {
         return;
     }
+    // The running kernel refused the verified kernel's signature: the
+    // release this machine booted last, if the cache keeps one, verified
+    // again (fallback.rs); never the direct route.
+    let older = || fallback::step(cache, artifacts, tuf.as_ref(), &refused, config);
+    let Some(older) = run(Step::Fallback, older) else {
+        return;
+    };
+    let more = measure::events(&older.artifacts, config, Some(&older.provenance), baked);
+    let Some(more_log) = run(Step::Measure, || {
+        measure::step(device, config.tpm, &events, &more)
+    }) else {
+        return;
+    };
+    let log = log.into_iter().chain(more_log).collect();
+    let route = direct::Route::Fallback(older.refused);
+    let provenance = Some(older.provenance);
+    if let Some(Ok(())) = load(&older.artifacts, config, provenance, identity, &route, log) {
+        start_loaded();
+    }
+}
+
+/// The payload for `route`, then kexec_file_load. `None`: the payload
+/// failed; `Some(Err)`: the kernel refused the target.
+fn load(
+    artifacts: &handoff::Artifacts,
+    config: &Config,
+    provenance: Option<handoff::Provenance>,
+    identity: Option<&private::Identity>,
+    route: &direct::Route,
+    log: Vec<handover::Measurement>,
+) -> Option<Result<(), kexec::KexecError>> {
+    let payload = || handoff::payload_step(artifacts, config, provenance, identity, route, log);
+    let target = run(Step::Payload, payload)?;
+    Some(run(Step::Kexec, || kexec::step(&target)))
+}
+
+/// reboot(KEXEC) into the loaded target kernel; returns only on failure.
+fn start_loaded() {
     console().line("kexec: starting the target kernel");
     let e = kexec::exec();
     console().line(&format!("kexec: {}", chain(&e)));
@@ -257,7 +317,7 @@ fn test_hook(test: TestAction, config: &Config, baked: Option<&trust::BakedRoot>
     match test {
         TestAction::Kexec => {
             if let Some(a) = run(Step::Artifact, || handoff::artifact_step(config)) {
-                hand_over(&a, config, None, None, baked);
+                hand_over(&a, config, None, None, baked, None);
             }
         }
         TestAction::Poweroff => {

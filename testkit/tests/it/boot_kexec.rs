@@ -13,7 +13,9 @@
 //! signature was stripped (`sbattach --remove`) is refused by the locked-down
 //! kernel, and stage 1 says so in words: that boot is a disk image (shim,
 //! signed systemd-boot) under OVMF with the Microsoft keys, because Secure
-//! Boot needs the firmware.
+//! Boot needs the firmware. With no earlier release kept it stops there;
+//! after a boot of a signed release from the same stick, a newer release
+//! with an unsigned kernel falls back to that older signed one.
 //!
 //! Prerequisites (built by `make test`): `$PHASE_BUILD/kernel/current`, the
 //! kernel under `$PHASE_BUILD/kernel/<release>/boot/`, and
@@ -158,26 +160,33 @@ fn a_refused_kexec_says_why_and_lands_in_the_rescue_shell() {
     );
 }
 
-#[test]
-fn under_secure_boot_an_unsigned_target_kernel_is_refused_in_words() {
-    let p = prereqs();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    // The target kernel: Debian's, with its Authenticode signature removed.
-    let unsigned = d.join("vmlinuz-unsigned");
-    std::fs::copy(&p.kernel, &unsigned).expect("copy the kernel");
+/// Debian's kernel with its Authenticode signature removed, at
+/// `dir/vmlinuz-unsigned`.
+fn unsigned_copy(dir: &Path, kernel: &Path) -> PathBuf {
+    let unsigned = dir.join("vmlinuz-unsigned");
+    std::fs::copy(kernel, &unsigned).expect("copy the kernel");
     let st = std::process::Command::new("sbattach")
         .arg("--remove")
         .arg(&unsigned)
         .status()
         .expect("run sbattach (Debian package sbsigntool)");
     assert!(st.success(), "sbattach --remove failed: {st}");
-    let unsigned_bytes = std::fs::read(&unsigned).expect("read unsigned kernel");
     assert_ne!(
-        unsigned_bytes,
-        std::fs::read(&p.kernel).expect("read kernel"),
+        std::fs::read(&unsigned).expect("read unsigned kernel"),
+        std::fs::read(kernel).expect("read kernel"),
         "sbattach left the signature in place"
     );
+    unsigned
+}
+
+#[test]
+fn under_secure_boot_an_unsigned_target_kernel_is_refused_in_words() {
+    let p = prereqs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // The target kernel: Debian's, with its Authenticode signature removed.
+    let unsigned = unsigned_copy(d, &p.kernel);
+    let unsigned_bytes = std::fs::read(&unsigned).expect("read unsigned kernel");
     let initrd_bytes = std::fs::read(&p.initrd).expect("read initramfs");
     let stage1 = stage1_initrd(d, &initrd_bytes, unsigned_bytes, b"not used".to_vec());
     // A stick (shim, signed systemd-boot, the signed boot kernel) whose
@@ -217,6 +226,12 @@ fn under_secure_boot_an_unsigned_target_kernel_is_refused_in_words() {
     expect(
         &mut vm,
         &format!("target kernel {} is not signed (ENODATA)", p.release),
+    );
+    // No earlier release to fall back to (a test hand-over has no cache).
+    expect(&mut vm, "fallback FAIL");
+    expect(
+        &mut vm,
+        "no fallback: no cache partition, so no earlier release is kept; nothing else is started",
     );
     expect(&mut vm, "rescue: shell on /dev/ttyS0");
     expect(&mut vm, "(phase rescue)");
@@ -331,5 +346,146 @@ fn stage1_kexecs_into_the_target_which_boots_the_squashfs_and_runs_its_services(
         "kexec boot test: stage 1 -> kexec {:.1} s, whole test {:.1} s",
         t_kexec.as_secs_f64(),
         t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Under Secure Boot with the Microsoft keys, two boots of one writable
+/// stick (a fleet of `boot_fail_common`, seeded with release 1):
+///
+/// 1. offline from the cache: release 1 (Debian's signed kernel) boots,
+///    and stage 1 keeps it in the cache as the release to fall back to;
+/// 2. a peer serves release 2, whose kernel is the same one with its
+///    signature stripped: stage 1 verifies and fetches it, the locked-down
+///    kernel refuses it (`ENODATA`), and stage 1 falls back to release 1
+///    from the cache: its marker runs, `boot.json` records the refused
+///    kernel, and no kernel but the signed one is started.
+#[test]
+fn under_secure_boot_a_refused_kernel_falls_back_to_the_last_release_that_booted() {
+    use super::boot_fail_common::{user_net, Fleet, Peer, PEER_URL};
+    let t0 = Instant::now();
+    let p = prereqs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let fleet = Fleet::new(d, "fallback");
+    let repo = d.join("repo");
+    let tag = format!("{}-{}", std::process::id(), t0.elapsed().as_nanos());
+    let (old, new) = (format!("release1-{tag}"), format!("release2-{tag}"));
+    fleet.publish(&repo, &old, 1);
+    let disk = d.join("disk.img");
+    fleet.disk(&repo, &disk);
+    let unsigned = unsigned_copy(d, &fleet.kernel);
+    fleet.publish_with_kernel(&repo, &new, 2, &unsigned);
+    let signed_sha = sha256_hex(&std::fs::read(&fleet.kernel).expect("read kernel"));
+    let unsigned_sha = sha256_hex(&std::fs::read(&unsigned).expect("read unsigned kernel"));
+    let t_built = t0.elapsed();
+    let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
+    let line = |vm: &mut Vm, s: &str| {
+        let re = regex::Regex::new(&format!("{}[^\\n]*\\n", regex::escape(s))).expect("regex");
+        vm.wait_for_regex(&re)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trim_end()
+            .to_owned()
+    };
+
+    // Boot 1: no NIC; release 1 from the seeded cache, kept as the one to
+    // fall back to.
+    {
+        let mut vm = Qemu::image(&disk)
+            .writable()
+            .secure_boot()
+            .memory_mib(1024)
+            .name("fallback-boot1")
+            .timeout(BOOT_TIMEOUT * 2)
+            .start()
+            .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+        expect(&mut vm, "secureboot on, lockdown integrity");
+        let fetched = line(&mut vm, "fetch    ok");
+        assert!(fetched.contains("targets v1"), "{fetched}");
+        expect(
+            &mut vm,
+            "fallback: kept release targets v1 snapshot v1 in the cache as the one to fall back to",
+        );
+        expect(&mut vm, &format!("release-marker: {old} root=overlay"));
+        expect(&mut vm, "supervisor: powering off");
+        let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+        assert!(st.success(), "QEMU exit status {st}");
+    }
+    let t_boot1 = t0.elapsed();
+
+    // Boot 2: the same stick; a peer serves release 2.
+    testkit::qemu::edit_entry_in_place(&disk, None, &format!("phase.peers={PEER_URL}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let peer = Peer::serve(&repo, &d.join("peer-cache"));
+    let mut vm = Qemu::image(&disk)
+        .writable()
+        .secure_boot()
+        .args(user_net(Some(peer.port)))
+        .memory_mib(1024)
+        .name("fallback-boot2")
+        .timeout(BOOT_TIMEOUT * 2)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    expect(&mut vm, "secureboot on, lockdown integrity");
+    let kernel = line(&mut vm, "fetch: kernel    stable/x86_64/kernel");
+    assert!(
+        kernel.contains(&format!("sha256:{}..", &unsigned_sha[..12])) && kernel.contains(PEER_URL),
+        "release 2's kernel, verified, from the peer: {kernel}"
+    );
+    let fetched = line(&mut vm, "fetch    ok");
+    assert!(fetched.contains("targets v2"), "{fetched}");
+    let route = line(&mut vm, "route    ok");
+    assert!(
+        route.contains("kexec: the target kernel (sha256"),
+        "{route}"
+    );
+    expect(&mut vm, "kexec    FAIL");
+    expect(
+        &mut vm,
+        &format!("target kernel {} is not signed (ENODATA)", p.release),
+    );
+    let fallback = line(&mut vm, "fallback ok");
+    assert!(
+        fallback.contains(
+            "falling back to release targets v1 snapshot v1, the older signed target in the cache: kernel sha256:"
+        ) && fallback.contains(&signed_sha[..12]),
+        "{fallback}"
+    );
+    expect(&mut vm, "kexec    ok");
+    expect(&mut vm, "kexec: starting the target kernel");
+    expect(&mut vm, "kexec_core: Starting new kernel");
+    expect(&mut vm, &format!("release-marker: {old} root=overlay"));
+    let bj = line(&mut vm, "boot.json: {");
+    assert!(
+        bj.contains(&format!(
+            "\"kind\":\"kernel\",\"target\":\"stable/x86_64/kernel\",\"sha256\":\"{signed_sha}\""
+        )),
+        "boot.json names the signed kernel: {bj}"
+    );
+    assert!(
+        bj.contains("\"fallback\":{\"refused\":\"targetkernel")
+            && bj.contains(&format!("\"kernel\":\"{unsigned_sha}\""))
+            && bj.contains("\"path\":\"kexec\""),
+        "boot.json records the refused kernel: {bj}"
+    );
+    expect(&mut vm, "supervisor: powering off");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
+    let log = vm.log();
+    assert!(
+        !log.contains(&format!("release-marker: {new}")),
+        "release 2 ran:\n{log}"
+    );
+    assert_eq!(log.matches("kexec    FAIL").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("kexec_core: Starting new kernel").count(),
+        1,
+        "one kernel started after stage 1, the signed one:\n{log}"
+    );
+    drop(peer);
+    eprintln!(
+        "fallback test: build {:.1} s, boot 1 {:.1} s, boot 2 {:.1} s",
+        t_built.as_secs_f64(),
+        (t_boot1 - t_built).as_secs_f64(),
+        (t0.elapsed() - t_boot1).as_secs_f64()
     );
 }
