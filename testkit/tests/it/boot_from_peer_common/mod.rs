@@ -273,9 +273,12 @@ pub fn full_line(vm: &mut testkit::qemu::Vm, needle: &str) -> String {
 /// went over that NIC. Returns the line.
 pub fn one_nic_line(vm: &mut testkit::qemu::Vm, model: NicModel) -> String {
     let re = regex::Regex::new(r"network  (ok|warn) [^\n]*\n").expect("regex");
-    let line = vm
-        .wait_for_regex(&re)
-        .unwrap_or_else(|e| panic!("{e}"))
+    let found = vm.wait_for_regex(&re).unwrap_or_else(|e| panic!("{e}"));
+    // The match may come with the lines after it: the network line alone.
+    let line = found
+        .lines()
+        .find(|l| l.contains("network  "))
+        .unwrap_or_default()
         .trim_end()
         .to_owned();
     let entries = line.split_once("network  ").map_or("", |(_, e)| e);
