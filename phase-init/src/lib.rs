@@ -47,6 +47,7 @@ pub mod power;
 pub mod private;
 pub mod private_boot;
 pub mod rescue;
+pub mod route;
 pub mod retry;
 pub mod services;
 pub mod stage2;

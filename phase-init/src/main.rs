@@ -63,12 +63,10 @@ use std::path::Path;
 
 use phase_init::cmdline::{Config, Mode, Stage, TestAction};
 use phase_init::console::console;
-use phase_init::step::{chain, run, Step};
-use phase_init::{
-    bootfetch, cachepart, clock, direct, discover, fallback, fetchloop, handoff, kernel, kexec,
-};
-use phase_init::{loader, measure, modules, mounts, net, platform, power, private, private_boot};
-use phase_init::{ready_line, rescue, stage2, status, supervisor, trust};
+use phase_init::step::{run, Step};
+use phase_init::{bootfetch, cachepart, clock, discover, fetchloop, handoff, kernel, loader};
+use phase_init::{measure, modules, mounts, net, platform, power, private_boot, ready_line};
+use phase_init::{rescue, route, stage2, status, supervisor, trust};
 
 fn main() {
     if !phase_init::is_pid1() {
@@ -117,7 +115,8 @@ fn boot() {
     }
 }
 
-/// Stage 1: network, the verified fetch, the ready line, kexec.
+/// Stage 1: network, the verified fetch, the ready line, then the
+/// hand-over (`route.rs`, steps 16-21): kexec, or stage 2 in this kernel.
 fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRoot>) {
     // Private mode: a fresh identity (random MACs, peer id) before any packet.
     let private = config.mode == Mode::Private;
@@ -152,108 +151,13 @@ fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRo
     transport.close();
     let Some(f) = fetched else { return };
     console().raw(&ready_line(config));
-    let provenance = (f.tuf, f.peers);
-    hand_over(
-        &f.artifacts,
-        config,
-        Some(provenance),
-        identity.as_ref(),
-        Some(&baked),
-        cache.as_ref(),
-    );
-}
-
-/// Measure, the route (kexec or direct), the payload, then kexec_file_load
-/// and reboot(KEXEC), or stage 2 in this kernel. A kernel refused for its
-/// signature is followed by the release `cache` keeps (the `fallback`
-/// step), by kexec only. Returns only on failure, after saying why; the
-/// caller goes to the rescue shell (never a retry loop).
-fn hand_over(
-    artifacts: &handoff::Artifacts,
-    config: &Config,
-    provenance: Option<handoff::Provenance>,
-    identity: Option<&private::Identity>,
-    baked: Option<&trust::BakedRoot>,
-    cache: Option<&cachepart::Mounted>,
-) {
-    if config.mode == Mode::Private {
-        run(Step::Private, private_boot::check_step);
+    let provenance = Some((f.tuf, f.peers));
+    let (id, baked) = (identity.as_ref(), Some(&baked));
+    if let Some(target_config) =
+        route::hand_over(&f.artifacts, config, provenance, id, baked, cache.as_ref())
+    {
+        target(&target_config);
     }
-    let events = measure::events(artifacts, config, provenance.as_ref(), baked);
-    let device = Path::new(::measure::TPM_DEVICE);
-    let measured = || measure::step(device, config.tpm, &[], &events);
-    let Some(log) = run(Step::Measure, measured) else {
-        return;
-    };
-    let tuf = provenance.as_ref().map(|(tuf, _)| tuf.clone());
-    let keep = || {
-        if let Some(tuf) = &tuf {
-            fallback::keep(cache, artifacts, tuf, config);
-        }
-    };
-    let route = run(Step::Route, || direct::step(config, artifacts));
-    if route.is_direct() {
-        let lay_out = || direct::lay_out_step(artifacts, config, provenance, identity, &route, log);
-        if let Some(target_config) = run(Step::Payload, lay_out) {
-            keep();
-            direct::announce(&target_config);
-            target(&target_config);
-        }
-        return;
-    }
-    let refused = match load(artifacts, config, provenance, identity, &route, log.clone()) {
-        Some(Ok(())) => {
-            keep();
-            start_loaded();
-            return;
-        }
-        Some(Err(e)) => e,
-        None => return,
-    };
-    if !refused.is_signature_refusal(platform::locked_down(&platform::current())) {
-        return;
-    }
-    // The running kernel refused the verified kernel's signature: the
-    // release this machine booted last, if the cache keeps one, verified
-    // again (fallback.rs); never the direct route.
-    let older = || fallback::step(cache, artifacts, tuf.as_ref(), &refused, config);
-    let Some(older) = run(Step::Fallback, older) else {
-        return;
-    };
-    let more = measure::events(&older.artifacts, config, Some(&older.provenance), baked);
-    let Some(more_log) = run(Step::Measure, || {
-        measure::step(device, config.tpm, &events, &more)
-    }) else {
-        return;
-    };
-    let log = log.into_iter().chain(more_log).collect();
-    let route = direct::Route::Fallback(older.refused);
-    let provenance = Some(older.provenance);
-    if let Some(Ok(())) = load(&older.artifacts, config, provenance, identity, &route, log) {
-        start_loaded();
-    }
-}
-
-/// The payload for `route`, then kexec_file_load. `None`: the payload
-/// failed; `Some(Err)`: the kernel refused the target.
-fn load(
-    artifacts: &handoff::Artifacts,
-    config: &Config,
-    provenance: Option<handoff::Provenance>,
-    identity: Option<&private::Identity>,
-    route: &direct::Route,
-    log: Vec<handover::Measurement>,
-) -> Option<Result<(), kexec::KexecError>> {
-    let payload = || handoff::payload_step(artifacts, config, provenance, identity, route, log);
-    let target = run(Step::Payload, payload)?;
-    Some(run(Step::Kexec, || kexec::step(&target)))
-}
-
-/// reboot(KEXEC) into the loaded target kernel; returns only on failure.
-fn start_loaded() {
-    console().line("kexec: starting the target kernel");
-    let e = kexec::exec();
-    console().line(&format!("kexec: {}", chain(&e)));
 }
 
 /// Stage 2: the payload's rootfs becomes `/`, then systemd or the
@@ -289,8 +193,9 @@ fn target(config: &Config) {
 fn test_hook(test: TestAction, config: &Config, baked: Option<&trust::BakedRoot>) {
     match test {
         TestAction::Kexec => {
-            if let Some(a) = run(Step::Artifact, || handoff::artifact_step(config)) {
-                hand_over(&a, config, None, None, baked, None);
+            let a = run(Step::Artifact, || handoff::artifact_step(config));
+            if let Some(c) = a.and_then(|a| route::hand_over(&a, config, None, None, baked, None)) {
+                target(&c);
             }
         }
         TestAction::Poweroff => {
