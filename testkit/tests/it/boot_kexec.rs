@@ -14,8 +14,10 @@
 //! kernel, and stage 1 says so in words: that boot is a disk image (shim,
 //! signed systemd-boot) under OVMF with the Microsoft keys, because Secure
 //! Boot needs the firmware. With no earlier release kept it stops there;
-//! after a boot of a signed release from the same stick, a newer release
-//! with an unsigned kernel falls back to that older signed one.
+//! after a boot of a Debian-signed release from the same stick, a newer
+//! release whose kernel is signed by a key the machine does not trust falls
+//! back to that older release. Both assert the locked-down kernel's own
+//! refusal line, so the refusal is the kernel's, not simulated.
 //!
 //! Prerequisites (built by `make test`): `$PHASE_BUILD/kernel/current`, the
 //! kernel under `$PHASE_BUILD/kernel/<release>/boot/`, and
@@ -179,6 +181,60 @@ fn unsigned_copy(dir: &Path, kernel: &Path) -> PathBuf {
     unsigned
 }
 
+/// Debian's kernel with its Authenticode signature replaced by one of a
+/// key made here (`openssl req -x509`, `sbsign`), at `dir/vmlinuz-foreign`:
+/// a valid signature by a key that no keyring of the machine holds.
+fn foreign_signed_copy(dir: &Path, kernel: &Path) -> PathBuf {
+    let unsigned = unsigned_copy(dir, kernel);
+    let (key, cert) = (dir.join("foreign.key"), dir.join("foreign.crt"));
+    let run = |cmd: &mut std::process::Command, what: &str| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=Phase Boot test: a key no machine trusts"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req",
+    );
+    let signed = dir.join("vmlinuz-foreign");
+    run(
+        std::process::Command::new("sbsign")
+            .arg("--key")
+            .arg(&key)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--output")
+            .arg(&signed)
+            .arg(&unsigned),
+        "sbsign (Debian package sbsigntool)",
+    );
+    run(
+        std::process::Command::new("sbverify")
+            .arg("--cert")
+            .arg(&cert)
+            .arg(&signed),
+        "sbverify of the foreign signature",
+    );
+    signed
+}
+
+/// The locked-down kernel's own line when `kexec_file_load` refuses a
+/// kernel's signature (kernel/kexec_file.c; Debian's kernel enforces
+/// kexec signatures under Secure Boot through its IMA arch policy), with
+/// the negative errno.
+fn kernel_refusal(errno: i32) -> String {
+    format!("kexec_file: Enforced kernel signature verification failed ({errno}).")
+}
+
 #[test]
 fn under_secure_boot_an_unsigned_target_kernel_is_refused_in_words() {
     let p = prereqs();
@@ -239,8 +295,13 @@ fn under_secure_boot_an_unsigned_target_kernel_is_refused_in_words() {
         .expect("type on the serial console");
     let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
     assert!(st.success(), "QEMU exit status {st}");
+    let log = vm.log();
     assert!(
-        !vm.log().contains("kexec_core: Starting new kernel"),
+        log.contains(&kernel_refusal(-61)),
+        "the kernel's own refusal (-ENODATA) is not on the console:\n{log}"
+    );
+    assert!(
+        !log.contains("kexec_core: Starting new kernel"),
         "an unsigned kernel was started"
     );
 }
@@ -354,11 +415,12 @@ fn stage1_kexecs_into_the_target_which_boots_the_squashfs_and_runs_its_services(
 ///
 /// 1. offline from the cache: release 1 (Debian's signed kernel) boots,
 ///    and stage 1 keeps it in the cache as the release to fall back to;
-/// 2. a peer serves release 2, whose kernel is the same one with its
-///    signature stripped: stage 1 verifies and fetches it, the locked-down
-///    kernel refuses it (`ENODATA`), and stage 1 falls back to release 1
-///    from the cache: its marker runs, `boot.json` records the refused
-///    kernel, and no kernel but the signed one is started.
+/// 2. a peer serves release 2, whose kernel is the same one signed by a
+///    key made here instead of Debian's: stage 1 verifies and fetches it,
+///    the locked-down kernel refuses it (its own line, `-ENOKEY`), and
+///    stage 1 falls back to release 1 from the cache: its marker runs,
+///    `boot.json` records the refused kernel, and no kernel but the
+///    Debian-signed one is started.
 #[test]
 fn under_secure_boot_a_refused_kernel_falls_back_to_the_last_release_that_booted() {
     use super::boot_fail_common::{user_net, Fleet, Peer, PEER_URL};
@@ -373,10 +435,10 @@ fn under_secure_boot_a_refused_kernel_falls_back_to_the_last_release_that_booted
     fleet.publish(&repo, &old, 1);
     let disk = d.join("disk.img");
     fleet.disk(&repo, &disk);
-    let unsigned = unsigned_copy(d, &fleet.kernel);
-    fleet.publish_with_kernel(&repo, &new, 2, &unsigned);
+    let foreign = foreign_signed_copy(d, &fleet.kernel);
+    fleet.publish_with_kernel(&repo, &new, 2, &foreign);
     let signed_sha = sha256_hex(&std::fs::read(&fleet.kernel).expect("read kernel"));
-    let unsigned_sha = sha256_hex(&std::fs::read(&unsigned).expect("read unsigned kernel"));
+    let foreign_sha = sha256_hex(&std::fs::read(&foreign).expect("read foreign kernel"));
     let t_built = t0.elapsed();
     let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
     let line = |vm: &mut Vm, s: &str| {
@@ -428,7 +490,7 @@ fn under_secure_boot_a_refused_kernel_falls_back_to_the_last_release_that_booted
     expect(&mut vm, "secureboot on, lockdown integrity");
     let kernel = line(&mut vm, "fetch: kernel    stable/x86_64/kernel");
     assert!(
-        kernel.contains(&format!("sha256:{}..", &unsigned_sha[..12])) && kernel.contains(PEER_URL),
+        kernel.contains(&format!("sha256:{}..", &foreign_sha[..12])) && kernel.contains(PEER_URL),
         "release 2's kernel, verified, from the peer: {kernel}"
     );
     let fetched = line(&mut vm, "fetch    ok");
@@ -441,7 +503,10 @@ fn under_secure_boot_a_refused_kernel_falls_back_to_the_last_release_that_booted
     expect(&mut vm, "kexec    FAIL");
     expect(
         &mut vm,
-        &format!("target kernel {} is not signed (ENODATA)", p.release),
+        &format!(
+            "target kernel {} is not signed by a key this machine trusts (ENOKEY; secureboot on, lockdown integrity)",
+            p.release
+        ),
     );
     let fallback = line(&mut vm, "fallback ok");
     assert!(
@@ -463,7 +528,7 @@ fn under_secure_boot_a_refused_kernel_falls_back_to_the_last_release_that_booted
     );
     assert!(
         bj.contains("\"fallback\":{\"refused\":\"targetkernel")
-            && bj.contains(&format!("\"kernel\":\"{unsigned_sha}\""))
+            && bj.contains(&format!("\"kernel\":\"{foreign_sha}\""))
             && bj.contains("\"path\":\"kexec\""),
         "boot.json records the refused kernel: {bj}"
     );
@@ -476,6 +541,12 @@ fn under_secure_boot_a_refused_kernel_falls_back_to_the_last_release_that_booted
         "release 2 ran:\n{log}"
     );
     assert_eq!(log.matches("kexec    FAIL").count(), 1, "{log}");
+    // The refusal is the locked-down kernel's, not stage 1's.
+    assert_eq!(
+        log.matches(&kernel_refusal(-126)).count(),
+        1,
+        "the kernel's own refusal (-ENOKEY), once:\n{log}"
+    );
     assert_eq!(
         log.matches("kexec_core: Starting new kernel").count(),
         1,
