@@ -80,7 +80,7 @@ pub enum FallbackError {
     Mismatch(String),
     #[error("the kept release's signed metadata has no usable {0}")]
     Spec(String, #[source] fetcher::TargetSpecError),
-    #[error("the kept release's object")]
+    #[error("an object of the kept release does not verify in the cache")]
     Object(#[source] BootFetchError),
     #[error("the kept release has the same kernel that was refused")]
     SameKernel,
@@ -266,7 +266,9 @@ pub fn step(
         Ok(o) => {
             let short = |a: &crate::payload::Artifact| a.sha256.get(..12).unwrap_or("").to_owned();
             let detail = format!(
-                "falling back to release {}, the older signed target in the cache: kernel sha256:{}.. initramfs sha256:{}.. rootfs sha256:{}.. verified again",
+                "release {} refused (its kernel sha256:{}..); falling back to release {}, the older signed target in the cache: kernel sha256:{}.. initramfs sha256:{}.. rootfs sha256:{}.. verified again",
+                versions(&o.refused.tuf),
+                short(&refused.kernel),
                 versions(&o.provenance.0),
                 short(&o.artifacts.kernel),
                 short(&o.artifacts.initramfs),

@@ -63,7 +63,8 @@ fn a_kept_release_reads_back_with_its_objects_hashed_again() {
     let older = older.unwrap_or_else(|| panic!("{status:?}"));
     assert!(
         status.detail.starts_with(&format!(
-            "falling back to release {}, the older signed target in the cache",
+            "release {} refused (its kernel sha256:000000000000..); falling back to release {}, the older signed target in the cache",
+            fallback::versions(&f.tuf),
             fallback::versions(&r.tuf)
         )),
         "{status:?}"

@@ -510,9 +510,11 @@ fn under_secure_boot_a_refused_kernel_falls_back_to_the_last_release_that_booted
     );
     let fallback = line(&mut vm, "fallback ok");
     assert!(
-        fallback.contains(
-            "falling back to release targets v1 snapshot v1, the older signed target in the cache: kernel sha256:"
-        ) && fallback.contains(&signed_sha[..12]),
+        fallback.contains(&format!(
+            "release targets v2 snapshot v2 refused (its kernel sha256:{}..); falling back to release targets v1 snapshot v1, the older signed target in the cache: kernel sha256:{}..",
+            &foreign_sha[..12],
+            &signed_sha[..12]
+        )),
         "{fallback}"
     );
     expect(&mut vm, "kexec    ok");
