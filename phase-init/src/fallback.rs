@@ -81,7 +81,7 @@ pub enum FallbackError {
     #[error("the kept release's signed metadata has no usable {0}")]
     Spec(String, #[source] fetcher::TargetSpecError),
     #[error("an object of the kept release does not verify in the cache")]
-    Object(#[source] BootFetchError),
+    Object(#[source] Box<BootFetchError>),
     #[error("the kept release has the same kernel that was refused")]
     SameKernel,
     #[error("this boot has no trusted root.json to verify the kept release with")]
@@ -244,7 +244,9 @@ pub fn load(
             }
         }
         let at = object_in(dir, &spec.sha256);
-        objects.push(bootfetch::verify_object(&name, &at, &spec).map_err(FallbackError::Object)?);
+        let object = bootfetch::verify_object(&name, &at, &spec)
+            .map_err(|e| FallbackError::Object(Box::new(e)))?;
+        objects.push(object);
     }
     let objects: [crate::payload::Artifact; 3] = objects
         .try_into()

@@ -197,7 +197,9 @@ fn foreign_signed_copy(dir: &Path, kernel: &Path) -> PathBuf {
     };
     run(
         std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
             .args(["-subj", "/CN=Phase Boot test: a key no machine trusts"])
             .arg("-keyout")
             .arg(&key)
