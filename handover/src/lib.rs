@@ -79,6 +79,24 @@ pub struct HandoverPath {
     /// Why, in words (e.g. "phase.kexec=always", "the target kernel is not
     /// the one the boot loader started").
     pub reason: String,
+    /// Set when the running kernel refused the verified release's kernel
+    /// and stage 1 started the last release that booted on this machine
+    /// instead (docs/boot-flow.md, "Fallback"): what was refused, and why.
+    /// The rest of `boot.json` (artifacts, `tuf`, measurements) describes
+    /// the release that runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+}
+
+/// The release stage 1 verified but could not start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fallback {
+    /// The kernel's refusal, in words (one line).
+    pub refused: String,
+    /// Hex SHA-256 of the refused kernel.
+    pub kernel: String,
+    /// The TUF versions the refused release was verified at.
+    pub tuf: TufVersions,
 }
 
 /// One event of the measured-boot log: what was extended into which PCR.
@@ -275,6 +293,7 @@ mod tests {
                 path: "direct".into(),
                 reason: "the target kernel and initramfs are the ones the boot loader started"
                     .into(),
+                fallback: None,
             }),
             measurements: Vec::new(),
         }
@@ -309,6 +328,31 @@ mod tests {
         assert_eq!(BootJson::from_json(&bytes).expect("parse"), b);
         let text = String::from_utf8(bytes).expect("utf-8");
         assert!(text.contains("\"pcr\": 23"), "{text}");
+    }
+
+    #[test]
+    fn a_fallback_round_trips_and_is_left_out_when_there_was_none() {
+        let mut b = sample();
+        let text = String::from_utf8(b.to_json()).expect("utf-8");
+        assert!(!text.contains("fallback"), "{text}");
+        b.handover = Some(HandoverPath {
+            path: "kexec".into(),
+            reason: "fallback to the last release that booted".into(),
+            fallback: Some(Fallback {
+                refused: "target kernel 6.1.0-28-amd64 is not signed (ENODATA)".into(),
+                kernel: "ab".repeat(32),
+                tuf: TufVersions {
+                    root: Some(1),
+                    timestamp: Some(2),
+                    snapshot: Some(2),
+                    targets: Some(2),
+                },
+            }),
+        });
+        let bytes = b.to_json();
+        assert_eq!(BootJson::from_json(&bytes).expect("parse"), b);
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert!(text.contains("\"fallback\": {"), "{text}");
     }
 
     #[test]

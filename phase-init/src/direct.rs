@@ -52,6 +52,10 @@ pub enum Route {
     Direct(String),
     /// Start the target kernel with kexec.
     Kexec(String),
+    /// Start, with kexec, the last release that booted on this machine:
+    /// the running kernel refused the verified release's kernel
+    /// ([`crate::fallback`]). Never chosen by [`decide`].
+    Fallback(handover::Fallback),
 }
 
 impl Route {
@@ -61,13 +65,19 @@ impl Route {
 
     /// The `boot.json` record of this choice.
     pub fn record(&self) -> handover::HandoverPath {
-        let (path, reason) = match self {
-            Route::Direct(r) => ("direct", r),
-            Route::Kexec(r) => ("kexec", r),
+        let (path, reason, fallback) = match self {
+            Route::Direct(r) => ("direct", r.clone(), None),
+            Route::Kexec(r) => ("kexec", r.clone(), None),
+            Route::Fallback(f) => (
+                "kexec",
+                "fallback: the running kernel refused the verified release's kernel; the last release that booted here instead".to_owned(),
+                Some(f.clone()),
+            ),
         };
         handover::HandoverPath {
             path: path.to_owned(),
-            reason: reason.clone(),
+            reason,
+            fallback,
         }
     }
 }
@@ -254,6 +264,7 @@ pub fn step(config: &Config, target: &Artifacts) -> (Route, Status) {
     let line = match &path {
         Route::Direct(why) => format!("direct, no second kernel: {why}"),
         Route::Kexec(why) => format!("kexec: {why}"),
+        Route::Fallback(f) => format!("kexec: fallback after {}", f.refused),
     };
     (path, Status::ok(line))
 }
@@ -380,7 +391,7 @@ mod tests {
         };
         let why = |p: Route| match p {
             Route::Kexec(why) => why,
-            Route::Direct(why) => panic!("direct: {why}"),
+            other => panic!("not kexec: {other:?}"),
         };
         assert_eq!(
             why(decide(&always, &target, started(), running)),

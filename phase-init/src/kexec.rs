@@ -8,8 +8,10 @@
 //! [`crate::sys`].
 //!
 //! Failures are typed and each says in one line what the user can do; the
-//! caller falls back to the rescue shell (or a configured reboot) and never
-//! tries again in a loop.
+//! caller never tries the same kernel again. A refusal of the kernel's
+//! signature ([`KexecError::is_signature_refusal`]) may be followed by the
+//! last release that booted on this machine ([`crate::fallback`]); any
+//! other failure ends in the rescue shell.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -73,6 +75,23 @@ impl KexecError {
             Some(libc::ENOEXEC) => KexecError::NotAKernel,
             Some(libc::ENOMEM) => KexecError::NoMemory,
             _ => KexecError::Load(e),
+        }
+    }
+}
+
+impl KexecError {
+    /// Whether the running kernel refused this kernel for its signature
+    /// (not signed, signed by a key it does not trust, a rejected
+    /// signature; `EPERM` counts only under lockdown, where
+    /// `kexec_file_load` answers an unverifiable kernel with it): another,
+    /// signed kernel may still be accepted.
+    pub fn is_signature_refusal(&self, locked_down: bool) -> bool {
+        match self {
+            KexecError::Unsigned { .. }
+            | KexecError::SignatureRejected { .. }
+            | KexecError::UntrustedKey { .. } => true,
+            KexecError::NotPermitted => locked_down,
+            _ => false,
         }
     }
 }
@@ -147,16 +166,19 @@ pub fn exec() -> KexecError {
 }
 
 /// The `kexec` boot step: [`load`], its command line on the status line.
-pub fn step(target: &Target) -> (bool, Status) {
+pub fn step(target: &Target) -> (Result<(), KexecError>, Status) {
     match load(target) {
         Ok(()) => (
-            true,
+            Ok(()),
             Status::ok(format!(
                 "kexec_file_load accepted the target kernel; cmdline: {}",
                 target.cmdline
             )),
         ),
-        Err(e) => (false, Status::fail(crate::step::chain(&e))),
+        Err(e) => {
+            let status = Status::fail(crate::step::chain(&e));
+            (Err(e), status)
+        }
     }
 }
 
@@ -210,6 +232,27 @@ mod tests {
             "{foreign}"
         );
         assert!(foreign.contains(platform), "{foreign}");
+    }
+
+    #[test]
+    fn only_signature_refusals_may_be_followed_by_another_kernel() {
+        let refusal = |errno: i32| {
+            KexecError::refused(io::Error::from_raw_os_error(errno), "6.1.0-28-amd64", "")
+        };
+        for errno in [libc::ENODATA, libc::ENOKEY, libc::EKEYREJECTED] {
+            assert!(refusal(errno).is_signature_refusal(false), "{errno}");
+        }
+        assert!(refusal(libc::EPERM).is_signature_refusal(true));
+        assert!(!refusal(libc::EPERM).is_signature_refusal(false));
+        for errno in [
+            libc::ENOEXEC,
+            libc::ENOMEM,
+            libc::EBUSY,
+            libc::ENOSYS,
+            libc::EINVAL,
+        ] {
+            assert!(!refusal(errno).is_signature_refusal(true), "{errno}");
+        }
     }
 
     #[test]

@@ -34,14 +34,19 @@
 //!               verified kernel and initramfs are the ones that booted
 //! 19. payload   kexec: target initramfs ++ payload cpio (rootfs, CAS,
 //!               boot.json); direct: /phase in place, objects bound read-only
-//! 20. kexec     kexec_file_load, then reboot(KEXEC)
+//! 20. kexec     kexec_file_load, then reboot(KEXEC); the hand-over is
+//!               committed: the release is kept on a writable cache as
+//!               the one to fall back to (either route)
+//! 21. fallback  (kexec refused the kernel's signature) the release kept
+//!               on the cache, its signed metadata and objects verified
+//!               again; then measure, payload, kexec once more for it
 //! stage 2 (phase.stage=target, or stage 1 going on directly), after the
 //! ready line and what stage 1 measured (PCR 23, boot.json's log):
-//! 21. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
-//! 22. move      /proc /sys /dev /run and the payload into the new root
-//! 23. switch    switch_root (the initramfs contents are freed)
-//! 24. identity  (private mode) the MACs of boot.json again
-//! 25. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
+//! 22. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
+//! 23. move      /proc /sys /dev /run and the payload into the new root
+//! 24. switch    switch_root (the initramfs contents are freed)
+//! 25. identity  (private mode) the MACs of boot.json again
+//! 26. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
 //! on failure: the rescue shell; phase.test=panic panics after trust
 //! ```
 //!
@@ -58,12 +63,10 @@ use std::path::Path;
 
 use phase_init::cmdline::{Config, Mode, Stage, TestAction};
 use phase_init::console::console;
-use phase_init::step::{chain, run, Step};
-use phase_init::{
-    bootfetch, cachepart, clock, direct, discover, fetchloop, handoff, kernel, kexec,
-};
-use phase_init::{loader, measure, modules, mounts, net, platform, power, private, private_boot};
-use phase_init::{ready_line, rescue, stage2, status, supervisor, trust};
+use phase_init::step::{run, Step};
+use phase_init::{bootfetch, cachepart, clock, discover, fetchloop, handoff, kernel, loader};
+use phase_init::{measure, modules, mounts, net, platform, power, private_boot, ready_line};
+use phase_init::{rescue, route, stage2, status, supervisor, trust};
 
 fn main() {
     if !phase_init::is_pid1() {
@@ -112,7 +115,8 @@ fn boot() {
     }
 }
 
-/// Stage 1: network, the verified fetch, the ready line, kexec.
+/// Stage 1: network, the verified fetch, the ready line, then the
+/// hand-over (`route.rs`, steps 16-21): kexec, or stage 2 in this kernel.
 fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRoot>) {
     // Private mode: a fresh identity (random MACs, peer id) before any packet.
     let private = config.mode == Mode::Private;
@@ -141,59 +145,19 @@ fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRo
         return;
     };
     let fetched = fetchloop::fetch(config, &baked, &mut places, now);
+    let cache = places.cache.clone();
     // Every circuit closed before the pre-kexec checks (and kexec).
     drop(places);
     transport.close();
     let Some(f) = fetched else { return };
     console().raw(&ready_line(config));
-    let provenance = (f.tuf, f.peers);
-    hand_over(
-        &f.artifacts,
-        config,
-        Some(provenance),
-        identity.as_ref(),
-        Some(&baked),
-    );
-}
-
-/// Measure, the route (kexec or direct), the payload, then kexec_file_load
-/// and reboot(KEXEC), or stage 2 in this kernel. Returns only on failure,
-/// after saying why; the caller goes to the rescue shell (never a retry
-/// loop).
-fn hand_over(
-    artifacts: &handoff::Artifacts,
-    config: &Config,
-    provenance: Option<handoff::Provenance>,
-    identity: Option<&private::Identity>,
-    baked: Option<&trust::BakedRoot>,
-) {
-    if config.mode == Mode::Private {
-        run(Step::Private, private_boot::check_step);
+    let provenance = Some((f.tuf, f.peers));
+    let (id, baked) = (identity.as_ref(), Some(&baked));
+    if let Some(target_config) =
+        route::hand_over(&f.artifacts, config, provenance, id, baked, cache.as_ref())
+    {
+        target(&target_config);
     }
-    let events = measure::events(artifacts, config, provenance.as_ref(), baked);
-    let device = Path::new(::measure::TPM_DEVICE);
-    let Some(log) = run(Step::Measure, || measure::step(device, config.tpm, &events)) else {
-        return;
-    };
-    let route = run(Step::Route, || direct::step(config, artifacts));
-    if route.is_direct() {
-        let lay_out = || direct::lay_out_step(artifacts, config, provenance, identity, &route, log);
-        if let Some(target_config) = run(Step::Payload, lay_out) {
-            direct::announce(&target_config);
-            target(&target_config);
-        }
-        return;
-    }
-    let payload = || handoff::payload_step(artifacts, config, provenance, identity, &route, log);
-    let Some(target) = run(Step::Payload, payload) else {
-        return;
-    };
-    if !run(Step::Kexec, || kexec::step(&target)) {
-        return;
-    }
-    console().line("kexec: starting the target kernel");
-    let e = kexec::exec();
-    console().line(&format!("kexec: {}", chain(&e)));
 }
 
 /// Stage 2: the payload's rootfs becomes `/`, then systemd or the
@@ -229,8 +193,9 @@ fn target(config: &Config) {
 fn test_hook(test: TestAction, config: &Config, baked: Option<&trust::BakedRoot>) {
     match test {
         TestAction::Kexec => {
-            if let Some(a) = run(Step::Artifact, || handoff::artifact_step(config)) {
-                hand_over(&a, config, None, None, baked);
+            let a = run(Step::Artifact, || handoff::artifact_step(config));
+            if let Some(c) = a.and_then(|a| route::hand_over(&a, config, None, None, baked, None)) {
+                target(&c);
             }
         }
         TestAction::Poweroff => {

@@ -42,12 +42,15 @@ pub fn events(
     ::measure::boot_events(root, &boot)
 }
 
-/// The `measure` boot step on the TPM at `device`. `None`: stop (the
-/// rescue shell follows); else the log for `boot.json` (empty without a
+/// The `measure` boot step on the TPM at `device`: extends `events` after
+/// the `before` this boot extended already (none, except for a fallback's
+/// release after the refused one). `None`: stop (the rescue shell
+/// follows); else the log of `events` for `boot.json` (empty without a
 /// TPM).
 pub fn step(
     device: &Path,
     policy: TpmPolicy,
+    before: &[Event],
     events: &[Event],
 ) -> (Option<Vec<Measurement>>, Status) {
     if !device.exists() {
@@ -66,7 +69,7 @@ pub fn step(
         };
     }
     match Tpm::open(device) {
-        Ok(mut tpm) => measure_into(&mut tpm, policy, events),
+        Ok(mut tpm) => measure_into(&mut tpm, policy, before, events),
         Err(e) => failed(
             policy,
             Vec::new(),
@@ -77,11 +80,12 @@ pub fn step(
 }
 
 /// Extends `events` into `tpm`, then reads the PCR back: the status line
-/// shows its value, and a value the log does not replay to (something
-/// else extended the PCR) is a warning.
+/// shows its value, and a value that `before` ++ `events` does not replay
+/// to (something else extended the PCR) is a warning.
 pub fn measure_into<T: Read + Write>(
     tpm: &mut Tpm<T>,
     policy: TpmPolicy,
+    before: &[Event],
     events: &[Event],
 ) -> (Option<Vec<Measurement>>, Status) {
     let mut log = Vec::with_capacity(events.len());
@@ -100,7 +104,8 @@ pub fn measure_into<T: Read + Write>(
         log.len(),
         hex::encode(value)
     );
-    let expected = ::measure::replay(events, PHASE_PCR);
+    let all: Vec<Event> = before.iter().chain(events).cloned().collect();
+    let expected = ::measure::replay(&all, PHASE_PCR);
     let problems = if value == expected {
         Vec::new()
     } else {
@@ -281,7 +286,7 @@ mod tests {
     fn the_events_are_extended_and_logged_and_the_pcr_is_shown() {
         let events = sample_events();
         let mut tpm = Tpm::new(FakeTpm::new(None));
-        let (log, status) = measure_into(&mut tpm, TpmPolicy::Auto, &events);
+        let (log, status) = measure_into(&mut tpm, TpmPolicy::Auto, &[], &events);
         let log = log.expect("a log");
         assert_eq!(log, events.iter().map(Event::record).collect::<Vec<_>>());
         assert_eq!(status.outcome, Outcome::Ok, "{status:?}");
@@ -294,10 +299,28 @@ mod tests {
     }
 
     #[test]
+    fn a_second_release_extended_after_the_first_replays_with_it() {
+        let first = sample_events();
+        let second = vec![Event::new(Kind::Channel, "testing")];
+        let mut tpm = Tpm::new(FakeTpm::new(None));
+        let (log1, _) = measure_into(&mut tpm, TpmPolicy::Auto, &[], &first);
+        let (log2, status) = measure_into(&mut tpm, TpmPolicy::Auto, &first, &second);
+        assert_eq!(status.outcome, Outcome::Ok, "{status:?}");
+        let mut log = log1.expect("a log");
+        log.extend(log2.expect("a log"));
+        let all: Vec<Event> = first.iter().chain(&second).cloned().collect();
+        assert_eq!(
+            ::measure::replay_log(&log, PHASE_PCR),
+            Ok(::measure::replay(&all, PHASE_PCR))
+        );
+    }
+
+    #[test]
     fn a_pcr_extended_before_is_a_warning() {
         let mut fake = FakeTpm::new(None);
         fake.pcrs[23] = [1; 32];
-        let (log, status) = measure_into(&mut Tpm::new(fake), TpmPolicy::Auto, &sample_events());
+        let (log, status) =
+            measure_into(&mut Tpm::new(fake), TpmPolicy::Auto, &[], &sample_events());
         assert_eq!(log.map(|l| l.len()), Some(2));
         assert_eq!(status.outcome, Outcome::Warn);
         assert!(status.problems[0].contains("was not zero"), "{status:?}");
@@ -309,6 +332,7 @@ mod tests {
         let (log, status) = measure_into(
             &mut Tpm::new(FakeTpm::new(Some(0x98e))),
             TpmPolicy::Auto,
+            &[],
             &events,
         );
         assert_eq!(log, Some(Vec::new()), "auto: the boot goes on");
@@ -321,6 +345,7 @@ mod tests {
         let (log, status) = measure_into(
             &mut Tpm::new(FakeTpm::new(Some(0x101))),
             TpmPolicy::Require,
+            &[],
             &events,
         );
         assert_eq!(log, None, "require: stop");
@@ -332,12 +357,12 @@ mod tests {
     fn no_tpm_is_tpm_none_and_stops_only_when_required() {
         let dir = tempfile::tempdir().expect("tempdir");
         let absent = dir.path().join("tpmrm0");
-        let (log, status) = step(&absent, TpmPolicy::Auto, &sample_events());
+        let (log, status) = step(&absent, TpmPolicy::Auto, &[], &sample_events());
         assert_eq!(log, Some(Vec::new()));
         assert_eq!(status.outcome, Outcome::Ok);
         assert_eq!(status.detail, "tpm none");
         assert!(status.problems.is_empty());
-        let (log, status) = step(&absent, TpmPolicy::Require, &sample_events());
+        let (log, status) = step(&absent, TpmPolicy::Require, &[], &sample_events());
         assert_eq!(log, None);
         assert_eq!(status.outcome, Outcome::Fail);
         assert_eq!(status.detail, "tpm none");

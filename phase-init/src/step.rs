@@ -33,6 +33,7 @@ pub enum Step {
     Route,
     Payload,
     Kexec,
+    Fallback,
     Rootfs,
     Move,
     Switch,
@@ -43,7 +44,7 @@ pub enum Step {
 
 impl Step {
     /// Every step in boot order: the common steps, stage 1, stage 2.
-    pub const ALL: [Step; 25] = [
+    pub const ALL: [Step; 26] = [
         Step::Mounts,
         Step::Cmdline,
         Step::Modules,
@@ -64,6 +65,7 @@ impl Step {
         Step::Route,
         Step::Payload,
         Step::Kexec,
+        Step::Fallback,
         Step::Rootfs,
         Step::Move,
         Step::Switch,
@@ -93,6 +95,7 @@ impl Step {
             Step::Route => "route",
             Step::Payload => "payload",
             Step::Kexec => "kexec",
+            Step::Fallback => "fallback",
             Step::Rootfs => "rootfs",
             Step::Move => "move",
             Step::Switch => "switch",

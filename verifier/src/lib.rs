@@ -52,5 +52,5 @@ pub use store::{read_capped, DirStorage, DirTransport, MemoryStorage, Storage, T
 pub use target::{
     check_target_name, Chunks, Kind, PhaseCustom, Target, Verity, DEFAULT_CHUNK_SIZE,
 };
-pub use trusted::TrustedSet;
+pub use trusted::{verify_kept_release, KeptRelease, TrustedSet};
 pub use updater::{encode_name, install_root, role_file, root_fingerprint, Limits, Updater};

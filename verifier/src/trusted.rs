@@ -539,3 +539,87 @@ impl TrustedSet {
         Ok(())
     }
 }
+
+/// A release's snapshot and top-level targets metadata, kept from an
+/// earlier refresh and verified again by [`verify_kept_release`].
+#[derive(Debug, Clone)]
+pub struct KeptRelease {
+    /// The snapshot that listed the targets metadata.
+    pub snapshot: Snapshot,
+    /// The top-level targets metadata.
+    pub targets: Targets,
+}
+
+impl KeptRelease {
+    /// The top-level target `name` (delegated roles are not searched).
+    pub fn target(&self, name: &str) -> Option<crate::Target> {
+        self.targets
+            .targets
+            .get(name)
+            .map(|f| crate::Target::new(name, f, TARGETS))
+    }
+}
+
+/// Verifies a release kept from an earlier refresh against the root
+/// trusted now (`root_bytes`, which must be signed by a threshold of its
+/// own root keys): `snapshot` and `targets` must each be signed by a
+/// threshold of that root's keys for their role, and the snapshot must
+/// list `targets.json` at the targets version (and its length and hashes,
+/// where listed). Keys rotated out since then no longer count, so a
+/// release signed only by them is refused.
+///
+/// Expiry is not judged and no version is compared with a trusted one:
+/// the caller keeps the release on purpose as an older one, and decides
+/// when booting it is allowed (phase-init: only after the current
+/// release's kernel was refused by the running kernel, loudly).
+pub fn verify_kept_release(
+    root_bytes: &[u8],
+    snapshot: &[u8],
+    targets: &[u8],
+) -> Result<KeptRelease, Error> {
+    let root: Parsed<Root> = parse(ROOT, root_bytes)?;
+    verify_by_root(ROOT, &root, &root.signed, "trusted")?;
+    let root = root.signed;
+    let snap: Parsed<Snapshot> = parse(SNAPSHOT, snapshot)?;
+    verify_by_root(SNAPSHOT, &snap, &root, "trusted")?;
+    let file = format!("{TARGETS}.json");
+    let meta = snap.signed.meta.get(&file).ok_or_else(|| {
+        reject(
+            TARGETS,
+            None,
+            Rule::NotListed {
+                file: file.clone(),
+                lister: SNAPSHOT,
+            },
+        )
+    })?;
+    verify_length_and_hashes(targets, meta.length, meta.hashes.as_ref(), false).map_err(
+        |source| {
+            reject(
+                TARGETS,
+                None,
+                Rule::Mismatch {
+                    lister: SNAPSHOT,
+                    source: Box::new(source),
+                },
+            )
+        },
+    )?;
+    let t: Parsed<Targets> = parse(TARGETS, targets)?;
+    verify_by_root(TARGETS, &t, &root, "trusted")?;
+    if t.signed.version != meta.version {
+        return Err(reject(
+            TARGETS,
+            Some(t.signed.version),
+            Rule::VersionMismatch {
+                lister: SNAPSHOT,
+                listed: meta.version,
+                found: t.signed.version,
+            },
+        ));
+    }
+    Ok(KeptRelease {
+        snapshot: snap.signed,
+        targets: t.signed,
+    })
+}

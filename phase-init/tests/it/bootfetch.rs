@@ -13,14 +13,14 @@ use phase_init::trust;
 use verifier::publish::{generate_keys, KeygenOptions, Publisher, TargetSpec};
 use verifier::{DirStorage, DirTransport, Kind, Updater};
 
-struct World {
+pub struct World {
     _dir: tempfile::TempDir,
-    root: PathBuf,
-    cache: PathBuf,
-    shas: Vec<String>,
+    pub root: PathBuf,
+    pub cache: PathBuf,
+    pub shas: Vec<String>,
 }
 
-fn world() -> World {
+pub fn world() -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = dir.path().join("keys");
     let repo = dir.path().join("repo");
@@ -84,14 +84,14 @@ fn world() -> World {
     }
 }
 
-fn config() -> Config {
+pub fn config() -> Config {
     Config {
         channel: "testing".into(),
         ..Config::default()
     }
 }
 
-fn places(w: &World, writable: bool) -> Places {
+pub fn places(w: &World, writable: bool) -> Places {
     Places {
         cache: Some(Mounted {
             device: "/dev/null".into(),

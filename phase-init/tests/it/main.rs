@@ -5,4 +5,5 @@ mod bootfetch;
 mod cmdline_grace_multibyte_unit;
 mod cmdline_total;
 mod dht_session;
+mod fallback;
 mod not_pid1;

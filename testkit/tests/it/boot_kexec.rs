@@ -13,7 +13,11 @@
 //! signature was stripped (`sbattach --remove`) is refused by the locked-down
 //! kernel, and stage 1 says so in words: that boot is a disk image (shim,
 //! signed systemd-boot) under OVMF with the Microsoft keys, because Secure
-//! Boot needs the firmware.
+//! Boot needs the firmware. With no earlier release kept it stops there;
+//! after a boot of a Debian-signed release from the same stick, a newer
+//! release whose kernel is signed by a key the machine does not trust falls
+//! back to that older release. Both assert the locked-down kernel's own
+//! refusal line, so the refusal is the kernel's, not simulated.
 //!
 //! Prerequisites (built by `make test`): `$PHASE_BUILD/kernel/current`, the
 //! kernel under `$PHASE_BUILD/kernel/<release>/boot/`, and
@@ -158,26 +162,89 @@ fn a_refused_kexec_says_why_and_lands_in_the_rescue_shell() {
     );
 }
 
-#[test]
-fn under_secure_boot_an_unsigned_target_kernel_is_refused_in_words() {
-    let p = prereqs();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    // The target kernel: Debian's, with its Authenticode signature removed.
-    let unsigned = d.join("vmlinuz-unsigned");
-    std::fs::copy(&p.kernel, &unsigned).expect("copy the kernel");
+/// Debian's kernel with its Authenticode signature removed, at
+/// `dir/vmlinuz-unsigned`.
+fn unsigned_copy(dir: &Path, kernel: &Path) -> PathBuf {
+    let unsigned = dir.join("vmlinuz-unsigned");
+    std::fs::copy(kernel, &unsigned).expect("copy the kernel");
     let st = std::process::Command::new("sbattach")
         .arg("--remove")
         .arg(&unsigned)
         .status()
         .expect("run sbattach (Debian package sbsigntool)");
     assert!(st.success(), "sbattach --remove failed: {st}");
-    let unsigned_bytes = std::fs::read(&unsigned).expect("read unsigned kernel");
     assert_ne!(
-        unsigned_bytes,
-        std::fs::read(&p.kernel).expect("read kernel"),
+        std::fs::read(&unsigned).expect("read unsigned kernel"),
+        std::fs::read(kernel).expect("read kernel"),
         "sbattach left the signature in place"
     );
+    unsigned
+}
+
+/// Debian's kernel with its Authenticode signature replaced by one of a
+/// key made here (`openssl req -x509`, `sbsign`), at `dir/vmlinuz-foreign`:
+/// a valid signature by a key that no keyring of the machine holds.
+fn foreign_signed_copy(dir: &Path, kernel: &Path) -> PathBuf {
+    let unsigned = unsigned_copy(dir, kernel);
+    let (key, cert) = (dir.join("foreign.key"), dir.join("foreign.crt"));
+    let run = |cmd: &mut std::process::Command, what: &str| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=Phase Boot test: a key no machine trusts"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req",
+    );
+    let signed = dir.join("vmlinuz-foreign");
+    run(
+        std::process::Command::new("sbsign")
+            .arg("--key")
+            .arg(&key)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--output")
+            .arg(&signed)
+            .arg(&unsigned),
+        "sbsign (Debian package sbsigntool)",
+    );
+    run(
+        std::process::Command::new("sbverify")
+            .arg("--cert")
+            .arg(&cert)
+            .arg(&signed),
+        "sbverify of the foreign signature",
+    );
+    signed
+}
+
+/// The locked-down kernel's own line when `kexec_file_load` refuses a
+/// kernel's signature (kernel/kexec_file.c; Debian's kernel enforces
+/// kexec signatures under Secure Boot through its IMA arch policy), with
+/// the negative errno.
+fn kernel_refusal(errno: i32) -> String {
+    format!("kexec_file: Enforced kernel signature verification failed ({errno}).")
+}
+
+#[test]
+fn under_secure_boot_an_unsigned_target_kernel_is_refused_in_words() {
+    let p = prereqs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // The target kernel: Debian's, with its Authenticode signature removed.
+    let unsigned = unsigned_copy(d, &p.kernel);
+    let unsigned_bytes = std::fs::read(&unsigned).expect("read unsigned kernel");
     let initrd_bytes = std::fs::read(&p.initrd).expect("read initramfs");
     let stage1 = stage1_initrd(d, &initrd_bytes, unsigned_bytes, b"not used".to_vec());
     // A stick (shim, signed systemd-boot, the signed boot kernel) whose
@@ -218,14 +285,25 @@ fn under_secure_boot_an_unsigned_target_kernel_is_refused_in_words() {
         &mut vm,
         &format!("target kernel {} is not signed (ENODATA)", p.release),
     );
+    // No earlier release to fall back to (a test hand-over has no cache).
+    expect(&mut vm, "fallback FAIL");
+    expect(
+        &mut vm,
+        "no fallback: no cache partition, so no earlier release is kept; nothing else is started",
+    );
     expect(&mut vm, "rescue: shell on /dev/ttyS0");
     expect(&mut vm, "(phase rescue)");
     vm.send_line("/bin/busybox poweroff -f")
         .expect("type on the serial console");
     let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
     assert!(st.success(), "QEMU exit status {st}");
+    let log = vm.log();
     assert!(
-        !vm.log().contains("kexec_core: Starting new kernel"),
+        log.contains(&kernel_refusal(-61)),
+        "the kernel's own refusal (-ENODATA) is not on the console:\n{log}"
+    );
+    assert!(
+        !log.contains("kexec_core: Starting new kernel"),
         "an unsigned kernel was started"
     );
 }
@@ -331,5 +409,158 @@ fn stage1_kexecs_into_the_target_which_boots_the_squashfs_and_runs_its_services(
         "kexec boot test: stage 1 -> kexec {:.1} s, whole test {:.1} s",
         t_kexec.as_secs_f64(),
         t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Under Secure Boot with the Microsoft keys, two boots of one writable
+/// stick (a fleet of `boot_fail_common`, seeded with release 1):
+///
+/// 1. offline from the cache: release 1 (Debian's signed kernel) boots,
+///    and stage 1 keeps it in the cache as the release to fall back to;
+/// 2. a peer serves release 2, whose kernel is the same one signed by a
+///    key made here instead of Debian's: stage 1 verifies and fetches it,
+///    the locked-down kernel refuses it (its own line, `-ENOKEY`), and
+///    stage 1 falls back to release 1 from the cache: its marker runs,
+///    `boot.json` records the refused kernel, and no kernel but the
+///    Debian-signed one is started.
+#[test]
+fn under_secure_boot_a_refused_kernel_falls_back_to_the_last_release_that_booted() {
+    use super::boot_fail_common::{user_net, Fleet, Peer, PEER_URL};
+    let t0 = Instant::now();
+    let p = prereqs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let fleet = Fleet::new(d, "fallback");
+    let repo = d.join("repo");
+    let tag = format!("{}-{}", std::process::id(), t0.elapsed().as_nanos());
+    let (old, new) = (format!("release1-{tag}"), format!("release2-{tag}"));
+    fleet.publish(&repo, &old, 1);
+    let disk = d.join("disk.img");
+    fleet.disk(&repo, &disk);
+    let foreign = foreign_signed_copy(d, &fleet.kernel);
+    fleet.publish_with_kernel(&repo, &new, 2, &foreign);
+    let signed_sha = sha256_hex(&std::fs::read(&fleet.kernel).expect("read kernel"));
+    let foreign_sha = sha256_hex(&std::fs::read(&foreign).expect("read foreign kernel"));
+    let t_built = t0.elapsed();
+    let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
+    let line = |vm: &mut Vm, s: &str| {
+        let re = regex::Regex::new(&format!("{}[^\\n]*\\n", regex::escape(s))).expect("regex");
+        vm.wait_for_regex(&re)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .trim_end()
+            .to_owned()
+    };
+
+    // Boot 1: no NIC; release 1 from the seeded cache, kept as the one to
+    // fall back to.
+    {
+        let mut vm = Qemu::image(&disk)
+            .writable()
+            .secure_boot()
+            .memory_mib(1024)
+            .name("fallback-boot1")
+            .timeout(BOOT_TIMEOUT * 2)
+            .start()
+            .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+        expect(&mut vm, "secureboot on, lockdown integrity");
+        let fetched = line(&mut vm, "fetch    ok");
+        assert!(fetched.contains("targets v1"), "{fetched}");
+        expect(
+            &mut vm,
+            "fallback: kept release targets v1 snapshot v1 in the cache as the one to fall back to",
+        );
+        expect(&mut vm, &format!("release-marker: {old} root=overlay"));
+        expect(&mut vm, "supervisor: powering off");
+        let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+        assert!(st.success(), "QEMU exit status {st}");
+    }
+    let t_boot1 = t0.elapsed();
+
+    // Boot 2: the same stick; a peer serves release 2.
+    testkit::qemu::edit_entry_in_place(&disk, None, &format!("phase.peers={PEER_URL}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let peer = Peer::serve(&repo, &d.join("peer-cache"));
+    let mut vm = Qemu::image(&disk)
+        .writable()
+        .secure_boot()
+        .args(user_net(Some(peer.port)))
+        .memory_mib(1024)
+        .name("fallback-boot2")
+        .timeout(BOOT_TIMEOUT * 2)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    expect(&mut vm, "secureboot on, lockdown integrity");
+    let kernel = line(&mut vm, "fetch: kernel    stable/x86_64/kernel");
+    assert!(
+        kernel.contains(&format!("sha256:{}..", &foreign_sha[..12])) && kernel.contains(PEER_URL),
+        "release 2's kernel, verified, from the peer: {kernel}"
+    );
+    let fetched = line(&mut vm, "fetch    ok");
+    assert!(fetched.contains("targets v2"), "{fetched}");
+    let route = line(&mut vm, "route    ok");
+    assert!(
+        route.contains("kexec: the target kernel (sha256"),
+        "{route}"
+    );
+    expect(&mut vm, "kexec    FAIL");
+    expect(
+        &mut vm,
+        &format!(
+            "target kernel {} is not signed by a key this machine trusts (ENOKEY; secureboot on, lockdown integrity)",
+            p.release
+        ),
+    );
+    let fallback = line(&mut vm, "fallback ok");
+    assert!(
+        fallback.contains(&format!(
+            "release targets v2 snapshot v2 refused (its kernel sha256:{}..); falling back to release targets v1 snapshot v1, the older signed target in the cache: kernel sha256:{}..",
+            &foreign_sha[..12],
+            &signed_sha[..12]
+        )),
+        "{fallback}"
+    );
+    expect(&mut vm, "kexec    ok");
+    expect(&mut vm, "kexec: starting the target kernel");
+    expect(&mut vm, "kexec_core: Starting new kernel");
+    expect(&mut vm, &format!("release-marker: {old} root=overlay"));
+    let bj = line(&mut vm, "boot.json: {");
+    assert!(
+        bj.contains(&format!(
+            "\"kind\":\"kernel\",\"target\":\"stable/x86_64/kernel\",\"sha256\":\"{signed_sha}\""
+        )),
+        "boot.json names the signed kernel: {bj}"
+    );
+    assert!(
+        bj.contains("\"fallback\":{\"refused\":\"targetkernel")
+            && bj.contains(&format!("\"kernel\":\"{foreign_sha}\""))
+            && bj.contains("\"path\":\"kexec\""),
+        "boot.json records the refused kernel: {bj}"
+    );
+    expect(&mut vm, "supervisor: powering off");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
+    let log = vm.log();
+    assert!(
+        !log.contains(&format!("release-marker: {new}")),
+        "release 2 ran:\n{log}"
+    );
+    assert_eq!(log.matches("kexec    FAIL").count(), 1, "{log}");
+    // The refusal is the locked-down kernel's, not stage 1's.
+    assert_eq!(
+        log.matches(&kernel_refusal(-126)).count(),
+        1,
+        "the kernel's own refusal (-ENOKEY), once:\n{log}"
+    );
+    assert_eq!(
+        log.matches("kexec_core: Starting new kernel").count(),
+        1,
+        "one kernel started after stage 1, the signed one:\n{log}"
+    );
+    drop(peer);
+    eprintln!(
+        "fallback test: build {:.1} s, boot 1 {:.1} s, boot 2 {:.1} s",
+        t_built.as_secs_f64(),
+        (t_boot1 - t_built).as_secs_f64(),
+        (t0.elapsed() - t_boot1).as_secs_f64()
     );
 }

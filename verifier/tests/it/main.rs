@@ -10,6 +10,7 @@ mod duplicate_signatures;
 mod endless_data;
 mod fast_forward_recovery;
 mod indefinite_freeze;
+mod kept_release;
 mod malformed_metadata;
 mod mix_and_match;
 mod path_traversal;

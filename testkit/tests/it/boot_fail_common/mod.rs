@@ -101,12 +101,19 @@ impl Fleet {
     /// Publishes one release into `repo` (each publish is the next
     /// targets/snapshot/timestamp version): this fleet's kernel and
     /// initramfs, and a busybox rootfs whose service prints
-    /// `rollback-marker: <marker> root=<fs of />` and powers off.
+    /// `release-marker: <marker> root=<fs of />` and `/phase/boot.json`
+    /// (`boot.json: {...} :boot.json-end`, spaces removed), then powers off.
     pub fn publish(&self, repo: &Path, marker: &str, version: u32) {
+        self.publish_with_kernel(repo, marker, version, &self.kernel);
+    }
+
+    /// [`Fleet::publish`] with another kernel file.
+    pub fn publish_with_kernel(&self, repo: &Path, marker: &str, version: u32, kernel: &Path) {
         let work = self.dir.join(format!("rootfs-{marker}"));
         std::fs::create_dir_all(&work).expect("mkdir");
         let squash = work.join("rootfs.squashfs");
-        let hello = "echo \"release-marker: $(cat /etc/marker) root=$(busybox awk '$2==\"/\"{print $3}' /proc/mounts)\"";
+        let hello = "echo \"release-marker: $(cat /etc/marker) root=$(busybox awk '$2==\"/\"{print $3}' /proc/mounts)\"; \
+                     echo \"boot.json: $(busybox tr -d ' \\n' < /phase/boot.json) :boot.json-end\"";
         let services = format!(
             "[service.hello]\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"{}\"]\ntype = \"oneshot\"\n\n\
              [service.stopper]\ncommand = \"/bin/busybox\"\nargs = [\"poweroff\"]\nafter = [\"hello\"]\n",
@@ -129,7 +136,7 @@ impl Fleet {
             "--arch".into(),
             "x86_64".into(),
             "--kernel".into(),
-            self.kernel.clone().into(),
+            kernel.into(),
             "--initramfs".into(),
             self.initramfs.clone().into(),
             "--rootfs".into(),
