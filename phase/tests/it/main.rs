@@ -9,6 +9,7 @@ mod external_signer_prints_garbage;
 mod image_seed;
 mod offline_root_online_timestamp;
 mod publish_job;
+mod publish_verity;
 mod serve_fetch;
 mod signer_support;
 mod silent_metadata_server;
