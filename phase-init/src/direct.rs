@@ -277,6 +277,7 @@ pub fn lay_out_step(
         initramfs: &artifacts.initramfs,
         rootfs: &artifacts.rootfs,
         extra: &extra,
+        verity: artifacts.verity.as_ref(),
         tuf: &artifacts.tuf,
         boot: &boot,
     };
@@ -290,8 +291,15 @@ pub fn lay_out_step(
         }
     }
     let target = cmdline::parse(&cmdline).config;
+    let verity = match &artifacts.verity {
+        Some(v) => format!(
+            ", read through dm-verity with the tree {}",
+            v.params.verity.tree
+        ),
+        None => ", read without dm-verity (no tree)".to_owned(),
+    };
     let detail = format!(
-        "{} in place: {} verified objects bound read-only, rootfs {}",
+        "{} in place: {} verified objects bound read-only, rootfs {}{verity}",
         crate::stage2::PAYLOAD_DIR,
         binds.len(),
         artifacts.rootfs.path.display()
@@ -342,6 +350,8 @@ mod tests {
             names: ["k".into(), "i".into(), "r".into()],
             extra: vec![],
             tuf: vec![],
+            verity: None,
+            rootfs_hashed: true,
         }
     }
 

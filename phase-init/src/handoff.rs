@@ -17,7 +17,7 @@ use handover::{ArtifactRecord, BootJson, StepTiming, BOOT_JSON_VERSION};
 
 use crate::cmdline::{Config, Stage};
 use crate::kexec::Target;
-use crate::payload::{self, Artifact, MetaFile, Payload, PayloadError};
+use crate::payload::{self, Artifact, MetaFile, Payload, PayloadError, RootVerity};
 use crate::step::{chain, Status};
 
 /// `phase.test=kexec` reads `vmlinuz`, `initramfs.img`, `rootfs.squashfs`
@@ -40,6 +40,12 @@ pub enum HandoffError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("the rootfs {path} is not the signed one (sha256 {got}, {len} bytes)")]
+    RootfsMismatch {
+        path: PathBuf,
+        got: String,
+        len: u64,
     },
     #[error("cannot assemble the target initrd {path}")]
     Payload {
@@ -64,6 +70,14 @@ pub struct Artifacts {
     pub extra: Vec<(String, Artifact)>,
     /// The verified TUF metadata, re-shared from `/phase/tuf/`.
     pub tuf: Vec<MetaFile>,
+    /// The rootfs's dm-verity tree and signed parameters, when the release
+    /// has them: stage 2 then reads the rootfs through dm-verity.
+    pub verity: Option<RootVerity>,
+    /// Whether the rootfs was hashed whole in this boot. A rootfs with
+    /// dm-verity parameters taken from the cache is not (dm-verity checks
+    /// each block as it is read); [`prepare`] hashes it before it goes
+    /// into a kexec initrd, whose initramfs this stage has not checked.
+    pub rootfs_hashed: bool,
 }
 
 /// The artifacts of a `phase.test=kexec` boot, from `dir`.
@@ -87,6 +101,8 @@ pub fn test_artifacts(dir: &Path, channel: &str) -> Result<Artifacts, HandoffErr
         names: ["kernel", "initramfs", "rootfs"].map(|k| format!("{channel}/{arch}/{k}")),
         extra: Vec::new(),
         tuf: Vec::new(),
+        verity: None,
+        rootfs_hashed: true,
     })
 }
 
@@ -127,6 +143,11 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
             record("rootfs", &a.names[2], &a.rootfs),
         ]
         .into_iter()
+        .chain(
+            a.verity
+                .iter()
+                .map(|v| record("verity", &v.params.verity.tree, &v.tree)),
+        )
         .chain(a.extra.iter().map(|(name, art)| record("job", name, art)))
         .collect(),
         tuf: Default::default(),
@@ -151,6 +172,21 @@ pub fn prepare(a: &Artifacts, boot: &BootJson, out: &Path) -> Result<(Target, u6
             source,
         })?;
     }
+    if !a.rootfs_hashed {
+        let got = Artifact::hash_file("rootfs", &a.rootfs.path).map_err(|source| {
+            HandoffError::Payload {
+                path: out.to_path_buf(),
+                source,
+            }
+        })?;
+        if got.sha256 != a.rootfs.sha256 || got.length != a.rootfs.length {
+            return Err(HandoffError::RootfsMismatch {
+                path: a.rootfs.path.clone(),
+                got: got.sha256,
+                len: got.length,
+            });
+        }
+    }
     let file = File::create(out).map_err(|source| HandoffError::Create {
         path: out.to_path_buf(),
         source,
@@ -163,6 +199,7 @@ pub fn prepare(a: &Artifacts, boot: &BootJson, out: &Path) -> Result<(Target, u6
             initramfs: &a.initramfs,
             rootfs: &a.rootfs,
             extra: &extra,
+            verity: a.verity.as_ref(),
             tuf: &a.tuf,
             boot,
         },
