@@ -219,7 +219,7 @@ pub fn create(name: &str, flags: u32, targets: &[Target]) -> Result<Device, DmEr
     let control = control()?;
     let mut buf = header(name, 0, DM_IOCTL_SIZE, 0)?;
     call(&control, Command::DevCreate, "create", name, &mut buf)?;
-    let made = (|| {
+    let made = (|| -> Result<(u32, u32), DmError> {
         call(&control, Command::TableLoad, "table load", name, &mut load)?;
         let mut resume = header(name, 0, DM_IOCTL_SIZE, 0)?;
         call(&control, Command::DevSuspend, "resume", name, &mut resume)?;
@@ -321,7 +321,8 @@ mod tests {
 
     #[test]
     fn bad_names_types_and_params_are_refused() {
-        for bad in ["", "a/b", "with space", &"x".repeat(128)] {
+        let long = "x".repeat(128);
+        for bad in ["", "a/b", "with space", long.as_str()] {
             assert!(
                 matches!(header(bad, 0, 0, 0), Err(DmError::Name(_))),
                 "{bad:?}"

@@ -76,28 +76,53 @@ fn make_rootfs(dir: &Path, out: &Path, marker: &str) {
         out,
         &[
             ("etc/marker", marker_file.as_bytes()),
-            ("etc/verity-probe", &probe),
+            ("etc/verity-probe", probe.as_slice()),
         ],
         &services,
     );
 }
 
 /// Flips the probe byte wherever the disk image holds it (the rootfs
-/// object in the cache partition's CAS); returns how many copies.
+/// object in the cache partition's CAS), reading the image in pieces;
+/// returns how many copies.
 fn flip_probe_byte(disk: &Path) -> usize {
+    use std::io::{Read, Seek, SeekFrom, Write};
     let probe = probe_bytes();
     let needle = &probe[PROBE_FLIP..PROBE_FLIP + 64];
-    let mut bytes = std::fs::read(disk).expect("read the disk image");
-    let at: Vec<usize> = bytes
-        .windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle)
-        .map(|(i, _)| i)
-        .collect();
-    for i in &at {
-        bytes[*i] ^= 0xff;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .expect("open the disk image");
+    let mut at = Vec::new();
+    let mut buf = vec![0u8; 16 << 20];
+    // Each piece starts with the previous one's last 63 bytes.
+    let (mut kept, mut base) = (0usize, 0u64);
+    loop {
+        let n = f.read(&mut buf[kept..]).expect("read the disk image");
+        if n == 0 {
+            break;
+        }
+        let end = kept + n;
+        for (i, w) in buf[..end].windows(needle.len()).enumerate() {
+            if w == needle {
+                at.push(base + i as u64);
+            }
+        }
+        let keep = (needle.len() - 1).min(end);
+        buf.copy_within(end - keep..end, 0);
+        base += (end - keep) as u64;
+        kept = keep;
     }
-    std::fs::write(disk, &bytes).expect("write the disk image");
+    at.dedup();
+    for pos in &at {
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(*pos)).expect("seek");
+        f.read_exact(&mut b).expect("read");
+        b[0] ^= 0xff;
+        f.seek(SeekFrom::Start(*pos)).expect("seek");
+        f.write_all(&b).expect("write the disk image");
+    }
     at.len()
 }
 
