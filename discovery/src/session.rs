@@ -281,7 +281,9 @@ impl Session {
                     match dht.find_providers(*d, lookup.timeout).await {
                         Ok(s) => streams.push(Box::pin(s.into_stream())),
                         Err(e) => {
-                            let _ = tx.send(Msg::Failed(Source::Dht, chain(&e))).await;
+                            let _ = tx
+                                .send(Msg::Failed(Source::Dht, verifier::error_chain(&e)))
+                                .await;
                             return;
                         }
                     }
@@ -517,21 +519,6 @@ pub async fn choose_addr(addrs: &[SocketAddr], per_try: Duration) -> Option<Sock
         }
     }
     None
-}
-
-/// `error: cause: cause`, on one line.
-#[cfg(feature = "dht")]
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    // Bounded: error chains are short; 16 links at most.
-    for _ in 0..16 {
-        let Some(c) = cur else { break };
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

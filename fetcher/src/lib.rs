@@ -8,7 +8,9 @@
 //! * [`fetch`]: one object from many peers at once over HTTP `Range`,
 //!   verified chunk by chunk against the signed chunk list;
 //! * [`server`]: the read-only peer HTTP server (`phase serve`, every booted
-//!   node);
+//!   node), with [`attest`]: the rules of its `GET /attest` (nonce,
+//!   rate limit, status codes; the quote comes from the binary's
+//!   [`Attestor`]);
 //! * [`tor`]: the route of the HTTP client (direct, SOCKS5, embedded Tor);
 //! * [`peer`] and [`transport`]: peer URLs, and the TUF client's transport
 //!   over them (implements `verifier::Transport`);
@@ -21,6 +23,7 @@
 //! discovery (the `discovery` crate), and the console (callers draw progress).
 #![forbid(unsafe_code)]
 
+pub mod attest;
 pub mod body;
 pub mod cas;
 pub mod digest;
@@ -33,6 +36,7 @@ pub mod tor;
 pub mod transport;
 pub mod wire;
 
+pub use attest::{AttestError, Attestor};
 pub use body::{read_body, BodyError, BodyLimits};
 pub use cas::{Cas, CasError, GcReport, Stored};
 pub use digest::Sha256Digest;

@@ -7,6 +7,7 @@
 //! | `GET /tuf/targets/<path>` | `<repo>/targets/<path>`, else the CAS object named by the `<sha256>.` prefix of the last element |
 //! | `GET\|HEAD /cas/sha256/<hex>` | the object, single-range `Range`, strong `ETag` = digest |
 //! | `GET /cas/sha256/<hex>/chunks` | `{"complete":true,...}` or the verified chunks of a download in progress |
+//! | `GET /attest?nonce=<hex>` | a TPM quote over the nonce, from the configured [`Attestor`] (`crate::attest`) |
 //!
 //! Everything else is 404 (no listing) or 405 (any method but GET/HEAD).
 //! Path segments are percent-decoded once and must be plain names
@@ -49,6 +50,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify, Semaphore};
 
+use crate::attest::{parse_nonce, AttestError, Attestor, Bucket};
 use crate::cas::Cas;
 use crate::digest::Sha256Digest;
 use crate::wire::RangeReq;
@@ -77,6 +79,12 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Read size when streaming a file.
     pub block_size: usize,
+    /// Who answers `GET /attest` (none: 404 `no TPM`).
+    pub attestor: Option<Arc<dyn Attestor>>,
+    /// `/attest` requests served at once before the rate limit (429).
+    pub attest_burst: u32,
+    /// One more `/attest` request per this much time.
+    pub attest_refill: Duration,
 }
 
 impl ServerConfig {
@@ -92,6 +100,9 @@ impl ServerConfig {
             min_progress: 32 * 1024,
             max_header_bytes: 16 * 1024,
             block_size: 256 * 1024,
+            attestor: None,
+            attest_burst: 4,
+            attest_refill: Duration::from_secs(1),
         }
     }
 }
@@ -114,6 +125,8 @@ struct State {
     /// Repository target files by the digest prefix of their consistent
     /// names, so `/cas/sha256/<hex>` also serves what the repo holds.
     repo_index: std::sync::Mutex<RepoIndex>,
+    attestor: Option<Arc<dyn Attestor>>,
+    attest_bucket: Bucket,
 }
 
 #[derive(Default)]
@@ -182,6 +195,8 @@ pub async fn serve(
         repo: config.repo.clone(),
         block: config.block_size.max(64 * 1024),
         repo_index: std::sync::Mutex::new(RepoIndex::default()),
+        attestor: config.attestor.clone(),
+        attest_bucket: Bucket::new(config.attest_burst, config.attest_refill),
     });
     let sem = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let per_address: PerAddress = Arc::new(Mutex::new(HashMap::new()));
@@ -533,6 +548,15 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let headers = req.headers().clone();
     let head = method == Method::HEAD;
+    if path == "/attest" {
+        if head {
+            let mut r = status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+            return r;
+        }
+        return attest(state, req.uri().query()).await;
+    }
     if let Some(rest) = path.strip_prefix("/cas/sha256/") {
         let (hex, tail) = match rest.split_once('/') {
             Some((h, t)) => (h, Some(t)),
@@ -594,6 +618,42 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         return not_found();
     }
     not_found()
+}
+
+/// `GET /attest?nonce=<hex>`: the nonce's form, then the rate limit, then
+/// the attestor on the blocking pool (it talks to the TPM).
+async fn attest(state: &State, query: Option<&str>) -> Response<Body> {
+    let Some(attestor) = state.attestor.clone() else {
+        return status(StatusCode::NOT_FOUND, "no TPM: this server does not attest");
+    };
+    let nonce = match parse_nonce(query) {
+        Ok(n) => n,
+        Err(why) => return status(StatusCode::BAD_REQUEST, &why),
+    };
+    if !state.attest_bucket.take(std::time::Instant::now()) {
+        return status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many attestation requests: try again in a second",
+        );
+    }
+    match tokio::task::spawn_blocking(move || attestor.attest(&nonce)).await {
+        Ok(Ok(json)) => {
+            let mut r = Response::new(full(json));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Ok(Err(e @ AttestError::NoTpm(_))) => status(StatusCode::NOT_FOUND, &e.to_string()),
+        Ok(Err(e)) => status(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(_) => status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the attestation task failed",
+        ),
+    }
 }
 
 fn chunks(state: &State, d: &Sha256Digest, head: bool) -> Response<Body> {

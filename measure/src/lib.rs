@@ -10,18 +10,28 @@
 //! * [`replay`] and [`replay_log`]: the PCR value a log leads to;
 //! * [`Tpm`]: `TPM2_PCR_Extend` and `TPM2_PCR_Read` as raw command bytes
 //!   over any `Read + Write` (`/dev/tpmrm0`, or swtpm in the tests), and
-//!   response codes in words ([`ResponseCode`]).
+//!   response codes in words ([`ResponseCode`]);
+//! * the attestation key and the quote ([`Tpm::attest`]: `TPM2_CreatePrimary`
+//!   of the AK, `TPM2_Quote`, `TPM2_FlushContext`), and the pure check of a
+//!   quote ([`verify_quote`]: signature, nonce, PCR digest).
 //!
 //! What it does not own: when stage 1 measures and what it prints
 //! (phase-init's `measure` step), the `boot.json` schema (the `handover`
-//! crate's [`handover::Measurement`] is the record), quotes, attestation
-//! keys and the verifier's rules (not built yet).
+//! crate's [`handover::Measurement`] is the record), the `/attest`
+//! endpoint and the verifier's rules beyond one quote (`phase serve` and
+//! `phase attest verify`).
 #![forbid(unsafe_code)]
 
 mod event;
+mod quote;
 mod tpm;
 
 pub use event::{
     boot_events, extend, replay, replay_log, Event, Kind, LogError, Root, DOMAIN, PHASE_PCR,
+};
+pub use quote::{
+    ak_template, create_primary_command, flush_command, pcr_digest, quote_command, verify_quote,
+    AkPublic, Attest, EcdsaSignature, Quote, QuoteError, AK_ATTRIBUTES, NONCE_MAX, NONCE_MIN,
+    QUOTE_PCRS, TPM_RH_ENDORSEMENT,
 };
 pub use tpm::{extend_command, read_command, Command, ResponseCode, Tpm, TpmError, TPM_DEVICE};

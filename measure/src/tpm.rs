@@ -1,4 +1,4 @@
-//! The two TPM 2.0 commands stage 1 needs, as raw bytes (TPM 2.0 Library
+//! The TPM 2.0 commands stage 1 needs, as raw bytes (TPM 2.0 Library
 //! Specification, Part 3), over any byte stream: the kernel's resource
 //! manager `/dev/tpmrm0` (one write is one command, one read its
 //! response) or swtpm's TCP command port in the tests.
@@ -22,9 +22,9 @@ use std::path::Path;
 pub const TPM_DEVICE: &str = "/dev/tpmrm0";
 
 const TPM_ST_NO_SESSIONS: u16 = 0x8001;
-const TPM_ST_SESSIONS: u16 = 0x8002;
-const TPM_RS_PW: u32 = 0x4000_0009;
-const TPM_ALG_SHA256: u16 = 0x000b;
+pub(crate) const TPM_ST_SESSIONS: u16 = 0x8002;
+pub(crate) const TPM_RS_PW: u32 = 0x4000_0009;
+pub(crate) const TPM_ALG_SHA256: u16 = 0x000b;
 const HEADER: usize = 10;
 /// Larger than any response to the commands here; a longer one is refused.
 const MAX_RESPONSE: usize = 4096;
@@ -34,6 +34,9 @@ const MAX_RESPONSE: usize = 4096;
 pub enum Command {
     PcrExtend,
     PcrRead,
+    CreatePrimary,
+    Quote,
+    FlushContext,
 }
 
 impl Command {
@@ -42,6 +45,9 @@ impl Command {
         match self {
             Command::PcrExtend => 0x0000_0182,
             Command::PcrRead => 0x0000_017e,
+            Command::CreatePrimary => 0x0000_0131,
+            Command::Quote => 0x0000_0158,
+            Command::FlushContext => 0x0000_0165,
         }
     }
 
@@ -49,6 +55,9 @@ impl Command {
         match self {
             Command::PcrExtend => "TPM2_PCR_Extend",
             Command::PcrRead => "TPM2_PCR_Read",
+            Command::CreatePrimary => "TPM2_CreatePrimary",
+            Command::Quote => "TPM2_Quote",
+            Command::FlushContext => "TPM2_FlushContext",
         }
     }
 }
@@ -260,8 +269,26 @@ impl<T: Read + Write> Tpm<T> {
     }
 
     /// Sends one command and returns the response after its header, or the
-    /// response code when it is not success.
+    /// response code when it is not success. A TPM that did not start the
+    /// command (`TPM_RC_RETRY`, `TPM_RC_YIELDED`, `TPM_RC_TESTING`; swtpm
+    /// answers a quote with `TPM_RC_RETRY` now and then) gets it again, ten
+    /// times at most.
     pub fn transact(&mut self, command: Command, bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.transact_once(command, bytes) {
+                Err(TpmError::Rc { rc, .. })
+                    if tries < 10 && matches!(rc.0, 0x922 | 0x908 | 0x90a) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn transact_once(&mut self, command: Command, bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
         let io_err = |source| TpmError::Io { command, source };
         let malformed = |what| TpmError::Malformed { command, what };
         self.io.write_all(bytes).map_err(io_err)?;
@@ -337,10 +364,10 @@ fn parse_read(pcr: u32, body: &[u8]) -> Result<[u8; 32], &'static str> {
     Ok(out)
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
         if self.0.len() < n {
             return Err("truncated");
         }
@@ -348,13 +375,19 @@ impl<'a> Reader<'a> {
         self.0 = tail;
         Ok(head)
     }
-    fn u16(&mut self) -> Result<u16, &'static str> {
+    pub(crate) fn u16(&mut self) -> Result<u16, &'static str> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self) -> Result<u32, &'static str> {
+    pub(crate) fn u32(&mut self) -> Result<u32, &'static str> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, &'static str> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
     }
 }
 

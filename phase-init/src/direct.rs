@@ -307,6 +307,14 @@ pub fn lay_out_step(
     (Some(target), Status::ok(detail))
 }
 
+/// The lines stage 2 after a kexec shows first, for stage 2 in this
+/// kernel: its configuration (as the cmdline line) and the ready line.
+pub fn announce(target: &Config) {
+    let console = crate::console::console();
+    console.line(&format!("stage 2 in this kernel: {}", target.summary()));
+    console.raw(&crate::ready_line(target));
+}
+
 fn bind_read_only(from: &Path, at: &Path) -> Result<(), String> {
     mount_bind(from, at)
         .and_then(|()| mount_remount(at, MountFlags::BIND | MountFlags::RDONLY, ""))

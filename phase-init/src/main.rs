@@ -1,58 +1,49 @@
 //! phase-init: PID 1 of the Phase Boot initramfs.
 //!
 //! The boot, in order — one console status line per step (the numbered
-//! names are `Step::ALL`, in its order; a test below keeps them equal):
+//! names are `Step::ALL`, in its order; a test in step.rs keeps
+//! them equal):
 //!
 //! ```text
-//!  1. mounts    /proc /sys /dev /dev/pts /dev/shm securityfs /run; then the
-//!               console: /dev/kmsg and every active console
-//!  2. cmdline   the phase.* parameters; typos warn, then defaults; from
-//!               here on the libraries' warnings are console lines
-//!               (phase.debug=true: their debug events too)
-//!  3. modules   coldplug via finit_module: modules.always, and the modules
-//!               whose modules.alias patterns match a device's modalias,
-//!               rescanned after each round (USB devices behind xhci)
+//!  1. mounts    /proc /sys /dev /dev/pts /dev/shm securityfs /run, then
+//!               the console: /dev/kmsg and every active console
+//!  2. cmdline   the phase.* parameters (typos warn, then defaults); the
+//!               libraries' warnings become console lines (phase.debug)
+//!  3. modules   coldplug: modules.always, then the modules whose aliases
+//!               match a device's modalias, rescanned after each round
 //!  4. loader    which systemd-boot entry booted us (efivarfs)
 //!  5. platform  secureboot on|off|setup, lockdown none|integrity|...
 //!  6. clock     the boot time expiry checks use (never behind the build)
 //!  7. trust     the baked trusted root, verified; its key fingerprint
-//!               phase.test=panic: a panic here (the rescue shell follows)
 //! stage 1 (phase.stage=boot):
 //!  8. identity  (private mode) a fresh peer id and random MACs
 //!  9. network   wired links up, DHCPv4 in parallel, IPv6 link-local
 //! 10. cache     the PHASE-CACHE partition (read-only: phase.nowrite, private)
-//! 11. discover  peers: mDNS in local mode, the DHT (phase.peers
-//!               multiaddrs) in internet mode (phase.discover_timeout)
+//! 11. discover  peers: mDNS (local mode), the DHT (internet mode)
 //! 12. tor       (private mode, no phase.socks5) the embedded Tor client
-//! 13. fetch     TUF refresh (peers, then the cache) and the verified kernel,
-//!               initramfs, rootfs of (channel, arch); when no peer
-//!               delivered, discover + fetch again after a backoff with a
-//!               countdown (phase.retry, default forever; a key press on
-//!               the console stops it for the rescue shell)
+//! 13. fetch     TUF refresh and the verified kernel, initramfs, rootfs of
+//!               (channel, arch); no peer delivered: again after a backoff
+//!               (phase.retry; a key press opens the rescue shell)
 //! 14. grace     (metadata expired offline) what phase.grace allows, loudly
 //!               then `phase-init: ready mode=<mode> channel=<channel>`
 //! 15. artifact  phase.test=kexec (instead of 10-14): /etc/phase/test-artifacts
 //! 16. private   (private mode) nothing listens, no disk is writable
-//! 17. measure   one event per fact of the verified boot (root, TUF
-//!               versions, digests, target command line, mode, channel)
-//!               into TPM PCR 23, the log into boot.json; no TPM: `tpm
-//!               none` and on (phase.tpm=require: stop)
-//! 18. route     kexec, or (phase.kexec=auto, the default) go on as stage 2
-//!               when the verified target kernel and initramfs are the
-//!               files the boot loader started (direct.rs)
+//! 17. measure   one event per fact of the verified boot into TPM PCR 23,
+//!               the log into boot.json (no TPM: `tpm none`)
+//! 18. route     kexec, or (phase.kexec=auto) go on as stage 2 when the
+//!               verified kernel and initramfs are the ones that booted
 //! 19. payload   kexec: target initramfs ++ payload cpio (rootfs, CAS,
 //!               boot.json); direct: /phase in place, objects bound read-only
 //! 20. kexec     kexec_file_load, then reboot(KEXEC)
 //! stage 2 (phase.stage=target, or stage 1 going on directly), after the
-//! ready line and what stage 1 measured (PCR 23 and boot.json's log,
-//! `measure:` and one `phase-init: measurements <JSON>` line):
+//! ready line and what stage 1 measured (PCR 23, boot.json's log):
 //! 21. rootfs    squashfs via loop (through dm-verity when the release
 //!               signs a tree) + OverlayFS with a tmpfs upper
 //! 22. move      /proc /sys /dev /run and the payload into the new root
 //! 23. switch    switch_root (the initramfs contents are freed)
 //! 24. identity  (private mode) the MACs of boot.json again
 //! 25. services  exec mode: the supervisor (systemd mode: exec /sbin/init)
-//! on failure: the rescue shell
+//! on failure: the rescue shell; phase.test=panic panics after trust
 //! ```
 //!
 //! PID 1 never exits: a panic anywhere in the boot lands in the rescue shell.
@@ -63,7 +54,6 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 
@@ -125,8 +115,7 @@ fn boot() {
 
 /// Stage 1: network, the verified fetch, the ready line, kexec.
 fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRoot>) {
-    // Private mode: a fresh identity before any packet leaves (random MACs,
-    // an ephemeral peer id; see private.rs).
+    // Private mode: a fresh identity (random MACs, peer id) before any packet.
     let private = config.mode == Mode::Private;
     let mut identity = private
         .then(|| run(Step::Identity, private_boot::identity_step))
@@ -191,12 +180,7 @@ fn hand_over(
     if route.is_direct() {
         let lay_out = || direct::lay_out_step(artifacts, config, provenance, identity, &route, log);
         if let Some(target_config) = run(Step::Payload, lay_out) {
-            // What stage 2 after a kexec shows as its cmdline line.
-            console().line(&format!(
-                "stage 2 in this kernel: {}",
-                target_config.summary()
-            ));
-            console().raw(&ready_line(&target_config));
+            direct::announce(&target_config);
             target(&target_config);
         }
         return;
@@ -216,14 +200,7 @@ fn hand_over(
 /// Stage 2: the payload's rootfs becomes `/`, then systemd or the
 /// supervisor takes over. Returns on failure (rescue shell).
 fn target(config: &Config) {
-    let device = Path::new(::measure::TPM_DEVICE);
-    for line in measure::target_lines(device, Path::new(handover::BOOT_JSON)) {
-        if line.starts_with(measure::LOG_LINE) {
-            console().raw(&line);
-        } else {
-            console().line(&line);
-        }
-    }
+    measure::show_stage1(Path::new(::measure::TPM_DEVICE));
     let (upper, set_aside) = stage2::upper_for(config);
     if let Some(line) = set_aside {
         console().warn(&line);
@@ -238,11 +215,7 @@ fn target(config: &Config) {
         run(Step::TargetIdentity, private_boot::target_identity_step);
     }
     match stage2::handover(Path::new("/")) {
-        stage2::Handover::Systemd(init) => {
-            console().line(&format!("handover: systemd mode, exec {}", init.display()));
-            let e = std::process::Command::new(&init).exec();
-            console().line(&format!("handover: cannot exec {}: {e}", init.display()));
-        }
+        stage2::Handover::Systemd(init) => stage2::exec_systemd(&init),
         stage2::Handover::Exec => {
             if let Some(list) = run(Step::Services, || supervisor::step(config)) {
                 supervisor::serve(&list, config);
@@ -274,23 +247,4 @@ fn test_hook(test: TestAction, config: &Config, baked: Option<&trust::BakedRoot>
 #[allow(clippy::panic)]
 fn test_panic() {
     panic!("phase.test=panic: panicking on purpose");
-}
-
-#[cfg(test)]
-mod tests {
-    /// The `//!` list at the top: numbered 1..N, the names of `Step::ALL`.
-    #[test]
-    fn the_step_list_at_the_top_is_step_all() {
-        let listed: Vec<(u32, String)> = include_str!("main.rs")
-            .lines()
-            .map_while(|l| l.strip_prefix("//!"))
-            .filter_map(|l| {
-                let (n, rest) = l.trim_start().split_once(". ")?;
-                Some((n.parse().ok()?, rest.split_whitespace().next()?.to_owned()))
-            })
-            .collect();
-        let all = phase_init::step::Step::ALL.iter();
-        let expected: Vec<(u32, String)> = (1..).zip(all.map(|s| s.name().to_owned())).collect();
-        assert_eq!(listed, expected);
-    }
 }

@@ -16,7 +16,7 @@ use ::measure::{Event, Root, Tpm, PHASE_PCR};
 use handover::Measurement;
 
 use crate::cmdline::{Config, TpmPolicy};
-use crate::console::Outcome;
+use crate::console::{console, Outcome};
 use crate::handoff::{self, Artifacts, Provenance};
 use crate::step::{chain, Status};
 use crate::trust::BakedRoot;
@@ -145,6 +145,18 @@ fn stop(detail: &str, problem: String) -> Status {
 /// The machine-readable console line stage 2 prints with `boot.json`'s
 /// event log: this prefix, then the log as compact JSON.
 pub const LOG_LINE: &str = "phase-init: measurements ";
+
+/// Prints [`target_lines`] for the `boot.json` stage 1 left: the log line
+/// raw (a verifier reads it whole), the others as status lines.
+pub fn show_stage1(device: &Path) {
+    for line in target_lines(device, Path::new(handover::BOOT_JSON)) {
+        if line.starts_with(LOG_LINE) {
+            console().raw(&line);
+        } else {
+            console().line(&line);
+        }
+    }
+}
 
 /// Stage 2's view of what stage 1 measured, as console lines: PCR 23 as
 /// the TPM at `device` holds it now and whether the log in the

@@ -466,6 +466,16 @@ pub fn switch_root() -> Result<String, Stage2Error> {
     ))
 }
 
+/// Systemd mode: exec `init` (systemd) as PID 1. Returns only when the
+/// exec failed, after saying so.
+pub fn exec_systemd(init: &Path) {
+    use std::os::unix::process::CommandExt;
+    let console = crate::console::console();
+    console.line(&format!("handover: systemd mode, exec {}", init.display()));
+    let e = std::process::Command::new(init).exec();
+    console.line(&format!("handover: cannot exec {}: {e}", init.display()));
+}
+
 /// What happens after switch_root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handover {

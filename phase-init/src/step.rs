@@ -177,6 +177,25 @@ pub use verifier::error_chain as chain;
 mod tests {
     use super::*;
 
+    /// main.rs's `//!` list at the top: numbered 1..N, the names of
+    /// `Step::ALL` in its order, so the boot's table of contents cannot
+    /// drift from the steps that run.
+    #[test]
+    fn the_step_list_at_the_top_of_main_is_step_all() {
+        let listed: Vec<(u32, String)> = include_str!("main.rs")
+            .lines()
+            .map_while(|l| l.strip_prefix("//!"))
+            .filter_map(|l| {
+                let (n, rest) = l.trim_start().split_once(". ")?;
+                Some((n.parse().ok()?, rest.split_whitespace().next()?.to_owned()))
+            })
+            .collect();
+        let expected: Vec<(u32, String)> = (1..)
+            .zip(Step::ALL.iter().map(|s| s.name().to_owned()))
+            .collect();
+        assert_eq!(listed, expected);
+    }
+
     #[test]
     fn only_the_two_identity_steps_share_a_name() {
         let mut names: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();

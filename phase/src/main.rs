@@ -44,6 +44,8 @@ enum Command {
     Cache(cmd::cache::Args),
     /// List peers as they are found (mDNS on the LAN, Kademlia DHT).
     Discover(cmd::discover::Args),
+    /// Remote attestation: check what a node booted from its TPM quote.
+    Attest(cmd::attest::Args),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => cmd::fetch::run(args),
         Command::Cache(args) => cmd::cache::run(args),
         Command::Discover(args) => cmd::discover::run(args),
+        Command::Attest(args) => cmd::attest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

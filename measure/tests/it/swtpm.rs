@@ -10,14 +10,14 @@ use handover::{ArtifactRecord, BootJson, TufVersions, BOOT_JSON_VERSION};
 use measure::{boot_events, extend, replay, Event, Kind, Root, Tpm, TpmError, PHASE_PCR};
 
 /// A swtpm with a fresh state directory, killed on drop.
-struct Swtpm {
+pub struct Swtpm {
     child: Child,
     port: u16,
     _state: tempfile::TempDir,
 }
 
 impl Swtpm {
-    fn start() -> Swtpm {
+    pub fn start() -> Swtpm {
         let state = tempfile::tempdir().expect("tempdir");
         let port = free_port_pair();
         let child = Command::new("swtpm")
@@ -53,7 +53,7 @@ impl Swtpm {
         s
     }
 
-    fn tpm(&self) -> Tpm<TcpStream> {
+    pub fn tpm(&self) -> Tpm<TcpStream> {
         let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -61,7 +61,7 @@ impl Swtpm {
         Tpm::new(stream)
     }
 
-    fn tcti(&self) -> String {
+    pub fn tcti(&self) -> String {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
     }
 

@@ -1,4 +1,5 @@
 //! One module per subcommand: an `Args` struct (clap) and `run(Args)`.
+pub mod attest;
 pub mod cache;
 pub mod common;
 pub mod discover;

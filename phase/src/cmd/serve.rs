@@ -1,5 +1,6 @@
 //! `phase serve`: the read-only peer server over a cache (and optionally a
-//! TUF repository directory). See `fetcher::server` for the protocol.
+//! TUF repository directory). See `fetcher::server` for the protocol; its
+//! `GET /attest` quotes with this machine's TPM (`super::attest::node`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +39,20 @@ pub struct Args {
     /// Seconds allowed for the Tor bootstrap.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub tor_timeout: u64,
+    /// The TPM that answers GET /attest: the kernel's device, or a UNIX
+    /// socket speaking the TPM command stream (swtpm). Absent: /attest
+    /// answers 404 "no TPM".
+    #[arg(long, default_value = measure::TPM_DEVICE, value_name = "PATH")]
+    pub tpm: PathBuf,
+    /// The boot record whose event log /attest sends.
+    #[arg(long, default_value = handover::BOOT_JSON, value_name = "FILE")]
+    pub boot_json: PathBuf,
+    /// The firmware event log /attest sends when it exists.
+    #[arg(long, default_value = super::attest::node::FIRMWARE_LOG, value_name = "FILE")]
+    pub firmware_log: PathBuf,
+    /// The node's name in /attest answers (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -60,6 +75,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut cfg = fetcher::ServerConfig::new(&args.cache);
         cfg.repo = args.repo.clone();
         cfg.max_connections = args.max_connections;
+        cfg.attestor = Some(std::sync::Arc::new(super::attest::node::TpmAttestor::new(
+            args.tpm.clone(),
+            args.boot_json.clone(),
+            args.firmware_log.clone(),
+            args.node_name
+                .clone()
+                .unwrap_or_else(super::attest::node::host_name),
+        )));
         // Announce before the "listening" line, so a script that waits for
         // it also finds the server by mDNS/DHT.
         let _announcing = if args.announce.any() {

@@ -1,6 +1,7 @@
 //! The phase integration tests, in one test binary: one link, and
 //! one harness that runs their tests side by side (`--test-threads`).
 
+mod attest_verify;
 mod cache_verify;
 mod external_signer_exits_nonzero;
 mod external_signer_hangs_past_timeout;

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use testkit::fixtures::{self, build_dir, need};
 use testkit::netns::Lan;
-use testkit::qemu::Qemu;
+use testkit::qemu::{NicModel, Qemu};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -61,8 +61,9 @@ use super::boot_from_peer_common as common;
 
 /// The end-to-end boot: a LAN with no DHCP server (IPv6 link-local only),
 /// `phase serve --mdns` in a node serving the published repository, and a
-/// UEFI VM on a tap in `local` mode with an empty cache: stage 1 finds the
-/// peer by mDNS, verifies, fetches, kexecs; stage 2 runs the marker service
+/// UEFI VM on a tap in `local` mode with an empty cache and one NIC, an
+/// Intel 82574L (`e1000e`): stage 1 finds the peer by mDNS over that NIC,
+/// verifies, fetches, goes on as stage 2, which runs the marker service
 /// from the overlay root.
 #[test]
 fn boot_from_peer_over_mdns_and_ipv6_link_local() {
@@ -76,6 +77,7 @@ fn boot_from_peer_over_mdns_and_ipv6_link_local() {
 
     let mut vm = Qemu::image(&pubd.disk)
         .mode("local")
+        .nic_model(NicModel::E1000e)
         .tap(&tap)
         .memory_mib(512)
         .name("boot-from-peer")
@@ -86,6 +88,9 @@ fn boot_from_peer_over_mdns_and_ipv6_link_local() {
         |vm: &mut testkit::qemu::Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
     expect(&mut vm, "Phase Boot (local)");
     expect(&mut vm, "trust    ok");
+    // The only interface is the e1000e, with its link-local address.
+    let net = common::one_nic_line(&mut vm, NicModel::E1000e);
+    assert!(net.contains(&tap.guest_link_local().to_string()), "{net}");
     expect(&mut vm, "no DHCPv4 lease");
     expect(&mut vm, "cache    ok");
     let line = common::full_line(&mut vm, "discover ok");

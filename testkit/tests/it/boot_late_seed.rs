@@ -2,7 +2,9 @@
 //! trying (`phase.retry=forever`, the default) with a growing backoff and a
 //! console countdown, looks for peers again before each attempt, and boots
 //! without anyone touching it once the seed appears, here 60 s after the
-//! VM started.
+//! VM started. The node's one NIC is a USB CDC Ethernet device (`usb-net`
+//! on its own xHCI controller, `cdc_ether`): the seed is found and the
+//! boot set fetched over USB.
 //!
 //! The key press that stops the retries for the rescue shell is tested in
 //! `boot_fail.rs` (case 3b), on a cheaper direct-kernel boot.
@@ -12,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use testkit::netns::Lan;
-use testkit::qemu::{Qemu, Vm};
+use testkit::qemu::{NicModel, Qemu, Vm};
 
 use super::boot_from_peer_common as common;
 
@@ -32,6 +34,7 @@ fn a_node_that_powers_on_before_its_seed_boots_once_the_seed_is_up() {
     let started = Instant::now();
     let mut vm = Qemu::image(&pubd.disk)
         .mode("local")
+        .nic_model(NicModel::UsbNet)
         .tap(&tap)
         .memory_mib(512)
         .name("late-seed")
@@ -43,6 +46,11 @@ fn a_node_that_powers_on_before_its_seed_boots_once_the_seed_is_up() {
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
 
     expect(&mut vm, "secureboot on, lockdown integrity");
+    // The only interface is the USB one, link-local only (no DHCP here).
+    let net = common::one_nic_line(&mut vm, NicModel::UsbNet);
+    // (QEMU's usb-net gives the guest's CDC function a MAC of its own, so
+    // the address is not the tap MAC's EUI-64.)
+    assert!(net.contains(" fe80::"), "{net}");
     // No peer yet: the first attempt finds nobody and the retries begin.
     let first = common::full_line(&mut vm, "discover ");
     assert!(first.contains("0 peers (mdns)"), "{first}");

@@ -5,8 +5,9 @@
 //! * The only peer is the tampered one: the boot refuses with a line naming
 //!   the artifact and the peer, the console names the bad peer as dropped
 //!   for a bad chunk (the fetcher's tracing event), and nothing is kexec'd.
-//! * With an honest second peer on the LAN: the boot succeeds with bytes
-//!   from the honest peer only, the console names the bad peer as dropped,
+//! * With an honest second peer on the LAN: the boot (its one NIC an
+//!   RTL8139C+, `8139cp`) succeeds with bytes from the honest peer only,
+//!   the console names the bad peer as dropped,
 //!   the honest one is never dropped, and the target's marker runs.
 //! * A fake peer (the right root tag, garbage metadata) next to the honest
 //!   one: the TUF refresh drops it, names it on the console, and the boot
@@ -15,7 +16,7 @@
 //! Prerequisites as for `boot_from_peer` (built by `make test`).
 
 use testkit::netns::Lan;
-use testkit::qemu::{Qemu, Vm};
+use testkit::qemu::{NicModel, Qemu, Vm};
 
 use super::boot_from_peer_common as common;
 
@@ -96,6 +97,7 @@ fn with_an_honest_second_peer_the_boot_succeeds_from_it() {
 
     let mut vm = Qemu::image(&pubd.disk)
         .mode("local")
+        .nic_model(NicModel::Rtl8139)
         .tap(&tap)
         .memory_mib(512)
         .name("tampered-and-honest")
@@ -103,6 +105,9 @@ fn with_an_honest_second_peer_the_boot_succeeds_from_it() {
         .timeout(common::BOOT_TIMEOUT)
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    // The only interface is the RTL8139, link-local only (no DHCP here).
+    let net = common::one_nic_line(&mut vm, NicModel::Rtl8139);
+    assert!(net.contains(&tap.guest_link_local().to_string()), "{net}");
     let line = common::full_line(&mut vm, "discover ok");
     assert!(
         line.contains("2 peers (mdns)") && line.contains(&bad_host) && line.contains(&good_host),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use testkit::fixtures::{self, build_dir, need};
 use testkit::netns::{Daemon, Lan};
+use testkit::qemu::NicModel;
 
 /// UEFI boot, a 10 s DHCP wait on a LAN without DHCP, the fetch, kexec and
 /// stage 2, under TCG on a loaded 2-core host.
@@ -264,4 +265,29 @@ pub fn full_line(vm: &mut testkit::qemu::Vm, needle: &str) -> String {
         .unwrap_or_else(|e| panic!("{e}"))
         .trim_end()
         .to_owned()
+}
+
+/// Waits for the `network` status line (`ok` or `warn`) of a VM with one
+/// NIC of `model` and checks that the line lists exactly one interface,
+/// bound to `model`'s driver (`eth0 ... [e1000e]`): the boot's network
+/// went over that NIC. Returns the line.
+pub fn one_nic_line(vm: &mut testkit::qemu::Vm, model: NicModel) -> String {
+    let re = regex::Regex::new(r"network  (ok|warn) [^\n]*\n").expect("regex");
+    let found = vm.wait_for_regex(&re).unwrap_or_else(|e| panic!("{e}"));
+    // The match may come with the lines after it: the network line alone.
+    let line = found
+        .lines()
+        .find(|l| l.contains("network  "))
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned();
+    let entries = line.split_once("network  ").map_or("", |(_, e)| e);
+    let driver = format!(" [{}]", model.driver());
+    assert!(
+        entries.ends_with(&driver) && entries.matches(" [").count() == 1 && !entries.contains(", "),
+        "one interface, bound to {} ({}): {line}",
+        model.driver(),
+        model.device()
+    );
+    line
 }

@@ -1,0 +1,593 @@
+//! `phase attest verify` against `phase serve` quoting with a real TPM:
+//! swtpm on a UNIX socket, into which each test extends the event log of a
+//! boot of a release published here. One passing node, then one test per
+//! bad answer, each asserting the named error and that no verdict line is
+//! printed. swtpm is required (scripts/deps-apt.list): without it the
+//! tests fail.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use handover::{ArtifactRecord, BootJson, TufVersions, BOOT_JSON_VERSION};
+use measure::{boot_events, replay, Event, Root, Tpm, PHASE_PCR};
+
+const PHASE: &str = env!("CARGO_BIN_EXE_phase");
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(PHASE).args(args).output().expect("run phase");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A swtpm serving the TPM command stream on a UNIX socket, killed on drop.
+struct Swtpm {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Swtpm {
+    fn start() -> Swtpm {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("state")).expect("state dir");
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2"])
+            .args([
+                "--server",
+                &format!("type=unixio,path={}", s(&dir.path().join("tpm.sock"))),
+            ])
+            .args([
+                "--ctrl",
+                &format!("type=unixio,path={}", s(&dir.path().join("ctrl.sock"))),
+            ])
+            .args(["--flags", "startup-clear,not-need-init"])
+            .args([
+                "--tpmstate",
+                &format!("dir={}", s(&dir.path().join("state"))),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("swtpm runs (Debian package swtpm, scripts/deps-apt.list)");
+        Swtpm { child, dir }
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("tpm.sock")
+    }
+
+    /// Extends `events` into the TPM (retrying the connect while swtpm
+    /// starts).
+    fn extend(&self, events: &[Event]) {
+        let start = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(self.sock()) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(10),
+                        "swtpm does not listen on {}: {e}",
+                        s(&self.sock())
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut tpm = Tpm::new(stream);
+        for e in events {
+            tpm.pcr_extend(e.pcr, &e.digest()).expect("extend");
+        }
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A release published with `phase publish`, and `phase verify`'s report
+/// of it (names, digests, versions, root fingerprint).
+struct Release {
+    dir: tempfile::TempDir,
+    report: serde_json::Value,
+}
+
+impl Release {
+    fn publish() -> Release {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = dir.path();
+        let (good, _, err) = run(&["keygen", "--out", &s(&t.join("keys"))]);
+        assert!(good, "keygen: {err}");
+        for (i, kind) in ["kernel", "initramfs", "rootfs"].iter().enumerate() {
+            let bytes: Vec<u8> = (0..65_536u32).map(|n| (n * 7 + i as u32) as u8).collect();
+            std::fs::write(t.join(kind), bytes).expect("write");
+        }
+        let (good, _, err) = run(&[
+            "publish",
+            "--repo",
+            &s(&t.join("repo")),
+            "--keys",
+            &s(&t.join("keys")),
+            "--kernel",
+            &s(&t.join("kernel")),
+            "--initramfs",
+            &s(&t.join("initramfs")),
+            "--rootfs",
+            &s(&t.join("rootfs")),
+            "--cmdline",
+            "console=ttyS0",
+        ]);
+        assert!(good, "publish: {err}");
+        let (good, out, err) = run(&[
+            "verify",
+            "--repo",
+            &s(&t.join("repo")),
+            "--root",
+            &s(&t.join("keys/1.root.json")),
+            "--json",
+        ]);
+        assert!(good, "verify: {err}");
+        let report = serde_json::from_str(&out).expect("verify report");
+        Release { dir, report }
+    }
+
+    fn root(&self) -> String {
+        s(&self.dir.path().join("keys/1.root.json"))
+    }
+
+    fn repo(&self) -> String {
+        s(&self.dir.path().join("repo"))
+    }
+
+    fn sha256(&self, kind: &str) -> String {
+        self.target(kind)["sha256"]
+            .as_str()
+            .expect("sha256")
+            .to_string()
+    }
+
+    fn target(&self, kind: &str) -> &serde_json::Value {
+        self.report["targets"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .find(|t| t["name"] == format!("stable/x86_64/{kind}"))
+            .expect("target of the release")
+    }
+
+    /// The boot stage 1 records for this release (local mode).
+    fn boot(&self) -> BootJson {
+        let r = &self.report;
+        let v = |k: &str| r[k].as_u64();
+        let art = |kind: &str| ArtifactRecord {
+            kind: kind.into(),
+            target: format!("stable/x86_64/{kind}"),
+            sha256: self.sha256(kind),
+            length: self.target(kind)["length"].as_u64().expect("length"),
+        };
+        BootJson {
+            version: BOOT_JSON_VERSION,
+            mode: "local".into(),
+            channel: "stable".into(),
+            cmdline: "console=ttyS0 phase.mode=local phase.stage=target".into(),
+            artifacts: vec![art("kernel"), art("initramfs"), art("rootfs")],
+            tuf: TufVersions {
+                root: v("root_version"),
+                timestamp: v("timestamp_version"),
+                snapshot: v("snapshot_version"),
+                targets: v("targets_version"),
+            },
+            peers: vec![],
+            steps: vec![],
+            identity: None,
+            platform: None,
+            handover: None,
+            measurements: vec![],
+        }
+    }
+
+    fn events(&self, boot: &BootJson) -> Vec<Event> {
+        let fp = self.report["root_fingerprint"].as_str().expect("fp");
+        let root = Root {
+            fingerprint: fp,
+            version: self.report["root_version"].as_u64().expect("root version"),
+        };
+        boot_events(Some(root), boot)
+    }
+}
+
+/// `phase serve` on the release's repository, quoting with `swtpm`, its
+/// `boot.json` holding `log`; killed on drop.
+struct Node {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const FIRMWARE_LOG: &[u8] = b"\x00\x00\x00\x00firmware";
+
+fn serve(rel: &Release, tpm: &Path, log: &[Event], name: &str) -> Node {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut boot = rel.boot();
+    boot.measurements = log.iter().map(Event::record).collect();
+    std::fs::write(dir.path().join("boot.json"), boot.to_json()).expect("boot.json");
+    std::fs::write(dir.path().join("bios.bin"), FIRMWARE_LOG).expect("firmware log");
+    let mut child = Command::new(PHASE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--cache"])
+        .arg(dir.path().join("cache"))
+        .args(["--repo", &rel.repo(), "--tpm", &s(tpm)])
+        .args(["--boot-json", &s(&dir.path().join("boot.json"))])
+        .args(["--firmware-log", &s(&dir.path().join("bios.bin"))])
+        .args(["--node-name", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn phase serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("serve banner");
+    let url = line.trim().rsplit(' ').next().unwrap_or("").to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "banner: {line:?}");
+    Node {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+/// A node that booted the release: the whole log in the TPM and in
+/// `boot.json`.
+fn good_node(rel: &Release, name: &str) -> (Swtpm, Node) {
+    let swtpm = Swtpm::start();
+    let events = rel.events(&rel.boot());
+    swtpm.extend(&events);
+    let node = serve(rel, &swtpm.sock(), &events, name);
+    (swtpm, node)
+}
+
+fn verify(rel: &Release, store: &Path, source: &[&str]) -> (bool, String, String) {
+    let root = rel.root();
+    let store = s(store);
+    let mut args = vec!["attest", "verify", "--root", &root, "--ak-store", &store];
+    args.extend_from_slice(source);
+    run(&args)
+}
+
+/// The failure names `what`, and nothing passed.
+fn refused(result: (bool, String, String), what: &[&str]) -> String {
+    let (good, out, err) = result;
+    assert!(!good, "verify passed: {out}");
+    assert!(!out.contains("booted"), "a verdict was printed: {out}");
+    for w in what {
+        assert!(err.contains(w), "the error names {w:?}: {err}");
+    }
+    assert_eq!(err.trim().lines().count(), 1, "one error line: {err}");
+    err
+}
+
+fn get(url: &str) -> (u16, Vec<u8>) {
+    let resp = reqwest::blocking::get(url).expect("GET");
+    let status = resp.status().as_u16();
+    (status, resp.bytes().expect("body").to_vec())
+}
+
+/// An HTTP server on 127.0.0.1 that answers every request with `raw` (a
+/// whole response, or a broken one) and closes the connection.
+fn canned(raw: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && head.len() < 65_536 {
+                match conn.read(&mut b) {
+                    Ok(1) => head.push(b[0]),
+                    _ => break,
+                }
+            }
+            let _ = conn.write_all(&raw);
+            let _ = conn.flush();
+        }
+    });
+    url
+}
+
+fn ok_response(body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+#[test]
+fn a_node_that_booted_the_release_is_verified() {
+    let rel = Release::publish();
+    let (_swtpm, node) = good_node(&rel, "node-a");
+    let store = rel.dir.path().join("aks.json");
+
+    let (good, out, err) = verify(&rel, &store, &["--peer", &node.url]);
+    assert!(good, "verify failed: {err}");
+    assert_eq!(out.lines().count(), 1, "one verdict line: {out}");
+    let kernel = rel.sha256("kernel");
+    let rootfs = rel.sha256("rootfs");
+    let fp = rel.report["root_fingerprint"].as_str().expect("fp");
+    let tv = rel.report["targets_version"]
+        .as_u64()
+        .expect("targets version");
+    assert!(
+        out.starts_with(&format!(
+            "node node-a booted stable/x86_64 targets v{tv} (kernel {}…, rootfs {}…) from root fp {}…, mode local; AK ",
+            &kernel[..16],
+            &rootfs[..16],
+            &fp[..16]
+        )),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("first seen, recorded"), "{out}");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&store).expect("the AK store")).expect("json");
+    let ak = stored["nodes"]["node-a"]["ak"]
+        .as_str()
+        .expect("node-a's AK");
+    assert_eq!(ak.len(), 64);
+
+    // Again, as JSON: the same AK now, the PCR 23 of the replay.
+    let (good, out, err) = verify(&rel, &store, &["--peer", &node.url, "--json"]);
+    assert!(good, "verify failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("verdict JSON");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["node"], "node-a");
+    assert_eq!(v["ak"], ak);
+    assert_eq!(v["ak_first_use"], false);
+    assert_eq!(v["kernel"], kernel.as_str());
+    assert_eq!(v["rootfs"], rootfs.as_str());
+    assert_eq!(v["mode"], "local");
+    assert_eq!(v["channel"], "stable");
+    assert_eq!(v["arch"], "x86_64");
+    let events = rel.events(&rel.boot());
+    assert_eq!(v["events"], events.len());
+    assert_eq!(
+        v["pcrs"]["23"],
+        hex::encode(replay(&events, PHASE_PCR)).as_str()
+    );
+    assert_eq!(v["firmware_log_bytes"], FIRMWARE_LOG.len());
+}
+
+#[test]
+fn the_attest_endpoint_refuses_bad_nonces_and_answers_no_tpm_without_one() {
+    let rel = Release::publish();
+    let (_swtpm, node) = good_node(&rel, "node-a");
+    let (status, body) = get(&format!("{}/attest", node.url));
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&body).starts_with("no nonce"),
+        "{body:?}"
+    );
+    let (status, body) = get(&format!("{}/attest?nonce=0011", node.url));
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&body).starts_with("the nonce has 4 hex digits"),
+        "{body:?}"
+    );
+    let (status, body) = get(&format!("{}/attest?nonce={}", node.url, "zz".repeat(8)));
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).starts_with("the nonce is not hex"));
+    let (status, body) = get(&format!("{}/attest?nonce={}", node.url, "ab".repeat(8)));
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(answer["nonce"], "ab".repeat(8));
+    assert_eq!(answer["node"], "node-a");
+
+    let missing = rel.dir.path().join("no-tpm");
+    let bare = serve(&rel, &missing, &[], "node-b");
+    let (status, body) = get(&format!("{}/attest?nonce={}", bare.url, "ab".repeat(8)));
+    assert_eq!(status, 404);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.starts_with("no TPM: "), "{text}");
+    let (good, out, err) = verify(
+        &rel,
+        &rel.dir.path().join("aks.json"),
+        &["--peer", &bare.url],
+    );
+    assert!(!good && !out.contains("booted"), "{out}");
+    assert!(err.contains("HTTP 404") && err.contains("no TPM"), "{err}");
+}
+
+#[test]
+fn a_replayed_quote_is_refused_naming_the_nonce() {
+    let rel = Release::publish();
+    let (_swtpm, node) = good_node(&rel, "node-a");
+    let old = "0f".repeat(32);
+    let (status, body) = get(&format!("{}/attest?nonce={old}", node.url));
+    assert_eq!(status, 200);
+    let store = rel.dir.path().join("aks.json");
+
+    // A node (or a man in the middle) that answers with an old quote.
+    let replayer = canned(ok_response(&body));
+    let err = refused(
+        verify(&rel, &store, &["--peer", &replayer, "--repo", &rel.repo()]),
+        &["node node-a", "nonce", "replayed"],
+    );
+    assert!(err.contains(&old), "names the quoted nonce: {err}");
+    assert!(!store.exists(), "nothing recorded from a refused quote");
+
+    // The saved answer verifies with the nonce it was asked with, and with
+    // no other.
+    let saved = s(&rel.dir.path().join("answer.json"));
+    std::fs::write(&saved, &body).expect("save");
+    let repo = rel.repo();
+    let (good, out, err) = verify(
+        &rel,
+        &store,
+        &["--quote", &saved, "--repo", &repo, "--nonce", &old],
+    );
+    assert!(good, "{err}");
+    assert!(out.starts_with("node node-a booted stable/x86_64"), "{out}");
+    let other = "1e".repeat(32);
+    let result = verify(
+        &rel,
+        &store,
+        &[
+            "--quote", &saved, "--repo", &repo, "--nonce", &other, "--json",
+        ],
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(result.1.trim()).expect("a JSON error object");
+    assert_eq!(json["ok"], false);
+    assert!(
+        json["error"].as_str().is_some_and(|e| e.contains("nonce")),
+        "{json}"
+    );
+    refused(result, &["nonce", "replayed"]);
+}
+
+#[test]
+fn a_quote_from_another_ak_is_refused_by_the_ak_store() {
+    let rel = Release::publish();
+    let store = rel.dir.path().join("aks.json");
+    {
+        let (_swtpm, node) = good_node(&rel, "node-a");
+        let (good, out, err) = verify(&rel, &store, &["--peer", &node.url]);
+        assert!(good && out.contains("first seen, recorded"), "{out}{err}");
+    }
+    // Another TPM (another endorsement seed, so another AK) presents the
+    // same name and the same, genuine-looking boot.
+    let (_swtpm, impostor) = good_node(&rel, "node-a");
+    refused(
+        verify(&rel, &store, &["--peer", &impostor.url]),
+        &[
+            "node node-a",
+            "AK",
+            "not the AK first seen for it",
+            &s(&store),
+        ],
+    );
+    // Under another name it is a first use.
+    let (good, out, err) = verify(&rel, &store, &["--peer", &impostor.url, "--node", "node-b"]);
+    assert!(good && out.starts_with("node node-b booted"), "{out}{err}");
+}
+
+#[test]
+fn an_event_log_that_does_not_replay_is_refused() {
+    let rel = Release::publish();
+    let swtpm = Swtpm::start();
+    let events = rel.events(&rel.boot());
+    swtpm.extend(&events);
+    // The log leaves out the last event the TPM saw.
+    let node = serve(&rel, &swtpm.sock(), &events[..events.len() - 1], "node-a");
+    let err = refused(
+        verify(
+            &rel,
+            &rel.dir.path().join("aks.json"),
+            &["--peer", &node.url],
+        ),
+        &["node node-a", "does not replay to the quoted PCR 23"],
+    );
+    assert!(
+        err.contains(&hex::encode(replay(&events, PHASE_PCR))),
+        "names the value the TPM holds: {err}"
+    );
+}
+
+#[test]
+fn an_artifact_not_in_the_tuf_metadata_is_refused() {
+    let rel = Release::publish();
+    let swtpm = Swtpm::start();
+    // A kernel the metadata does not list, measured and logged alike (the
+    // replay agrees: only the TUF check can tell).
+    let mut boot = rel.boot();
+    boot.artifacts[0].sha256 = "00".repeat(32);
+    let events = rel.events(&boot);
+    swtpm.extend(&events);
+    let node = serve(&rel, &swtpm.sock(), &events, "node-a");
+    refused(
+        verify(
+            &rel,
+            &rel.dir.path().join("aks.json"),
+            &["--peer", &node.url],
+        ),
+        &[
+            "node node-a",
+            "event 5 (kernel)",
+            &"00".repeat(32),
+            "TUF metadata",
+        ],
+    );
+}
+
+#[test]
+fn a_truncated_answer_is_refused() {
+    let rel = Release::publish();
+    let (_swtpm, node) = good_node(&rel, "node-a");
+    let (_, body) = get(&format!("{}/attest?nonce={}", node.url, "ab".repeat(16)));
+    // The headers promise the whole answer, the connection ends half-way.
+    let mut raw = ok_response(&body);
+    raw.truncate(raw.len() - body.len() / 2);
+    let cut = canned(raw);
+    refused(
+        verify(
+            &rel,
+            &rel.dir.path().join("aks.json"),
+            &["--peer", &cut, "--repo", &rel.repo()],
+        ),
+        &["attestation answer", "truncated"],
+    );
+}
+
+#[test]
+fn an_oversized_answer_is_refused() {
+    let rel = Release::publish();
+    // 5 MiB without a length: the reader stops at the cap.
+    let mut raw =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_vec();
+    raw.extend(std::iter::repeat_n(b' ', 5 << 20));
+    let big = canned(raw);
+    refused(
+        verify(
+            &rel,
+            &rel.dir.path().join("aks.json"),
+            &["--peer", &big, "--repo", &rel.repo()],
+        ),
+        &["attestation answer", "oversized"],
+    );
+    // A declared length over the cap is refused before reading.
+    let declared = canned(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5242880\r\nConnection: close\r\n\r\n{".to_vec(),
+    );
+    refused(
+        verify(
+            &rel,
+            &rel.dir.path().join("aks.json"),
+            &["--peer", &declared, "--repo", &rel.repo()],
+        ),
+        &["attestation answer", "oversized", "5242880 bytes declared"],
+    );
+}
