@@ -94,7 +94,7 @@ pub enum BootFetchError {
         #[source]
         source: PayloadError,
     },
-    #[error("{name}: invalid dm-verity metadata")]
+    #[error("{0}: invalid dm-verity metadata")]
     Verity(String, #[source] verifier::Error),
     #[error("{name}: the dm-verity tree {tree} does not give the signed root hash: {why}")]
     TreeRoot {
@@ -851,6 +851,7 @@ fn rootfs_verity(t: &verifier::Target) -> Result<Option<VerityParams>, BootFetch
         Ok(verity) => Ok(Some(VerityParams {
             target: t.name.clone(),
             verity,
+            in_cache: None,
         })),
         Err(e) if matches!(e.target_rule(), Some(verifier::TargetRule::NoVerity)) => {
             console().line(&format!(

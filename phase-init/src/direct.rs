@@ -315,7 +315,8 @@ pub fn announce(target: &Config) {
     console.raw(&crate::ready_line(target));
 }
 
-fn bind_read_only(from: &Path, at: &Path) -> Result<(), String> {
+/// Binds the file `from` onto the existing file `at`, read-only.
+pub fn bind_read_only(from: &Path, at: &Path) -> Result<(), String> {
     mount_bind(from, at)
         .and_then(|()| mount_remount(at, MountFlags::BIND | MountFlags::RDONLY, ""))
         .map_err(|e| {

@@ -163,16 +163,41 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
     }
 }
 
+/// Whether the kexec'd stage 2 reads the rootfs in place from the cache
+/// partition rather than from the kexec initrd (in RAM): the release has
+/// dm-verity parameters (every block is checked as it is read), the
+/// rootfs is the cache partition's own CAS object, and writes are allowed
+/// (local and internet modes; private mode and `phase.nowrite` keep the
+/// rootfs in RAM, as a boot without a cache partition does).
+pub fn rootfs_in_cache(a: &Artifacts, config: &Config) -> bool {
+    let in_cas =
+        Path::new(crate::cachepart::MOUNT_POINT).join(crate::cas_layout::object(&a.rootfs.sha256));
+    a.verity.is_some() && !config.nowrite() && a.rootfs.path == in_cas
+}
+
 /// Writes the target initrd to `out` and returns the kexec target and the
-/// initrd's size.
-pub fn prepare(a: &Artifacts, boot: &BootJson, out: &Path) -> Result<(Target, u64), HandoffError> {
+/// initrd's size. With `in_cache` ([`rootfs_in_cache`]) the rootfs stays
+/// out of it: its parameters tell stage 2 to read it from the cache
+/// partition.
+pub fn prepare(
+    a: &Artifacts,
+    boot: &BootJson,
+    out: &Path,
+    in_cache: bool,
+) -> Result<(Target, u64), HandoffError> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|source| HandoffError::Create {
             path: out.to_path_buf(),
             source,
         })?;
     }
-    if !a.rootfs_hashed {
+    let verity = a.verity.clone().map(|mut v| {
+        if in_cache {
+            v.params.in_cache = Some(a.rootfs.sha256.clone());
+        }
+        v
+    });
+    if !a.rootfs_hashed && !in_cache {
         let got = Artifact::hash_file("rootfs", &a.rootfs.path).map_err(|source| {
             HandoffError::Payload {
                 path: out.to_path_buf(),
@@ -199,7 +224,7 @@ pub fn prepare(a: &Artifacts, boot: &BootJson, out: &Path) -> Result<(Target, u6
             initramfs: &a.initramfs,
             rootfs: &a.rootfs,
             extra: &extra,
-            verity: a.verity.as_ref(),
+            verity: verity.as_ref(),
             tuf: &a.tuf,
             boot,
         },
@@ -276,8 +301,22 @@ pub fn payload_step(
 ) -> (Option<Target>, Status) {
     let (_, boot) = record(artifacts, config, provenance, identity, route, measurements);
     let out = Path::new(INITRD_OUT);
-    match prepare(artifacts, &boot, out) {
-        Ok((t, size)) => (Some(t), Status::ok(format!("{} ({size} B)", out.display()))),
+    let in_cache = rootfs_in_cache(artifacts, config);
+    match prepare(artifacts, &boot, out, in_cache) {
+        Ok((t, size)) => {
+            let rootfs = if in_cache {
+                format!(
+                    "; the rootfs stays on the cache partition ({}), read in place through dm-verity",
+                    artifacts.rootfs.path.display()
+                )
+            } else {
+                String::new()
+            };
+            (
+                Some(t),
+                Status::ok(format!("{} ({size} B){rootfs}", out.display())),
+            )
+        }
         Err(e) => (None, Status::fail(chain(&e))),
     }
 }
@@ -340,10 +379,63 @@ mod tests {
         let boot = boot_json(&a, &config, &line);
         assert_eq!(boot.artifact("rootfs").map(|r| r.length), Some(4));
         let out = dir.path().join("out/initrd.img");
-        let (target, size) = prepare(&a, &boot, &out).expect("prepare");
+        let (target, size) = prepare(&a, &boot, &out, false).expect("prepare");
         assert_eq!(std::fs::metadata(&out).expect("written").len(), size);
         assert_eq!(target.cmdline, line);
         assert_eq!(target.kernel, dir.path().join("vmlinuz"));
+    }
+
+    #[test]
+    fn only_a_verity_rootfs_of_a_writable_cache_stays_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (n, b) in [
+            ("vmlinuz", &b"kernel"[..]),
+            ("initramfs.img", b"initrd"),
+            ("rootfs.squashfs", b"hsqs"),
+            ("cmdline", b"console=ttyS0\n"),
+        ] {
+            std::fs::write(dir.path().join(n), b).expect("write");
+        }
+        let mut a = test_artifacts(dir.path(), "stable").expect("artifacts");
+        let local = Config {
+            mode: Mode::Local,
+            ..Config::default()
+        };
+        let in_cas = Path::new(crate::cachepart::MOUNT_POINT)
+            .join(crate::cas_layout::object(&a.rootfs.sha256));
+        a.rootfs.path = in_cas;
+        assert!(!rootfs_in_cache(&a, &local), "no dm-verity parameters");
+        a.verity = Some(RootVerity {
+            tree: a.kernel.clone(),
+            params: payload::VerityParams {
+                target: a.names[2].clone(),
+                verity: verifier::Verity {
+                    version: 1,
+                    hash_algorithm: "sha256".into(),
+                    data_block_size: 4096,
+                    hash_block_size: 4096,
+                    data_blocks: 1,
+                    salt: Vec::new(),
+                    root_hash: [0; 32],
+                    tree: "stable/x86_64/rootfs.verity".into(),
+                },
+                in_cache: None,
+            },
+        });
+        assert!(rootfs_in_cache(&a, &local));
+        assert!(rootfs_in_cache(&a, &Config::default()), "internet mode");
+        let private = Config {
+            mode: Mode::Private,
+            ..Config::default()
+        };
+        assert!(!rootfs_in_cache(&a, &private), "private mode: in RAM");
+        let nowrite = Config {
+            nowrite: true,
+            ..local.clone()
+        };
+        assert!(!rootfs_in_cache(&a, &nowrite), "phase.nowrite: in RAM");
+        a.rootfs.path = PathBuf::from("/run/phase/ram-cas/cas/sha256/ab/cd");
+        assert!(!rootfs_in_cache(&a, &local), "not on the cache partition");
     }
 
     #[test]

@@ -37,8 +37,7 @@
 //! 20. kexec     kexec_file_load, then reboot(KEXEC)
 //! stage 2 (phase.stage=target, or stage 1 going on directly), after the
 //! ready line and what stage 1 measured (PCR 23, boot.json's log):
-//! 21. rootfs    squashfs via loop (through dm-verity when the release
-//!               signs a tree) + OverlayFS with a tmpfs upper
+//! 21. rootfs    squashfs via loop (and dm-verity) + OverlayFS, tmpfs upper
 //! 22. move      /proc /sys /dev /run and the payload into the new root
 //! 23. switch    switch_root (the initramfs contents are freed)
 //! 24. identity  (private mode) the MACs of boot.json again

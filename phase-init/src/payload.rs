@@ -3,9 +3,9 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `/phase/rootfs.squashfs` | the verified root filesystem |
+//! | `/phase/rootfs.squashfs` | the verified root filesystem (not in the archive when `rootfs.verity.json` says `in_cache`: stage 2 then binds it here from the cache partition) |
 //! | `/phase/rootfs.verity` | its dm-verity hash tree (a release with verity metadata; a hard link to its CAS name) |
-//! | `/phase/rootfs.verity.json` | the tree's signed parameters and the rootfs's target name ([`VerityParams`]): what stage 2 opens the rootfs through dm-verity with |
+//! | `/phase/rootfs.verity.json` | the tree's signed parameters, the rootfs's target name and whether it stays on the cache partition ([`VerityParams`]): what stage 2 opens the rootfs through dm-verity with |
 //! | `/phase/cas/sha256/<2>/<64>` | every verified object: kernel, target initramfs, rootfs (a hard link to `/phase/rootfs.squashfs`, no second copy) and the jobs stage 1 fetched |
 //! | `/phase/cas/locks/` | empty; `fetcher::Cas::open` expects it |
 //! | `/phase/tuf/{root,timestamp,snapshot,targets}.json` | the trusted TUF state stage 1 verified (`verifier::DirStorage` layout) |
@@ -147,20 +147,29 @@ pub struct RootVerity {
 }
 
 /// What `/phase/rootfs.verity.json` holds: the rootfs's TUF target name
-/// (for the lines that name it) and its signed `verity` metadata, in the
-/// metadata's own JSON form.
+/// (for the lines that name it), its signed `verity` metadata in the
+/// metadata's own JSON form, and, when the kexec initrd leaves the rootfs
+/// on the cache partition, its SHA-256 there (`in_cache`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerityParams {
     pub target: String,
     pub verity: verifier::Verity,
+    /// The rootfs's SHA-256 (64 lowercase hex) when stage 2 reads it in
+    /// place from the cache partition's CAS (`cas/sha256/<2>/<64>`)
+    /// instead of from the payload: the kexec route with a writable cache
+    /// (docs/verity.md, "Booting with it").
+    pub in_cache: Option<String>,
 }
 
 impl VerityParams {
     pub fn to_json(&self) -> Vec<u8> {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "target": self.target,
             "verity": self.verity.to_json(),
         });
+        if let Some(d) = &self.in_cache {
+            v["in_cache"] = d.as_str().into();
+        }
         // Serializing a Value built from strings and numbers cannot fail.
         serde_json::to_vec_pretty(&v).unwrap_or_default()
     }
@@ -172,7 +181,28 @@ impl VerityParams {
             serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
         let target = v["target"].as_str().ok_or("no \"target\" name")?.to_owned();
         let verity = verifier::Verity::from_json(&v["verity"])?;
-        Ok(VerityParams { target, verity })
+        let in_cache = match &v["in_cache"] {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(d)
+                if d.len() == 64 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+            {
+                Some(d.clone())
+            }
+            other => return Err(format!("in_cache {other} is not a SHA-256 in hex")),
+        };
+        Ok(VerityParams {
+            target,
+            verity,
+            in_cache,
+        })
+    }
+
+    /// Where the rootfs is when [`VerityParams::in_cache`] says so: below
+    /// the cache partition's mount point `cache`.
+    pub fn cache_object(&self, cache: &Path) -> Option<PathBuf> {
+        self.in_cache
+            .as_deref()
+            .map(|d| cache.join(cas_layout::object(d)))
     }
 }
 
@@ -280,8 +310,11 @@ pub fn write_initrd<W: Write>(out: W, p: &Payload<'_>) -> Result<u64, PayloadErr
     // second link to the same inode (unless an object written before has
     // the same digest).
     let mut written: Vec<&str> = Vec::new();
+    // A rootfs that stage 2 reads in place from the cache partition
+    // (`in_cache`) is not in the archive at all.
+    let in_cache = p.verity.is_some_and(|v| v.params.in_cache.is_some());
     let named = [
-        (ROOTFS, "rootfs", Some(p.rootfs)),
+        (ROOTFS, "rootfs", (!in_cache).then_some(p.rootfs)),
         (ROOTFS_VERITY, "dm-verity tree", tree),
     ];
     for (path, what, a) in named {
@@ -824,6 +857,7 @@ mod tests {
                     root_hash: [0xab; 32],
                     tree: "stable/x86_64/rootfs.verity".into(),
                 },
+                in_cache: None,
             },
         }
     }
@@ -890,6 +924,57 @@ mod tests {
         assert_eq!(binds.len(), 6, "{binds:?}");
         let params = std::fs::read(root.join("phase/rootfs.verity.json")).expect("params");
         assert_eq!(VerityParams::from_json(&params).expect("parse"), v.params);
+    }
+
+    #[test]
+    fn a_rootfs_left_in_the_cache_is_not_in_the_kexec_initrd() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let initramfs = write(dir.path(), "initrd", b"INIT");
+        let kernel = write(dir.path(), "vmlinuz", b"kernel bytes");
+        let rootfs = write(dir.path(), "rootfs", &[0x5a; 8192]);
+        let mut v = sample_verity(dir.path(), &rootfs);
+        v.params.in_cache = Some(rootfs.sha256.clone());
+        let boot = sample_boot();
+        let p = Payload {
+            kernel: &kernel,
+            initramfs: &initramfs,
+            rootfs: &rootfs,
+            extra: &[],
+            verity: Some(&v),
+            tuf: &[],
+            boot: &boot,
+        };
+        let mut out = Vec::new();
+        write_initrd(&mut out, &p).expect("write");
+        let e = by_name(&out[4..]);
+        assert!(!e.contains_key("phase/rootfs.squashfs"));
+        assert!(!e.contains_key(&cas_path(&rootfs.sha256)));
+        assert_eq!(e[&cas_path(&kernel.sha256)].2, b"kernel bytes");
+        assert_eq!(e["phase/rootfs.verity"].2.len(), 8192);
+        let params =
+            VerityParams::from_json(&e["phase/rootfs.verity.json"].2).expect("parse the params");
+        assert_eq!(params, v.params);
+        assert_eq!(
+            params.cache_object(Path::new("/run/phase/cache")),
+            Some(PathBuf::from(format!(
+                "/run/phase/cache/cas/sha256/{}/{}",
+                &rootfs.sha256[..2],
+                rootfs.sha256
+            )))
+        );
+        // Anything but a digest is refused.
+        for bad in [
+            serde_json::json!("../../etc/passwd"),
+            serde_json::json!("AB".repeat(32)),
+            serde_json::json!(5),
+        ] {
+            let mut j: serde_json::Value =
+                serde_json::from_slice(&v.params.to_json()).expect("json");
+            j["in_cache"] = bad;
+            let e = VerityParams::from_json(&serde_json::to_vec(&j).expect("vec"))
+                .expect_err("not a digest");
+            assert!(e.contains("in_cache"), "{e}");
+        }
     }
 
     #[test]

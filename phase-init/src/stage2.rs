@@ -104,6 +104,12 @@ pub enum Stage2Error {
         dev: PathBuf,
         source: io::Error,
     },
+    #[error("cannot mount the cache partition that holds the rootfs")]
+    Cache(#[source] cachepart::CacheError),
+    #[error("the cache partition has no rootfs at {0}")]
+    NotInCache(PathBuf),
+    #[error("{0}")]
+    Bind(String),
     #[error("the payload has no root filesystem at {0} (was this initramfs kexec'd by stage 1?)")]
     NoRootfs(PathBuf),
     #[error("no partition named {name} appeared within {} s", PERSIST_WAIT.as_secs())]
@@ -182,23 +188,30 @@ fn mkdir(p: &Path) -> Result<(), Stage2Error> {
 /// why, rather than stopping the boot).
 pub fn mount_root(upper: &Upper) -> Result<(String, Vec<String>), Stage2Error> {
     let image = Path::new(payload::ROOTFS);
+    let params = read_verity_params()?;
+    let mut in_place = None;
     if !image.is_file() {
-        return Err(Stage2Error::NoRootfs(image.to_path_buf()));
+        let cache = Path::new(cachepart::MOUNT_POINT);
+        match params.as_ref().and_then(|p| p.cache_object(cache)) {
+            Some(object) => in_place = Some(rootfs_from_cache(&object, image)?),
+            None => return Err(Stage2Error::NoRootfs(image.to_path_buf())),
+        }
     }
     // Held until the squashfs is mounted (see attach_loop).
     let (dev, _hold) = attach_loop(image)?;
     let (lower, rw, root) = (Path::new(LOWER), Path::new(RW), Path::new(NEW_ROOT));
     mkdir(lower)?;
-    let params = Path::new(payload::ROOTFS_VERITY_PARAMS);
-    let verity = if params.is_file() {
-        Some(open_verity(params, &dev)?)
-    } else {
-        None
+    let verity = match params {
+        Some(p) => Some(open_verity(p, &dev)?),
+        None => None,
     };
-    let (from, words) = match &verity {
+    let (from, mut words) = match &verity {
         Some(v) => (v.dev.clone(), v.words.clone()),
         None => (dev.clone(), format!("{}", dev.display())),
     };
+    if let Some(place) = in_place {
+        words = format!("{words}, in place from {place}");
+    }
     if let Err(e) = mount(&from, lower, "squashfs", MountFlags::RDONLY, None) {
         let e = errno(e);
         return Err(match &verity {
@@ -307,16 +320,55 @@ pub fn verity_table(
     )
 }
 
+/// The signed dm-verity parameters stage 1 left at
+/// [`payload::ROOTFS_VERITY_PARAMS`], if it left any.
+fn read_verity_params() -> Result<Option<payload::VerityParams>, Stage2Error> {
+    let path = Path::new(payload::ROOTFS_VERITY_PARAMS);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = fs::read(path).map_err(io_err("read", path))?;
+    payload::VerityParams::from_json(&bytes)
+        .map(Some)
+        .map_err(|why| Stage2Error::VerityParams {
+            path: path.to_path_buf(),
+            why,
+        })
+}
+
+/// The kexec route with the rootfs left on the cache partition
+/// (`in_cache`): mounts the partition at [`cachepart::MOUNT_POINT`] (as
+/// stage 1 did; the mount moves into the new root with `/run`) and binds
+/// the rootfs object read-only at `image` and at its CAS name in the
+/// payload, so the target reads and re-shares it in place. Returns the
+/// console words.
+fn rootfs_from_cache(object: &Path, image: &Path) -> Result<String, Stage2Error> {
+    let mounted = cachepart::mount_cache(true, cachepart::WAIT).map_err(Stage2Error::Cache)?;
+    if !object.is_file() {
+        return Err(Stage2Error::NotInCache(object.to_path_buf()));
+    }
+    let name = object
+        .strip_prefix(&mounted.dir)
+        .map_err(|_| Stage2Error::NotInCache(object.to_path_buf()))?;
+    let cas_name = Path::new(PAYLOAD_DIR).join(name);
+    for at in [image, cas_name.as_path()] {
+        if let Some(dir) = at.parent() {
+            mkdir(dir)?;
+        }
+        File::create(at).map_err(io_err("create", at))?;
+        crate::direct::bind_read_only(object, at).map_err(Stage2Error::Bind)?;
+    }
+    Ok(format!(
+        "{} on the cache partition {}",
+        object.display(),
+        mounted.device.display()
+    ))
+}
+
 /// Puts the rootfs on `data` (its loop device) behind dm-verity with the
-/// signed parameters at `params` and the tree at
-/// [`payload::ROOTFS_VERITY`] (a loop device of its own).
-fn open_verity(params: &Path, data: &Path) -> Result<Verity, Stage2Error> {
-    let bad = |why: String| Stage2Error::VerityParams {
-        path: params.to_path_buf(),
-        why,
-    };
-    let bytes = fs::read(params).map_err(io_err("read", params))?;
-    let p = payload::VerityParams::from_json(&bytes).map_err(bad)?;
+/// signed parameters `p` and the tree at [`payload::ROOTFS_VERITY`] (a
+/// loop device of its own).
+fn open_verity(p: payload::VerityParams, data: &Path) -> Result<Verity, Stage2Error> {
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| Stage2Error::Verity {
         target: p.target.clone(),
         source,
@@ -658,6 +710,7 @@ mod tests {
                 root_hash: [0x01; 32],
                 tree: "stable/x86_64/rootfs.verity".into(),
             },
+            in_cache: None,
         };
         let t = verity_table(&p, "7:0", "7:1").expect("table");
         assert_eq!(t.sectors(), 300 * 8);

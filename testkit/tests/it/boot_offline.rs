@@ -10,7 +10,10 @@
 //! the stick boots again: stage 1 does not read the rootfs whole, and the
 //! target reads the file holding the byte as an I/O error, with the
 //! kernel's `device-mapper: verity` line, while the rest of the boot
-//! completes.
+//! completes. A third boot takes the kexec route (`phase.kexec=always`):
+//! the rootfs stays out of the kexec initrd, and the target reads it in
+//! place from the cache partition through dm-verity, with the same I/O
+//! error for the flipped byte.
 //!
 //! Prerequisites (built by `make test`): `$PHASE_BIN` (the release `phase`
 //! CLI), `$PHASE_BUILD/kernel/current` with the unpacked kernel,
@@ -342,11 +345,56 @@ fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
     expect(&mut vm, "supervisor: powering off");
     let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
     assert!(st.success(), "QEMU exit status {st}");
+    let t_corrupt = t0.elapsed();
+
+    // The kexec route (phase.kexec=always) with the cache partition: the
+    // rootfs stays out of the kexec initrd, the target mounts the cache
+    // partition and reads the rootfs in place through dm-verity, and the
+    // flipped byte is an I/O error there too.
+    let mut vm = Qemu::image(&disk)
+        .mode("local")
+        .append("phase.kexec=always")
+        .memory_mib(1024)
+        .name("offline-kexec")
+        .timeout(BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let held = expect(&mut vm, "fetch: rootfs ");
+    assert!(held.contains("held; dm-verity checks it"), "{held}");
+    let route = expect(&mut vm, "route    ok");
+    assert!(route.contains("kexec: phase.kexec=always"), "{route}");
+    let payload = expect(&mut vm, "payload  ok");
+    assert!(
+        payload.contains("the rootfs stays on the cache partition (/run/phase/cache/cas/sha256/"),
+        "{payload}"
+    );
+    expect(&mut vm, "kexec_core: Starting new kernel");
+    expect(&mut vm, "stage=target");
+    let rootfs = expect(&mut vm, "rootfs   ok");
+    assert!(
+        rootfs.contains("dm-verity phase-rootfs")
+            && rootfs.contains("in place from /run/phase/cache/cas/sha256/"),
+        "the target does not read the rootfs in place through dm-verity: {rootfs}"
+    );
+    expect(&mut vm, &format!("offline-marker: {marker} root=overlay"));
+    let lower = expect(&mut vm, ":lower-end");
+    assert!(lower.contains("lower-device: /dev/dm-"), "{lower}");
+    let failed = expect(&mut vm, "verity-probe: read ");
+    assert!(
+        failed.contains("verity-probe: read failed") && failed.contains("I/O error"),
+        "the flipped byte was read without an error after kexec: {failed}"
+    );
+    let dmesg = expect(&mut vm, ":dmesg-end");
+    assert!(dmesg.contains("device-mapper: verity"), "{dmesg}");
+    expect(&mut vm, "supervisor: powering off");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
     eprintln!(
-        "offline boot test: build {:.1} s, to the route {:.1} s, first boot {:.1} s, whole {:.1} s ({copies} copy of the probe flipped)",
+        "offline boot test: build {:.1} s, to the route {:.1} s, first boot {:.1} s, corrupted {:.1} s, whole {:.1} s ({copies} copy of the probe flipped)",
         t_built.as_secs_f64(),
         t_kexec.as_secs_f64(),
         t_first.as_secs_f64(),
+        t_corrupt.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
 }
