@@ -336,7 +336,8 @@ fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
     expect(&mut vm, &format!("offline-marker: {marker} root=overlay"));
     let failed = expect(&mut vm, "verity-probe: read ");
     assert!(
-        failed.contains("verity-probe: read failed") && failed.contains("I/O error"),
+        failed.contains("verity-probe: read failed")
+            && (failed.contains("Input/output error") || failed.contains("I/O error")),
         "the flipped byte was read without an error: {failed}"
     );
     let dmesg = expect(&mut vm, ":dmesg-end");
@@ -381,7 +382,8 @@ fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
     assert!(lower.contains("lower-device: /dev/dm-"), "{lower}");
     let failed = expect(&mut vm, "verity-probe: read ");
     assert!(
-        failed.contains("verity-probe: read failed") && failed.contains("I/O error"),
+        failed.contains("verity-probe: read failed")
+            && (failed.contains("Input/output error") || failed.contains("I/O error")),
         "the flipped byte was read without an error after kexec: {failed}"
     );
     let dmesg = expect(&mut vm, ":dmesg-end");
