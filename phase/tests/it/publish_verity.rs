@@ -15,7 +15,7 @@ use super::trust_support::*;
 
 const ROOTFS: &str = "stable/x86_64/rootfs";
 const TREE: &str = "stable/x86_64/rootfs.verity";
-const SALT: &str = "5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a1";
+const SALT: &str = "5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17a5a17";
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
