@@ -12,7 +12,11 @@
 //! * Objects (`fetcher::Lookup`): the writable cache's CAS, or a CAS on
 //!   tmpfs under [`RAM_CAS`]; then a read-only cache's objects, used in
 //!   place; then the peers. Every object is hashed again before use, so a
-//!   tampered stick is caught.
+//!   tampered stick is caught, except a rootfs with dm-verity parameters
+//!   that the cache holds: it is checked block by block as stage 2 reads
+//!   it (docs/verity.md), so a warm boot does not read it whole. Its tree
+//!   target (`custom.verity.tree`) is fetched and hashed like any other
+//!   object, and its top hash block must give the signed root hash.
 //!
 //! [`run`] reads as its phases: `trusted_state`, `object_store`,
 //! `network_peers`, `metadata_transport`, `refresh`, `plan`,
@@ -35,7 +39,9 @@ use crate::cmdline::{self, Config};
 use crate::console::console;
 use crate::handoff::Artifacts;
 use crate::onlink;
-use crate::payload::{Artifact, MetaFile, PayloadError, PeerBytes, TufVersions};
+use crate::payload::{
+    Artifact, MetaFile, PayloadError, PeerBytes, RootVerity, TufVersions, VerityParams,
+};
 use crate::step::Status;
 use crate::trust::BakedRoot;
 
@@ -87,6 +93,23 @@ pub enum BootFetchError {
         name: String,
         #[source]
         source: PayloadError,
+    },
+    #[error("{0}: invalid dm-verity metadata")]
+    Verity(String, #[source] verifier::Error),
+    #[error("{name}: the dm-verity tree {tree} does not give the signed root hash: {why}")]
+    TreeRoot {
+        name: String,
+        tree: String,
+        why: String,
+    },
+    #[error(
+        "{name}: the stored object {path} is {len} bytes, not the signed {expected}; refusing it"
+    )]
+    Length {
+        name: String,
+        path: PathBuf,
+        len: u64,
+        expected: u64,
     },
     #[error("{name}: the stored object {path} does not match its signed digest (sha256 {got}, {len} bytes); refusing it")]
     Mismatch {
@@ -448,7 +471,7 @@ pub fn run(
     );
     let mut up = refresh(&*storage, &transport, refresh_peers, now)?;
     let tuf = tuf_versions(&up);
-    let (plan, cmdline) = plan(config, &mut up)?;
+    let (plan, cmdline, verity) = plan(config, &mut up)?;
     let tuf_files = reshare_metadata(
         &*storage,
         &tuf,
@@ -486,9 +509,24 @@ pub fn run(
     let Objects {
         boot: [kernel, initramfs, rootfs],
         names,
+        tree,
+        rootfs_hashed,
         jobs,
         per_peer,
     } = fetch_objects(&rt, &lookup, &plan)?;
+    let verity = match (verity, tree) {
+        (Some(params), Some(tree)) => {
+            check_tree_root(&params.verity, &tree.path).map_err(|why| {
+                BootFetchError::TreeRoot {
+                    name: params.target.clone(),
+                    tree: params.verity.tree.clone(),
+                    why,
+                }
+            })?;
+            Some(RootVerity { tree, params })
+        }
+        _ => None,
+    };
 
     // The runtime's worker threads (and the DHT client) end here, before
     // kexec.
@@ -504,6 +542,8 @@ pub fn run(
             names,
             extra: jobs,
             tuf: tuf_files,
+            verity,
+            rootfs_hashed,
         },
         tuf,
         peers: provenance(per_peer, &found_by, &net.objects),
@@ -718,17 +758,20 @@ fn refresh<'a>(
 }
 
 /// What to fetch: the three boot artifacts of (`phase.channel`, arch),
-/// then the jobs the trusted targets list (`jobs/<name>.wasm`), so that the
+/// the rootfs's dm-verity tree when its signed metadata names one, then
+/// the jobs the trusted targets list (`jobs/<name>.wasm`), so that the
 /// target runs and re-shares them from its own CAS. A job whose metadata
-/// is unusable is reported and skipped. Returns the kernel's cmdline too.
+/// is unusable is reported and skipped. Returns the kernel's cmdline and
+/// the rootfs's dm-verity parameters too.
 fn plan<S: Storage, T: Transport>(
     config: &Config,
     up: &mut Updater<S, T>,
-) -> Result<(Vec<Planned>, String), BootFetchError> {
+) -> Result<(Vec<Planned>, String, Option<VerityParams>), BootFetchError> {
     let consistent = up.root().map(|r| r.consistent_snapshot).unwrap_or(true);
     let arch = std::env::consts::ARCH;
     let mut plan = Vec::new();
     let mut cmdline = String::new();
+    let mut verity = None;
     for kind in KINDS {
         let name = format!("{}/{arch}/{kind}", config.channel);
         let t = up
@@ -740,8 +783,35 @@ fn plan<S: Storage, T: Transport>(
         if kind == "kernel" {
             cmdline = custom.cmdline.clone().unwrap_or_default();
         }
+        if kind == "rootfs" {
+            verity = rootfs_verity(&t)?;
+        }
         let object = TargetObject::new(&t, consistent).map_err(BootFetchError::Spec)?;
         plan.push(Planned { kind, object });
+    }
+    if let Some(v) = &verity {
+        let name = &v.verity.tree;
+        let t = up
+            .target(name)
+            .map_err(|e| BootFetchError::Target(name.clone(), e))?;
+        let custom = t
+            .phase()
+            .map_err(|e| BootFetchError::Custom(name.clone(), e))?;
+        if custom.kind != verifier::Kind::Verity {
+            return Err(BootFetchError::TreeRoot {
+                name: v.target.clone(),
+                tree: name.clone(),
+                why: format!(
+                    "the tree target is of kind {}, not verity",
+                    custom.kind.as_str()
+                ),
+            });
+        }
+        let object = TargetObject::new(&t, consistent).map_err(BootFetchError::Spec)?;
+        plan.push(Planned {
+            kind: "verity",
+            object,
+        });
     }
     let job_names: Vec<String> = up
         .trusted()
@@ -770,7 +840,62 @@ fn plan<S: Storage, T: Transport>(
             Err(why) => console().warn(&format!("{why}; job skipped")),
         }
     }
-    Ok((plan, cmdline))
+    Ok((plan, cmdline, verity))
+}
+
+/// The rootfs's signed dm-verity parameters: `None` (and one console line)
+/// for a release without them, which boots with the rootfs hashed whole
+/// and read without dm-verity; malformed ones refuse the rootfs.
+fn rootfs_verity(t: &verifier::Target) -> Result<Option<VerityParams>, BootFetchError> {
+    match t.verity() {
+        Ok(verity) => Ok(Some(VerityParams {
+            target: t.name.clone(),
+            verity,
+            in_cache: None,
+        })),
+        Err(e) if matches!(e.target_rule(), Some(verifier::TargetRule::NoVerity)) => {
+            console().line(&format!(
+                "fetch: {} has no dm-verity metadata (custom.verity): the rootfs is hashed whole and read without dm-verity",
+                t.name
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(BootFetchError::Verity(t.name.clone(), e)),
+    }
+}
+
+/// Whether the tree at `tree` gives the signed root hash: the top level of
+/// a dm-verity tree is one hash block at the hash start, and the root hash
+/// is SHA-256(salt || that block). A rootfs of one data block has no hash
+/// blocks (its root hash is the block's own); dm-verity checks it when it
+/// is read. Deeper levels and the data are checked by the kernel as they
+/// are read.
+pub fn check_tree_root(v: &verifier::Verity, tree: &Path) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Seek, SeekFrom};
+    if v.data_blocks <= 1 {
+        return Ok(());
+    }
+    let size = u64::from(v.hash_block_size);
+    let at = v.hash_start_block() * size;
+    let mut f = std::fs::File::open(tree).map_err(|e| format!("cannot open it: {e}"))?;
+    let mut block = vec![0u8; v.hash_block_size as usize];
+    f.seek(SeekFrom::Start(at))
+        .and_then(|_| f.read_exact(&mut block))
+        .map_err(|e| format!("cannot read its top hash block at byte {at}: {e}"))?;
+    let mut h = Sha256::new();
+    h.update(&v.salt);
+    h.update(&block);
+    let got: [u8; 32] = h.finalize().into();
+    if got == v.root_hash {
+        Ok(())
+    } else {
+        Err(format!(
+            "its top hash block gives {}, the signed root hash is {}",
+            hex::encode(got),
+            v.root_hex()
+        ))
+    }
 }
 
 /// Internet mode: who in the DHT provides the boot set's objects this node
@@ -833,6 +958,10 @@ fn dht_providers(
 struct Objects {
     boot: [Artifact; 3],
     names: [String; 3],
+    /// The rootfs's dm-verity tree, when planned.
+    tree: Option<Artifact>,
+    /// Whether the rootfs was hashed whole (see [`fetch_one`]).
+    rootfs_hashed: bool,
     jobs: Vec<(String, Artifact)>,
     per_peer: BTreeMap<String, u64>,
 }
@@ -849,10 +978,19 @@ fn fetch_objects(
     let mut boot = Vec::new();
     let mut names = Vec::new();
     let mut jobs = Vec::new();
+    let mut tree = None;
+    let mut rootfs_hashed = true;
+    let has_tree = plan.iter().any(|p| p.kind == "verity");
     for p in plan {
-        match fetch_one(rt, lookup, p, &mut per_peer) {
-            Ok(art) if p.kind == "job" => jobs.push((p.object.name.clone(), art)),
-            Ok(art) => {
+        // With a tree, dm-verity checks the rootfs as it is read.
+        let whole = !(has_tree && p.kind == "rootfs");
+        match fetch_one(rt, lookup, p, &mut per_peer, whole) {
+            Ok((art, _)) if p.kind == "job" => jobs.push((p.object.name.clone(), art)),
+            Ok((art, _)) if p.kind == "verity" => tree = Some(art),
+            Ok((art, hashed)) => {
+                if p.kind == "rootfs" {
+                    rootfs_hashed = hashed;
+                }
                 boot.push(art);
                 names.push(p.object.name.clone());
             }
@@ -868,6 +1006,8 @@ fn fetch_objects(
     Ok(Objects {
         boot: boot.try_into().map_err(|_| incomplete())?,
         names: names.try_into().map_err(|_| incomplete())?,
+        tree,
+        rootfs_hashed,
         jobs,
         per_peer,
     })
@@ -875,13 +1015,18 @@ fn fetch_objects(
 
 /// One object: found (local CAS, read-only cache, peers), hashed again, and
 /// its console line `fetch: <kind> <name> <size> sha256:<12>.. verified,
-/// from <where> (<s> s)`.
+/// from <where> (<s> s)`. Without `whole`, an object the cache already
+/// held is not read again (only its length is checked; the line says
+/// `dm-verity checks it as it is read`); bytes from a peer were hashed as
+/// they arrived and are hashed again as always. Returns whether the object
+/// was hashed whole.
 fn fetch_one(
     rt: &tokio::runtime::Runtime,
     lookup: &Lookup,
     p: &Planned,
     per_peer: &mut BTreeMap<String, u64>,
-) -> Result<Artifact, BootFetchError> {
+    whole: bool,
+) -> Result<(Artifact, bool), BootFetchError> {
     let o = &p.object;
     let start = Instant::now();
     let found = rt
@@ -920,9 +1065,17 @@ fn fetch_one(
             parts.join(", ")
         }
     };
-    let art = verify_object(&o.name, &found.path, &o.spec)?;
+    let hashed = whole || !found.was_held();
+    let (art, how) = if hashed {
+        (verify_object(&o.name, &found.path, &o.spec)?, "verified")
+    } else {
+        (
+            held_object(&o.name, &found.path, &o.spec)?,
+            "held; dm-verity checks it as it is read",
+        )
+    };
     console().line(&format!(
-        "fetch: {:9} {} {} sha256:{}.. verified, from {} ({:.1} s)",
+        "fetch: {:9} {} {} sha256:{}.. {how}, from {} ({:.1} s)",
         p.kind,
         o.name,
         human(o.spec.length),
@@ -930,7 +1083,35 @@ fn fetch_one(
         from,
         start.elapsed().as_secs_f64()
     ));
-    Ok(art)
+    Ok((art, hashed))
+}
+
+/// A held object not read again: its signed digest and length, after a
+/// check that the stored file has that length.
+fn held_object(name: &str, path: &Path, spec: &ObjectSpec) -> Result<Artifact, BootFetchError> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| BootFetchError::Read {
+            name: name.to_owned(),
+            source: PayloadError::Read {
+                what: "object",
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?
+        .len();
+    if len != spec.length {
+        return Err(BootFetchError::Length {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+            len,
+            expected: spec.length,
+        });
+    }
+    Ok(Artifact {
+        path: path.to_path_buf(),
+        sha256: spec.sha256.to_string(),
+        length: spec.length,
+    })
 }
 
 /// `boot.json`'s peers: bytes per source and how each was found, then the
@@ -1113,6 +1294,61 @@ mod tests {
         assert_eq!(F::stored_name("12.targets.json"), Some("targets.json"));
         assert_eq!(F::stored_name("3.root.json"), None);
         assert_eq!(F::stored_name("root.json"), None);
+    }
+
+    /// A rootfs of `blocks` 4 KiB blocks, its tree written as publish
+    /// writes it (superblock first), and the signed parameters.
+    fn tree(dir: &Path, blocks: usize) -> (PathBuf, verifier::Verity) {
+        let salt = vec![0x11; 32];
+        let params = verity::Params::new(4096, 4096, salt.clone()).expect("params");
+        let mut b = verity::Builder::new(params);
+        for i in 0..blocks {
+            b.update(&[i as u8; 4096]);
+        }
+        let t = b.finish().expect("tree");
+        let path = dir.join("rootfs.verity");
+        let mut out = Vec::new();
+        t.write(&mut out, verity::Layout::Superblock { uuid: [7; 16] })
+            .expect("write");
+        std::fs::write(&path, out).expect("write tree");
+        let v = verifier::Verity {
+            version: 1,
+            hash_algorithm: "sha256".into(),
+            data_block_size: 4096,
+            hash_block_size: 4096,
+            data_blocks: blocks as u64,
+            salt,
+            root_hash: *t.root_hash(),
+            tree: "stable/x86_64/rootfs.verity".into(),
+        };
+        (path, v)
+    }
+
+    #[test]
+    fn a_tree_must_give_the_signed_root_hash() {
+        let d = tempfile::tempdir().expect("tempdir");
+        // 300 blocks: two levels; 3: one.
+        for blocks in [3, 300] {
+            let (path, v) = tree(d.path(), blocks);
+            check_tree_root(&v, &path).expect("the published tree");
+            let mut wrong = v.clone();
+            wrong.root_hash[0] ^= 1;
+            let e = check_tree_root(&wrong, &path).expect_err("another root hash");
+            assert!(e.contains("the signed root hash is"), "{e}");
+            // One flipped byte of the top hash block (after the 4 KiB
+            // superblock block).
+            let mut bytes = std::fs::read(&path).expect("read");
+            bytes[4096 + 5] ^= 0x80;
+            std::fs::write(&path, &bytes).expect("write");
+            check_tree_root(&v, &path).expect_err("a forged tree");
+            // A tree cut short before its top block.
+            std::fs::write(&path, &bytes[..4096]).expect("write");
+            let e = check_tree_root(&v, &path).expect_err("short");
+            assert!(e.contains("cannot read its top hash block"), "{e}");
+        }
+        // One data block: no hash blocks to check.
+        let (path, v) = tree(d.path(), 1);
+        check_tree_root(&v, &path).expect("one block");
     }
 
     #[test]

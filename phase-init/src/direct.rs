@@ -288,6 +288,7 @@ pub fn lay_out_step(
         initramfs: &artifacts.initramfs,
         rootfs: &artifacts.rootfs,
         extra: &extra,
+        verity: artifacts.verity.as_ref(),
         tuf: &artifacts.tuf,
         boot: &boot,
     };
@@ -301,8 +302,15 @@ pub fn lay_out_step(
         }
     }
     let target = cmdline::parse(&cmdline).config;
+    let verity = match &artifacts.verity {
+        Some(v) => format!(
+            ", read through dm-verity with the tree {}",
+            v.params.verity.tree
+        ),
+        None => ", read without dm-verity (no tree)".to_owned(),
+    };
     let detail = format!(
-        "{} in place: {} verified objects bound read-only, rootfs {}",
+        "{} in place: {} verified objects bound read-only, rootfs {}{verity}",
         crate::stage2::PAYLOAD_DIR,
         binds.len(),
         artifacts.rootfs.path.display()
@@ -318,7 +326,8 @@ pub fn announce(target: &Config) {
     console.raw(&crate::ready_line(target));
 }
 
-fn bind_read_only(from: &Path, at: &Path) -> Result<(), String> {
+/// Binds the file `from` onto the existing file `at`, read-only.
+pub fn bind_read_only(from: &Path, at: &Path) -> Result<(), String> {
     mount_bind(from, at)
         .and_then(|()| mount_remount(at, MountFlags::BIND | MountFlags::RDONLY, ""))
         .map_err(|e| {
@@ -361,6 +370,8 @@ mod tests {
             names: ["k".into(), "i".into(), "r".into()],
             extra: vec![],
             tuf: vec![],
+            verity: None,
+            rootfs_hashed: true,
         }
     }
 

@@ -17,7 +17,7 @@ use handover::{ArtifactRecord, BootJson, StepTiming, BOOT_JSON_VERSION};
 
 use crate::cmdline::{Config, Stage};
 use crate::kexec::Target;
-use crate::payload::{self, Artifact, MetaFile, Payload, PayloadError};
+use crate::payload::{self, Artifact, MetaFile, Payload, PayloadError, RootVerity};
 use crate::step::{chain, Status};
 
 /// `phase.test=kexec` reads `vmlinuz`, `initramfs.img`, `rootfs.squashfs`
@@ -40,6 +40,12 @@ pub enum HandoffError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("the rootfs {path} is not the signed one (sha256 {got}, {len} bytes)")]
+    RootfsMismatch {
+        path: PathBuf,
+        got: String,
+        len: u64,
     },
     #[error("cannot assemble the target initrd {path}")]
     Payload {
@@ -64,6 +70,14 @@ pub struct Artifacts {
     pub extra: Vec<(String, Artifact)>,
     /// The verified TUF metadata, re-shared from `/phase/tuf/`.
     pub tuf: Vec<MetaFile>,
+    /// The rootfs's dm-verity tree and signed parameters, when the release
+    /// has them: stage 2 then reads the rootfs through dm-verity.
+    pub verity: Option<RootVerity>,
+    /// Whether the rootfs was hashed whole in this boot. A rootfs with
+    /// dm-verity parameters taken from the cache is not (dm-verity checks
+    /// each block as it is read); [`prepare`] hashes it before it goes
+    /// into a kexec initrd, whose initramfs this stage has not checked.
+    pub rootfs_hashed: bool,
 }
 
 /// The artifacts of a `phase.test=kexec` boot, from `dir`.
@@ -87,6 +101,8 @@ pub fn test_artifacts(dir: &Path, channel: &str) -> Result<Artifacts, HandoffErr
         names: ["kernel", "initramfs", "rootfs"].map(|k| format!("{channel}/{arch}/{k}")),
         extra: Vec::new(),
         tuf: Vec::new(),
+        verity: None,
+        rootfs_hashed: true,
     })
 }
 
@@ -127,6 +143,11 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
             record("rootfs", &a.names[2], &a.rootfs),
         ]
         .into_iter()
+        .chain(
+            a.verity
+                .iter()
+                .map(|v| record("verity", &v.params.verity.tree, &v.tree)),
+        )
         .chain(a.extra.iter().map(|(name, art)| record("job", name, art)))
         .collect(),
         tuf: Default::default(),
@@ -142,14 +163,54 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
     }
 }
 
+/// Whether the kexec'd stage 2 reads the rootfs in place from the cache
+/// partition rather than from the kexec initrd (in RAM): the release has
+/// dm-verity parameters (every block is checked as it is read), the
+/// rootfs is the cache partition's own CAS object, and writes are allowed
+/// (local and internet modes; private mode and `phase.nowrite` keep the
+/// rootfs in RAM, as a boot without a cache partition does).
+pub fn rootfs_in_cache(a: &Artifacts, config: &Config) -> bool {
+    let in_cas =
+        Path::new(crate::cachepart::MOUNT_POINT).join(crate::cas_layout::object(&a.rootfs.sha256));
+    a.verity.is_some() && !config.nowrite() && a.rootfs.path == in_cas
+}
+
 /// Writes the target initrd to `out` and returns the kexec target and the
-/// initrd's size.
-pub fn prepare(a: &Artifacts, boot: &BootJson, out: &Path) -> Result<(Target, u64), HandoffError> {
+/// initrd's size. With `in_cache` ([`rootfs_in_cache`]) the rootfs stays
+/// out of it: its parameters tell stage 2 to read it from the cache
+/// partition.
+pub fn prepare(
+    a: &Artifacts,
+    boot: &BootJson,
+    out: &Path,
+    in_cache: bool,
+) -> Result<(Target, u64), HandoffError> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|source| HandoffError::Create {
             path: out.to_path_buf(),
             source,
         })?;
+    }
+    let verity = a.verity.clone().map(|mut v| {
+        if in_cache {
+            v.params.in_cache = Some(a.rootfs.sha256.clone());
+        }
+        v
+    });
+    if !a.rootfs_hashed && !in_cache {
+        let got = Artifact::hash_file("rootfs", &a.rootfs.path).map_err(|source| {
+            HandoffError::Payload {
+                path: out.to_path_buf(),
+                source,
+            }
+        })?;
+        if got.sha256 != a.rootfs.sha256 || got.length != a.rootfs.length {
+            return Err(HandoffError::RootfsMismatch {
+                path: a.rootfs.path.clone(),
+                got: got.sha256,
+                len: got.length,
+            });
+        }
     }
     let file = File::create(out).map_err(|source| HandoffError::Create {
         path: out.to_path_buf(),
@@ -163,6 +224,7 @@ pub fn prepare(a: &Artifacts, boot: &BootJson, out: &Path) -> Result<(Target, u6
             initramfs: &a.initramfs,
             rootfs: &a.rootfs,
             extra: &extra,
+            verity: verity.as_ref(),
             tuf: &a.tuf,
             boot,
         },
@@ -239,8 +301,22 @@ pub fn payload_step(
 ) -> (Option<Target>, Status) {
     let (_, boot) = record(artifacts, config, provenance, identity, route, measurements);
     let out = Path::new(INITRD_OUT);
-    match prepare(artifacts, &boot, out) {
-        Ok((t, size)) => (Some(t), Status::ok(format!("{} ({size} B)", out.display()))),
+    let in_cache = rootfs_in_cache(artifacts, config);
+    match prepare(artifacts, &boot, out, in_cache) {
+        Ok((t, size)) => {
+            let rootfs = if in_cache {
+                format!(
+                    "; the rootfs stays on the cache partition ({}), read in place through dm-verity",
+                    artifacts.rootfs.path.display()
+                )
+            } else {
+                String::new()
+            };
+            (
+                Some(t),
+                Status::ok(format!("{} ({size} B){rootfs}", out.display())),
+            )
+        }
         Err(e) => (None, Status::fail(chain(&e))),
     }
 }
@@ -303,10 +379,63 @@ mod tests {
         let boot = boot_json(&a, &config, &line);
         assert_eq!(boot.artifact("rootfs").map(|r| r.length), Some(4));
         let out = dir.path().join("out/initrd.img");
-        let (target, size) = prepare(&a, &boot, &out).expect("prepare");
+        let (target, size) = prepare(&a, &boot, &out, false).expect("prepare");
         assert_eq!(std::fs::metadata(&out).expect("written").len(), size);
         assert_eq!(target.cmdline, line);
         assert_eq!(target.kernel, dir.path().join("vmlinuz"));
+    }
+
+    #[test]
+    fn only_a_verity_rootfs_of_a_writable_cache_stays_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (n, b) in [
+            ("vmlinuz", &b"kernel"[..]),
+            ("initramfs.img", b"initrd"),
+            ("rootfs.squashfs", b"hsqs"),
+            ("cmdline", b"console=ttyS0\n"),
+        ] {
+            std::fs::write(dir.path().join(n), b).expect("write");
+        }
+        let mut a = test_artifacts(dir.path(), "stable").expect("artifacts");
+        let local = Config {
+            mode: Mode::Local,
+            ..Config::default()
+        };
+        let in_cas = Path::new(crate::cachepart::MOUNT_POINT)
+            .join(crate::cas_layout::object(&a.rootfs.sha256));
+        a.rootfs.path = in_cas;
+        assert!(!rootfs_in_cache(&a, &local), "no dm-verity parameters");
+        a.verity = Some(RootVerity {
+            tree: a.kernel.clone(),
+            params: payload::VerityParams {
+                target: a.names[2].clone(),
+                verity: verifier::Verity {
+                    version: 1,
+                    hash_algorithm: "sha256".into(),
+                    data_block_size: 4096,
+                    hash_block_size: 4096,
+                    data_blocks: 1,
+                    salt: Vec::new(),
+                    root_hash: [0; 32],
+                    tree: "stable/x86_64/rootfs.verity".into(),
+                },
+                in_cache: None,
+            },
+        });
+        assert!(rootfs_in_cache(&a, &local));
+        assert!(rootfs_in_cache(&a, &Config::default()), "internet mode");
+        let private = Config {
+            mode: Mode::Private,
+            ..Config::default()
+        };
+        assert!(!rootfs_in_cache(&a, &private), "private mode: in RAM");
+        let nowrite = Config {
+            nowrite: true,
+            ..local.clone()
+        };
+        assert!(!rootfs_in_cache(&a, &nowrite), "phase.nowrite: in RAM");
+        a.rootfs.path = PathBuf::from("/run/phase/ram-cas/cas/sha256/ab/cd");
+        assert!(!rootfs_in_cache(&a, &local), "not on the cache partition");
     }
 
     #[test]

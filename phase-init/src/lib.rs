@@ -26,6 +26,7 @@ pub mod cmdline;
 pub mod console;
 pub mod direct;
 pub mod discover;
+pub mod dm;
 pub mod failure;
 pub mod fallback;
 pub mod fetchloop;

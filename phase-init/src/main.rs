@@ -42,7 +42,7 @@
 //!               again; then measure, payload, kexec once more for it
 //! stage 2 (phase.stage=target, or stage 1 going on directly), after the
 //! ready line and what stage 1 measured (PCR 23, boot.json's log):
-//! 22. rootfs    squashfs via loop + OverlayFS with a tmpfs upper
+//! 22. rootfs    squashfs via loop (and dm-verity) + OverlayFS, tmpfs upper
 //! 23. move      /proc /sys /dev /run and the payload into the new root
 //! 24. switch    switch_root (the initramfs contents are freed)
 //! 25. identity  (private mode) the MACs of boot.json again

@@ -3,7 +3,9 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `/phase/rootfs.squashfs` | the verified root filesystem |
+//! | `/phase/rootfs.squashfs` | the verified root filesystem (not in the archive when `rootfs.verity.json` says `in_cache`: stage 2 then binds it here from the cache partition) |
+//! | `/phase/rootfs.verity` | its dm-verity hash tree (a release with verity metadata; a hard link to its CAS name) |
+//! | `/phase/rootfs.verity.json` | the tree's signed parameters, the rootfs's target name and whether it stays on the cache partition ([`VerityParams`]): what stage 2 opens the rootfs through dm-verity with |
 //! | `/phase/cas/sha256/<2>/<64>` | every verified object: kernel, target initramfs, rootfs (a hard link to `/phase/rootfs.squashfs`, no second copy) and the jobs stage 1 fetched |
 //! | `/phase/cas/locks/` | empty; `fetcher::Cas::open` expects it |
 //! | `/phase/tuf/{root,timestamp,snapshot,targets}.json` | the trusted TUF state stage 1 verified (`verifier::DirStorage` layout) |
@@ -41,6 +43,9 @@ pub use handover::{
 
 /// Where the payload lands in the target's initramfs.
 pub const ROOTFS: &str = "/phase/rootfs.squashfs";
+/// The rootfs's dm-verity hash tree, and its signed parameters.
+pub const ROOTFS_VERITY: &str = "/phase/rootfs.verity";
+pub const ROOTFS_VERITY_PARAMS: &str = "/phase/rootfs.verity.json";
 pub const CAS_DIR: &str = "/phase/cas";
 pub const TUF_DIR: &str = "/phase/tuf";
 
@@ -133,6 +138,74 @@ impl Artifact {
     }
 }
 
+/// The rootfs's dm-verity tree, verified against its own signed SHA-256,
+/// and the signed parameters of the rootfs target (`custom.verity`).
+#[derive(Debug, Clone)]
+pub struct RootVerity {
+    pub tree: Artifact,
+    pub params: VerityParams,
+}
+
+/// What `/phase/rootfs.verity.json` holds: the rootfs's TUF target name
+/// (for the lines that name it), its signed `verity` metadata in the
+/// metadata's own JSON form, and, when the kexec initrd leaves the rootfs
+/// on the cache partition, its SHA-256 there (`in_cache`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerityParams {
+    pub target: String,
+    pub verity: verifier::Verity,
+    /// The rootfs's SHA-256 (64 lowercase hex) when stage 2 reads it in
+    /// place from the cache partition's CAS (`cas/sha256/<2>/<64>`)
+    /// instead of from the payload: the kexec route with a writable cache
+    /// (docs/verity.md, "Booting with it").
+    pub in_cache: Option<String>,
+}
+
+impl VerityParams {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "target": self.target,
+            "verity": self.verity.to_json(),
+        });
+        if let Some(d) = &self.in_cache {
+            v["in_cache"] = d.as_str().into();
+        }
+        // Serializing a Value built from strings and numbers cannot fail.
+        serde_json::to_vec_pretty(&v).unwrap_or_default()
+    }
+
+    /// Parses and checks the parameters as the verifier checks signed
+    /// metadata (the same `verifier::Verity::from_json`).
+    pub fn from_json(bytes: &[u8]) -> Result<VerityParams, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let target = v["target"].as_str().ok_or("no \"target\" name")?.to_owned();
+        let verity = verifier::Verity::from_json(&v["verity"])?;
+        let in_cache = match &v["in_cache"] {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(d)
+                if d.len() == 64 && d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+            {
+                Some(d.clone())
+            }
+            other => return Err(format!("in_cache {other} is not a SHA-256 in hex")),
+        };
+        Ok(VerityParams {
+            target,
+            verity,
+            in_cache,
+        })
+    }
+
+    /// Where the rootfs is when [`VerityParams::in_cache`] says so: below
+    /// the cache partition's mount point `cache`.
+    pub fn cache_object(&self, cache: &Path) -> Option<PathBuf> {
+        self.in_cache
+            .as_deref()
+            .map(|d| cache.join(cas_layout::object(d)))
+    }
+}
+
 /// What goes into the target's initrd.
 #[derive(Debug, Clone)]
 pub struct Payload<'a> {
@@ -141,6 +214,9 @@ pub struct Payload<'a> {
     pub rootfs: &'a Artifact,
     /// Further verified objects for the CAS only (the jobs).
     pub extra: &'a [Artifact],
+    /// The rootfs's dm-verity tree and parameters, when the release has
+    /// them.
+    pub verity: Option<&'a RootVerity>,
     /// The verified TUF metadata, under `/phase/tuf/`.
     pub tuf: &'a [MetaFile],
     pub boot: &'a BootJson,
@@ -195,8 +271,10 @@ pub fn write_initrd<W: Write>(out: W, p: &Payload<'_>) -> Result<u64, PayloadErr
         ino
     };
     let shard = |a: &Artifact| in_cache(&cas_layout::shard(&a.sha256));
+    let tree = p.verity.map(|v| &v.tree);
     let objects: Vec<&Artifact> = [p.kernel, p.initramfs, p.rootfs]
         .into_iter()
+        .chain(tree)
         .chain(p.extra.iter())
         .collect();
     let mut dirs: Vec<String> = std::iter::once("phase".to_owned())
@@ -228,25 +306,38 @@ pub fn write_initrd<W: Write>(out: W, p: &Payload<'_>) -> Result<u64, PayloadErr
         wr.finish().map_err(PayloadError::Write)?;
         Ok::<(), PayloadError>(())
     };
-    // The rootfs first, with its data; its CAS name is a second link to
-    // the same inode (unless another object has the same digest).
-    let rootfs_ino = next_ino();
+    // The rootfs (and its tree) first, with its data; its CAS name is a
+    // second link to the same inode (unless an object written before has
+    // the same digest).
     let mut written: Vec<&str> = Vec::new();
-    let link_rootfs = p.rootfs.sha256 != p.kernel.sha256 && p.rootfs.sha256 != p.initramfs.sha256;
-    file(
-        &mut w,
-        ROOTFS.trim_start_matches('/'),
-        "rootfs",
-        p.rootfs,
-        rootfs_ino,
-        if link_rootfs { 2 } else { 1 },
-    )?;
-    if link_rootfs {
-        let wr = header(&cas_path(&p.rootfs.sha256), 0o100644, rootfs_ino)
-            .nlink(2)
-            .write(&mut w, 0);
-        wr.finish().map_err(PayloadError::Write)?;
-        written.push(&p.rootfs.sha256);
+    // A rootfs that stage 2 reads in place from the cache partition
+    // (`in_cache`) is not in the archive at all.
+    let in_cache = p.verity.is_some_and(|v| v.params.in_cache.is_some());
+    let named = [
+        (ROOTFS, "rootfs", (!in_cache).then_some(p.rootfs)),
+        (ROOTFS_VERITY, "dm-verity tree", tree),
+    ];
+    for (path, what, a) in named {
+        let Some(a) = a else { continue };
+        let ino = next_ino();
+        let link = a.sha256 != p.kernel.sha256
+            && a.sha256 != p.initramfs.sha256
+            && !written.contains(&a.sha256.as_str());
+        file(
+            &mut w,
+            path.trim_start_matches('/'),
+            what,
+            a,
+            ino,
+            if link { 2 } else { 1 },
+        )?;
+        if link {
+            let wr = header(&cas_path(&a.sha256), 0o100644, ino)
+                .nlink(2)
+                .write(&mut w, 0);
+            wr.finish().map_err(PayloadError::Write)?;
+            written.push(&a.sha256);
+        }
     }
     let whats = ["kernel", "target initramfs"];
     for (i, a) in [p.kernel, p.initramfs]
@@ -261,10 +352,24 @@ pub fn write_initrd<W: Write>(out: W, p: &Payload<'_>) -> Result<u64, PayloadErr
         file(&mut w, &cas_path(&a.sha256), what, a, next_ino(), 1)?;
         written.push(&a.sha256);
     }
-    for m in p.tuf {
-        let name = format!("{}/{}", TUF_DIR.trim_start_matches('/'), m.name);
-        let mut wr = header(&name, 0o100644, next_ino()).write(&mut w, m.bytes.len() as u32);
-        wr.write_all(&m.bytes).map_err(PayloadError::Write)?;
+    let files = p
+        .tuf
+        .iter()
+        .map(|m| {
+            (
+                format!("{}/{}", TUF_DIR.trim_start_matches('/'), m.name),
+                m.bytes.clone(),
+            )
+        })
+        .chain(p.verity.map(|v| {
+            (
+                ROOTFS_VERITY_PARAMS.trim_start_matches('/').to_owned(),
+                v.params.to_json(),
+            )
+        }));
+    for (name, bytes) in files {
+        let mut wr = header(&name, 0o100644, next_ino()).write(&mut w, bytes.len() as u32);
+        wr.write_all(&bytes).map_err(PayloadError::Write)?;
         wr.finish().map_err(PayloadError::Write)?;
     }
     let json = p.boot.to_json();
@@ -323,8 +428,13 @@ pub fn lay_out(root: &Path, p: &Payload<'_>) -> Result<Vec<Bind>, PayloadError> 
         Ok(())
     };
     place(p.rootfs, root.join(ROOTFS.trim_start_matches('/')))?;
+    let tree = p.verity.map(|v| &v.tree);
+    if let Some(t) = tree {
+        place(t, root.join(ROOTFS_VERITY.trim_start_matches('/')))?;
+    }
     for a in [p.kernel, p.initramfs, p.rootfs]
         .into_iter()
+        .chain(tree)
         .chain(p.extra.iter())
     {
         place(a, root.join(cas_path(&a.sha256)))?;
@@ -338,6 +448,12 @@ pub fn lay_out(root: &Path, p: &Payload<'_>) -> Result<Vec<Bind>, PayloadError> 
                 m.bytes.clone(),
             )
         })
+        .chain(p.verity.map(|v| {
+            (
+                ROOTFS_VERITY_PARAMS.trim_start_matches('/').to_owned(),
+                v.params.to_json(),
+            )
+        }))
         .chain(std::iter::once((
             BOOT_JSON.trim_start_matches('/').to_owned(),
             p.boot.to_json(),
@@ -448,6 +564,7 @@ mod tests {
                 initramfs: &initramfs,
                 rootfs: &rootfs,
                 extra: &[],
+                verity: None,
                 tuf: &[],
                 boot: &boot,
             },
@@ -511,6 +628,7 @@ mod tests {
                 initramfs: &initramfs,
                 rootfs: &rootfs,
                 extra: std::slice::from_ref(&job),
+                verity: None,
                 tuf: &tuf,
                 boot: &boot,
             },
@@ -555,6 +673,7 @@ mod tests {
                 initramfs: &initramfs,
                 rootfs: &rootfs,
                 extra: &[],
+                verity: None,
                 tuf: &bad,
                 boot: &boot,
             },
@@ -578,6 +697,7 @@ mod tests {
                 initramfs: &initramfs,
                 rootfs: &rootfs,
                 extra: &[],
+                verity: None,
                 tuf: &[],
                 boot: &boot,
             },
@@ -643,6 +763,7 @@ mod tests {
                 initramfs: &initramfs,
                 rootfs: &rootfs,
                 extra: &[job.clone(), dup],
+                verity: None,
                 tuf: &tuf,
                 boot: &boot,
             },
@@ -705,6 +826,7 @@ mod tests {
                 initramfs: &a,
                 rootfs: &a,
                 extra: &[],
+                verity: None,
                 tuf: &[MetaFile {
                     name: "../x".into(),
                     bytes: vec![],
@@ -717,6 +839,142 @@ mod tests {
             e.to_string(),
             "TUF metadata name \"../x\" is not a plain relative path (a-z A-Z 0-9 . _ - segments)"
         );
+    }
+
+    fn sample_verity(dir: &Path, rootfs: &Artifact) -> RootVerity {
+        let tree = write(dir, "tree", &[0x77; 8192]);
+        RootVerity {
+            tree,
+            params: VerityParams {
+                target: "stable/x86_64/rootfs".into(),
+                verity: verifier::Verity {
+                    version: 1,
+                    hash_algorithm: "sha256".into(),
+                    data_block_size: 4096,
+                    hash_block_size: 4096,
+                    data_blocks: rootfs.length / 4096,
+                    salt: vec![0x5a; 32],
+                    root_hash: [0xab; 32],
+                    tree: "stable/x86_64/rootfs.verity".into(),
+                },
+                in_cache: None,
+            },
+        }
+    }
+
+    #[test]
+    fn verity_parameters_round_trip_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rootfs = write(dir.path(), "rootfs", &[0x5a; 8192]);
+        let v = sample_verity(dir.path(), &rootfs);
+        assert_eq!(
+            VerityParams::from_json(&v.params.to_json()).expect("parse"),
+            v.params
+        );
+        let mut j: serde_json::Value = serde_json::from_slice(&v.params.to_json()).expect("json");
+        j["verity"]["root_hash"] = "00".into();
+        let e = VerityParams::from_json(&serde_json::to_vec(&j).expect("vec"))
+            .expect_err("short root hash");
+        assert!(e.contains("root_hash"), "{e}");
+        assert!(VerityParams::from_json(b"{}").is_err());
+    }
+
+    #[test]
+    fn with_a_tree_the_payload_carries_it_and_its_parameters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let initramfs = write(dir.path(), "initrd", b"INIT");
+        let kernel = write(dir.path(), "vmlinuz", b"kernel bytes");
+        let rootfs = write(dir.path(), "rootfs", &[0x5a; 8192]);
+        let v = sample_verity(dir.path(), &rootfs);
+        let boot = sample_boot();
+        let p = Payload {
+            kernel: &kernel,
+            initramfs: &initramfs,
+            rootfs: &rootfs,
+            extra: &[],
+            verity: Some(&v),
+            tuf: &[],
+            boot: &boot,
+        };
+        // The kexec initrd: the tree once, its CAS name a link to it.
+        let mut out = Vec::new();
+        write_initrd(&mut out, &p).expect("write");
+        let e = by_name(&out[4..]);
+        let (t_ino, t_nlink, t_body) = &e["phase/rootfs.verity"];
+        let (c_ino, c_nlink, c_body) = &e[&cas_path(&v.tree.sha256)];
+        assert_eq!((t_ino, t_nlink, t_body.len()), (c_ino, &2, 8192));
+        assert_eq!((*c_nlink, c_body.len()), (2, 0));
+        assert_eq!(e["phase/rootfs.squashfs"].2.len(), 8192);
+        let params = &e["phase/rootfs.verity.json"].2;
+        assert_eq!(VerityParams::from_json(params).expect("parse"), v.params);
+
+        // In place: the tree bound at both names, the parameters written.
+        let root = dir.path().join("root");
+        let binds = lay_out(&root, &p).expect("lay out");
+        for at in [
+            root.join("phase/rootfs.verity"),
+            root.join(cas_path(&v.tree.sha256)),
+        ] {
+            assert!(
+                binds.iter().any(|b| b.from == v.tree.path && b.at == at),
+                "{} missing from {binds:?}",
+                at.display()
+            );
+        }
+        assert_eq!(binds.len(), 6, "{binds:?}");
+        let params = std::fs::read(root.join("phase/rootfs.verity.json")).expect("params");
+        assert_eq!(VerityParams::from_json(&params).expect("parse"), v.params);
+    }
+
+    #[test]
+    fn a_rootfs_left_in_the_cache_is_not_in_the_kexec_initrd() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let initramfs = write(dir.path(), "initrd", b"INIT");
+        let kernel = write(dir.path(), "vmlinuz", b"kernel bytes");
+        let rootfs = write(dir.path(), "rootfs", &[0x5a; 8192]);
+        let mut v = sample_verity(dir.path(), &rootfs);
+        v.params.in_cache = Some(rootfs.sha256.clone());
+        let boot = sample_boot();
+        let p = Payload {
+            kernel: &kernel,
+            initramfs: &initramfs,
+            rootfs: &rootfs,
+            extra: &[],
+            verity: Some(&v),
+            tuf: &[],
+            boot: &boot,
+        };
+        let mut out = Vec::new();
+        write_initrd(&mut out, &p).expect("write");
+        let e = by_name(&out[4..]);
+        assert!(!e.contains_key("phase/rootfs.squashfs"));
+        assert!(!e.contains_key(&cas_path(&rootfs.sha256)));
+        assert_eq!(e[&cas_path(&kernel.sha256)].2, b"kernel bytes");
+        assert_eq!(e["phase/rootfs.verity"].2.len(), 8192);
+        let params =
+            VerityParams::from_json(&e["phase/rootfs.verity.json"].2).expect("parse the params");
+        assert_eq!(params, v.params);
+        assert_eq!(
+            params.cache_object(Path::new("/run/phase/cache")),
+            Some(PathBuf::from(format!(
+                "/run/phase/cache/cas/sha256/{}/{}",
+                &rootfs.sha256[..2],
+                rootfs.sha256
+            )))
+        );
+        // Anything but a digest is refused.
+        for bad in [
+            serde_json::json!("../../etc/passwd"),
+            serde_json::json!("AB".repeat(32)),
+            serde_json::json!(5),
+        ] {
+            let mut j: serde_json::Value =
+                serde_json::from_slice(&v.params.to_json()).expect("json");
+            j["in_cache"] = bad;
+            let e = VerityParams::from_json(&serde_json::to_vec(&j).expect("vec"))
+                .expect_err("not a digest");
+            assert!(e.contains("in_cache"), "{e}");
+        }
     }
 
     #[test]

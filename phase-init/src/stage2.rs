@@ -2,7 +2,13 @@
 //! target initramfs to the verified root filesystem.
 //!
 //! 1. `/phase/rootfs.squashfs` → a loop device (read-only, auto-clear) →
-//!    squashfs mounted read-only at [`LOWER`];
+//!    squashfs mounted read-only at [`LOWER`]. When stage 1 left the
+//!    rootfs's dm-verity parameters (`/phase/rootfs.verity.json`) and tree
+//!    (`/phase/rootfs.verity`), the tree gets a loop device too and the
+//!    squashfs is mounted from the device-mapper device
+//!    [`VERITY_NAME`] (`/dev/dm-N`) whose dm-verity table comes from
+//!    those signed parameters ([`open_verity`]): every block is checked as
+//!    it is read, and a block that does not match reads as an I/O error;
 //! 2. a tmpfs at [`RW`] holds the overlay's upper and work dirs (or, with
 //!    `phase.persist=PARTNAME` and writes allowed, that partition's ext4
 //!    file system does, under [`PERSIST_DIR`]: see [`upper_for`]); OverlayFS
@@ -35,6 +41,8 @@ use crate::sys;
 use crate::{cachepart, step};
 
 pub const LOWER: &str = "/.phase/lower";
+/// The device-mapper name of the rootfs read through dm-verity.
+pub const VERITY_NAME: &str = "phase-rootfs";
 pub const RW: &str = "/.phase/rw";
 pub const NEW_ROOT: &str = "/sysroot";
 /// The payload directory kept across switch_root.
@@ -81,6 +89,27 @@ pub fn upper_for(config: &Config) -> (Upper, Option<String>) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Stage2Error {
+    #[error("the dm-verity parameters {path} are unusable: {why}")]
+    VerityParams { path: PathBuf, why: String },
+    #[error("cannot open the rootfs {target} through dm-verity")]
+    Verity {
+        target: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the rootfs {target} does not match its signed dm-verity root hash {root}: the squashfs on {dev} cannot be read ({source})")]
+    VerityMount {
+        target: String,
+        root: String,
+        dev: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot mount the cache partition that holds the rootfs")]
+    Cache(#[source] cachepart::CacheError),
+    #[error("the cache partition has no rootfs at {0}")]
+    NotInCache(PathBuf),
+    #[error("{0}")]
+    Bind(String),
     #[error("the payload has no root filesystem at {0} (was this initramfs kexec'd by stage 1?)")]
     NoRootfs(PathBuf),
     #[error("no partition named {name} appeared within {} s", PERSIST_WAIT.as_secs())]
@@ -159,19 +188,47 @@ fn mkdir(p: &Path) -> Result<(), Stage2Error> {
 /// why, rather than stopping the boot).
 pub fn mount_root(upper: &Upper) -> Result<(String, Vec<String>), Stage2Error> {
     let image = Path::new(payload::ROOTFS);
+    let params = read_verity_params()?;
+    let mut in_place = None;
     if !image.is_file() {
-        return Err(Stage2Error::NoRootfs(image.to_path_buf()));
+        let cache = Path::new(cachepart::MOUNT_POINT);
+        match params.as_ref().and_then(|p| p.cache_object(cache)) {
+            Some(object) => in_place = Some(rootfs_from_cache(&object, image)?),
+            None => return Err(Stage2Error::NoRootfs(image.to_path_buf())),
+        }
     }
     // Held until the squashfs is mounted (see attach_loop).
     let (dev, _hold) = attach_loop(image)?;
     let (lower, rw, root) = (Path::new(LOWER), Path::new(RW), Path::new(NEW_ROOT));
     mkdir(lower)?;
-    mount(&dev, lower, "squashfs", MountFlags::RDONLY, None)
-        .map_err(errno)
-        .map_err(io_err(
-            "mount the squashfs (is squashfs.ko loaded?) at",
-            lower,
-        ))?;
+    let verity = match params {
+        Some(p) => Some(open_verity(p, &dev)?),
+        None => None,
+    };
+    let (from, mut words) = match &verity {
+        Some(v) => (v.dev.clone(), v.words.clone()),
+        None => (dev.clone(), format!("{}", dev.display())),
+    };
+    if let Some(place) = in_place {
+        words = format!("{words}, in place from {place}");
+    }
+    if let Err(e) = mount(&from, lower, "squashfs", MountFlags::RDONLY, None) {
+        let e = errno(e);
+        return Err(match &verity {
+            // dm-verity answers a block that does not match with EIO.
+            Some(v) if e.raw_os_error() == Some(libc::EIO) => {
+                let _ = crate::dm::remove(VERITY_NAME);
+                Stage2Error::VerityMount {
+                    target: v.target.clone(),
+                    root: v.root.clone(),
+                    dev: v.dev.clone(),
+                    source: e,
+                }
+            }
+            _ => io_err("mount the squashfs (is squashfs.ko loaded?) at", lower)(e),
+        });
+    }
+    drop(verity);
     mkdir(rw)?;
     let mut problems = Vec::new();
     let persistent = match upper {
@@ -226,12 +283,130 @@ pub fn mount_root(upper: &Upper) -> Result<(String, Vec<String>), Stage2Error> {
     .map_err(errno)
     .map_err(io_err("mount the overlay (is overlay.ko loaded?) at", root))?;
     let summary = format!(
-        "{} on {} (squashfs, read-only) + {upper_words} -> overlay {}",
+        "{} on {words} (squashfs, read-only) + {upper_words} -> overlay {}",
         payload::ROOTFS,
-        dev.display(),
         NEW_ROOT
     );
     Ok((summary, problems))
+}
+
+/// The rootfs opened through dm-verity: the device to mount, and what the
+/// console line says about it. The tree's loop device is held open until
+/// the squashfs is mounted (the table holds it after that).
+struct Verity {
+    dev: PathBuf,
+    target: String,
+    root: String,
+    words: String,
+    _tree: File,
+}
+
+/// The dm-verity table of `params` over the data device `data` and the
+/// hash device `hash` (`major:minor` or paths).
+pub fn verity_table(
+    params: &payload::VerityParams,
+    data: &str,
+    hash: &str,
+) -> Result<verity::Table, verity::Error> {
+    let v = &params.verity;
+    let p = verity::Params::new(v.data_block_size, v.hash_block_size, v.salt.clone())?;
+    verity::Table::new(
+        &p,
+        v.data_blocks,
+        v.hash_start_block(),
+        v.root_hash,
+        data,
+        hash,
+    )
+}
+
+/// The signed dm-verity parameters stage 1 left at
+/// [`payload::ROOTFS_VERITY_PARAMS`], if it left any.
+fn read_verity_params() -> Result<Option<payload::VerityParams>, Stage2Error> {
+    let path = Path::new(payload::ROOTFS_VERITY_PARAMS);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = fs::read(path).map_err(io_err("read", path))?;
+    payload::VerityParams::from_json(&bytes)
+        .map(Some)
+        .map_err(|why| Stage2Error::VerityParams {
+            path: path.to_path_buf(),
+            why,
+        })
+}
+
+/// The kexec route with the rootfs left on the cache partition
+/// (`in_cache`): mounts the partition at [`cachepart::MOUNT_POINT`] (as
+/// stage 1 did; the mount moves into the new root with `/run`) and binds
+/// the rootfs object read-only at `image` and at its CAS name in the
+/// payload, so the target reads and re-shares it in place. Returns the
+/// console words.
+fn rootfs_from_cache(object: &Path, image: &Path) -> Result<String, Stage2Error> {
+    let mounted = cachepart::mount_cache(true, cachepart::WAIT).map_err(Stage2Error::Cache)?;
+    if !object.is_file() {
+        return Err(Stage2Error::NotInCache(object.to_path_buf()));
+    }
+    let name = object
+        .strip_prefix(&mounted.dir)
+        .map_err(|_| Stage2Error::NotInCache(object.to_path_buf()))?;
+    let cas_name = Path::new(PAYLOAD_DIR).join(name);
+    for at in [image, cas_name.as_path()] {
+        if let Some(dir) = at.parent() {
+            mkdir(dir)?;
+        }
+        File::create(at).map_err(io_err("create", at))?;
+        crate::direct::bind_read_only(object, at).map_err(Stage2Error::Bind)?;
+    }
+    Ok(format!(
+        "{} on the cache partition {}",
+        object.display(),
+        mounted.device.display()
+    ))
+}
+
+/// Puts the rootfs on `data` (its loop device) behind dm-verity with the
+/// signed parameters `p` and the tree at [`payload::ROOTFS_VERITY`] (a
+/// loop device of its own).
+fn open_verity(p: payload::VerityParams, data: &Path) -> Result<Verity, Stage2Error> {
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| Stage2Error::Verity {
+        target: p.target.clone(),
+        source,
+    };
+    let tree = Path::new(payload::ROOTFS_VERITY);
+    let (tree_dev, tree_hold) = attach_loop(tree)?;
+    let nums = |d: &Path| crate::dm::dev_numbers(d).map_err(|e| fail(Box::new(e)));
+    let table = verity_table(&p, &nums(data)?, &nums(&tree_dev)?).map_err(|e| fail(Box::new(e)))?;
+    let target = crate::dm::Target {
+        start: 0,
+        sectors: table.sectors(),
+        target_type: "verity".to_owned(),
+        params: table.target_params(),
+    };
+    let made = crate::dm::create(VERITY_NAME, crate::dm::READONLY_FLAG, &[target])
+        .map_err(|e| fail(Box::new(e)))?;
+    let dev = made.path();
+    // devtmpfs makes the node asynchronously.
+    if let Err(e) = open_when_present(&dev) {
+        let _ = crate::dm::remove(VERITY_NAME);
+        return Err(e);
+    }
+    let root = p.verity.root_hex();
+    let words = format!(
+        "{} (dm-verity {VERITY_NAME}: data {}, tree {} on {}, root {}..)",
+        dev.display(),
+        data.display(),
+        p.verity.tree,
+        tree_dev.display(),
+        &root[..12]
+    );
+    Ok(Verity {
+        dev,
+        target: p.target,
+        root,
+        words,
+        _tree: tree_hold,
+    })
 }
 
 /// Mounts the ext4 file system of the partition named `name` read-write
@@ -519,6 +694,31 @@ mod tests {
             Path::new("/etc").exists(),
             "a symlink is removed, not followed"
         );
+    }
+
+    #[test]
+    fn the_verity_table_comes_from_the_signed_parameters() {
+        let p = payload::VerityParams {
+            target: "stable/x86_64/rootfs".into(),
+            verity: verifier::Verity {
+                version: 1,
+                hash_algorithm: "sha256".into(),
+                data_block_size: 4096,
+                hash_block_size: 4096,
+                data_blocks: 300,
+                salt: vec![0xab; 2],
+                root_hash: [0x01; 32],
+                tree: "stable/x86_64/rootfs.verity".into(),
+            },
+            in_cache: None,
+        };
+        let t = verity_table(&p, "7:0", "7:1").expect("table");
+        assert_eq!(t.sectors(), 300 * 8);
+        assert_eq!(
+            t.target_params(),
+            format!("1 7:0 7:1 4096 4096 300 1 sha256 {} abab", "01".repeat(32))
+        );
+        assert!(verity_table(&p, "7:0", "bad dev").is_err());
     }
 
     #[test]

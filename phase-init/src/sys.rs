@@ -250,3 +250,31 @@ pub fn wait_signal(signals: &[libc::c_int], timeout: std::time::Duration) -> Opt
     let r = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
     (r > 0).then_some(r)
 }
+
+/// `ioctl(fd, request, buf)` for the device-mapper commands (see
+/// [`crate::dm`], which builds and reads the buffer): the kernel reads the
+/// `struct dm_ioctl` at the start of `buf` (and the `data_size` bytes it
+/// names, at most `buf.len()`) and writes its answer back into the same
+/// bytes.
+pub fn dm_ioctl(control: BorrowedFd<'_>, request: libc::c_ulong, buf: &mut [u8]) -> io::Result<()> {
+    // `data_size` (bytes 12..16): how much of `buf` the kernel may read
+    // and write.
+    let data_size = buf
+        .get(12..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes);
+    match data_size {
+        Some(n) if buf.len() >= crate::dm::DM_IOCTL_SIZE && n as usize <= buf.len() => {}
+        _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    }
+    // SAFETY: `buf` is a live, writable slice of at least the size of
+    // `struct dm_ioctl` for the call, and its `data_size` field (checked
+    // above) is at most `buf.len()`; the kernel reads and writes only
+    // within `data_size`. The fd is valid for the call.
+    let r = unsafe { libc::ioctl(control.as_raw_fd(), request as _, buf.as_mut_ptr()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

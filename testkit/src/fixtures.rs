@@ -196,6 +196,12 @@ pub fn toml_escape(s: &str) -> String {
 /// `files` (path relative to `/`, contents) and `/etc/phase/services.toml`.
 /// Stage 2 of phase-init supervises those services.
 pub fn busybox_rootfs(work: &Path, out: &Path, files: &[(&str, &str)], services_toml: &str) {
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_bytes())).collect();
+    busybox_rootfs_bytes(work, out, &files, services_toml);
+}
+
+/// [`busybox_rootfs`] with files of any bytes.
+pub fn busybox_rootfs_bytes(work: &Path, out: &Path, files: &[(&str, &[u8])], services_toml: &str) {
     need(Path::new("/bin/busybox"), "apt-get install busybox-static");
     let root = work.join("rootfs");
     for d in [

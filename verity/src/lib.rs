@@ -6,7 +6,8 @@
 //! What it owns: building the tree while the data streams through a
 //! [`Builder`] (memory: the tree itself, about 1/127 of the data, 8 MiB per
 //! GiB with the default block sizes), writing the hash device image
-//! ([`Tree::write`]) and the [`Superblock`] encoding.
+//! ([`Tree::write`]), the [`Superblock`] encoding, and the device-mapper
+//! table line that opens the data through dm-verity ([`Table`]).
 //!
 //! What it does not own: where the parameters come from (the signed TUF
 //! metadata, read by the `verifier` crate), device-mapper ioctls, loop
@@ -42,8 +43,10 @@ use std::io::{self, Read, Write};
 use sha2::{Digest, Sha256};
 
 mod superblock;
+mod table;
 
 pub use superblock::{Superblock, SuperblockError, SUPERBLOCK_SIZE};
+pub use table::Table;
 
 /// The only hash format version this crate writes: SHA-256(salt || block).
 pub const VERSION: u32 = 1;
@@ -107,6 +110,17 @@ pub enum Error {
         /// Levels needed.
         levels: usize,
     },
+    /// A device name a table line cannot carry.
+    #[error("{what} device {dev:?} is empty or has whitespace")]
+    Device {
+        /// `data` or `hash`.
+        what: &'static str,
+        /// The name given.
+        dev: String,
+    },
+    /// An optional table parameter a table line cannot carry.
+    #[error("optional parameter {0:?} is empty or has whitespace")]
+    Option(String),
     /// Reading the data failed.
     #[error("reading the data failed")]
     Read(#[source] io::Error),

@@ -92,6 +92,15 @@ fn serve_mdns_dht_then_discover_and_fetch_without_peers() {
             "console=ttyS0",
         ],
     );
+    // The rootfs's dm-verity hash tree is published as a fourth target,
+    // stable/x86_64/rootfs.verity: a copy beside the other files, for the
+    // comparisons below.
+    let tree = std::fs::read_dir(t.join("repo/targets/stable/x86_64"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".rootfs.verity"))
+        .expect("published rootfs.verity");
+    std::fs::copy(tree, t.join("rootfs.verity")).unwrap();
     let root = s(t.join("keys/1.root.json"));
     let lan = lan(4, true);
 
@@ -248,7 +257,7 @@ fn serve_mdns_dht_then_discover_and_fetch_without_peers() {
         );
         let report: serde_json::Value = serde_json::from_str(&out).unwrap();
         let items = report.as_array().unwrap();
-        assert_eq!(items.len(), 3, "{out}");
+        assert_eq!(items.len(), 4, "{out}");
         for it in items {
             let name = it["name"].as_str().unwrap();
             let kind = name.rsplit('/').next().unwrap();

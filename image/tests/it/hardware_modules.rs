@@ -159,10 +159,31 @@ fn nics_usb_and_keyboards_come_with_dependencies_firmware_and_aliases() {
         );
     }
     // The file systems and the stick's drivers load at every boot.
-    for name in ["ext4", "vfat", "squashfs", "overlay", "loop", "usb-storage"] {
+    // dm-mod and dm-verity open the rootfs through dm-verity in stage 2.
+    for name in [
+        "ext4",
+        "vfat",
+        "squashfs",
+        "overlay",
+        "loop",
+        "usb-storage",
+        "dm-mod",
+        "dm-verity",
+    ] {
         assert!(
             always.lines().any(|l| l.ends_with(&format!("/{name}.ko"))),
             "{name} is not in modules.always: {always}"
+        );
+    }
+    // dm-verity's dependencies come with it.
+    let verity = dep
+        .lines()
+        .find(|l| l.contains("/dm-verity.ko:"))
+        .unwrap_or_else(|| panic!("no modules.dep line for dm-verity: {dep}"));
+    for needed in ["/dm-bufio.ko", "/dm-mod.ko", "/reed_solomon.ko"] {
+        assert!(
+            verity.split_whitespace().any(|w| w.ends_with(needed)),
+            "modules.dep for dm-verity lacks {needed}: {verity}"
         );
     }
 }

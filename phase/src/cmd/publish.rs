@@ -2,12 +2,18 @@
 //! content-addressed names and sign new targets, snapshot and timestamp
 //! metadata (consistent snapshots). Serving the directory with any static
 //! web server makes it a repository.
+//!
+//! A rootfs also gets its dm-verity hash tree, published as the sibling
+//! target `<channel>/<arch>/rootfs.verity`, with the parameters and root
+//! hash in the rootfs target's signed `custom.verity` (docs/verity.md).
 
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use sha2::{Digest as _, Sha256};
 use verifier::publish::{Publisher, TargetSpec};
-use verifier::Kind;
+use verifier::{Kind, Verity};
 
 use super::common::{check_component, duration_arg, print_json};
 use super::signer::SignerArgs;
@@ -69,6 +75,10 @@ pub struct Args {
     /// Wall-clock deadline of the job in seconds (default: the node's, 60).
     #[arg(long, value_name = "SECONDS")]
     pub job_deadline_s: Option<u64>,
+    /// Salt of the rootfs's dm-verity hash tree, in hex (at most 256 bytes;
+    /// "" for none). Default: 32 random bytes, as `veritysetup format` uses.
+    #[arg(long, value_name = "HEX", requires = "rootfs")]
+    pub verity_salt: Option<String>,
     /// Kernel command line of the target (stored on the kernel target).
     #[arg(long)]
     pub cmdline: Option<String>,
@@ -88,7 +98,7 @@ pub struct Args {
     /// Re-sign only snapshot and timestamp with new versions and --expires
     /// (no artifacts; needs only the snapshot and timestamp keys): the
     /// scheduled job of an offline-root setup.
-    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "rootfs", "job", "cmdline", "release_version"])]
+    #[arg(long, conflicts_with_all = ["kernel", "initramfs", "rootfs", "job", "cmdline", "release_version", "verity_salt"])]
     pub refresh: bool,
     /// Print a JSON report.
     #[arg(long)]
@@ -146,6 +156,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             auto_chunk_size(largest)
         }
+    };
+    // The tree is built before anything is written, so a rootfs it cannot
+    // cover fails the publish early.
+    let verity = match &args.rootfs {
+        Some(f) => {
+            let salt = match &args.verity_salt {
+                Some(hex) => hex.clone(),
+                None => hex::encode(rand::random::<[u8; verity::DEFAULT_SALT_SIZE]>()),
+            };
+            let params = verity::Params::with_hex_salt(
+                verity::DEFAULT_BLOCK_SIZE,
+                verity::DEFAULT_BLOCK_SIZE,
+                &salt,
+            )
+            .context("--verity-salt")?;
+            let tree_name = format!("{}/{}/rootfs.verity", args.channel, args.arch);
+            Some(RootfsVerity::build(f, params, tree_name)?)
+        }
+        None => None,
     };
     let external = args.signer.load()?;
     let mut publisher = Publisher::open_with(&args.repo, &args.keys, external)
@@ -214,13 +243,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             })?;
     }
     for spec in &specs {
-        publisher.add_target(spec).with_context(|| {
+        let failed = || {
             format!(
                 "publishing {} from {} failed",
                 spec.name,
                 spec.source.display()
             )
-        })?;
+        };
+        match (&verity, spec.kind) {
+            (Some(v), Kind::Rootfs) => {
+                let mut extra = serde_json::Map::new();
+                extra.insert("verity".into(), v.meta.to_json());
+                publisher
+                    .add_target_with(spec, extra)
+                    .with_context(failed)?;
+                let published = publisher.added().last().map(|t| t.sha256.as_str());
+                anyhow::ensure!(
+                    published == Some(v.data_sha256.as_str()),
+                    "{} changed while it was being published (its dm-verity tree covers other bytes)",
+                    spec.source.display()
+                );
+                let tree = TargetSpec {
+                    name: v.meta.tree.clone(),
+                    kind: Kind::Verity,
+                    version: version.clone(),
+                    cmdline: None,
+                    source: v.file.path().to_path_buf(),
+                };
+                publisher
+                    .add_target(&tree)
+                    .with_context(|| format!("publishing {} failed", tree.name))?;
+            }
+            _ => publisher.add_target(spec).with_context(failed)?,
+        }
     }
     let report = if args.refresh {
         publisher.refresh(args.expires)
@@ -244,6 +299,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for t in &report.targets {
         println!("{:<28} {} {:>12} bytes", t.name, t.sha256, t.length);
     }
+    if let Some(v) = &verity {
+        let salt = if v.meta.salt.is_empty() {
+            "-".to_string()
+        } else {
+            v.meta.salt_hex()
+        };
+        println!(
+            "{base}/rootfs dm-verity root hash {}, salt {salt}, tree {}",
+            v.meta.root_hex(),
+            v.meta.tree
+        );
+    }
     println!(
         "published {} target(s) to {}: root v{}, targets v{}, snapshot v{}, timestamp v{}",
         report.targets.len(),
@@ -254,6 +321,94 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.timestamp_version
     );
     Ok(())
+}
+
+/// A rootfs's dm-verity hash tree, ready to publish.
+struct RootfsVerity {
+    /// The signed parameters (`custom.verity` of the rootfs target).
+    meta: Verity,
+    /// The hash device: superblock, then the tree.
+    file: tempfile::NamedTempFile,
+    /// SHA-256 of the bytes the tree was built from.
+    data_sha256: String,
+}
+
+impl RootfsVerity {
+    /// Reads `rootfs` once, building its tree and its SHA-256.
+    fn build(rootfs: &Path, params: verity::Params, tree: String) -> anyhow::Result<Self> {
+        let block = params.data_block_size();
+        let len = std::fs::metadata(rootfs)
+            .with_context(|| format!("reading {} failed", rootfs.display()))?
+            .len();
+        if len == 0 || len % u64::from(block) != 0 {
+            anyhow::bail!(
+                "--rootfs {}: {len} bytes is not a whole, nonzero number of {block}-byte \
+                 dm-verity data blocks; pad the image (mksquashfs pads to 4 KiB by default; \
+                 truncate -s %{block} FILE pads with zeros)",
+                rootfs.display()
+            );
+        }
+        let mut src = std::fs::File::open(rootfs)
+            .with_context(|| format!("reading {} failed", rootfs.display()))?;
+        let mut builder = verity::Builder::new(params);
+        let mut whole = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = src
+                .read(&mut buf)
+                .with_context(|| format!("reading {} failed", rootfs.display()))?;
+            if n == 0 {
+                break;
+            }
+            builder.update(&buf[..n]);
+            whole.update(&buf[..n]);
+        }
+        let tree_built = builder.finish().with_context(|| {
+            format!("building the dm-verity tree of {} failed", rootfs.display())
+        })?;
+        let uuid = tree_uuid(&tree_built);
+        let mut file = tempfile::NamedTempFile::new()
+            .context("creating a temporary file for the dm-verity tree failed")?;
+        {
+            let mut out = std::io::BufWriter::new(file.as_file_mut());
+            tree_built
+                .write(&mut out, verity::Layout::Superblock { uuid })
+                .and_then(|_| out.flush())
+                .context("writing the dm-verity tree failed")?;
+        }
+        let p = tree_built.params();
+        let meta = Verity {
+            version: verity::VERSION,
+            hash_algorithm: verity::HASH_ALGORITHM.into(),
+            data_block_size: p.data_block_size(),
+            hash_block_size: p.hash_block_size(),
+            data_blocks: tree_built.data_blocks(),
+            salt: p.salt().to_vec(),
+            root_hash: *tree_built.root_hash(),
+            tree,
+        };
+        Ok(RootfsVerity {
+            meta,
+            file,
+            data_sha256: hex::encode(whole.finalize()),
+        })
+    }
+}
+
+/// The superblock's UUID, derived from the salt and root hash so the same
+/// rootfs and salt always give the same tree target (an RFC 9562 version 8
+/// UUID).
+fn tree_uuid(tree: &verity::Tree) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(b"phase-boot dm-verity uuid\0");
+    h.update(tree.params().salt());
+    h.update(tree.root_hash());
+    let d = h.finalize();
+    let mut u = [0u8; 16];
+    u.copy_from_slice(&d[..16]);
+    u[6] = (u[6] & 0x0f) | 0x80;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    u
 }
 
 /// The signed custom metadata the --job-* options ask for (`args`, `env`,

@@ -8,6 +8,10 @@
 //! chunk matched the chunk list without hashing it whole again: one
 //! signature binds both, `phase publish` computes both from the same
 //! bytes, and this command shows that they agree (docs/fetcher.md).
+//!
+//! A rootfs must carry dm-verity metadata: its tree is recomputed from the
+//! downloaded rootfs and must give the signed root hash and, byte for byte,
+//! the signed tree target (docs/verity.md).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,7 +19,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
-use verifier::{Chunks, DirStorage, Updater};
+use verifier::{Chunks, DirStorage, Kind, Target, Updater, Verity};
 
 use super::common::{check_component, print_json, time_arg, RepoLocation};
 
@@ -56,6 +60,9 @@ struct Listed {
     version: Option<String>,
     kind: Option<String>,
     cmdline: Option<String>,
+    /// dm-verity root hash of a rootfs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verity_root_hash: Option<String>,
     downloaded: bool,
 }
 
@@ -108,15 +115,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             t.phase()
                 .with_context(|| format!("target {} has invalid Phase Boot metadata", t.name))?;
         }
+        let verity = if t.kind() == Some(Kind::Rootfs) {
+            Some(rootfs_verity(&mut up, t)?)
+        } else {
+            None
+        };
         if !args.no_download {
             let mut check = t.chunks().map(ChunkCheck::new);
+            let mut tree = verity
+                .as_ref()
+                .map(|(v, _)| verity_builder(t, v))
+                .transpose()?;
             let mut sink = std::io::sink();
-            let out: &mut dyn Write = match &mut check {
-                Some(c) => c,
-                None => &mut sink,
+            let mut out = Tee {
+                chunks: match &mut check {
+                    Some(c) => c,
+                    None => &mut sink,
+                },
+                tree: tree.as_mut(),
             };
-            up.download(t, out)
+            up.download(t, &mut out)
                 .with_context(|| format!("verifying target {} failed", t.name))?;
+            if let (Some(b), Some((v, tree_target))) = (tree, &verity) {
+                check_tree(&up, t, v, tree_target, b)?;
+            }
             if let Some(c) = check {
                 c.finish().with_context(|| {
                     format!(
@@ -133,6 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             version: t.version().map(str::to_string),
             kind: t.kind().map(|k| k.as_str().to_string()),
             cmdline: t.cmdline().map(str::to_string),
+            verity_root_hash: verity.map(|(v, _)| v.root_hex()),
             downloaded: !args.no_download,
         });
     }
@@ -168,6 +191,105 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if args.no_download { " (metadata only)" } else { " downloaded and hash-checked" }
     );
     Ok(())
+}
+
+/// A rootfs's signed dm-verity parameters and its tree target, which must
+/// be listed with kind `verity`.
+fn rootfs_verity<T: verifier::Transport, S: verifier::Storage>(
+    up: &mut Updater<S, T>,
+    rootfs: &Target,
+) -> anyhow::Result<(Verity, Target)> {
+    let v = rootfs
+        .verity()
+        .with_context(|| format!("target {} has no valid dm-verity metadata", rootfs.name))?;
+    let tree = up.target(&v.tree).with_context(|| {
+        format!(
+            "target {}: its dm-verity tree target {} is not listed",
+            rootfs.name, v.tree
+        )
+    })?;
+    anyhow::ensure!(
+        tree.kind() == Some(Kind::Verity),
+        "target {}: its dm-verity tree target {} is not of kind verity",
+        rootfs.name,
+        v.tree
+    );
+    Ok((v, tree))
+}
+
+/// A tree builder with the signed parameters.
+fn verity_builder(rootfs: &Target, v: &Verity) -> anyhow::Result<verity::Builder> {
+    let params = verity::Params::new(v.data_block_size, v.hash_block_size, v.salt.clone())
+        .with_context(|| format!("target {}: dm-verity parameters", rootfs.name))?;
+    Ok(verity::Builder::new(params))
+}
+
+/// Whether the tree recomputed from the rootfs's bytes has the signed root
+/// hash and is, with the superblock's UUID, the signed tree target.
+fn check_tree<T: verifier::Transport, S: verifier::Storage>(
+    up: &Updater<S, T>,
+    rootfs: &Target,
+    v: &Verity,
+    tree_target: &Target,
+    built: verity::Builder,
+) -> anyhow::Result<()> {
+    let name = &rootfs.name;
+    let ours = built
+        .finish()
+        .with_context(|| format!("target {name}: recomputing its dm-verity tree failed"))?;
+    anyhow::ensure!(
+        ours.root_hash() == &v.root_hash,
+        "target {name}: the signed dm-verity root hash {} does not match the tree of its bytes ({})",
+        v.root_hex(),
+        ours.root_hex()
+    );
+    let mut published = Vec::new();
+    up.download(tree_target, &mut published)
+        .with_context(|| format!("verifying target {} failed", tree_target.name))?;
+    let sb = verity::Superblock::parse(&published).with_context(|| {
+        format!(
+            "target {}: no dm-verity superblock at its start",
+            tree_target.name
+        )
+    })?;
+    let mut expected = Vec::new();
+    ours.write(&mut expected, verity::Layout::Superblock { uuid: sb.uuid })
+        .context("rendering the dm-verity tree failed")?;
+    if published != expected {
+        let at = published
+            .iter()
+            .zip(&expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(published.len().min(expected.len()));
+        anyhow::bail!(
+            "target {}: the dm-verity tree of {name} differs from the one recomputed from its bytes (first at byte {at}; {} bytes published, {} expected)",
+            tree_target.name,
+            published.len(),
+            expected.len()
+        );
+    }
+    Ok(())
+}
+
+/// Passes downloaded bytes to the chunk check and, for a rootfs, the
+/// dm-verity tree builder.
+struct Tee<'a> {
+    chunks: &'a mut dyn Write,
+    tree: Option<&'a mut verity::Builder>,
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.chunks.write_all(buf)?;
+        if let Some(t) = &mut self.tree {
+            t.update(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.chunks.flush()
+    }
 }
 
 /// Hashes the bytes written to it chunk by chunk and compares each chunk

@@ -12,6 +12,7 @@ mod image_site_key;
 mod offline_root_online_timestamp;
 mod publish_job;
 mod publish_kernel_signature;
+mod publish_verity;
 mod serve_fetch;
 mod signer_support;
 mod silent_metadata_server;

@@ -5,27 +5,6 @@ use super::trust_support;
 
 use trust_support::*;
 
-fn targets_entry(repo: &std::path::Path, name: &str) -> serde_json::Value {
-    let ts: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(repo.join("metadata/timestamp.json")).unwrap())
-            .unwrap();
-    let sv = ts["signed"]["meta"]["snapshot.json"]["version"]
-        .as_u64()
-        .unwrap();
-    let snap: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo.join(format!("metadata/{sv}.snapshot.json"))).unwrap(),
-    )
-    .unwrap();
-    let tv = snap["signed"]["meta"]["targets.json"]["version"]
-        .as_u64()
-        .unwrap();
-    let t: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo.join(format!("metadata/{tv}.targets.json"))).unwrap(),
-    )
-    .unwrap();
-    t["signed"]["targets"][name].clone()
-}
-
 #[test]
 fn job_options_are_signed_custom_metadata() {
     let tmp = tempfile::tempdir().unwrap();

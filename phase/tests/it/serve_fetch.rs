@@ -92,6 +92,15 @@ fn publish_serve_fetch_reshare_gc() {
         "--cmdline",
         "console=ttyS0",
     ]);
+    // The rootfs's dm-verity hash tree is published as a fourth target,
+    // stable/x86_64/rootfs.verity: a copy beside the other files, for the
+    // comparisons below.
+    let tree = std::fs::read_dir(t.join("repo/targets/stable/x86_64"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".rootfs.verity"))
+        .expect("published rootfs.verity");
+    std::fs::copy(tree, t.join("rootfs.verity")).unwrap();
     let root = s(&t.join("keys/1.root.json"));
     let origin = serve(&t.join("srv-cache"), Some(&t.join("repo")));
 
@@ -107,7 +116,7 @@ fn publish_serve_fetch_reshare_gc() {
     ]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let items = report.as_array().unwrap();
-    assert_eq!(items.len(), 3, "{out}");
+    assert_eq!(items.len(), 4, "{out}");
     for it in items {
         let name = it["name"].as_str().unwrap();
         let kind = name.rsplit('/').next().unwrap();
@@ -133,7 +142,7 @@ fn publish_serve_fetch_reshare_gc() {
         "--cache",
         &s(&t.join("c2")),
     ]);
-    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
     assert!(out.contains("stable/x86_64/rootfs  sha256:"), "{out}");
     // A node-only fetch (origin not asked) works as well.
     let out = ok(&[
@@ -213,5 +222,5 @@ fn publish_serve_fetch_reshare_gc() {
         "--keep-versions",
         "1",
     ]);
-    assert!(out.contains("kept 3 objects"), "{out}");
+    assert!(out.contains("kept 4 objects"), "{out}");
 }

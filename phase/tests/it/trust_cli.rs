@@ -323,7 +323,8 @@ fn rotation_end_to_end() {
         s(&state),
     ]);
     // Publishing after rotation uses the new keys.
-    std::fs::write(tmp.path().join("rootfs"), b"squashfs").unwrap();
+    // One 4 KiB block: a rootfs gets a dm-verity tree of whole blocks.
+    std::fs::write(tmp.path().join("rootfs"), [b's'; 4096]).unwrap();
     ok(&[
         "publish",
         "--repo",

@@ -3,8 +3,17 @@
 //! (Debian's kernel, a target initramfs, a squashfs rootfs whose service
 //! prints a marker), with keys generated here and baked into the image.
 //! Stage 1 mounts the cache, refreshes TUF from the cached metadata alone,
-//! re-verifies the three objects, kexecs; stage 2 boots the squashfs under
-//! an overlay and the marker service runs from inside it.
+//! re-verifies the kernel and initramfs, goes on as stage 2 (the stick is
+//! the release's), opens the squashfs through dm-verity with the signed
+//! tree and boots it under an overlay; the marker service runs from inside
+//! it. Then one byte of the rootfs is flipped on the cache partition and
+//! the stick boots again: stage 1 does not read the rootfs whole, and the
+//! target reads the file holding the byte as an I/O error, with the
+//! kernel's `device-mapper: verity` line, while the rest of the boot
+//! completes. A third boot takes the kexec route (`phase.kexec=always`):
+//! the rootfs stays out of the kexec initrd, and the target reads it in
+//! place from the cache partition through dm-verity, with the same I/O
+//! error for the flipped byte.
 //!
 //! Prerequisites (built by `make test`): `$PHASE_BIN` (the release `phase`
 //! CLI), `$PHASE_BUILD/kernel/current` with the unpacked kernel,
@@ -29,14 +38,95 @@ macro_rules! os {
     ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new($a)),*] };
 }
 
+/// The probe file's length: two whole squashfs blocks (128 KiB each) of
+/// incompressible bytes, so mksquashfs stores them as they are, in blocks
+/// of their own (no fragment shared with another file).
+const PROBE_LEN: usize = 256 * 1024;
+/// The probe byte the second boot flips: inside the probe's second block,
+/// far from any other file's data.
+const PROBE_FLIP: usize = 200_000;
+
+/// Bytes no compressor shrinks (xorshift64), the same for every run.
+fn probe_bytes() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..PROBE_LEN)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// busybox + `/etc/phase/services.toml`: a marker service that proves it
-/// runs from the overlay root and sees boot.json, then a poweroff.
+/// runs from the overlay root and sees boot.json, says which device the
+/// squashfs is mounted from, reads `/etc/verity-probe` whole and says
+/// whether that worked and what the kernel said about dm-verity, then a
+/// poweroff.
 fn make_rootfs(dir: &Path, out: &Path, marker: &str) {
     let hello = "echo \"offline-marker: $(cat /etc/marker) root=$(busybox awk '$2==\"/\"{print $3}' /proc/mounts)\"; \
+                 echo \"lower-device: $(busybox awk '$2==\"/run/phase/lower\"{print $1}' /proc/mounts) :lower-end\"; \
+                 if busybox cat /etc/verity-probe > /dev/null 2> /tmp/probe-err; then echo \"verity-probe: read ok\"; \
+                 else echo \"verity-probe: read failed: $(busybox cat /tmp/probe-err)\"; fi; \
+                 echo \"verity-dmesg: $(busybox dmesg | busybox grep -m1 'device-mapper: verity') :dmesg-end\"; \
                  echo \"boot.json: $(busybox tr -d ' \\n' < /phase/boot.json) :boot.json-end\"";
     let services = fixtures::oneshot_then_poweroff("hello", hello);
     let marker_file = format!("{marker}\n");
-    fixtures::busybox_rootfs(dir, out, &[("etc/marker", &marker_file)], &services);
+    let probe = probe_bytes();
+    fixtures::busybox_rootfs_bytes(
+        dir,
+        out,
+        &[
+            ("etc/marker", marker_file.as_bytes()),
+            ("etc/verity-probe", probe.as_slice()),
+        ],
+        &services,
+    );
+}
+
+/// Flips the probe byte wherever the disk image holds it (the rootfs
+/// object in the cache partition's CAS), reading the image in pieces;
+/// returns how many copies.
+fn flip_probe_byte(disk: &Path) -> usize {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let probe = probe_bytes();
+    let needle = &probe[PROBE_FLIP..PROBE_FLIP + 64];
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .expect("open the disk image");
+    let mut at = Vec::new();
+    let mut buf = vec![0u8; 16 << 20];
+    // Each piece starts with the previous one's last 63 bytes.
+    let (mut kept, mut base) = (0usize, 0u64);
+    loop {
+        let n = f.read(&mut buf[kept..]).expect("read the disk image");
+        if n == 0 {
+            break;
+        }
+        let end = kept + n;
+        for (i, w) in buf[..end].windows(needle.len()).enumerate() {
+            if w == needle {
+                at.push(base + i as u64);
+            }
+        }
+        let keep = (needle.len() - 1).min(end);
+        buf.copy_within(end - keep..end, 0);
+        base += (end - keep) as u64;
+        kept = keep;
+    }
+    at.dedup();
+    for pos in &at {
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(*pos)).expect("seek");
+        f.read_exact(&mut b).expect("read");
+        b[0] ^= 0xff;
+        f.seek(SeekFrom::Start(*pos)).expect("seek");
+        f.write_all(&b).expect("write the disk image");
+    }
+    at.len()
 }
 
 /// Publishes `rootfs` with Debian's kernel and a phase-init target
@@ -168,14 +258,37 @@ fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
     let t_kexec = t0.elapsed();
     let payload = expect(&mut vm, "payload  ok");
     assert!(
-        payload.contains("/phase in place") && payload.contains("rootfs /run/phase/cache/"),
+        payload.contains("/phase in place")
+            && payload.contains("rootfs /run/phase/cache/")
+            && payload.contains("read through dm-verity with the tree stable/x86_64/rootfs.verity"),
         "{payload}"
     );
     expect(&mut vm, "stage=target");
+    let rootfs = expect(&mut vm, "rootfs   ok");
+    assert!(
+        rootfs.contains("/dev/dm-") && rootfs.contains("dm-verity phase-rootfs"),
+        "the squashfs is not read through dm-verity: {rootfs}"
+    );
     expect(&mut vm, "switch   ok");
     expect(&mut vm, &format!("offline-marker: {marker} root=overlay"));
+    let lower = expect(&mut vm, ":lower-end");
+    assert!(lower.contains("lower-device: /dev/dm-"), "{lower}");
+    expect(&mut vm, "verity-probe: read ok");
     expect(&mut vm, ":boot.json-end");
     let log = vm.log();
+    // The warm cache's rootfs is not hashed whole: dm-verity checks it.
+    let fetched = log
+        .lines()
+        .find(|l| l.contains("fetch: rootfs "))
+        .unwrap_or_else(|| panic!("no rootfs fetch line:\n{log}"));
+    assert!(
+        fetched.contains("held; dm-verity checks it as it is read"),
+        "{fetched}"
+    );
+    assert!(
+        log.contains("fetch: verity    stable/x86_64/rootfs.verity"),
+        "no tree fetch line:\n{log}"
+    );
     let boot_json = log
         .lines()
         .find(|l| l.starts_with("boot.json: {"))
@@ -183,6 +296,7 @@ fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
     for want in [
         "\"target\":\"stable/x86_64/kernel\"",
         "\"target\":\"stable/x86_64/rootfs\"",
+        "\"kind\":\"verity\",\"target\":\"stable/x86_64/rootfs.verity\"",
         "\"tuf\":{\"root\":1,",
         "\"peer\":\"cache\"",
         "\"mode\":\"local\"",
@@ -201,10 +315,88 @@ fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
         !vm.log().contains("kexec_core: Starting new kernel"),
         "a second kernel started on the direct route"
     );
+    let t_first = t0.elapsed();
+
+    // One byte of the rootfs flipped on the cache partition: the warm boot
+    // does not notice it in stage 1, the target reads that file as an I/O
+    // error and the kernel names dm-verity; the rest of the boot goes on.
+    let copies = flip_probe_byte(&disk);
+    assert!(copies >= 1, "the probe bytes are not in the disk image");
+    let mut vm = Qemu::image(&disk)
+        .mode("local")
+        .memory_mib(1024)
+        .name("offline-corrupt")
+        .timeout(BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let held = expect(&mut vm, "fetch: rootfs ");
+    assert!(held.contains("held; dm-verity checks it"), "{held}");
+    expect(&mut vm, "route    ok");
+    expect(&mut vm, "rootfs   ok");
+    expect(&mut vm, &format!("offline-marker: {marker} root=overlay"));
+    let failed = expect(&mut vm, "verity-probe: read ");
+    assert!(
+        failed.contains("verity-probe: read failed")
+            && (failed.contains("Input/output error") || failed.contains("I/O error")),
+        "the flipped byte was read without an error: {failed}"
+    );
+    let dmesg = expect(&mut vm, ":dmesg-end");
+    assert!(dmesg.contains("device-mapper: verity"), "{dmesg}");
+    expect(&mut vm, ":boot.json-end");
+    expect(&mut vm, "supervisor: powering off");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
+    let t_corrupt = t0.elapsed();
+
+    // The kexec route (phase.kexec=always) with the cache partition: the
+    // rootfs stays out of the kexec initrd, the target mounts the cache
+    // partition and reads the rootfs in place through dm-verity, and the
+    // flipped byte is an I/O error there too.
+    let mut vm = Qemu::image(&disk)
+        .mode("local")
+        .append("phase.kexec=always")
+        .memory_mib(1024)
+        .name("offline-kexec")
+        .timeout(BOOT_TIMEOUT)
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let held = expect(&mut vm, "fetch: rootfs ");
+    assert!(held.contains("held; dm-verity checks it"), "{held}");
+    let route = expect(&mut vm, "route    ok");
+    assert!(route.contains("kexec: phase.kexec=always"), "{route}");
+    let payload = expect(&mut vm, "payload  ok");
+    assert!(
+        payload.contains("the rootfs stays on the cache partition (/run/phase/cache/cas/sha256/"),
+        "{payload}"
+    );
+    expect(&mut vm, "kexec_core: Starting new kernel");
+    expect(&mut vm, "stage=target");
+    let rootfs = expect(&mut vm, "rootfs   ok");
+    assert!(
+        rootfs.contains("dm-verity phase-rootfs")
+            && rootfs.contains("in place from /run/phase/cache/cas/sha256/"),
+        "the target does not read the rootfs in place through dm-verity: {rootfs}"
+    );
+    expect(&mut vm, &format!("offline-marker: {marker} root=overlay"));
+    let lower = expect(&mut vm, ":lower-end");
+    assert!(lower.contains("lower-device: /dev/dm-"), "{lower}");
+    let failed = expect(&mut vm, "verity-probe: read ");
+    assert!(
+        failed.contains("verity-probe: read failed")
+            && (failed.contains("Input/output error") || failed.contains("I/O error")),
+        "the flipped byte was read without an error after kexec: {failed}"
+    );
+    let dmesg = expect(&mut vm, ":dmesg-end");
+    assert!(dmesg.contains("device-mapper: verity"), "{dmesg}");
+    expect(&mut vm, "supervisor: powering off");
+    let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
+    assert!(st.success(), "QEMU exit status {st}");
     eprintln!(
-        "offline boot test: build {:.1} s, to the route {:.1} s, whole {:.1} s",
+        "offline boot test: build {:.1} s, to the route {:.1} s, first boot {:.1} s, corrupted {:.1} s, whole {:.1} s ({copies} copy of the probe flipped)",
         t_built.as_secs_f64(),
         t_kexec.as_secs_f64(),
+        t_first.as_secs_f64(),
+        t_corrupt.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
 }

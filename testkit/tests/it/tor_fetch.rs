@@ -110,7 +110,7 @@ fn reset_counters(ns: &str) {
 fn check_report(json: &str, t: &Path) {
     let report: serde_json::Value = serde_json::from_str(json).expect("fetch --json output");
     let items = report.as_array().expect("array");
-    assert_eq!(items.len(), 3, "{json}");
+    assert_eq!(items.len(), 4, "{json}");
     for it in items {
         let name = it["name"].as_str().expect("name");
         let kind = name.rsplit('/').next().unwrap_or("");
@@ -175,6 +175,15 @@ fn fetch_over_a_private_tor_network() {
         "--cmdline",
         "console=ttyS0",
     ]);
+    // The rootfs's dm-verity hash tree is published as a fourth target,
+    // stable/x86_64/rootfs.verity: a copy beside the other files, for the
+    // comparisons below.
+    let tree = std::fs::read_dir(t.join("repo/targets/stable/x86_64"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".rootfs.verity"))
+        .expect("published rootfs.verity");
+    std::fs::copy(tree, t.join("rootfs.verity")).unwrap();
     let root = s(&t.join("keys/1.root.json"));
 
     let mut net = TorNet::start(2).expect("start the Tor test network");

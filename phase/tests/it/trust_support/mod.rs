@@ -52,6 +52,29 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// The newest signed targets entry `name` of the repository `repo`
+/// (timestamp -> snapshot -> targets, consistent snapshots).
+pub fn targets_entry(repo: &Path, name: &str) -> serde_json::Value {
+    let ts: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("metadata/timestamp.json")).unwrap())
+            .unwrap();
+    let sv = ts["signed"]["meta"]["snapshot.json"]["version"]
+        .as_u64()
+        .unwrap();
+    let snap: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo.join(format!("metadata/{sv}.snapshot.json"))).unwrap(),
+    )
+    .unwrap();
+    let tv = snap["signed"]["meta"]["targets.json"]["version"]
+        .as_u64()
+        .unwrap();
+    let t: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo.join(format!("metadata/{tv}.targets.json"))).unwrap(),
+    )
+    .unwrap();
+    t["signed"]["targets"][name].clone()
+}
+
 /// keygen + publish of small artifacts into `dir/keys`, `dir/repo`.
 pub fn demo_repo(dir: &Path) -> (PathBuf, PathBuf) {
     let keys = dir.join("keys");
