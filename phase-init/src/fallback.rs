@@ -315,6 +315,10 @@ fn older(
             extra: Vec::new(),
             // The target re-shares the metadata this boot trusts.
             tuf: refused.tuf.clone(),
+            // `load` hashed every object whole again, the rootfs too, so
+            // stage 2 mounts it without dm-verity.
+            verity: None,
+            rootfs_hashed: true,
         },
         provenance: (
             tuf,
