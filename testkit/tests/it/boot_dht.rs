@@ -153,7 +153,8 @@ fn boot_from_a_dht_peer_in_internet_mode() {
             && line.contains(&format!("{}:{HTTP_PORT}", lan.ipv4(0))),
         "discovery names the DHT peer {host} at its HTTP address: {line}"
     );
-    let lookup = common::full_line(&mut vm, "dht: providers of 3 boot object(s)");
+    // kernel, initramfs, rootfs and the rootfs's dm-verity tree
+    let lookup = common::full_line(&mut vm, "dht: providers of 4 boot object(s)");
     assert!(lookup.contains("1 peer(s), 0 new"), "{lookup}");
     let k = common::full_line(&mut vm, "fetch: kernel    stable/x86_64/kernel");
     assert!(k.contains("verified") && k.contains(&host), "{k}");
