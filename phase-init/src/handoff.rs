@@ -106,6 +106,20 @@ pub fn test_artifacts(dir: &Path, channel: &str) -> Result<Artifacts, HandoffErr
     })
 }
 
+/// A `phase.test=kexec` artifact directory for unit tests: a tiny kernel,
+/// initramfs, rootfs and cmdline in `dir` ([`test_artifacts`] reads it).
+#[cfg(test)]
+pub fn write_test_artifacts(dir: &Path) {
+    for (n, b) in [
+        ("vmlinuz", &b"kernel"[..]),
+        ("initramfs.img", b"initrd"),
+        ("rootfs.squashfs", b"hsqs"),
+        ("cmdline", b"console=ttyS0\n"),
+    ] {
+        std::fs::write(dir.join(n), b).expect("write");
+    }
+}
+
 /// The target's command line: its signed parameters, then ours (which win,
 /// being last): role target, the same mode, channel and write policy (not
 /// the test hooks, nor `phase.kexec`, which only stage 1 reads).
@@ -360,14 +374,7 @@ mod tests {
     #[test]
     fn prepare_writes_the_initrd_and_test_artifacts_are_read_from_a_dir() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for (n, b) in [
-            ("vmlinuz", &b"kernel"[..]),
-            ("initramfs.img", b"initrd"),
-            ("rootfs.squashfs", b"hsqs"),
-            ("cmdline", b"console=ttyS0\n"),
-        ] {
-            std::fs::write(dir.path().join(n), b).expect("write");
-        }
+        write_test_artifacts(dir.path());
         let a = test_artifacts(dir.path(), "stable").expect("artifacts");
         assert_eq!(a.cmdline, "console=ttyS0");
         assert_eq!(
@@ -388,14 +395,7 @@ mod tests {
     #[test]
     fn only_a_verity_rootfs_of_a_writable_cache_stays_there() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for (n, b) in [
-            ("vmlinuz", &b"kernel"[..]),
-            ("initramfs.img", b"initrd"),
-            ("rootfs.squashfs", b"hsqs"),
-            ("cmdline", b"console=ttyS0\n"),
-        ] {
-            std::fs::write(dir.path().join(n), b).expect("write");
-        }
+        write_test_artifacts(dir.path());
         let mut a = test_artifacts(dir.path(), "stable").expect("artifacts");
         let local = Config {
             mode: Mode::Local,

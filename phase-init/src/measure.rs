@@ -408,14 +408,7 @@ mod tests {
     #[test]
     fn the_events_are_those_of_the_boot_json_the_payload_step_writes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for (n, b) in [
-            ("vmlinuz", &b"kernel"[..]),
-            ("initramfs.img", b"initrd"),
-            ("rootfs.squashfs", b"hsqs"),
-            ("cmdline", b"console=ttyS0\n"),
-        ] {
-            std::fs::write(dir.path().join(n), b).expect("write");
-        }
+        handoff::write_test_artifacts(dir.path());
         let a = handoff::test_artifacts(dir.path(), "stable").expect("artifacts");
         let config = Config::default();
         let tuf = handover::TufVersions {
