@@ -149,6 +149,9 @@ type = "oneshot"
 [service.peer]
 command = "/usr/bin/phase"
 args = ["serve", "--cache", "/var/lib/phase", "--listen", "[::]:7070", "--mdns"]
+# Its lines on the console: an object the boot did not hash whole (a rootfs
+# read through dm-verity) is hashed before it is re-shared, or withheld.
+env = { RUST_LOG = "fetcher::server=info" }
 after = ["net", "cache-view"]
 restart = "on-failure"
 backoff_ms = 2000

@@ -10,6 +10,12 @@
 //! | `GET /attest?nonce=<hex>` | a TPM quote over the nonce, from the configured [`Attestor`] (`crate::attest`) |
 //!
 //! Everything else is 404 (no listing) or 405 (any method but GET/HEAD).
+//!
+//! Objects named in [`ServerConfig::unhashed`] (a booted node's rootfs that
+//! its boot read through dm-verity instead of hashing it) are hashed whole
+//! in the background, one at a time, and are "not found" on every path
+//! until their bytes match their name; one that does not match is never
+//! served.
 //! Path segments are percent-decoded once and must be plain names
 //! (`[A-Za-z0-9._+~@=,-]`, no leading dot, no encoded `/`); the resolved
 //! file must stay inside its base after following symlinks. CAS objects
@@ -85,6 +91,11 @@ pub struct ServerConfig {
     pub attest_burst: u32,
     /// One more `/attest` request per this much time.
     pub attest_refill: Duration,
+    /// CAS objects whose bytes nobody has hashed since they were stored
+    /// (the boot read them through dm-verity): each is hashed whole, in
+    /// this order, before it is first served, and never served if it does
+    /// not match.
+    pub unhashed: Vec<Sha256Digest>,
 }
 
 impl ServerConfig {
@@ -103,6 +114,7 @@ impl ServerConfig {
             attestor: None,
             attest_burst: 4,
             attest_refill: Duration::from_secs(1),
+            unhashed: Vec::new(),
         }
     }
 }
@@ -127,6 +139,18 @@ struct State {
     repo_index: std::sync::Mutex<RepoIndex>,
     attestor: Option<Arc<dyn Attestor>>,
     attest_bucket: Bucket,
+    /// Objects withheld until hashed ([`ServerConfig::unhashed`]); an
+    /// entry leaves when its hash matched.
+    withheld: Mutex<HashMap<Sha256Digest, Withheld>>,
+}
+
+/// Why an object is not served yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Withheld {
+    /// Waiting for its hash.
+    Unhashed,
+    /// Its bytes do not match its name: never served.
+    Mismatch,
 }
 
 #[derive(Default)]
@@ -136,6 +160,51 @@ struct RepoIndex {
 }
 
 impl State {
+    fn is_withheld(&self, d: &Sha256Digest) -> bool {
+        self.withheld
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(d)
+    }
+
+    /// Hashes each object of `todo` whole, in that order, and releases
+    /// those that match. Runs on the blocking pool.
+    fn hash_withheld(&self, todo: &[Sha256Digest]) {
+        for &d in todo {
+            let started = std::time::Instant::now();
+            let verdict = match self.cas.hash_object(&d, |_| {}) {
+                Ok((got, len)) if got == d => {
+                    tracing::info!(
+                        object = %d,
+                        bytes = len,
+                        ms = started.elapsed().as_millis() as u64,
+                        "hashed whole, it matches: re-sharing it"
+                    );
+                    None
+                }
+                Ok((got, _)) => {
+                    tracing::warn!(object = %d, got = %got, "not re-sharing: the cached bytes hash to another digest");
+                    Some(Withheld::Mismatch)
+                }
+                Err(e) if !self.cas.contains(&d) => {
+                    // Not in the cache: nothing to serve. If a fetch
+                    // stores it later, that fetch has verified it.
+                    tracing::debug!(object = %d, error = %e, "not in the cache");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(object = %d, error = %e, "not re-sharing: the cached object cannot be read");
+                    Some(Withheld::Mismatch)
+                }
+            };
+            let mut w = self.withheld.lock().unwrap_or_else(|p| p.into_inner());
+            match verdict {
+                None => w.remove(&d),
+                Some(v) => w.insert(d, v),
+            };
+        }
+    }
+
     /// A repository target file named `<hex>.<name>`; rescans the
     /// repository on a miss at most every two seconds.
     fn repo_object(&self, d: &Sha256Digest) -> Option<PathBuf> {
@@ -197,7 +266,19 @@ pub async fn serve(
         repo_index: std::sync::Mutex::new(RepoIndex::default()),
         attestor: config.attestor.clone(),
         attest_bucket: Bucket::new(config.attest_burst, config.attest_refill),
+        withheld: Mutex::new(
+            config
+                .unhashed
+                .iter()
+                .map(|d| (*d, Withheld::Unhashed))
+                .collect(),
+        ),
     });
+    if !config.unhashed.is_empty() {
+        let state = Arc::clone(&state);
+        let todo = config.unhashed.clone();
+        tokio::task::spawn_blocking(move || state.hash_withheld(&todo));
+    }
     let sem = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let per_address: PerAddress = Arc::new(Mutex::new(HashMap::new()));
     let live = Arc::new(LiveTable::default());
@@ -565,7 +646,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         let Ok(d) = Sha256Digest::from_hex(hex) else {
             return not_found();
         };
-        if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+        if hex.bytes().any(|b| b.is_ascii_uppercase()) || state.is_withheld(&d) {
             return not_found();
         }
         return match tail {
@@ -613,6 +694,9 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             .split_once('.')
             .and_then(|(h, _)| Sha256Digest::from_hex(h).ok())
         {
+            if state.is_withheld(&d) {
+                return not_found();
+            }
             return serve_object(state, &d, &headers, head).await;
         }
         return not_found();

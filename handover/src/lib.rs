@@ -124,6 +124,21 @@ pub struct ArtifactRecord {
     /// Hex SHA-256 of the verified bytes.
     pub sha256: String,
     pub length: u64,
+    /// Whether this boot hashed the object whole. `false` for a rootfs
+    /// that stage 1 took from the cache partition unhashed because
+    /// dm-verity checks each block as the target reads it: its bytes on
+    /// the disk are not known to match, so the peer service hashes the
+    /// object whole before it re-shares it ([`BootJson::unhashed`]).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub hashed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 /// The TUF metadata versions the boot was verified against (`None` when
@@ -224,6 +239,14 @@ impl BootJson {
     pub fn artifact(&self, kind: &str) -> Option<&ArtifactRecord> {
         self.artifacts.iter().find(|a| a.kind == kind)
     }
+
+    /// The SHA-256 (hex) of every artifact this boot did not hash whole.
+    pub fn unhashed(&self) -> impl Iterator<Item = &str> {
+        self.artifacts
+            .iter()
+            .filter(|a| !a.hashed)
+            .map(|a| a.sha256.as_str())
+    }
 }
 
 impl fmt::Display for Identity {
@@ -267,6 +290,7 @@ mod tests {
                 target: "stable/x86_64/kernel".into(),
                 sha256: "ab".repeat(32),
                 length: 42,
+                hashed: true,
             }],
             tuf: TufVersions {
                 root: Some(1),
@@ -313,6 +337,25 @@ mod tests {
         assert!(!text.contains("measurements"), "{text}");
         assert_eq!(b.artifact("kernel").map(|a| a.length), Some(42));
         assert!(b.artifact("rootfs").is_none());
+        assert!(!text.contains("hashed"), "{text}");
+        assert_eq!(b.unhashed().count(), 0);
+    }
+
+    #[test]
+    fn an_unhashed_rootfs_is_written_as_such_and_listed() {
+        let mut b = sample();
+        b.artifacts.push(ArtifactRecord {
+            kind: "rootfs".into(),
+            target: "stable/x86_64/rootfs".into(),
+            sha256: "cd".repeat(32),
+            length: 4096,
+            hashed: false,
+        });
+        let bytes = b.to_json();
+        assert_eq!(BootJson::from_json(&bytes).expect("parse"), b);
+        let text = String::from_utf8(bytes).expect("utf-8");
+        assert_eq!(text.matches("\"hashed\": false").count(), 1, "{text}");
+        assert_eq!(b.unhashed().collect::<Vec<_>>(), ["cd".repeat(32)]);
     }
 
     #[test]

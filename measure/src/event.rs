@@ -259,6 +259,7 @@ mod tests {
             target: target.into(),
             sha256: c.to_string().repeat(64),
             length: 1,
+            hashed: true,
         };
         BootJson {
             version: BOOT_JSON_VERSION,

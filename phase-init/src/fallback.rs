@@ -113,6 +113,7 @@ pub fn record(artifacts: &Artifacts, tuf: &TufVersions, channel: &str) -> Option
         target: name.to_owned(),
         sha256: a.sha256.clone(),
         length: a.length,
+        hashed: true,
     };
     Some(Record {
         format: FORMAT,

@@ -145,6 +145,7 @@ pub fn boot_json(a: &Artifacts, config: &Config, cmdline: &str) -> BootJson {
         target: name.to_owned(),
         sha256: art.sha256.clone(),
         length: art.length,
+        hashed: kind != "rootfs" || a.rootfs_hashed,
     };
     BootJson {
         version: BOOT_JSON_VERSION,
@@ -293,6 +294,13 @@ pub fn record(
 ) -> (String, BootJson) {
     let cmdline = target_cmdline(&artifacts.cmdline, config);
     let mut boot = boot_json(artifacts, config, &cmdline);
+    // A rootfs that goes into the kexec initrd is hashed whole first
+    // ([`prepare`]).
+    if !route.is_direct() && !rootfs_in_cache(artifacts, config) {
+        for a in boot.artifacts.iter_mut().filter(|a| a.kind == "rootfs") {
+            a.hashed = true;
+        }
+    }
     if let Some((tuf, peers)) = provenance {
         boot.tuf = tuf;
         boot.peers = peers;
@@ -436,6 +444,27 @@ mod tests {
         assert!(!rootfs_in_cache(&a, &nowrite), "phase.nowrite: in RAM");
         a.rootfs.path = PathBuf::from("/run/phase/ram-cas/cas/sha256/ab/cd");
         assert!(!rootfs_in_cache(&a, &local), "not on the cache partition");
+    }
+
+    #[test]
+    fn boot_json_says_when_the_rootfs_was_not_hashed_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_test_artifacts(dir.path());
+        let mut a = test_artifacts(dir.path(), "stable").expect("artifacts");
+        let config = Config::default();
+        let rootfs_hashed = |route: crate::direct::Route, a: &Artifacts| {
+            let (_, boot) = record(a, &config, None, None, &route, Vec::new());
+            let unhashed: Vec<&str> = boot.unhashed().collect();
+            (boot.artifact("rootfs").map(|r| r.hashed), unhashed.len())
+        };
+        let direct = || crate::direct::Route::Direct("same kernel".into());
+        let kexec = || crate::direct::Route::Kexec("another kernel".into());
+        assert_eq!(rootfs_hashed(direct(), &a), (Some(true), 0));
+        a.rootfs_hashed = false;
+        // Read in place through dm-verity: the peer service must hash it.
+        assert_eq!(rootfs_hashed(direct(), &a), (Some(false), 1));
+        // Into the kexec initrd: prepare hashes it first.
+        assert_eq!(rootfs_hashed(kexec(), &a), (Some(true), 0));
     }
 
     #[test]

@@ -105,6 +105,7 @@ fn boot() -> BootJson {
         target: format!("stable/x86_64/{kind}"),
         sha256: c.to_string().repeat(64),
         length: 1,
+        hashed: true,
     };
     BootJson {
         version: BOOT_JSON_VERSION,

@@ -44,7 +44,8 @@ pub struct Args {
     /// answers 404 "no TPM".
     #[arg(long, default_value = measure::TPM_DEVICE, value_name = "PATH")]
     pub tpm: PathBuf,
-    /// The boot record whose event log /attest sends.
+    /// The boot record whose event log /attest sends; the objects it says
+    /// the boot did not hash whole are hashed before they are served.
     #[arg(long, default_value = handover::BOOT_JSON, value_name = "FILE")]
     pub boot_json: PathBuf,
     /// The firmware event log /attest sends when it exists.
@@ -75,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut cfg = fetcher::ServerConfig::new(&args.cache);
         cfg.repo = args.repo.clone();
         cfg.max_connections = args.max_connections;
+        cfg.unhashed = unhashed(&args.boot_json)?;
         cfg.attestor = Some(std::sync::Arc::new(super::attest::node::TpmAttestor::new(
             args.tpm.clone(),
             args.boot_json.clone(),
@@ -106,6 +108,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("peer server failed")
     })
+}
+
+/// The objects the boot record at `path` says this boot did not hash whole
+/// (none when there is no record, as on a machine that did not boot with
+/// Phase Boot).
+fn unhashed(path: &std::path::Path) -> anyhow::Result<Vec<fetcher::Sha256Digest>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let boot = handover::BootJson::from_json(&bytes)
+        .with_context(|| format!("{} is not a boot record", path.display()))?;
+    boot.unhashed()
+        .map(|hex| {
+            fetcher::Sha256Digest::from_hex(hex).with_context(|| {
+                format!(
+                    "{}: artifact digest {hex:?} is not a SHA-256",
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// Bootstraps the embedded Tor client and launches the onion service in
@@ -147,4 +172,61 @@ async fn start_onion(
     let svc = tor.launch_onion_service("phase-serve", target)?;
     println!("phase serve: onion service http://{}", svc.address);
     Ok((tor, svc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_objects_a_boot_did_not_hash_come_from_its_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("boot.json");
+        assert!(unhashed(&path).expect("no record").is_empty());
+
+        let art = |kind: &str, c: &str, hashed: bool| handover::ArtifactRecord {
+            kind: kind.into(),
+            target: format!("stable/x86_64/{kind}"),
+            sha256: c.repeat(64),
+            length: 1,
+            hashed,
+        };
+        let boot = handover::BootJson {
+            version: handover::BOOT_JSON_VERSION,
+            mode: "local".into(),
+            channel: "stable".into(),
+            cmdline: String::new(),
+            artifacts: vec![
+                art("kernel", "a", true),
+                art("rootfs", "b", false),
+                art("verity", "c", true),
+            ],
+            tuf: Default::default(),
+            peers: Vec::new(),
+            steps: Vec::new(),
+            identity: None,
+            platform: None,
+            handover: None,
+            measurements: Vec::new(),
+        };
+        std::fs::write(&path, boot.to_json()).expect("write");
+        let got = unhashed(&path).expect("record");
+        assert_eq!(
+            got.iter().map(|d| d.to_hex()).collect::<Vec<_>>(),
+            ["b".repeat(64)]
+        );
+
+        std::fs::write(&path, b"{\"version\": 1").expect("write");
+        let e = format!("{:#}", unhashed(&path).expect_err("truncated"));
+        assert!(e.contains("boot.json is not a boot record"), "{e}");
+        std::fs::write(
+            &path,
+            String::from_utf8(boot.to_json())
+                .unwrap()
+                .replace(&"b".repeat(64), "zz"),
+        )
+        .expect("write");
+        let e = format!("{:#}", unhashed(&path).expect_err("bad digest"));
+        assert!(e.contains("artifact digest \"zz\" is not a SHA-256"), "{e}");
+    }
 }

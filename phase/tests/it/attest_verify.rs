@@ -194,6 +194,7 @@ impl Release {
             target: format!("stable/x86_64/{kind}"),
             sha256: self.sha256(kind),
             length: self.target(kind)["length"].as_u64().expect("length"),
+            hashed: true,
         };
         BootJson {
             version: BOOT_JSON_VERSION,

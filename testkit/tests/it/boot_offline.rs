@@ -85,6 +85,20 @@ fn make_rootfs(dir: &Path, out: &Path, marker: &str) {
     );
 }
 
+/// The rootfs's record in a `boot.json` line says the boot did not hash it
+/// whole, so the node's peer service hashes it before it re-shares it.
+fn assert_rootfs_unhashed(boot_json: &str) {
+    let rootfs = boot_json
+        .split("\"kind\":\"rootfs\"")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap_or_else(|| panic!("no rootfs record in boot.json: {boot_json}"));
+    assert!(
+        rootfs.contains("\"hashed\":false"),
+        "the rootfs record does not say it was not hashed: {rootfs}"
+    );
+}
+
 /// Flips the probe byte wherever the disk image holds it (the rootfs
 /// object in the cache partition's CAS), reading the image in pieces;
 /// returns how many copies.
@@ -308,6 +322,7 @@ fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
             "boot.json lacks {want}: {boot_json}"
         );
     }
+    assert_rootfs_unhashed(boot_json);
     expect(&mut vm, "supervisor: powering off");
     let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
     assert!(st.success(), "QEMU exit status {st}");
@@ -388,6 +403,8 @@ fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
     );
     let dmesg = expect(&mut vm, ":dmesg-end");
     assert!(dmesg.contains("device-mapper: verity"), "{dmesg}");
+    let boot_json = expect(&mut vm, ":boot.json-end");
+    assert_rootfs_unhashed(&boot_json);
     expect(&mut vm, "supervisor: powering off");
     let st = vm.wait_exit().unwrap_or_else(|e| panic!("{e}"));
     assert!(st.success(), "QEMU exit status {st}");
