@@ -34,6 +34,38 @@ pub const BOOT_JSON: &str = "/phase/boot.json";
 /// The `boot.json` format version.
 pub const BOOT_JSON_VERSION: u32 = 1;
 
+/// The file, at the root of a writable cache partition, that keeps the last
+/// release that booted on the machine (phase-init's `fallback`): stage 1
+/// writes it when it commits to a hand-over, and falls back to it when the
+/// running kernel refuses a new release's kernel; `phase cache gc` keeps
+/// its objects.
+pub const LAST_BOOT: &str = "last-boot.json";
+
+/// The [`LAST_BOOT`] format version.
+pub const LAST_BOOT_FORMAT: u32 = 1;
+
+/// The most a [`LAST_BOOT`] record may weigh (the signed targets metadata
+/// with its chunk lists is the bulk of it).
+pub const MAX_LAST_BOOT: u64 = 16 << 20;
+
+/// What [`LAST_BOOT`] holds. Nothing in it is trusted as written (the cache
+/// partition is not signed): a reader checks it against the signed
+/// metadata it carries, verified again against the root it trusts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastBoot {
+    pub format: u32,
+    pub channel: String,
+    /// The TUF versions the release was verified at.
+    pub tuf: TufVersions,
+    /// Kernel, initramfs, rootfs, in that order.
+    pub artifacts: Vec<ArtifactRecord>,
+    /// The kernel target's signed `cmdline`.
+    pub cmdline: String,
+    /// The signed `snapshot.json` and `targets.json`, byte for byte.
+    pub snapshot: String,
+    pub targets: String,
+}
+
 /// `/phase/boot.json`: what was booted, from where, verified against what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootJson {

@@ -5,7 +5,7 @@
 //!
 //! [`keep`]: when stage 1 commits to a hand-over of a verified fetch (the
 //! running kernel's `kexec_file_load` accepted the target kernel, or the
-//! direct route laid `/phase` out), it writes [`RECORD`] at the root of a
+//! direct route laid `/phase` out), it writes [`LAST_BOOT`] at the root of a
 //! writable cache partition: the channel, the TUF versions, the three
 //! artifacts (target name, SHA-256, length), the signed target command
 //! line, and the signed `snapshot.json` and `targets.json` of that release
@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 
 use fetcher::cas::object_in;
 use fetcher::ObjectSpec;
-use serde::{Deserialize, Serialize};
 
 use crate::bootfetch::{self, BootFetchError, KINDS};
 use crate::cachepart::Mounted;
@@ -35,44 +34,20 @@ use crate::kexec::KexecError;
 use crate::payload::{ArtifactRecord, PeerBytes, TufVersions};
 use crate::step::{chain, Status};
 
-/// The record's file name at the root of the cache partition.
-pub const RECORD: &str = "last-boot.json";
-
-/// The record's format version.
-const FORMAT: u32 = 1;
-
-/// The most a record may weigh (the signed targets metadata with its
-/// chunk lists is the bulk of it).
-const MAX_RECORD: u64 = 16 << 20;
-
-/// What [`RECORD`] holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub format: u32,
-    pub channel: String,
-    /// The TUF versions the release was verified at.
-    pub tuf: TufVersions,
-    /// Kernel, initramfs, rootfs, in that order.
-    pub artifacts: Vec<ArtifactRecord>,
-    /// The kernel target's signed `cmdline`.
-    pub cmdline: String,
-    /// The signed `snapshot.json` and `targets.json`, byte for byte.
-    pub snapshot: String,
-    pub targets: String,
-}
+pub use handover::{LastBoot, LAST_BOOT, LAST_BOOT_FORMAT, MAX_LAST_BOOT};
 
 /// Why the kept release cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum FallbackError {
     #[error("no cache partition, so no earlier release is kept")]
     NoCache,
-    #[error("no earlier release is kept in the cache ({RECORD} absent)")]
+    #[error("no earlier release is kept in the cache ({LAST_BOOT} absent)")]
     NoRecord,
     #[error("cannot read {0}")]
     Read(PathBuf, #[source] std::io::Error),
     #[error("{0} is not a record of a release")]
     Parse(PathBuf, #[source] serde_json::Error),
-    #[error("{0} has format {1}, this stage 1 reads {FORMAT}")]
+    #[error("{0} has format {1}, this stage 1 reads {LAST_BOOT_FORMAT}")]
     Format(PathBuf, u32),
     #[error("the kept release's metadata does not verify against the trusted root")]
     Verify(#[source] verifier::Error),
@@ -106,7 +81,7 @@ fn meta<'a>(a: &'a Artifacts, name: &str) -> Option<&'a [u8]> {
 
 /// The record of `artifacts` (verified at `tuf`); `None` when the fetch
 /// left no signed snapshot and targets (a test hand-over).
-pub fn record(artifacts: &Artifacts, tuf: &TufVersions, channel: &str) -> Option<Record> {
+pub fn record(artifacts: &Artifacts, tuf: &TufVersions, channel: &str) -> Option<LastBoot> {
     let text = |name| String::from_utf8(meta(artifacts, name)?.to_vec()).ok();
     let art = |kind: &str, name: &str, a: &crate::payload::Artifact| ArtifactRecord {
         kind: kind.to_owned(),
@@ -115,8 +90,8 @@ pub fn record(artifacts: &Artifacts, tuf: &TufVersions, channel: &str) -> Option
         length: a.length,
         hashed: true,
     };
-    Some(Record {
-        format: FORMAT,
+    Some(LastBoot {
+        format: LAST_BOOT_FORMAT,
         channel: channel.to_owned(),
         tuf: tuf.clone(),
         artifacts: vec![
@@ -130,17 +105,17 @@ pub fn record(artifacts: &Artifacts, tuf: &TufVersions, channel: &str) -> Option
     })
 }
 
-/// Writes `record` to `dir`/[`RECORD`] (temp file, fsync, rename).
-pub fn write(dir: &Path, record: &Record) -> std::io::Result<()> {
+/// Writes `record` to `dir`/[`LAST_BOOT`] (temp file, fsync, rename).
+pub fn write(dir: &Path, record: &LastBoot) -> std::io::Result<()> {
     use std::io::Write;
     let body = serde_json::to_vec(record)?;
-    let tmp = dir.join(format!("{RECORD}.tmp"));
+    let tmp = dir.join(format!("{LAST_BOOT}.tmp"));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&body)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, dir.join(RECORD))?;
+    std::fs::rename(&tmp, dir.join(LAST_BOOT))?;
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -161,7 +136,7 @@ pub fn keep(cache: Option<&Mounted>, artifacts: &Artifacts, tuf: &TufVersions, c
         )),
         Err(e) => console().warn(&format!(
             "fallback: cannot keep this release in {}: {e}; a kernel refused later will have nothing to fall back to",
-            c.dir.join(RECORD).display()
+            c.dir.join(LAST_BOOT).display()
         )),
     }
 }
@@ -181,20 +156,20 @@ pub fn load(
     dir: &Path,
     root: &[u8],
     channel: &str,
-) -> Result<(Record, [crate::payload::Artifact; 3]), FallbackError> {
-    let path = dir.join(RECORD);
+) -> Result<(LastBoot, [crate::payload::Artifact; 3]), FallbackError> {
+    let path = dir.join(LAST_BOOT);
     let bytes = match std::fs::metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(FallbackError::NoRecord),
         Err(e) => return Err(FallbackError::Read(path, e)),
-        Ok(m) if m.len() > MAX_RECORD => {
-            let e = std::io::Error::other(format!("larger than {MAX_RECORD} bytes"));
+        Ok(m) if m.len() > MAX_LAST_BOOT => {
+            let e = std::io::Error::other(format!("larger than {MAX_LAST_BOOT} bytes"));
             return Err(FallbackError::Read(path, e));
         }
         Ok(_) => std::fs::read(&path).map_err(|e| FallbackError::Read(path.clone(), e))?,
     };
-    let r: Record =
+    let r: LastBoot =
         serde_json::from_slice(&bytes).map_err(|e| FallbackError::Parse(path.clone(), e))?;
-    if r.format != FORMAT {
+    if r.format != LAST_BOOT_FORMAT {
         return Err(FallbackError::Format(path, r.format));
     }
     let kept = verifier::verify_kept_release(root, r.snapshot.as_bytes(), r.targets.as_bytes())

@@ -5,14 +5,14 @@
 
 use chrono::Utc;
 use phase_init::bootfetch;
-use phase_init::fallback::{self, FallbackError, Record, RECORD};
+use phase_init::fallback::{self, FallbackError, LastBoot, LAST_BOOT};
 use phase_init::kexec::KexecError;
 use phase_init::trust;
 
 use super::bootfetch::{config, places, world, World};
 
 /// A verified offline fetch of the world's release, kept as the record.
-fn kept(w: &World) -> (bootfetch::Fetched, Record) {
+fn kept(w: &World) -> (bootfetch::Fetched, LastBoot) {
     let now = Utc::now();
     let baked = trust::load(&w.root, now).expect("baked root");
     let f = bootfetch::run(&config(), &baked, &places(w, true), now).expect("fetch");
@@ -25,7 +25,7 @@ fn root(w: &World) -> Vec<u8> {
     std::fs::read(w.root.join(trust::ROOT_FILE)).expect("root")
 }
 
-fn rewrite(w: &World, r: &Record) {
+fn rewrite(w: &World, r: &LastBoot) {
     fallback::write(&w.cache, r).expect("rewrite");
 }
 
@@ -40,7 +40,7 @@ fn err(w: &World) -> FallbackError {
 fn a_kept_release_reads_back_with_its_objects_hashed_again() {
     let w = world();
     let (f, r) = kept(&w);
-    assert!(w.cache.join(RECORD).is_file());
+    assert!(w.cache.join(LAST_BOOT).is_file());
     assert_eq!(r.tuf.targets, f.tuf.targets);
     assert_eq!(r.cmdline, "console=ttyS0 quiet");
     let (back, [kernel, initramfs, rootfs]) =

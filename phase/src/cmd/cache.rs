@@ -1,7 +1,8 @@
 //! `phase cache gc`: remove objects the cache no longer needs, keeping what
 //! the current trusted targets (`<cache>/tuf/targets.json`, written only
-//! after verification) reference plus the newest N recorded versions of
-//! every target.
+//! after verification) reference, the newest N recorded versions of every
+//! target, and the objects of the last release that booted from the cache
+//! (`<cache>/last-boot.json`, the boot's fallback).
 //!
 //! `phase cache verify`: hash every complete object again and compare it
 //! with its name; a bad one is named, moved to `<cache>/cas/quarantine/`
@@ -74,6 +75,44 @@ fn trusted_digests(cas: &Cas) -> anyhow::Result<Vec<Sha256Digest>> {
     Ok(out)
 }
 
+/// The objects of the last release that booted from this cache (its
+/// `last-boot.json`, the fallback when a new release's kernel is refused),
+/// none when there is no record. A record that cannot be read stops the
+/// collection: its objects cannot be told apart.
+fn last_boot_digests(cas: &Cas) -> anyhow::Result<Vec<Sha256Digest>> {
+    let path = cas.dir().join(handover::LAST_BOOT);
+    let bytes = match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Ok(m) if m.len() > handover::MAX_LAST_BOOT => anyhow::bail!(
+            "{}: larger than {} bytes, not a record of a release; nothing collected",
+            path.display(),
+            handover::MAX_LAST_BOOT
+        ),
+        _ => std::fs::read(&path)
+            .with_context(|| format!("cannot read {}; nothing collected", path.display()))?,
+    };
+    let record: handover::LastBoot = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is not a record of a release; nothing collected",
+            path.display()
+        )
+    })?;
+    record
+        .artifacts
+        .iter()
+        .map(|a| {
+            Sha256Digest::from_hex(&a.sha256).with_context(|| {
+                format!(
+                    "{}: {} digest {:?} is not a SHA-256; nothing collected",
+                    path.display(),
+                    a.kind,
+                    a.sha256
+                )
+            })
+        })
+        .collect()
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Sub::Verify(a) => verify(&a),
@@ -81,12 +120,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let cas = Cas::open(&a.cache)
                 .with_context(|| format!("cannot open cache {}", a.cache.display()))?;
             let current = trusted_digests(&cas)?;
-            let keep = cas.keep_set(current.iter().copied(), a.keep_versions)?;
+            let last_boot = last_boot_digests(&cas)?;
+            let keep = cas.keep_set(current.iter().chain(&last_boot).copied(), a.keep_versions)?;
             let r = cas.gc(&keep).context("garbage collection failed")?;
             println!(
-                "phase cache gc: kept {} objects ({} referenced by trusted targets), removed {} objects and {} partial files, freed {} bytes",
+                "phase cache gc: kept {} objects ({} referenced by trusted targets, {} by {}), removed {} objects and {} partial files, freed {} bytes",
                 r.kept,
                 current.len(),
+                last_boot.len(),
+                handover::LAST_BOOT,
                 r.removed.len(),
                 r.removed_partials,
                 r.freed_bytes

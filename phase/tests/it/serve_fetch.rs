@@ -224,3 +224,62 @@ fn publish_serve_fetch_reshare_gc() {
     ]);
     assert!(out.contains("kept 4 objects"), "{out}");
 }
+
+/// `phase cache gc` keeps the objects of the last release that booted from
+/// the cache (`last-boot.json`, the boot's fallback), and a record it
+/// cannot read stops it before anything is removed.
+#[test]
+fn gc_keeps_the_last_release_that_booted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let cas = fetcher::Cas::open(&cache).expect("cache");
+    let [kernel, initramfs, rootfs, other] =
+        [b"kernel", b"initrd", b"rootfs", b"stale!"].map(|b| cas.insert_bytes(b).expect("insert"));
+    let art = |kind: &str, d: &fetcher::Sha256Digest| handover::ArtifactRecord {
+        kind: kind.into(),
+        target: format!("stable/x86_64/{kind}"),
+        sha256: d.to_hex(),
+        length: 6,
+        hashed: true,
+    };
+    let record = handover::LastBoot {
+        format: handover::LAST_BOOT_FORMAT,
+        channel: "stable".into(),
+        tuf: Default::default(),
+        artifacts: vec![
+            art("kernel", &kernel),
+            art("initramfs", &initramfs),
+            art("rootfs", &rootfs),
+        ],
+        cmdline: "console=ttyS0".into(),
+        snapshot: "{}".into(),
+        targets: "{}".into(),
+    };
+    let path = cache.join(handover::LAST_BOOT);
+    let c = cache.to_str().expect("utf-8 path").to_owned();
+    let gc = || run(&["cache", "gc", "--cache", &c]);
+
+    std::fs::write(&path, "{\"format\": 1").expect("write");
+    let (good, _, err) = gc();
+    assert!(!good, "a truncated record was ignored");
+    assert!(
+        err.contains("last-boot.json is not a record of a release; nothing collected"),
+        "{err}"
+    );
+    assert!(
+        cas.contains(&other),
+        "an object was removed after the error"
+    );
+
+    std::fs::write(&path, serde_json::to_vec(&record).expect("json")).expect("write");
+    let (good, out, err) = gc();
+    assert!(good, "phase cache gc failed: {err}");
+    assert!(out.contains("3 by last-boot.json"), "{out}");
+    for d in [kernel, initramfs, rootfs] {
+        assert!(
+            cas.contains(&d),
+            "gc removed {d}, an object of the last boot"
+        );
+    }
+    assert!(!cas.contains(&other), "gc kept an object nobody references");
+}
