@@ -7,10 +7,10 @@
 //! for this node (trust on first use, a JSON file per user); the Phase
 //! event log's replay to the quoted PCR 23; the firmware event log's
 //! replay to the quoted PCRs 4, 7 and 9; with `--stick`, the EFI stub's
-//! PCR 9 records against the stick manifest ([`stick`]); then the TUF metadata,
-//! refreshed here from the trusted root, must list every artifact event's
-//! target with the same digest, and name the node's root. One verdict line
-//! (or `--json`) on success; the error chain on failure.
+//! PCR 9 records against the stick manifest ([`stick`]); then the TUF
+//! metadata, refreshed here from the trusted root, must list every
+//! artifact event's target with the same digest, and name the node's root.
+//! One verdict line (or `--json`) on success; the error chain on failure.
 //!
 //! The node's side (`GET /attest` on `phase serve`) is [`node`].
 
