@@ -21,12 +21,22 @@
 //! (`measure::replay_log`): all three values must be equal. Then the node
 //! attests: `phase attest verify --peer` on the host-side node checks the
 //! quote the target's `phase serve` makes with the TPM (signature, nonce,
-//! both event logs' replays, the artifacts against the TUF metadata) and
-//! must print its verdict, with the PCR 23 the console showed; and the
-//! PCRs 4, 7 and 9 the guest read after its quote must be the host's
-//! replay of the firmware event log (`binary_bios_measurements`) it sends.
-//! The last answer is kept as `boot-wasm-attest.json` in cargo's
-//! `CARGO_TARGET_TMPDIR` (a real OVMF + swtpm event log).
+//! both event logs' replays, the stick's initramfs and loader entry in
+//! PCR 9 against the manifest `phase image` wrote, the artifacts against
+//! the TUF metadata) and must print its verdict, with the PCR 23 the
+//! console showed and the stick image; and the PCRs 4, 7 and 9 the guest
+//! read after its quote must be the host's replay of the firmware event
+//! log (`binary_bios_measurements`) it sends. The last answer is kept as
+//! `boot-wasm-attest.json` in cargo's `CARGO_TARGET_TMPDIR` (a real OVMF +
+//! swtpm event log). The stick names its peer with `--append-cmdline`, so
+//! its manifest holds the command line it boots with.
+//!
+//! Then one more boot, of the same stick rebuilt with one NUL byte more
+//! of stage-1 initramfs (padding the kernel skips; published as release 2
+//! so the node boots it directly) and a word appended to its loader entry:
+//! checked against the first stick's manifest, the verifier refuses it in
+//! one line naming PCR 9, both initramfs digests and the command line with
+//! the word.
 //!
 //! The VM is a PC with a USB stick: the disk is a removable USB
 //! mass-storage device on an xHCI controller, and the firmware is OVMF's
@@ -364,6 +374,7 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
     ] {
         assert!(err.contains(&what), "the error names {what:?}: {err}");
     }
+    eprintln!("boot_wasm: the edited stick against the first one's manifest: {err}");
     assert!(dhcpd.exited().is_none(), "udhcpd died during the test");
     drop(vm);
 }
