@@ -175,6 +175,40 @@ pub fn assemble(spec: &EspSpec) -> Result<EspFiles, EspError> {
     Ok(EspFiles { files })
 }
 
+/// The load options systemd-boot passes to the kernel of a type #1 entry
+/// (`entry` is the entry file's text), as a real boot's firmware log shows
+/// them: `initrd=<path>` for each `initrd` line (the ESP path with `\`
+/// separators), then the values of the `options` lines, joined by single
+/// spaces. The kernel's EFI stub measures them into PCR 9
+/// (docs/attestation.md, "The stick").
+pub fn entry_load_options(entry: &str) -> String {
+    let mut initrds = Vec::new();
+    let mut options = Vec::new();
+    for line in entry.lines() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once([' ', '\t'])
+            .map_or((line, ""), |(k, v)| (k, v.trim()));
+        match key {
+            "initrd" if !value.is_empty() => initrds.push(format!("initrd={}", efi_path(value))),
+            "options" if !value.is_empty() => options.push(value.to_owned()),
+            _ => {}
+        }
+    }
+    initrds.extend(options);
+    initrds.join(" ")
+}
+
+/// An ESP path as systemd-boot writes it into a command line: `\`
+/// separators, one leading `\`, no empty components.
+fn efi_path(path: &str) -> String {
+    let parts: Vec<&str> = path.split(['/', '\\']).filter(|p| !p.is_empty()).collect();
+    format!("\\{}", parts.join("\\"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +239,31 @@ mod tests {
         );
         let e = render(p, "linux @KERNAL@", &vars).unwrap_err();
         assert!(e.to_string().contains("@KERNAL@"), "{e}");
+    }
+
+    #[test]
+    fn load_options_are_systemd_boots_for_the_rendered_entry() {
+        // The command line the firmware log of a real boot of this entry
+        // shows (measure/tests/data: PCR 12's record, whose digest is the
+        // EFI stub's LoadOptions record in PCR 9).
+        let real = "initrd=\\phase\\initramfs.img console=tty0 console=ttyS0,115200 phase.mode=local phase.peers=http://198.18.0.10:7070";
+        let path = Path::new("../esp/loader/entries/phase-local.conf");
+        let text = std::fs::read_to_string(path).expect("the local entry template");
+        let vars = [
+            ("KERNEL", "/phase/vmlinuz"),
+            ("INITRD", "/phase/initramfs.img"),
+            ("KVER", "6.1.0-57-amd64"),
+            ("DEFAULT_MODE", "local"),
+            ("CMDLINE_EXTRA", "phase.peers=http://198.18.0.10:7070"),
+        ];
+        let entry = render(path, &text, &vars).expect("renders");
+        assert_eq!(entry_load_options(&entry), real);
+        // Two initrd lines, two options lines, tabs and doubled slashes.
+        let entry = "title T\ninitrd\t/a//b.img\n# options no\ninitrd c.img\noptions  x=1 \noptions\ty\nlinux /k\n";
+        assert_eq!(
+            entry_load_options(entry),
+            "initrd=\\a\\b.img initrd=\\c.img x=1 y"
+        );
+        assert_eq!(entry_load_options("title T\n"), "");
     }
 }

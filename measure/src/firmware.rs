@@ -27,6 +27,27 @@ pub const FIRMWARE_PCRS: [u32; 3] = [4, 7, 9];
 /// The event type of records that extend nothing (the header, the startup
 /// locality, vendor notes).
 pub const EV_NO_ACTION: u32 = 0x0000_0003;
+/// `EV_EVENT_TAG`: the data is a `TCG_PCClientTaggedEvent` (an id, a
+/// size, that many bytes).
+pub const EV_EVENT_TAG: u32 = 0x0000_0006;
+/// `EV_IPL`: what a boot loader passes on; systemd-boot's record of the
+/// kernel command line in PCR 12, whose data is the command line itself.
+pub const EV_IPL: u32 = 0x0000_000d;
+/// The PCR the kernel's EFI stub measures the initrd and the load options
+/// into.
+pub const STUB_PCR: u32 = 9;
+/// The PCR systemd-boot measures the command line of the entry it starts
+/// into (not quoted: its records are trusted only through a digest that
+/// replays into a quoted PCR).
+pub const LOADER_CMDLINE_PCR: u32 = 12;
+/// The tagged event id of the EFI stub's initrd record (Linux's
+/// `INITRD_EVENT_TAG_ID`, "Linux initrd"): its digest is SHA-256 of the
+/// initrd's bytes.
+pub const INITRD_TAG: u32 = 0x8F3B_22EC;
+/// The tagged event id of the EFI stub's load options record (Linux's
+/// `LOAD_OPTIONS_EVENT_TAG_ID`, "LOADED_IMAGE::LoadOptions"): its digest
+/// is [`load_options_digest`] of the command line the loader passed.
+pub const LOAD_OPTIONS_TAG: u32 = 0x8F3B_22ED;
 /// `TPM_ALG_SHA1`.
 pub const TPM_ALG_SHA1: u16 = 0x0004;
 /// `TPM_ALG_SHA256`.
@@ -55,8 +76,55 @@ pub struct FirmwareEvent {
     pub event_type: u32,
     /// The SHA-256 bank's digest, the value extended.
     pub sha256: [u8; 32],
-    /// The length of the event data.
-    pub data_len: usize,
+    /// The event data (all of the records' data together is at most the
+    /// log's length).
+    pub data: Vec<u8>,
+}
+
+impl FirmwareEvent {
+    /// The id of an `EV_EVENT_TAG` record, when its data is one
+    /// `TCG_PCClientTaggedEvent` (id, size, then exactly that many bytes).
+    pub fn tag(&self) -> Option<u32> {
+        if self.event_type != EV_EVENT_TAG || self.data.len() < 8 {
+            return None;
+        }
+        let word = |i: usize| {
+            u32::from_le_bytes([
+                self.data[i],
+                self.data[i + 1],
+                self.data[i + 2],
+                self.data[i + 3],
+            ])
+        };
+        (word(4) as usize == self.data.len() - 8).then(|| word(0))
+    }
+}
+
+/// The SHA-256 the kernel's EFI stub measures (tagged
+/// [`LOAD_OPTIONS_TAG`]) for the command line `cmdline`: of its UTF-16LE
+/// code units and the terminating NUL, the load options as systemd-boot
+/// passes them (and measures them into PCR 12).
+pub fn load_options_digest(cmdline: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for unit in cmdline.encode_utf16().chain([0]) {
+        h.update(unit.to_le_bytes());
+    }
+    h.finalize().into()
+}
+
+/// The command line in load options (UTF-16LE, one terminating NUL left
+/// out); an odd length or invalid UTF-16 shows as U+FFFD.
+pub fn load_options_text(data: &[u8]) -> String {
+    let units: Vec<u16> = data
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c.get(1).copied().unwrap_or(0)]))
+        .collect();
+    let units = units.strip_suffix(&[0]).unwrap_or(&units);
+    let mut text = String::from_utf16_lossy(units);
+    if data.len() % 2 == 1 {
+        text.push(char::REPLACEMENT_CHARACTER);
+    }
+    text
 }
 
 /// A parsed crypto-agile log: its banks and the records that extend.
@@ -266,7 +334,7 @@ impl FirmwareLog {
             pcr,
             event_type,
             sha256,
-            data_len: data.len(),
+            data: data.to_vec(),
         });
         Ok(())
     }
@@ -288,6 +356,26 @@ impl FirmwareLog {
     /// How many records extend `pcr`.
     pub fn count(&self, pcr: u32) -> usize {
         self.events.iter().filter(|e| e.pcr == pcr).count()
+    }
+
+    /// The SHA-256 digests of `pcr`'s `EV_EVENT_TAG` records tagged `tag`,
+    /// in order.
+    pub fn tagged(&self, pcr: u32, tag: u32) -> Vec<[u8; 32]> {
+        self.events
+            .iter()
+            .filter(|e| e.pcr == pcr && e.tag() == Some(tag))
+            .map(|e| e.sha256)
+            .collect()
+    }
+
+    /// The data of the first `EV_IPL` record of `pcr` whose data hashes
+    /// to `digest` (what authenticates it when `pcr` is not quoted).
+    pub fn ipl_with_digest(&self, pcr: u32, digest: &[u8; 32]) -> Option<&[u8]> {
+        self.events
+            .iter()
+            .filter(|e| e.pcr == pcr && e.event_type == EV_IPL)
+            .find(|e| Sha256::digest(&e.data)[..] == digest[..])
+            .map(|e| e.data.as_slice())
     }
 
     /// Checks that the log replays to the quoted value of each of
@@ -551,6 +639,68 @@ mod tests {
         }
         // The header alone, and with each of the first 10 of its 11 records.
         assert_eq!(ok, 11);
+    }
+
+    /// A `TCG_PCClientTaggedEvent` as Linux's EFI stub writes it.
+    fn tagged_data(tag: u32, name: &str) -> Vec<u8> {
+        let mut d = tag.to_le_bytes().to_vec();
+        d.extend_from_slice(&(name.len() as u32 + 1).to_le_bytes());
+        d.extend_from_slice(name.as_bytes());
+        d.push(0);
+        d
+    }
+
+    fn utf16z(s: &str) -> Vec<u8> {
+        s.encode_utf16()
+            .chain([0])
+            .flat_map(|u| u.to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn the_stub_records_are_found_by_tag_and_the_command_line_by_its_digest() {
+        let cmdline = "initrd=\\phase\\initramfs.img console=ttyS0 phase.mode=local";
+        let options = load_options_digest(cmdline);
+        assert_eq!(options, <[u8; 32]>::from(Sha256::digest(utf16z(cmdline))));
+        let mut w = FirmwareLogWriter::new();
+        w.event(LOADER_CMDLINE_PCR, EV_IPL, b"not the command line");
+        w.event(LOADER_CMDLINE_PCR, EV_IPL, &utf16z(cmdline));
+        w.record(
+            STUB_PCR,
+            EV_EVENT_TAG,
+            &options,
+            &tagged_data(LOAD_OPTIONS_TAG, "LOADED_IMAGE::LoadOptions"),
+        );
+        let initrd: [u8; 32] = Sha256::digest(b"the initrd").into();
+        w.record(
+            STUB_PCR,
+            EV_EVENT_TAG,
+            &initrd,
+            &tagged_data(INITRD_TAG, "Linux initrd"),
+        );
+        // A size field that is not the data's is not a tagged event.
+        let mut odd = tagged_data(INITRD_TAG, "Linux initrd");
+        odd[4] += 1;
+        w.record(STUB_PCR, EV_EVENT_TAG, &[7; 32], &odd);
+        let log = FirmwareLog::parse(&w.finish()).expect("parses");
+        assert_eq!(log.tagged(STUB_PCR, LOAD_OPTIONS_TAG), vec![options]);
+        assert_eq!(log.tagged(STUB_PCR, INITRD_TAG), vec![initrd]);
+        assert!(log.tagged(LOADER_CMDLINE_PCR, INITRD_TAG).is_empty());
+        let data = log
+            .ipl_with_digest(LOADER_CMDLINE_PCR, &options)
+            .expect("the PCR 12 record of the command line");
+        assert_eq!(load_options_text(data), cmdline);
+        assert_eq!(log.ipl_with_digest(STUB_PCR, &options), None);
+        assert_eq!(log.ipl_with_digest(LOADER_CMDLINE_PCR, &initrd), None);
+    }
+
+    #[test]
+    fn load_options_text_drops_one_nul_and_marks_what_is_not_utf16() {
+        assert_eq!(load_options_text(&utf16z("a b")), "a b");
+        assert_eq!(load_options_text(&[b'a', 0, b'b', 0]), "ab");
+        assert_eq!(load_options_text(&[b'a', 0, 0]), "a\u{fffd}");
+        assert_eq!(load_options_text(&[0x00, 0xd8, b'a', 0]), "\u{fffd}a");
+        assert_eq!(load_options_text(&[]), "");
     }
 
     fn header_with(banks: &[(u16, u16)], vendor: u8) -> Vec<u8> {

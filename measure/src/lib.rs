@@ -16,7 +16,9 @@
 //!   quote ([`verify_quote`]: signature, nonce, PCR digest);
 //! * the firmware's event log ([`FirmwareLog`]: the TCG crypto-agile
 //!   `binary_bios_measurements`, parsed with a bound on every length, and
-//!   its replay to PCRs 4, 7 and 9 of the SHA-256 bank).
+//!   its replay to PCRs 4, 7 and 9 of the SHA-256 bank, and the records
+//!   of the kernel's EFI stub in PCR 9: the initrd's digest and the load
+//!   options', whose text systemd-boot's PCR 12 record holds).
 //!
 //! What it does not own: when stage 1 measures and what it prints
 //! (phase-init's `measure` step), the `boot.json` schema (the `handover`
@@ -34,8 +36,9 @@ pub use event::{
     boot_events, extend, replay, replay_log, Event, Kind, LogError, Root, DOMAIN, PHASE_PCR,
 };
 pub use firmware::{
-    FirmwareEvent, FirmwareLog, FirmwareLogError, FirmwareLogWriter, EV_NO_ACTION, FIRMWARE_PCRS,
-    TPM_ALG_SHA1, TPM_ALG_SHA256,
+    load_options_digest, load_options_text, FirmwareEvent, FirmwareLog, FirmwareLogError,
+    FirmwareLogWriter, EV_EVENT_TAG, EV_IPL, EV_NO_ACTION, FIRMWARE_PCRS, INITRD_TAG,
+    LOADER_CMDLINE_PCR, LOAD_OPTIONS_TAG, STUB_PCR, TPM_ALG_SHA1, TPM_ALG_SHA256,
 };
 pub use quote::{
     ak_template, create_primary_command, flush_command, pcr_digest, quote_command, verify_quote,

@@ -3,10 +3,15 @@
 //! it. Oracle: no panic; an accepted log has at most one record per 50
 //! bytes (the smallest `TCG_PCR_EVENT2` with one SHA-256 digest), its
 //! records in increasing order inside the input, each for a PCR below 24,
-//! and a PCR's replay is the fold of its records' SHA-256 digests.
+//! their event data together no longer than the input, and a PCR's replay
+//! is the fold of its records' SHA-256 digests; the EFI stub's tagged
+//! records and the PCR 12 text of a load options digest are found without
+//! a panic, the text only of a record whose data hashes to the digest.
 use sha2::{Digest, Sha256};
 
-use crate::firmware::FirmwareLog;
+use crate::firmware::{
+    load_options_text, FirmwareLog, INITRD_TAG, LOADER_CMDLINE_PCR, LOAD_OPTIONS_TAG, STUB_PCR,
+};
 
 /// One input.
 pub fn run(data: &[u8]) {
@@ -25,6 +30,16 @@ pub fn run(data: &[u8]) {
         );
         assert!(e.pcr < 24);
         last = e.offset;
+    }
+    let kept: usize = log.events.iter().map(|e| e.data.len()).sum();
+    assert!(kept <= data.len(), "more event data than input");
+    for tag in [INITRD_TAG, LOAD_OPTIONS_TAG] {
+        for digest in log.tagged(STUB_PCR, tag) {
+            if let Some(text) = log.ipl_with_digest(LOADER_CMDLINE_PCR, &digest) {
+                assert_eq!(Sha256::digest(text)[..], digest[..]);
+                let _ = load_options_text(text);
+            }
+        }
     }
     for pcr in [4, 7, 9] {
         let folded = log

@@ -6,6 +6,7 @@
 
 use measure::{extend, FirmwareLog, FirmwareLogWriter, EV_NO_ACTION};
 use proptest::prelude::*;
+use sha2::{Digest, Sha256};
 
 /// `binary_bios_measurements` of the `boot_wasm` QEMU test's node (OVMF's
 /// Secure Boot build, swtpm with four banks; shim, systemd-boot and the
@@ -72,6 +73,46 @@ fn a_real_ovmf_swtpm_log_replays_to_the_pcrs_its_tpm_read() {
         .check(&quoted)
         .expect_err("PCR 7");
     assert!(e.to_string().contains("quoted PCR 7: its 9 events"), "{e}");
+}
+
+/// The command line systemd-boot passed to the kernel in that boot: the
+/// `phase-local.conf` entry's `initrd` and `options` lines, and the word
+/// the test appended.
+const OVMF_CMDLINE: &str = "initrd=\\phase\\initramfs.img console=tty0 console=ttyS0,115200 phase.mode=local phase.peers=http://198.18.0.10:7070";
+
+#[test]
+fn the_real_log_holds_the_stubs_initrd_and_load_options_and_their_text() {
+    let log = FirmwareLog::parse(OVMF_LOG).expect("the OVMF log parses");
+    let initrd = log.tagged(measure::STUB_PCR, measure::INITRD_TAG);
+    assert_eq!(
+        initrd.iter().map(hex::encode).collect::<Vec<_>>(),
+        vec!["9ced15df23e86805872726533dea750276fcbe89f58e0c30ccc6f484767f62e0"]
+    );
+    let options = log.tagged(measure::STUB_PCR, measure::LOAD_OPTIONS_TAG);
+    assert_eq!(
+        options.iter().map(hex::encode).collect::<Vec<_>>(),
+        vec!["5c73f40de73c6ff4545c0f734ba3ce54b73f3279d3ebfb5fdc7d71b2533e9f14"]
+    );
+    // The digest is of the UTF-16LE text with its terminating NUL.
+    assert_eq!(measure::load_options_digest(OVMF_CMDLINE), options[0]);
+    let without_nul: Vec<u8> = OVMF_CMDLINE
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    assert_ne!(<[u8; 32]>::from(Sha256::digest(&without_nul)), options[0]);
+    // systemd-boot's PCR 12 record holds those 230 bytes.
+    let data = log
+        .ipl_with_digest(measure::LOADER_CMDLINE_PCR, &options[0])
+        .expect("a PCR 12 record whose data hashes to the load options digest");
+    assert_eq!(data.len(), 230);
+    assert_eq!(data.len(), 2 * (OVMF_CMDLINE.len() + 1));
+    assert_eq!(measure::load_options_text(data), OVMF_CMDLINE);
+    let ipl = log
+        .events
+        .iter()
+        .find(|e| e.pcr == measure::LOADER_CMDLINE_PCR && e.event_type == measure::EV_IPL)
+        .expect("a PCR 12 EV_IPL record");
+    assert_eq!(ipl.sha256, options[0], "the record extends the same digest");
 }
 
 /// A record: PCR, event type, data.

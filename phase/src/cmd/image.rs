@@ -6,6 +6,11 @@
 //! (phase-init, trusted root, modules, busybox) -> ESP files (systemd-boot
 //! and kernel signed with the site key when asked) -> cache directory
 //! (seeded from a TUF repository when asked) -> GPT image -> qcow2.
+//!
+//! The ESP and disk outputs get a stick manifest beside them,
+//! `<out>.manifest.json`: the initramfs, the kernel and each loader entry's
+//! command line as a boot from the stick measures them into PCR 9
+//! ([`super::attest::stick`], docs/attestation.md "The stick").
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,6 +20,8 @@ use image::disk::{self, DiskSpec, Qcow2Options};
 use image::{esp, firmware, kernel, mok, signed, stage1};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
+
+use super::attest::stick::StickManifest;
 
 mod seed;
 
@@ -37,7 +44,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Args)]
 pub struct Opts {
-    /// Output file (disk image, or the --stage output).
+    /// Output file (disk image, or the --stage output). The ESP and disk
+    /// outputs also get the stick manifest, <out>.manifest.json.
     #[arg(long)]
     out: PathBuf,
     /// The trusted TUF root baked into the initramfs as /etc/phase/root.json.
@@ -334,6 +342,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary.insert("site_cert".into(), mok::CERT_PATH.into());
     }
     summary.insert("esp_content_bytes".into(), esp_files.total_bytes().into());
+    let manifest =
+        StickManifest::of_esp(&esp_files.files).context("cannot make the stick manifest")?;
 
     // The image identity: everything that went in.
     let mut h = Sha256::new();
@@ -359,6 +369,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "esp".into(),
             step.done(format!("ESP {}", args.out.display())).into(),
         );
+        write_manifest(&args.out, &manifest, &mut summary)?;
         return finish(&args, summary, timings);
     }
 
@@ -397,6 +408,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .into(),
     );
     summary.insert("layout".into(), serde_json::to_value(layout)?);
+    write_manifest(&args.out, &manifest, &mut summary)?;
 
     // 6. qcow2.
     if let Some(q) = &args.qcow2 {
@@ -431,6 +443,30 @@ fn read_tor_network(path: &Path) -> anyhow::Result<Vec<u8>> {
         .with_network_file(path)
         .context("--tor-network")?;
     Ok(cfg.network.unwrap_or_default().into_bytes())
+}
+
+/// The stick manifest of the image `out`: `<out>.manifest.json`.
+pub fn manifest_path(out: &Path) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".manifest.json");
+    PathBuf::from(p)
+}
+
+/// Writes `<out>.manifest.json` and names it (and the stick image id) in
+/// the summary.
+fn write_manifest(
+    out: &Path,
+    manifest: &StickManifest,
+    summary: &mut serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    let path = manifest_path(out);
+    let mut bytes =
+        serde_json::to_vec_pretty(manifest).context("encoding the stick manifest failed")?;
+    bytes.push(b'\n');
+    write_atomic(&path, &bytes)?;
+    summary.insert("manifest".into(), path.display().to_string().into());
+    summary.insert("stick_image".into(), manifest.id.clone().into());
+    Ok(())
 }
 
 fn parent_dir(p: &Path) -> &Path {

@@ -1,10 +1,10 @@
 //! `phase attest verify` against `phase serve` quoting with a real TPM:
 //! swtpm on a UNIX socket, into which each test extends a firmware event
-//! log (records into PCRs 4, 7 and 9, the log served as the node's
+//! log (records into PCRs 4, 7, 9 and 12, the log served as the node's
 //! `binary_bios_measurements`) and the Phase event log of a boot of a
-//! release published here. One passing node, then one test per
-//! bad answer, each asserting the named error and that no verdict line is
-//! printed. swtpm is required (scripts/deps-apt.list): without it the
+//! release published here. One passing node, the node against its stick's
+//! manifest and another stick's, then one test per bad answer, each
+//! asserting the named error and that no verdict line is printed. swtpm is required (scripts/deps-apt.list): without it the
 //! tests fail.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,7 +15,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use handover::{ArtifactRecord, BootJson, TufVersions, BOOT_JSON_VERSION};
-use measure::{boot_events, replay, Event, FirmwareLogWriter, Root, Tpm, PHASE_PCR};
+use measure::{
+    boot_events, load_options_digest, replay, Event, FirmwareLogWriter, Root, Tpm, EV_IPL,
+    INITRD_TAG, LOAD_OPTIONS_TAG, PHASE_PCR,
+};
+use sha2::{Digest, Sha256};
 
 const PHASE: &str = env!("CARGO_BIN_EXE_phase");
 
@@ -244,8 +248,9 @@ impl Drop for Node {
 
 /// A firmware's part of a boot, as OVMF logs it: the Secure Boot
 /// variables and a separator into PCR 7, a separator and two EFI
-/// applications (shim, the loader) into PCR 4, the kernel's initrd into
-/// PCR 9. The log's bytes and the digests a TPM saw.
+/// applications (shim, the loader) into PCR 4, systemd-boot's command line
+/// into PCR 12, the kernel's load options and initrd into PCR 9. The log's
+/// bytes and the digests a TPM saw.
 fn firmware() -> (Vec<u8>, Vec<(u32, [u8; 32])>) {
     const EV_SEPARATOR: u32 = 0x4;
     const EV_EVENT_TAG: u32 = 0x6;
@@ -263,8 +268,70 @@ fn firmware() -> (Vec<u8>, Vec<(u32, [u8; 32])>) {
         w.record(4, EV_EFI_BOOT_SERVICES_APPLICATION, &image, &[0; 32]);
         digests.push((4, image));
     }
-    digests.push((9, w.event(9, EV_EVENT_TAG, b"Linux initrd")));
+    // systemd-boot's record of the command line, then the EFI stub's of
+    // the load options and the initrd.
+    let options: Vec<u8> = STICK_CMDLINE
+        .encode_utf16()
+        .chain([0])
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    digests.push((12, w.event(12, EV_IPL, &options)));
+    let load_options = load_options_digest(STICK_CMDLINE);
+    w.record(
+        9,
+        EV_EVENT_TAG,
+        &load_options,
+        &tagged(LOAD_OPTIONS_TAG, "LOADED_IMAGE::LoadOptions"),
+    );
+    digests.push((9, load_options));
+    let initrd: [u8; 32] = Sha256::digest(STICK_INITRAMFS).into();
+    w.record(
+        9,
+        EV_EVENT_TAG,
+        &initrd,
+        &tagged(INITRD_TAG, "Linux initrd"),
+    );
+    digests.push((9, initrd));
     (w.finish(), digests)
+}
+
+/// The command line the node's loader passed (its stick's `phase-local`
+/// entry).
+const STICK_CMDLINE: &str =
+    "initrd=\\phase\\initramfs.img console=tty0 console=ttyS0,115200 phase.mode=local";
+/// The stage-1 initramfs the node's loader passed.
+const STICK_INITRAMFS: &[u8] = b"the stick's stage-1 initramfs";
+
+/// A `TCG_PCClientTaggedEvent` as Linux's EFI stub writes it.
+fn tagged(tag: u32, name: &str) -> Vec<u8> {
+    let mut d = tag.to_le_bytes().to_vec();
+    d.extend_from_slice(&(name.len() as u32 + 1).to_le_bytes());
+    d.extend_from_slice(name.as_bytes());
+    d.push(0);
+    d
+}
+
+/// A stick manifest as docs/attestation.md describes it: `initramfs`'s
+/// digest and one entry per `(name, command line)`.
+fn stick_manifest(initramfs: &[u8], entries: &[(&str, &str)]) -> serde_json::Value {
+    let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let (initramfs, kernel) = (sha(initramfs), sha(b"the stick's kernel"));
+    let mut text = format!("phase-stick/v1\ninitramfs {initramfs}\nkernel {kernel}\n");
+    let mut list = Vec::new();
+    for (name, cmdline) in entries {
+        let digest = hex::encode(load_options_digest(cmdline));
+        text.push_str(&format!("entry {name} {digest}\n"));
+        list.push(serde_json::json!({
+            "name": name, "cmdline": cmdline, "load_options_sha256": digest
+        }));
+    }
+    serde_json::json!({
+        "version": 1,
+        "id": &sha(text.as_bytes())[..16],
+        "initramfs_sha256": initramfs,
+        "kernel_sha256": kernel,
+        "entries": list,
+    })
 }
 
 fn serve(rel: &Release, tpm: &Path, log: &[Event], name: &str) -> Node {
@@ -397,7 +464,7 @@ fn a_node_that_booted_the_release_is_verified() {
         .expect("targets version");
     assert!(
         out.starts_with(&format!(
-            "node node-a booted stable/x86_64 targets v{tv} (kernel {}…, rootfs {}…) from root fp {}…, mode local; firmware log replays PCRs 4, 7, 9; AK ",
+            "node node-a booted stable/x86_64 targets v{tv} (kernel {}…, rootfs {}…) from root fp {}…, mode local; firmware log replays PCRs 4, 7, 9; stick not checked; AK ",
             &kernel[..16],
             &rootfs[..16],
             &fp[..16]
@@ -433,6 +500,72 @@ fn a_node_that_booted_the_release_is_verified() {
     );
     assert_eq!(v["firmware_log_bytes"], firmware().0.len());
     assert_eq!(v["firmware_events"], firmware().1.len());
+    assert_eq!(v["stick"], serde_json::Value::Null, "not checked: {v}");
+}
+
+#[test]
+fn a_node_is_checked_against_its_sticks_manifest() {
+    let rel = Release::publish();
+    let (_swtpm, node) = good_node(&rel, "node-a");
+    let store = rel.dir.path().join("aks.json");
+    let path = rel.dir.path().join("disk.img.manifest.json");
+    let write = |m: &serde_json::Value| std::fs::write(&path, m.to_string()).expect("manifest");
+    let internet =
+        "initrd=\\phase\\initramfs.img console=tty0 console=ttyS0,115200 phase.mode=internet";
+    let stick = stick_manifest(
+        STICK_INITRAMFS,
+        &[("phase-internet", internet), ("phase-local", STICK_CMDLINE)],
+    );
+    let id = stick["id"].as_str().expect("id").to_owned();
+    write(&stick);
+    let with_stick = ["--peer", &node.url, "--stick", &s(&path)];
+
+    let (good, out, err) = verify(&rel, &store, &with_stick);
+    assert!(good, "verify failed: {err}");
+    assert!(
+        out.contains(&format!(
+            "; firmware log replays PCRs 4, 7, 9; stick image {id} entry phase-local; AK "
+        )),
+        "{out}"
+    );
+    let mut json = with_stick.to_vec();
+    json.push("--json");
+    let (good, out, err) = verify(&rel, &store, &json);
+    assert!(good, "verify failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("verdict JSON");
+    assert_eq!(
+        v["stick"],
+        serde_json::json!({ "image": id, "entry": "phase-local" })
+    );
+
+    // Another stick: its initramfs, and its entries without the node's.
+    let other = stick_manifest(b"another initramfs", &[("phase-internet", internet)]);
+    write(&other);
+    let err = refused(
+        verify(&rel, &store, &with_stick),
+        &[
+            "node node-a: PCR 9 is not a boot of stick image ",
+            &format!(
+                "the initramfs is sha256 {} on the node, {} on the stick; ",
+                hex::encode(Sha256::digest(STICK_INITRAMFS)),
+                other["initramfs_sha256"].as_str().expect("sha")
+            ),
+            &format!(
+                "the command line is \"{STICK_CMDLINE}\" on the node, the stick's entry phase-internet has \"{internet}\""
+            ),
+        ],
+    );
+    assert!(err.contains(other["id"].as_str().expect("id")), "{err}");
+
+    // A manifest that is not one: named before the node is asked.
+    std::fs::write(&path, b"[1, 2]").expect("manifest");
+    refused(
+        verify(&rel, &store, &with_stick),
+        &[&format!(
+            "the stick manifest {} is not a stick manifest",
+            s(&path)
+        )],
+    );
 }
 
 #[test]
@@ -615,7 +748,7 @@ fn a_missing_or_malformed_firmware_log_is_refused() {
         verify(&rel, &store, &["--peer", &node.url]),
         &[
             "node node-a",
-            "the firmware log ends inside record 10 (event)",
+            "the firmware log ends inside record 12 (event)",
         ],
     );
     drop(node);

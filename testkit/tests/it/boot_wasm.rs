@@ -21,12 +21,22 @@
 //! (`measure::replay_log`): all three values must be equal. Then the node
 //! attests: `phase attest verify --peer` on the host-side node checks the
 //! quote the target's `phase serve` makes with the TPM (signature, nonce,
-//! both event logs' replays, the artifacts against the TUF metadata) and
-//! must print its verdict, with the PCR 23 the console showed; and the
-//! PCRs 4, 7 and 9 the guest read after its quote must be the host's
-//! replay of the firmware event log (`binary_bios_measurements`) it sends.
-//! The last answer is kept as `boot-wasm-attest.json` in cargo's
-//! `CARGO_TARGET_TMPDIR` (a real OVMF + swtpm event log).
+//! both event logs' replays, the stick's initramfs and loader entry in
+//! PCR 9 against the manifest `phase image` wrote, the artifacts against
+//! the TUF metadata) and must print its verdict, with the PCR 23 the
+//! console showed and the stick image; and the PCRs 4, 7 and 9 the guest
+//! read after its quote must be the host's replay of the firmware event
+//! log (`binary_bios_measurements`) it sends. The last answer is kept as
+//! `boot-wasm-attest.json` in cargo's `CARGO_TARGET_TMPDIR` (a real OVMF +
+//! swtpm event log). The stick names its peer with `--append-cmdline`, so
+//! its manifest holds the command line it boots with.
+//!
+//! Then one more boot, of the same stick rebuilt with one NUL byte more
+//! of stage-1 initramfs (padding the kernel skips; published as release 2
+//! so the node boots it directly) and a word appended to its loader entry:
+//! checked against the first stick's manifest, the verifier refuses it in
+//! one line naming PCR 9, both initramfs digests and the command line with
+//! the word.
 //!
 //! The VM is a PC with a USB stick: the disk is a removable USB
 //! mass-storage device on an xHCI controller, and the firmware is OVMF's
@@ -57,10 +67,27 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let p = tc::publish(d);
-    let disk = d.join("disk.img");
-    p.disk(&disk, false);
-
     let (mut lan, mut dhcpd) = tc::lan_with_dhcp(d);
+    // The stick's entries name the peer themselves, so its manifest
+    // records the command line the node boots with.
+    let peers = format!("phase.peers=http://{}:7070", lan.ipv4(0));
+    let disk = d.join("disk.img");
+    p.disk_with(&disk, false, &tc::os(["--append-cmdline", &peers]));
+    let manifest_path = d.join("disk.img.manifest.json");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&manifest_path).expect("phase image wrote the stick manifest"),
+    )
+    .expect("the manifest is JSON");
+    let stick_id = manifest["id"]
+        .as_str()
+        .expect("the stick image id")
+        .to_owned();
+    assert_eq!(
+        manifest["initramfs_sha256"],
+        sha256_hex(&std::fs::read(&p.initramfs).expect("read the initramfs")),
+        "the stick carries the published initramfs: {manifest}"
+    );
+
     // The peer the VM boots from: `phase serve` over the repository in
     // node 0 (198.18.0.10).
     let _serve = testkit::netns::spawn(
@@ -76,8 +103,6 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
     .unwrap_or_else(|e| panic!("{e}"));
     let tap = lan.add_tap().unwrap_or_else(|e| panic!("{e}"));
     let mut vm = Qemu::image(&disk)
-        .mode("local")
-        .append(format!("phase.peers=http://{}:7070", lan.ipv4(0)))
         .memory_mib(768)
         .name("boot-wasm")
         .tap(&tap)
@@ -193,8 +218,15 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
     let peer = format!("http://{ip}:7070");
     let store = d.join("aks.json");
     let within = Duration::from_secs(60);
-    let (ok, out, err) =
-        tc::attest_verify(lan.node(0), &p.root, &peer, &store, &["--json"], within);
+    let stick = manifest_path.to_str().expect("a UTF-8 path");
+    let (ok, out, err) = tc::attest_verify(
+        lan.node(0),
+        &p.root,
+        &peer,
+        &store,
+        &["--json", "--stick", stick],
+        within,
+    );
     assert!(
         ok,
         "phase attest verify of the booted node failed:\n{err}\n{out}"
@@ -213,12 +245,23 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
     assert_eq!(v["mode"], "local", "{v}");
     assert_eq!(v["channel"], "stable", "{v}");
     assert_eq!(v["ak_first_use"], true, "{v}");
+    assert_eq!(v["stick"]["image"], stick_id.as_str(), "{v}");
+    assert_eq!(v["stick"]["entry"], "phase-local", "{v}");
     // Again as the one line: the same AK now.
-    let (ok, out, err) = tc::attest_verify(lan.node(0), &p.root, &peer, &store, &[], within);
+    let (ok, out, err) = tc::attest_verify(
+        lan.node(0),
+        &p.root,
+        &peer,
+        &store,
+        &["--stick", stick],
+        within,
+    );
     assert!(ok, "phase attest verify failed the second time:\n{err}");
     assert!(
         out.contains(" booted stable/x86_64 targets v")
-            && out.contains("firmware log replays PCRs 4, 7, 9")
+            && out.contains(&format!(
+                "firmware log replays PCRs 4, 7, 9; stick image {stick_id} entry phase-local; AK "
+            ))
             && out.trim_end().ends_with("as first seen"),
         "{out}"
     );
@@ -274,6 +317,69 @@ fn the_real_target_runs_the_verified_wasm_job_and_re_shares_its_boot_set() {
         flog.count(7),
         flog.count(9)
     );
+    drop(vm);
+
+    // The same stick with one byte more of stage-1 initramfs (a NUL the
+    // kernel skips as padding; published as release 2, so the node boots
+    // it directly), and its loader entry edited: checked against the
+    // first stick's manifest, PCR 9 names both.
+    let edited = d.join("initramfs-edited.img");
+    let mut bytes = std::fs::read(&p.initramfs).expect("read the initramfs");
+    let published = sha256_hex(&bytes);
+    bytes.push(0);
+    std::fs::write(&edited, &bytes).expect("write the edited initramfs");
+    let edited_sha = sha256_hex(&bytes);
+    p.release_with(&edited, "2");
+    let disk2 = d.join("disk-edited.img");
+    let mut extra = tc::os(["--append-cmdline", &peers, "--initramfs"]);
+    extra.push(edited.clone().into());
+    p.disk_with(&disk2, false, &extra);
+    let mut vm = Qemu::image(&disk2)
+        .append("attest.edited=1")
+        .memory_mib(768)
+        .name("boot-wasm-edited")
+        .tap(&tap)
+        .timeout(BOOT_TIMEOUT)
+        .secure_boot()
+        .usb_stick()
+        .tpm()
+        .start()
+        .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
+    let route = expect(&mut vm, "route    ok");
+    assert!(
+        route.contains("direct, no second kernel"),
+        "{route}\n{}",
+        vm.log()
+    );
+    let net = expect(&mut vm, "net: phase-node-");
+    let ip = tc::net_ipv4(&net).unwrap_or_else(|| panic!("no IPv4 lease in {net:?}"));
+    let (ok, out, err) = tc::attest_verify(
+        lan.node(0),
+        &p.root,
+        &format!("http://{ip}:7070"),
+        &d.join("aks-edited.json"),
+        &["--stick", stick],
+        within,
+    );
+    assert!(!ok, "the edited stick passed as the first one: {out}");
+    assert!(!out.contains("booted"), "a verdict was printed: {out}");
+    let err = err.trim();
+    assert_eq!(err.lines().count(), 1, "one error line: {err}");
+    for what in [
+        format!("PCR 9 is not a boot of stick image {stick_id}: "),
+        format!("the initramfs is sha256 {edited_sha} on the node, {published} on the stick; "),
+        format!(
+            "the command line is \"initrd=\\phase\\initramfs.img console=tty0 console=ttyS0,115200 phase.mode=local {peers} attest.edited=1\" on the node, the stick's entry phase-local has \"initrd=\\phase\\initramfs.img console=tty0 console=ttyS0,115200 phase.mode=local {peers}\""
+        ),
+    ] {
+        assert!(err.contains(&what), "the error names {what:?}: {err}");
+    }
+    eprintln!("boot_wasm: the edited stick against the first one's manifest: {err}");
     assert!(dhcpd.exited().is_none(), "udhcpd died during the test");
     drop(vm);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -6,14 +6,16 @@
 //! digest against the PCR values sent; the AK against the one first seen
 //! for this node (trust on first use, a JSON file per user); the Phase
 //! event log's replay to the quoted PCR 23; the firmware event log's
-//! replay to the quoted PCRs 4, 7 and 9; then the TUF metadata,
-//! refreshed here from the trusted root, must list every artifact event's
-//! target with the same digest, and name the node's root. One verdict line
-//! (or `--json`) on success; the error chain on failure.
+//! replay to the quoted PCRs 4, 7 and 9; with `--stick`, the EFI stub's
+//! PCR 9 records against the stick manifest ([`stick`]); then the TUF
+//! metadata, refreshed here from the trusted root, must list every
+//! artifact event's target with the same digest, and name the node's root.
+//! One verdict line (or `--json`) on success; the error chain on failure.
 //!
 //! The node's side (`GET /attest` on `phase serve`) is [`node`].
 
 pub mod node;
+pub mod stick;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use verifier::{DirStorage, Updater};
 
 use super::common::{join_url, time_arg, HttpTransport, RepoLocation};
+use stick::{StickManifest, StickMatch};
 use wire::{AttestResponse, ATTEST_VERSION};
 
 /// The largest attestation answer read (a firmware log is tens of KiB).
@@ -75,6 +78,11 @@ pub struct VerifyArgs {
     /// Reference time for the TUF expiry checks, RFC 3339 (default: now).
     #[arg(long, value_parser = time_arg)]
     pub time: Option<DateTime<Utc>>,
+    /// The manifest `phase image` wrote beside the stick the node should
+    /// have booted (IMG.manifest.json): PCR 9 must show its initramfs and
+    /// one of its loader entries' command lines.
+    #[arg(long, value_name = "FILE")]
+    pub stick: Option<PathBuf>,
     /// Print the verdict (or the error) as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -104,6 +112,9 @@ pub struct Verdict {
     /// The firmware log's records that extend a PCR (all PCRs; those for
     /// 4, 7 and 9 replayed to the quoted values).
     pub firmware_events: usize,
+    /// The stick image and loader entry PCR 9 shows (`--stick`); null when
+    /// the stick was not checked.
+    pub stick: Option<StickMatch>,
 }
 
 impl Verdict {
@@ -111,7 +122,7 @@ impl Verdict {
     pub fn line(&self) -> String {
         let short = |s: &str| s.chars().take(16).collect::<String>();
         format!(
-            "node {} booted {}/{} targets v{} (kernel {}…, rootfs {}…) from root fp {}…, mode {}; firmware log replays PCRs 4, 7, 9; AK {}… {}",
+            "node {} booted {}/{} targets v{} (kernel {}…, rootfs {}…) from root fp {}…, mode {}; firmware log replays PCRs 4, 7, 9; {}; AK {}… {}",
             self.node,
             self.channel,
             self.arch,
@@ -120,6 +131,10 @@ impl Verdict {
             short(&self.rootfs),
             short(&self.root_fingerprint),
             self.mode,
+            match &self.stick {
+                Some(s) => format!("stick image {} entry {}", s.image, s.entry),
+                None => "stick not checked".to_owned(),
+            },
             short(&self.ak),
             if self.ak_first_use {
                 "first seen, recorded"
@@ -143,6 +158,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             Some(h) => nonce_arg(h)?,
             None => rand::random::<[u8; 32]>().to_vec(),
         };
+        let stick = args.stick.as_deref().map(StickManifest::load).transpose()?;
         let (source, body) = match (&args.peer, &args.quote) {
             (Some(p), _) => (p.clone(), fetch(p, &nonce)?),
             (None, Some(f)) => (f.display().to_string(), read_answer(f)?),
@@ -150,7 +166,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         };
         let path = store_path(args.ak_store.as_deref())?;
         let mut store = AkStore::load(&path)?;
-        check(&args, &nonce, &body, &source, &mut store, &path, now)
+        let answer = Answer {
+            nonce: &nonce,
+            body: &body,
+            source: &source,
+        };
+        check(&args, &answer, stick.as_ref(), &mut store, &path, now)
     })();
     match result {
         Ok(v) if args.json => super::common::print_json(&v),
@@ -291,16 +312,28 @@ fn store_path(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(base.join("phase").join("attest-aks.json"))
 }
 
+/// An answer to check: the nonce it was asked with, its bytes and where
+/// they came from.
+struct Answer<'a> {
+    nonce: &'a [u8],
+    body: &'a [u8],
+    source: &'a str,
+}
+
 /// The rules, in order, on one answer (see the module docs).
 fn check(
     args: &VerifyArgs,
-    nonce: &[u8],
-    body: &[u8],
-    source: &str,
+    answer: &Answer<'_>,
+    stick: Option<&StickManifest>,
     store: &mut AkStore,
     store_path: &Path,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Verdict> {
+    let Answer {
+        nonce,
+        body,
+        source,
+    } = *answer;
     let resp: AttestResponse = serde_json::from_slice(body).map_err(|e| {
         if e.is_eof() {
             anyhow!(
@@ -402,6 +435,11 @@ fn check(
     };
     let firmware = measure::FirmwareLog::parse(&firmware_bytes)
         .and_then(|log| log.check(&pcrs).map(|()| log))
+        .with_context(|| format!("node {node}"))?;
+    // The EFI stub's PCR 9 records are the stick's initramfs and entry.
+    let stick = stick
+        .map(|m| m.check(&firmware))
+        .transpose()
         .with_context(|| format!("node {node}"))?;
 
     // Every artifact event names a target of the TUF metadata, refreshed
@@ -513,6 +551,7 @@ fn check(
         events: events.len(),
         firmware_log_bytes: firmware_bytes.len(),
         firmware_events: firmware.events.len(),
+        stick,
     };
     if first_use {
         store.nodes.insert(

@@ -69,29 +69,35 @@ pub fn publish(d: &Path) -> Published {
     let mut a = p.image_args(&p.initramfs);
     a.extend(os(["--stage", "initramfs"]));
     phase(&a);
-    let mut a = os(["publish", "--repo"]);
-    a.push(p.repo.clone().into());
-    a.extend(os(["--keys"]));
-    a.push(p.keys.clone().into());
-    a.extend(os(["--channel", "stable", "--arch", "x86_64", "--kernel"]));
-    a.push(p.kernel.clone().into());
-    a.push("--initramfs".into());
-    a.push(p.initramfs.clone().into());
-    a.push("--rootfs".into());
-    a.push(p.rootfs.clone().into());
-    a.push("--job".into());
-    a.push(p.job.clone().into());
-    a.extend(os([
-        "--cmdline",
-        "console=ttyS0,115200",
-        "--release-version",
-        "1",
-    ]));
-    phase(&a);
+    p.release_with(&p.initramfs, "1");
     p
 }
 
 impl Published {
+    /// Publishes release `version` of the target with `initramfs` (the
+    /// same kernel, rootfs, job and command line).
+    pub fn release_with(&self, initramfs: &Path, version: &str) {
+        let mut a = os(["publish", "--repo"]);
+        a.push(self.repo.clone().into());
+        a.extend(os(["--keys"]));
+        a.push(self.keys.clone().into());
+        a.extend(os(["--channel", "stable", "--arch", "x86_64", "--kernel"]));
+        a.push(self.kernel.clone().into());
+        a.push("--initramfs".into());
+        a.push(initramfs.into());
+        a.push("--rootfs".into());
+        a.push(self.rootfs.clone().into());
+        a.push("--job".into());
+        a.push(self.job.clone().into());
+        a.extend(os([
+            "--cmdline",
+            "console=ttyS0,115200",
+            "--release-version",
+        ]));
+        a.push(version.into());
+        phase(&a);
+    }
+
     fn image_args(&self, out: &Path) -> Vec<OsString> {
         let mut a = os(["image", "--out"]);
         a.push(out.into());
