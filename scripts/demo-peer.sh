@@ -54,7 +54,7 @@ TIMEOUT=${DEMO_TIMEOUT:-600}
 ATTEST_TIMEOUT=${DEMO_ATTEST_TIMEOUT:-120}
 
 t0=$SECONDS
-start=$(date +%s) # for attest_node, which runs in another shell
+demo_start=$(date +%s) # for attest_node, which runs in another shell
 step() { printf '\n== boot demo [%3ds]: %s\n' $((SECONDS - t0)) "$*"; }
 die() {
   echo "demo-peer: $*" >&2
@@ -128,7 +128,7 @@ attest_node() {
   addr=${addr%/}
   [[ -n $addr ]] || { echo "demo-peer: the console shows no IPv4 address of the node (net: line)" >&2; return 1; }
   printf '\n== boot demo [%3ds]: attest: phase attest verify --peer http://%s:%s (the node quotes with its TPM)\n' \
-    $(($(date +%s) - start)) "$addr" "$PORT"
+    $(($(date +%s) - demo_start)) "$addr" "$PORT"
   # Only a connection that fails is retried (the node's peer service starts
   # after the greeting); any answer is the verdict.
   for ((try = 0; try * 3 < ATTEST_TIMEOUT; try++)); do
@@ -148,7 +148,7 @@ attest_node() {
   return "$rc"
 }
 export -f attest_node
-export start PHASE NS KEYS DISK WORK PORT ATTEST_TIMEOUT
+export demo_start PHASE NS KEYS DISK WORK PORT ATTEST_TIMEOUT
 "$here/scripts/test-qemu-x86.sh" --image "$DISK" ${SECURE_BOOT_FLAG[@]+"${SECURE_BOOT_FLAG[@]}"} --tpm \
   --netns "$NS" --tap tap0 ${append:+--append "$append"} --timeout "$TIMEOUT" --stream \
   --expect "$GREETING" --log "$WORK/serial.log" --then attest_node | tee "$WORK/test-qemu-x86.out"
