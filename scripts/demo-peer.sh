@@ -76,10 +76,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 rm -rf "$WORK" && mkdir -p "$WORK"
-step "disk image $DISK: local mode, EMPTY cache partition (everything comes from the peer)"
+# The peer's address goes on the stick's command line itself, not into a
+# copy edited at boot: the firmware measures the entry's load options into
+# PCR 9, and attest verify --stick holds them to the stick's manifest.
+append=()
+[[ ${DEMO_PEERS:-} == mdns-only ]] || append=(--append-cmdline "phase.peers=http://$PEER_IP:$PORT")
+step "disk image $DISK: local mode, EMPTY cache partition (everything comes from the peer) ${append[*]}"
 "$PHASE" image --out "$DISK" --root "$KEYS/1.root.json" --init "$INIT" --arch x86_64 \
   --build-dir "$BUILD" --kernel-version "$RELEASE" --templates "$here/esp" \
-  --modules-list "$here/kernel/modules-x86_64.list" --default-mode local
+  --modules-list "$here/kernel/modules-x86_64.list" --default-mode local ${append[@]+"${append[@]}"}
 
 step "test LAN: network namespace $NS, bridge br0 $PEER_IP/24 + IPv6 link-local, DHCP (busybox udhcpd)"
 ip netns add "$NS"
@@ -116,9 +121,7 @@ done
 grep -q 'listening on' "$WORK/serve.log" || die "phase serve did not start within 10 s"
 sed 's/^/    /' "$WORK/serve.log"
 
-append=''
-[[ ${DEMO_PEERS:-} == mdns-only ]] || append="phase.peers=http://$PEER_IP:$PORT"
-step "boot under QEMU/OVMF (TCG) with a TPM on tap0: discover -> verify + fetch -> kexec -> overlay root -> plasmd ${append:+($append)}"
+step "boot under QEMU/OVMF (TCG) with a TPM on tap0: discover -> verify + fetch -> kexec -> overlay root -> plasmd"
 # Run by test-qemu-x86.sh --then once the greeting is on the console, while
 # the VM still runs: the node's address from its console, then its verdict.
 attest_node() {
@@ -150,7 +153,7 @@ attest_node() {
 export -f attest_node
 export demo_start PHASE NS KEYS DISK WORK PORT ATTEST_TIMEOUT
 "$here/scripts/test-qemu-x86.sh" --image "$DISK" ${SECURE_BOOT_FLAG[@]+"${SECURE_BOOT_FLAG[@]}"} --tpm \
-  --netns "$NS" --tap tap0 ${append:+--append "$append"} --timeout "$TIMEOUT" --stream \
+  --netns "$NS" --tap tap0 --timeout "$TIMEOUT" --stream \
   --expect "$GREETING" --log "$WORK/serial.log" --then attest_node | tee "$WORK/test-qemu-x86.out"
 
 step "the VM ran the verified WASM job and attested its boot; it is stopped, deleting $NS"
