@@ -5,10 +5,14 @@
 #   scripts/test-qemu-x86.sh --image build/phase-boot-x86_64.img \
 #       [--mode internet|local|private] [--append "phase.test=poweroff ..."] \
 #       [--timeout SECONDS] [--expect STRING] [--log FILE] [--stream] \
-#       [--netns NS --tap IFNAME [--mac MAC]] [--memory MIB] [--secure-boot]
+#       [--netns NS --tap IFNAME [--mac MAC]] [--memory MIB] [--secure-boot] \
+#       [--tpm] [--then COMMAND]
 #
 # Exit status 0 when STRING (default "phase-init: ready") appears on the
 # serial console within the timeout; otherwise non-zero and the log's tail.
+# --then: once STRING appeared, run COMMAND (`bash -c`, with the serial log's
+# path in $TEST_QEMU_LOG) while the VM still runs; its exit status is the
+# script's; then the VM is stopped.
 # --mode / --append edit the ESP (loader.conf default entry, the entry's
 # options line) of a temporary copy: a sparse raw copy for a raw image, a
 # qcow2 overlay backed by the image for a qcow2. The image is never modified.
@@ -18,11 +22,13 @@
 # --secure-boot: OVMF's Secure Boot build with the stock Microsoft keys
 # enrolled (a fresh copy of OVMF_VARS_4M.ms.fd), SMM on, as a PC leaves the
 # factory; otherwise OVMF without enrolled keys (Secure Boot off).
+# --tpm: a TPM 2.0 on the TIS interface, a fresh swtpm whose state lives in
+# the temporary directory.
 # KVM is not used (-accel tcg): it does not work on the build machines.
 set -euo pipefail
 
 usage() {
-  sed -n '2,15s/^# \{0,1\}//p' "$0"
+  sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"
   exit 2
 }
 die() {
@@ -31,7 +37,7 @@ die() {
 }
 
 image='' mode='' append='' timeout=120 expect='phase-init: ready' log='' stream=false
-netns='' tap='' mac=52:54:00:12:34:56 memory=512 secure_boot=false
+netns='' tap='' mac=52:54:00:12:34:56 memory=512 secure_boot=false tpm=false then=''
 while (($#)); do
   case $1 in
     --image) image=${2:?--image needs a path}; shift 2 ;;
@@ -46,6 +52,8 @@ while (($#)); do
     --mac) mac=${2:?--mac needs a MAC address}; shift 2 ;;
     --memory) memory=${2:?--memory needs MiB}; shift 2 ;;
     --secure-boot) secure_boot=true; shift ;;
+    --tpm) tpm=true; shift ;;
+    --then) then=${2:?--then needs a command}; shift 2 ;;
     -h | --help) usage ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -71,7 +79,9 @@ if $secure_boot; then
   ovmf_vars=/usr/share/OVMF/OVMF_VARS_4M.ms.fd
   machine=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on)
 fi
-for tool in qemu-system-x86_64 qemu-img sgdisk mtype mcopy; do
+tools=(qemu-system-x86_64 qemu-img sgdisk mtype mcopy)
+$tpm && tools+=(swtpm)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || die "$tool is missing (scripts/deps-check.sh --install)"
 done
 [[ -f $ovmf_code ]] || die "$ovmf_code is missing (Debian package ovmf)"
@@ -83,16 +93,18 @@ else
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/test-qemu-x86.XXXXXX")
-qemu_pid='' tail_pid=''
+qemu_pid='' tail_pid='' swtpm_pid=''
 cleanup() {
   local rc=$?
   [[ -n $qemu_pid ]] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null || true
   [[ -n $tail_pid ]] && kill "$tail_pid" 2>/dev/null && wait "$tail_pid" 2>/dev/null || true
+  [[ -n $swtpm_pid ]] && kill "$swtpm_pid" 2>/dev/null && wait "$swtpm_pid" 2>/dev/null || true
   rm -rf "$tmp"
   # The script's verdict, not the status of the processes stopped above.
   exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 [[ -n $log ]] || log=$tmp/serial.log
 : >"$log"
 
@@ -139,9 +151,27 @@ if [[ -n $mode || -n $append ]]; then
   fi
 fi
 
+tpmdev=()
+if $tpm; then
+  # The control socket is a path, so QEMU reaches it from inside --netns too.
+  mkdir "$tmp/tpm"
+  swtpm socket --tpm2 --tpmstate "dir=$tmp/tpm" --ctrl "type=unixio,path=$tmp/swtpm.sock" \
+    --flags startup-clear >"$tmp/swtpm.out" 2>&1 &
+  swtpm_pid=$!
+  for _ in $(seq 100); do
+    [[ -S $tmp/swtpm.sock ]] && break
+    kill -0 "$swtpm_pid" 2>/dev/null || { cat "$tmp/swtpm.out" >&2; die "swtpm exited"; }
+    sleep 0.1
+  done
+  [[ -S $tmp/swtpm.sock ]] || die "swtpm did not create its socket within 10 s"
+  tpmdev=(-chardev "socket,id=chrtpm,path=${tmp//,/,,}/swtpm.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
+    -device tpm-tis,tpmdev=tpm0)
+  echo "test-qemu-x86: TPM 2.0 (swtpm) on the TIS interface"
+fi
+
 cp "$ovmf_vars" "$tmp/OVMF_VARS.fd"
 "${runner[@]}" qemu-system-x86_64 -accel tcg "${machine[@]}" -m "$memory" -smp 1 \
-  -display none -monitor none "${nic[@]}" -no-reboot \
+  -display none -monitor none "${nic[@]}" "${tpmdev[@]}" -no-reboot \
   -drive "if=pflash,format=raw,unit=0,readonly=on,file=$ovmf_code" \
   -drive "if=pflash,format=raw,unit=1,file=$tmp/OVMF_VARS.fd" \
   -drive "if=virtio,format=$disk_format,file=${disk//,/,,},cache=unsafe$snapshot" \
@@ -176,6 +206,16 @@ if [[ $result == seen ]]; then
   # Let a guest told to power off finish; otherwise stop QEMU now.
   if [[ $append == *phase.test=poweroff* ]]; then
     for _ in $(seq 20); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
+  fi
+  if [[ -n $then ]]; then
+    # COMMAND's output is not interleaved with the console (the log keeps it).
+    [[ -n $tail_pid ]] && kill "$tail_pid" 2>/dev/null && wait "$tail_pid" 2>/dev/null || true
+    tail_pid=''
+    echo "test-qemu-x86: the VM runs on; running: $then"
+    rc=0
+    TEST_QEMU_LOG=$log bash -c "$then" </dev/null || rc=$?
+    echo "test-qemu-x86: the command exited with status $rc; stopping the VM"
+    exit "$rc"
   fi
   exit 0
 fi
