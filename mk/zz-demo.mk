@@ -12,3 +12,11 @@ demo-boot: publish-demo $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT)
 
 demo-offline: $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT)
 	scripts/demo-boot.sh $(PHASE) $(BUILD) "$$(cat $(KERNEL_CURRENT))" $(INIT_BIN)
+
+# The attestation benchmark boots the demo node. See docs/benchmarks.md "Attestation".
+## bench-attest  time `phase attest verify` of the booted demo node against a bare GET /attest -> docs/benchmarks.md
+BENCH_STEPS += bench-attest
+
+.PHONY: bench-attest
+bench-attest: publish-demo $(PHASE) $(INIT_BIN) $(KERNEL_CURRENT)
+	scripts/bench-attest.sh $(PHASE) $(BUILD) "$$(cat $(KERNEL_CURRENT))" $(INIT_BIN) docs/benchmarks.md
