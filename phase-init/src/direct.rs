@@ -8,9 +8,11 @@
 //! again, and the largest single step of the boot buys nothing. So with
 //! `phase.kexec=auto` (the default) stage 1 reads back the files of the
 //! loader entry systemd-boot names in `LoaderEntrySelected` from the ESP
-//! (`PHASE-ESP`, mounted read-only for the check) and compares their
-//! SHA-256 with the verified target's. It goes on as stage 2 itself only
-//! when
+//! (`PHASE-ESP`, mounted read-only for the check) and compares them byte
+//! for byte with the verified target's files, which the fetch step has
+//! just hashed. Equal bytes are an equal SHA-256, without a second hash
+//! pass over the same bytes (the slowest part of the check under
+//! emulation). It goes on as stage 2 itself only when
 //!
 //! - the kernel and the initramfs both match (a different initramfs means
 //!   a different phase-init or module set, which only a kexec starts), and
@@ -30,6 +32,7 @@
 //! the running kernel's signature before it ran; the comparison adds that
 //! it is also the kernel the signed release names.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{mount, mount_bind, mount_remount, unmount, MountFlags, UnmountFlags};
@@ -103,15 +106,76 @@ pub enum StartedError {
     },
     #[error("the loader entry {entry} has {what}")]
     EntryShape { entry: String, what: String },
-    #[error("cannot hash the file the loader started")]
-    Hash(#[source] payload::PayloadError),
 }
 
-/// The kernel and initramfs files the boot loader started, hashed.
+/// The kernel and initramfs files the boot loader started.
 #[derive(Debug, Clone)]
 pub struct Started {
-    pub kernel: Artifact,
-    pub initrd: Artifact,
+    pub kernel: EspFile,
+    pub initrd: EspFile,
+}
+
+/// A file the boot loader read: its path in the entry (below the ESP's
+/// root) and where it is now.
+#[derive(Debug, Clone)]
+pub struct EspFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Bytes read and compared at a time.
+const COMPARE_CHUNK: usize = 1 << 20;
+
+/// The first byte at which the files `a` and `b` differ (for files of
+/// different lengths, at most the shorter one's length), or `None` when
+/// they are byte for byte the same.
+pub fn first_difference(a: &Path, b: &Path) -> std::io::Result<Option<u64>> {
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (la, lb) = (fa.metadata()?.len(), fb.metadata()?.len());
+    if la != lb {
+        return Ok(Some(la.min(lb)));
+    }
+    let (mut ba, mut bb) = (vec![0u8; COMPARE_CHUNK], vec![0u8; COMPARE_CHUNK]);
+    let mut at = 0u64;
+    loop {
+        let n = read_up_to(&mut fa, &mut ba)?;
+        let m = read_up_to(&mut fb, &mut bb[..n.max(1)])?;
+        if n == 0 || m != n {
+            // Both at their end, or one ended first (it changed meanwhile).
+            return Ok((n != m).then_some(at + n.min(m) as u64));
+        }
+        if let Some(i) = mismatch(&ba[..n], &bb[..n]) {
+            return Ok(Some(at + i as u64));
+        }
+        at += n as u64;
+    }
+}
+
+/// Fills `buf` unless the file ends first; the count read.
+fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The first index where two slices of one length differ. Compares eight
+/// bytes at a time: the static PID 1's libc compares memory a byte at a
+/// time, which under emulation costs as much as reading the file.
+fn mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+    let whole = a
+        .chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .position(|(x, y)| word(x) != word(y))
+        .map_or(a.len() / 8 * 8, |w| w * 8);
+    (whole..a.len()).find(|&i| a[i] != b[i])
 }
 
 /// The `linux` and the one `initrd` path of a systemd-boot entry (Boot
@@ -151,8 +215,8 @@ fn esp_relative(p: &str) -> Option<String> {
     (!parts.is_empty() && !parts.contains(&"..")).then(|| parts.join("/"))
 }
 
-/// Reads the entry `entry` below the mounted ESP at `esp` and hashes the
-/// files it names.
+/// Reads the entry `entry` below the mounted ESP at `esp`: the files it
+/// names.
 pub fn started_from(esp: &Path, entry: &str) -> Result<Started, StartedError> {
     let name = esp_relative(entry)
         .filter(|n| !n.contains('/'))
@@ -166,16 +230,31 @@ pub fn started_from(esp: &Path, entry: &str) -> Result<Started, StartedError> {
         source,
     })?;
     let (linux, initrd) = entry_files(entry, &text)?;
-    let hash =
-        |what, rel: &str| Artifact::hash_file(what, &esp.join(rel)).map_err(StartedError::Hash);
+    let file = |name: String| EspFile {
+        path: esp.join(&name),
+        name,
+    };
     Ok(Started {
-        kernel: hash("kernel", &linux)?,
-        initrd: hash("initramfs", &initrd)?,
+        kernel: file(linux),
+        initrd: file(initrd),
     })
 }
 
-/// The choice, from what was started (or why that is unknown), the
-/// verified target and the running kernel's command line.
+/// Why the file the loader started is not the verified `target` (`what`:
+/// kernel or initramfs), or `None` when it is, byte for byte.
+fn differs(what: &str, target: &Artifact, started: &EspFile) -> Option<String> {
+    let short = target.sha256.get(..12).unwrap_or(&target.sha256);
+    let head = format!("the target {what} (sha256 {short}) is not the one the loader started");
+    match first_difference(&started.path, &target.path) {
+        Ok(None) => None,
+        Ok(Some(at)) => Some(format!("{head}: {} differs at byte {at}", started.name)),
+        Err(e) => Some(format!("{head}: cannot compare {}: {e}", started.name)),
+    }
+}
+
+/// The choice, from what was started (or why that is unknown), compared
+/// byte for byte with the verified target's files, and the running
+/// kernel's command line.
 pub fn decide(
     config: &Config,
     target: &Artifacts,
@@ -195,19 +274,10 @@ pub fn decide(
         }
     };
     let short = |h: &str| h.get(..12).unwrap_or(h).to_owned();
-    if started.kernel.sha256 != target.kernel.sha256 {
-        return Route::Kexec(format!(
-            "the target kernel (sha256 {}) is not the one the loader started ({})",
-            short(&target.kernel.sha256),
-            short(&started.kernel.sha256)
-        ));
-    }
-    if started.initrd.sha256 != target.initramfs.sha256 {
-        return Route::Kexec(format!(
-            "the target initramfs (sha256 {}) is not the one the loader started ({})",
-            short(&target.initramfs.sha256),
-            short(&started.initrd.sha256)
-        ));
+    if let Some(why) = differs("kernel", &target.kernel, &started.kernel)
+        .or_else(|| differs("initramfs", &target.initramfs, &started.initrd))
+    {
+        return Route::Kexec(why);
     }
     let running: Vec<&str> = running_cmdline.split_whitespace().collect();
     let missing: Vec<&str> = target
@@ -228,16 +298,29 @@ pub fn decide(
     ))
 }
 
-/// Mounts the ESP read-only, hashes what the selected entry names, and
-/// unmounts it again.
-fn started() -> Result<Started, StartedError> {
+/// Mounts the ESP read-only, runs `f` on the files the selected entry names
+/// (or why they are unknown) while it is mounted, and unmounts it again.
+fn with_started<R>(f: impl FnOnce(Result<Started, StartedError>) -> R) -> R {
+    let at = Path::new(ESP_MOUNT);
+    match mount_esp(at) {
+        Ok(entry) => {
+            let r = f(started_from(at, &entry));
+            let _ = unmount(at, UnmountFlags::empty());
+            r
+        }
+        Err(e) => f(Err(e)),
+    }
+}
+
+/// Mounts the ESP read-only at `at`; the name of the entry the loader
+/// booted.
+fn mount_esp(at: &Path) -> Result<String, StartedError> {
     let efivars = Path::new(crate::platform::EFIVARS);
     let entry =
         crate::loader::variable(efivars, "LoaderEntrySelected").ok_or(StartedError::NoEntry)?;
     let dev = crate::cachepart::find(Path::new("/sys/class/block"), ESP_NAME)
         .map(|d| Path::new("/dev").join(d))
         .ok_or(StartedError::NoEsp)?;
-    let at = Path::new(ESP_MOUNT);
     let mount_err = |source: std::io::Error| StartedError::Mount {
         dev: dev.clone(),
         source,
@@ -247,20 +330,17 @@ fn started() -> Result<Started, StartedError> {
     // iocharset: Debian's kernel defaults to `ascii`, whose module the
     // initramfs does not carry; without it vfat refuses the mount (EINVAL).
     mount(&dev, at, "vfat", flags, Some(c"iocharset=utf8")).map_err(|e| mount_err(e.into()))?;
-    let r = started_from(at, &entry);
-    let _ = unmount(at, UnmountFlags::empty());
-    r
+    Ok(entry)
 }
 
 /// The `path` boot step: kexec, or go on as stage 2 (`true`).
 pub fn step(config: &Config, target: &Artifacts) -> (Route, Status) {
-    let found = if config.kexec == Kexec::Always {
-        Err(StartedError::NoEntry)
-    } else {
-        started()
-    };
     let running = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let path = decide(config, target, found, &running);
+    let path = if config.kexec == Kexec::Always {
+        decide(config, target, Err(StartedError::NoEntry), &running)
+    } else {
+        with_started(|found| decide(config, target, found, &running))
+    };
     let line = match &path {
         Route::Direct(why) => format!("direct, no second kernel: {why}"),
         Route::Kexec(why) => format!("kexec: {why}"),
@@ -413,6 +493,7 @@ mod tests {
         other.kernel = artifact(d.path(), "other-kernel", b"another kernel");
         let w = why(decide(&Config::default(), &other, started(), running));
         assert!(w.starts_with("the target kernel (sha256 "), "{w}");
+        assert!(w.ends_with("EFI/phase/vmlinuz differs at byte 6"), "{w}");
 
         let mut other = target.clone();
         other.initramfs = artifact(d.path(), "other-initrd", b"another initrd");
@@ -431,6 +512,44 @@ mod tests {
             running,
         ));
         assert!(w.contains("no LoaderEntrySelected"), "{w}");
+    }
+
+    #[test]
+    fn files_compare_byte_for_byte_across_chunks_and_words() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let len = COMPARE_CHUNK * 2 + 13;
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let write = |name: &str, b: &[u8]| {
+            let p = d.path().join(name);
+            std::fs::write(&p, b).expect("write");
+            p
+        };
+        let a = write("a", &bytes);
+        assert_eq!(
+            first_difference(&a, &write("same", &bytes)).expect("read"),
+            None
+        );
+        for at in [0, 5, 8, COMPARE_CHUNK - 1, COMPARE_CHUNK + 8, len - 1] {
+            let mut other = bytes.clone();
+            other[at] ^= 1;
+            let b = write("flipped", &other);
+            assert_eq!(
+                first_difference(&a, &b).expect("read"),
+                Some(at as u64),
+                "{at}"
+            );
+        }
+        let short = write("short", &bytes[..len - 3]);
+        assert_eq!(
+            first_difference(&a, &short).expect("read"),
+            Some(len as u64 - 3)
+        );
+        let empty = write("empty", b"");
+        assert_eq!(
+            first_difference(&empty, &write("e2", b"")).expect("read"),
+            None
+        );
+        assert!(first_difference(&a, &d.path().join("missing")).is_err());
     }
 
     #[test]
