@@ -2,7 +2,7 @@
 # docs/fuzzing.md.
 #
 ## fuzz        every fuzz target for FUZZ_SECONDS (600) each, two at a time; corpora grow in $(BUILD)/fuzz
-## fuzz-smoke  every fuzz target for FUZZ_SMOKE_SECONDS (20) each (part of `make test`)
+## fuzz-smoke  every fuzz target for FUZZ_SMOKE_SECONDS (5) each (part of `make test`)
 #
 # The targets live in fuzz/ (its own cargo workspace, excluded from the root
 # one) and are built on the stable toolchain with rustc's sancov pass and
@@ -10,7 +10,7 @@
 # FUZZ_TARGETS="cmdline http_range" runs only those.
 
 FUZZ_SECONDS ?= 600
-FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_TARGETS ?=
 FUZZ_ENV := FUZZ_OUT=$(BUILD)/fuzz FUZZ_TARGET_DIR=$(CARGO_TARGET_DIR)/fuzz
 
