@@ -46,6 +46,16 @@ pub(super) struct Budget {
     peak: AtomicU64,
     holds: Mutex<Holds>,
     next_owner: AtomicU64,
+    pool: Mutex<Pool>,
+}
+
+/// Chunk buffers to reuse: no allocation, page fault or free per chunk,
+/// and memory that stays what the budget allows.
+#[derive(Debug, Default)]
+struct Pool {
+    free: Vec<Vec<u8>>,
+    /// Capacity of every buffer, in use or free.
+    allocated: u64,
 }
 
 /// Chunks the whole-object hashes hold, by (owner, chunk index).
@@ -67,6 +77,7 @@ impl Budget {
             peak: AtomicU64::new(0),
             holds: Mutex::new(Holds::default()),
             next_owner: AtomicU64::new(0),
+            pool: Mutex::new(Pool::default()),
         })
     }
 
@@ -94,6 +105,40 @@ impl Budget {
             _permit: permit,
             budget: Arc::clone(self),
             bytes: 0,
+            chunk,
+        }
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An empty buffer for a chunk of `chunk` bytes, reused if one is free.
+    fn buffer(&self, chunk: u64) -> Vec<u8> {
+        let cap = usize::try_from(chunk).unwrap_or(usize::MAX);
+        let mut pool = self.pool();
+        while let Some(v) = pool.free.pop() {
+            if v.capacity() >= cap {
+                return v;
+            }
+            pool.allocated -= v.capacity() as u64;
+        }
+        let v = Vec::with_capacity(cap);
+        pool.allocated += v.capacity() as u64;
+        v
+    }
+
+    /// Takes back a chunk's buffer: kept for the next chunk while every
+    /// buffer fits in the budget, else freed.
+    fn give_back(&self, mut v: Vec<u8>) {
+        v.clear();
+        let mut pool = self.pool();
+        if pool.allocated <= u64::from(self.limit) {
+            pool.free.push(v);
+        } else {
+            pool.allocated -= v.capacity() as u64;
+            drop(pool);
+            drop(v);
         }
     }
 
@@ -116,7 +161,7 @@ impl Budget {
     /// later).
     pub(super) fn hold(&self, owner: u64, i: usize, buf: ChunkBuf) -> bool {
         let mut h = self.holds();
-        let after = h.bytes + buf.len;
+        let after = h.bytes + buf.len();
         if h.big_waiters > 0 || after > u64::from(self.limit) / 2 {
             drop(h);
             drop(buf);
@@ -133,7 +178,7 @@ impl Budget {
     pub(super) fn take(&self, owner: u64, i: usize) -> Option<ChunkBuf> {
         let mut h = self.holds();
         let buf = h.chunks.remove(&(owner, i))?;
-        h.bytes -= buf.len;
+        h.bytes -= buf.len();
         Some(buf)
     }
 
@@ -144,7 +189,7 @@ impl Budget {
         let mut gone = Vec::with_capacity(keys.len());
         for k in keys {
             if let Some(buf) = h.chunks.remove(&k) {
-                h.bytes -= buf.len;
+                h.bytes -= buf.len();
                 gone.push(buf);
             }
         }
@@ -182,6 +227,8 @@ pub(super) struct Grant {
     budget: Arc<Budget>,
     /// Bytes counted in `live` for this grant.
     bytes: u64,
+    /// The chunk size it was reserved for.
+    chunk: u64,
 }
 
 impl Grant {
@@ -199,21 +246,25 @@ impl Drop for Grant {
     }
 }
 
-/// The bytes of one chunk in memory as the body's pieces arrived (no copy
-/// into one buffer), with the grant that lets them be there: both are
-/// dropped together, the pieces first.
+/// The bytes of one chunk in memory, in a buffer of the budget's pool,
+/// with the grant that lets them be there: the buffer goes back to the
+/// pool and the grant to the budget together.
+///
+/// The body's pieces are copied in as they arrive (just hashed, so still
+/// in the CPU cache) and dropped at once: the HTTP client then reuses its
+/// read buffer instead of allocating a new one per read, whereas keeping
+/// the pieces would keep alive the whole allocation each piece was read
+/// into, which can be many times the piece, beyond any count of bytes.
 #[derive(Debug)]
 pub(super) struct ChunkBuf {
-    parts: Vec<Bytes>,
-    len: u64,
+    data: Vec<u8>,
     grant: Grant,
 }
 
 impl ChunkBuf {
     pub(super) fn new(grant: Grant) -> Self {
         Self {
-            parts: Vec::new(),
-            len: 0,
+            data: grant.budget.buffer(grant.chunk),
             grant,
         }
     }
@@ -223,19 +274,23 @@ impl ChunkBuf {
         if bytes.is_empty() {
             return;
         }
-        let n = bytes.len() as u64;
-        self.grant.count(n);
-        self.len += n;
-        self.parts.push(bytes);
+        self.grant.count(bytes.len() as u64);
+        self.data.extend_from_slice(&bytes);
     }
 
-    pub(super) fn parts(&self) -> &[Bytes] {
-        &self.parts
+    /// The chunk's bytes, as parts to write in order.
+    pub(super) fn parts(&self) -> &[Vec<u8>] {
+        std::slice::from_ref(&self.data)
     }
 
-    #[cfg(test)]
     pub(super) fn len(&self) -> u64 {
-        self.len
+        self.data.len() as u64
+    }
+}
+
+impl Drop for ChunkBuf {
+    fn drop(&mut self) {
+        self.grant.budget.give_back(std::mem::take(&mut self.data));
     }
 }
 

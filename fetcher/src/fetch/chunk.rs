@@ -16,9 +16,8 @@ use super::budget::{ChunkBuf, Grant};
 use super::sched::ChunkState;
 use super::shared::Shared;
 
-/// Bytes of a chunk received so far: the body's pieces as they arrived (no
-/// copy into one buffer), under the chunk's share of the memory budget,
-/// and their running hash. What an abandoned (slow) request got is kept in
+/// Bytes of a chunk received so far, in a buffer under the chunk's share
+/// of the memory budget, and their running hash. What an abandoned (slow) request got is kept in
 /// one, so the retry asks only for the rest.
 pub(super) struct Prefix {
     buf: ChunkBuf,
@@ -36,8 +35,8 @@ impl Prefix {
         }
     }
 
-    /// Takes the next piece: hashed at once, while it is in the CPU cache,
-    /// and kept as it is.
+    /// Takes the next piece of the body: hashed at once and copied into
+    /// the chunk's buffer while it is in the CPU cache.
     fn push(&mut self, bytes: Bytes) {
         self.hasher.update(&bytes);
         self.len += bytes.len();

@@ -607,6 +607,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Most peers one fetch uses (initial ones plus those from the feed).
 pub const MAX_PEERS: usize = 64;
 
-/// The default of `FetchOptions::chunk_memory`: 32 MiB, eight chunks of
-/// 4 MiB (the largest default chunk size).
-pub const DEFAULT_CHUNK_MEMORY: u64 = 32 << 20;
+/// The default of `FetchOptions::chunk_memory`: 24 MiB, six chunks of
+/// 4 MiB (the largest default chunk size: three peers with two
+/// connections each), 48 of 512 KiB.
+pub const DEFAULT_CHUNK_MEMORY: u64 = 24 << 20;

@@ -12,9 +12,8 @@ use crate::digest::Sha256Digest;
 use super::budget::{Budget, ChunkBuf};
 
 /// The whole-object SHA-256, advanced in chunk order as chunks are
-/// committed: the chunk that is next in order is hashed part by part right
-/// after each part is written (the bytes are still in the CPU cache, no
-/// second copy, no read back); a chunk that arrives early is held in
+/// committed: the chunk that is next in order is hashed from its buffer
+/// right after it is written (no read back); a chunk that arrives early is held in
 /// memory while the chunk budget allows it (see [`Budget::hold`]), else
 /// read back from the partial file, block by block, once the chunks
 /// before it are in.
