@@ -30,6 +30,9 @@ use crate::object::ObjectSpec;
 
 pub mod layout;
 
+/// Block size of [`PartialObject::read_chunk_blocks`].
+pub const READ_BLOCK: usize = 256 << 10;
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum CasError {
@@ -1059,13 +1062,34 @@ impl PartialObject {
             .map_err(io_err(&self.path))
     }
 
+    /// Reads chunk `i` back block by block (`buf` is one block, of
+    /// [`READ_BLOCK`] bytes) and hands each block to `f`, so no buffer of a
+    /// whole chunk is needed.
+    pub fn read_chunk_blocks(
+        &self,
+        i: usize,
+        buf: &mut Vec<u8>,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<(), CasError> {
+        let (mut at, end) = self.spec.chunk_range(i);
+        buf.resize(READ_BLOCK, 0);
+        while at < end {
+            let n = (end - at).min(READ_BLOCK as u64) as usize;
+            self.file
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(io_err(&self.path))?;
+            f(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(())
+    }
+
     /// Hashes the whole partial file (when no streaming hash is at hand).
     pub fn hash_all(&self) -> Result<Sha256Digest, CasError> {
         let mut hasher = Sha256::new();
         let mut buf = Vec::new();
         for i in 0..self.spec.chunk_count() {
-            self.read_chunk(i, &mut buf)?;
-            hasher.update(&buf);
+            self.read_chunk_blocks(i, &mut buf, |b| hasher.update(b))?;
         }
         Ok(hasher.finalize().into())
     }

@@ -41,8 +41,8 @@ pub use body::{read_body, BodyError, BodyLimits};
 pub use cas::{Cas, CasError, GcReport, Stored};
 pub use digest::Sha256Digest;
 pub use fetch::{
-    FetchError, FetchOptions, FetchReport, Fetcher, PeerReport, Progress, ProgressFn, Source,
-    SourceFeed,
+    ChunkMemory, FetchError, FetchOptions, FetchReport, Fetcher, PeerReport, Progress, ProgressFn,
+    Source, SourceFeed,
 };
 pub use object::{ChunkList, ObjectSpec, DEFAULT_CHUNK_SIZE};
 pub use peer::{Peer, PeerError};

@@ -12,28 +12,35 @@ use verifier::error_chain;
 
 use crate::digest::Sha256Digest;
 
+use super::budget::{ChunkBuf, Grant};
 use super::sched::ChunkState;
 use super::shared::Shared;
 
-/// Bytes of a chunk received so far: the body's pieces as they arrived (no
-/// copy into one buffer) and their running hash. What an abandoned (slow)
-/// request got is kept in one, so the retry asks only for the rest.
-#[derive(Default)]
+/// Bytes of a chunk received so far, in a buffer under the chunk's share
+/// of the memory budget, and their running hash. What an abandoned (slow) request got is kept in
+/// one, so the retry asks only for the rest.
 pub(super) struct Prefix {
-    parts: Vec<Bytes>,
+    buf: ChunkBuf,
     pub(super) len: usize,
     hasher: Sha256,
 }
 
 impl Prefix {
-    /// Takes the next piece: hashed at once, while it is in the CPU cache,
-    /// and kept as it is.
+    /// Nothing yet, under `grant`.
+    pub(super) fn new(grant: Grant) -> Self {
+        Self {
+            buf: ChunkBuf::new(grant),
+            len: 0,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Takes the next piece of the body: hashed at once and copied into
+    /// the chunk's buffer while it is in the CPU cache.
     fn push(&mut self, bytes: Bytes) {
         self.hasher.update(&bytes);
         self.len += bytes.len();
-        if !bytes.is_empty() {
-            self.parts.push(bytes);
-        }
+        self.buf.push(bytes);
     }
 }
 
@@ -57,16 +64,17 @@ fn chunk_done(sh: &Shared, i: usize) -> bool {
 }
 
 /// Fetches chunk `i` from peer `p`, giving up below `floor` bytes/s after
-/// the grace period; `prefix` holds bytes an earlier request already got.
+/// the grace period, into `prefix` (with the bytes an earlier request
+/// already got, if any).
 pub(super) async fn fetch_chunk(
     sh: &Shared,
     p: usize,
     i: usize,
     floor: u64,
-    prefix: Option<Prefix>,
-) -> Result<(Vec<Bytes>, Sha256Digest), ChunkError> {
+    prefix: Prefix,
+) -> Result<(ChunkBuf, Sha256Digest), ChunkError> {
     let (chunk_start, end) = sh.spec.chunk_range(i);
-    let got = prefix.unwrap_or_default();
+    let got = prefix;
     let kept = got.len;
     let start = chunk_start + kept as u64;
     let url = sh.sched().peers[p].source.object_url.clone();
@@ -161,7 +169,7 @@ impl Body<'_> {
     async fn receive(
         mut self,
         resp: &mut Response,
-    ) -> Result<(Vec<Bytes>, Sha256Digest), ChunkError> {
+    ) -> Result<(ChunkBuf, Sha256Digest), ChunkError> {
         loop {
             let wait = self.wait();
             let next = tokio::select! {
@@ -173,17 +181,22 @@ impl Body<'_> {
                     continue;
                 }
             };
-            match next {
+            let step = match next {
                 Err(_) => {
                     if self.got.len == self.want {
                         // Every byte is here; only the end of the body is late.
                         break;
                     }
-                    self.silent(wait)?;
+                    self.silent(wait)
                 }
                 Ok(Err(e)) => return Err(ChunkError::Transient(error_chain(&e))),
                 Ok(Ok(None)) => break,
-                Ok(Ok(Some(bytes))) => self.take(bytes)?,
+                Ok(Ok(Some(bytes))) => self.take(bytes),
+            };
+            match step {
+                Ok(()) => {}
+                Err(Halt::Slow(rate)) => return Err(self.too_slow(rate)),
+                Err(Halt::Fail(e)) => return Err(e),
             }
         }
         let (got, want) = (self.got.len, self.want);
@@ -192,7 +205,7 @@ impl Body<'_> {
                 "body ended after {got} of {want} bytes"
             )));
         }
-        Ok((self.got.parts, self.got.hasher.finalize().into()))
+        Ok((self.got.buf, self.got.hasher.finalize().into()))
     }
 
     /// How long the next piece may take: until the throughput rule fails at
@@ -209,34 +222,34 @@ impl Body<'_> {
 
     /// No piece arrived within `wait`: below the floor after the grace
     /// period, or silent for `read_timeout`, ends the request.
-    fn silent(&mut self, wait: Duration) -> Result<(), ChunkError> {
+    fn silent(&mut self, wait: Duration) -> Result<(), Halt> {
         let opts = &self.sh.opts;
         let el = self.t0.elapsed();
         if el >= opts.throughput_grace {
             let rate = self.rate(el);
             if rate < self.min_rate() {
-                return Err(self.too_slow(rate));
+                return Err(Halt::Slow(rate));
             }
         }
         if wait >= opts.read_timeout {
             // A stall may be the network: retry on a new connection
             // (bounded by max_failures).
-            return Err(ChunkError::Transient(format!(
+            return Err(Halt::Fail(ChunkError::Transient(format!(
                 "silent for {:?}",
                 opts.read_timeout
-            )));
+            ))));
         }
         Ok(())
     }
 
     /// The next piece of the body: kept and hashed, then the throughput
     /// rule, then whether another peer finished the chunk meanwhile.
-    fn take(&mut self, bytes: Bytes) -> Result<(), ChunkError> {
+    fn take(&mut self, bytes: Bytes) -> Result<(), Halt> {
         let want = self.want;
         if self.got.len + bytes.len() > want {
-            return Err(ChunkError::Protocol(format!(
+            return Err(Halt::Fail(ChunkError::Protocol(format!(
                 "sent more than the {want} bytes asked for"
-            )));
+            ))));
         }
         let n = bytes.len() as u64;
         self.got.push(bytes);
@@ -244,10 +257,10 @@ impl Body<'_> {
         let el = self.t0.elapsed();
         let rate = self.rate(el);
         if el >= self.sh.opts.throughput_grace && rate < self.min_rate() && self.got.len < want {
-            return Err(self.too_slow(rate));
+            return Err(Halt::Slow(rate));
         }
         if chunk_done(self.sh, self.chunk) {
-            return Err(ChunkError::Cancelled);
+            return Err(Halt::Fail(ChunkError::Cancelled));
         }
         Ok(())
     }
@@ -263,13 +276,21 @@ impl Body<'_> {
     }
 
     /// The request is below the floor: what arrived goes with the error.
-    fn too_slow(&mut self, rate: f64) -> ChunkError {
+    fn too_slow(self, rate: f64) -> ChunkError {
         ChunkError::Slow(
             format!(
                 "too slow: {rate:.0} B/s < {} B/s on chunk {}",
                 self.floor, self.chunk
             ),
-            Box::new(std::mem::take(&mut self.got)),
+            Box::new(self.got),
         )
     }
+}
+
+/// Why reading a body stops early.
+enum Halt {
+    /// Below the floor at this rate (bytes/s): the bytes so far go with
+    /// [`ChunkError::Slow`].
+    Slow(f64),
+    Fail(ChunkError),
 }

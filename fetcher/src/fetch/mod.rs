@@ -29,6 +29,7 @@
 //! Sources are de-duplicated by object URL: the same peer listed twice
 //! would otherwise get twice the connections.
 
+mod budget;
 mod chunk;
 mod chunk_maps;
 mod client;
@@ -48,6 +49,8 @@ use crate::cas::{Cas, CasError, ObjectLock, PartialObject, Stored};
 use crate::digest::Sha256Digest;
 use crate::object::{ObjectSpec, SpecError};
 
+use budget::Budget;
+pub use budget::ChunkMemory;
 pub use client::{redirect_policy, MAX_REDIRECTS};
 use run::Run;
 use shared::Shared;
@@ -125,6 +128,11 @@ pub struct FetchOptions {
     /// list ([`crate::cas::Stored::Chunks`]). Turn it on for a chunk list
     /// that no signature binds to the digest.
     pub verify_whole: bool,
+    /// Bytes of chunks the fetcher keeps in memory at once, over all its
+    /// connections and fetches: being received, waiting to be written,
+    /// held for the whole-object hash. A connection waits for room before
+    /// it asks for a chunk; a chunk larger than this is let in alone.
+    pub chunk_memory: u64,
 }
 
 impl Default for FetchOptions {
@@ -139,6 +147,7 @@ impl Default for FetchOptions {
             backoff: Duration::from_millis(100),
             connections_per_peer: 2,
             verify_whole: false,
+            chunk_memory: DEFAULT_CHUNK_MEMORY,
         }
     }
 }
@@ -253,6 +262,9 @@ pub struct Fetcher {
     cas: Cas,
     client: reqwest::Client,
     opts: FetchOptions,
+    /// Chunk bytes in memory, shared by every fetch of this fetcher (and
+    /// its clones).
+    budget: Arc<Budget>,
     /// The proxied route's gateway, kept alive with the client.
     _route: Option<std::sync::Arc<crate::tor::Gateway>>,
 }
@@ -287,6 +299,7 @@ impl Fetcher {
         Ok(Self {
             cas,
             client,
+            budget: Budget::new(opts.chunk_memory),
             opts,
             _route: None,
         })
@@ -317,6 +330,7 @@ impl Fetcher {
         Ok(Self {
             cas,
             client,
+            budget: Budget::new(opts.chunk_memory),
             opts,
             _route: Some(gateway),
         })
@@ -335,6 +349,12 @@ impl Fetcher {
     /// The options.
     pub fn options(&self) -> &FetchOptions {
         &self.opts
+    }
+
+    /// Chunk bytes in memory now and at most so far, against the budget
+    /// (`FetchOptions::chunk_memory`).
+    pub fn chunk_memory(&self) -> ChunkMemory {
+        self.budget.memory()
     }
 
     /// Whether the stored object `spec.sha256` stands for `spec` without a
@@ -425,6 +445,13 @@ impl Fetcher {
         let timed_out = run.drive(deadline).await?;
         let peers = run.finish(timed_out).await?;
         let path = store(partial, whole).await?;
+        let mem = self.budget.memory();
+        tracing::debug!(
+            object = %digest,
+            peak = mem.peak,
+            budget = mem.budget,
+            "chunk bytes in memory at most"
+        );
         if let Some(cb) = &progress {
             cb(&Progress {
                 object: digest,
@@ -513,13 +540,7 @@ impl Fetcher {
             return Err(FetchError::NoPeers(spec.sha256));
         }
         Ok(Arc::new(Shared::new(
-            spec,
-            partial,
-            &missing,
-            sources,
-            has_feed,
-            self.client.clone(),
-            self.opts.clone(),
+            self, spec, partial, &missing, sources, has_feed,
         )))
     }
 }
@@ -585,3 +606,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Most peers one fetch uses (initial ones plus those from the feed).
 pub const MAX_PEERS: usize = 64;
+
+/// The default of `FetchOptions::chunk_memory`: 24 MiB, six chunks of
+/// 4 MiB (the largest default chunk size: three peers with two
+/// connections each), 48 of 512 KiB.
+pub const DEFAULT_CHUNK_MEMORY: u64 = 24 << 20;

@@ -10,9 +10,10 @@ use tokio::sync::Notify;
 use crate::cas::PartialObject;
 use crate::object::ObjectSpec;
 
+use super::budget::Budget;
 use super::sched::{ChunkState, PeerState, Pick, Sched};
 use super::whole_hash::WholeHash;
-use super::{FetchOptions, Source};
+use super::{FetchOptions, Fetcher, Source};
 
 pub(super) struct Shared {
     pub(super) spec: ObjectSpec,
@@ -28,6 +29,8 @@ pub(super) struct Shared {
     /// (`verify_whole`); else the object is stored on the strength of its
     /// verified chunks.
     pub(super) whole: Option<Arc<WholeHash>>,
+    /// The fetcher's memory budget for chunk bytes (shared by its fetches).
+    pub(super) budget: Arc<Budget>,
     /// The fetch is over (deadline, failed write): connections stop.
     pub(super) stop: AtomicBool,
     pub(super) client: reqwest::Client,
@@ -35,20 +38,24 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// A fetch of `spec` into `partial`, whose `missing` chunks are still
-    /// to fetch, from `sources` (`expect_swarm`: more join through a feed).
+    /// A fetch by `fetcher` (its client, options and memory budget) of
+    /// `spec` into `partial`, whose `missing` chunks are still to fetch,
+    /// from `sources` (`expect_swarm`: more join through a feed).
     pub(super) fn new(
+        fetcher: &Fetcher,
         spec: &ObjectSpec,
         partial: Arc<PartialObject>,
         missing: &[usize],
         sources: Vec<Source>,
         expect_swarm: bool,
-        client: reqwest::Client,
-        opts: FetchOptions,
     ) -> Self {
+        let opts = fetcher.opts.clone();
+        let budget = Arc::clone(&fetcher.budget);
         // The whole-object hash advances in chunk order as chunks are
         // written (see `WholeHash::commit`); resumed chunks are read back.
-        let whole = opts.verify_whole.then(|| Arc::new(WholeHash::new()));
+        let whole = opts
+            .verify_whole
+            .then(|| Arc::new(WholeHash::new(Arc::clone(&budget))));
         let n = spec.chunk_count();
         let (chunks, done_bytes) = resumed(spec, missing, whole.as_deref());
         let peers = sources
@@ -63,8 +70,9 @@ impl Shared {
             done_bytes: AtomicU64::new(done_bytes),
             flow_bytes: AtomicU64::new(0),
             whole,
+            budget,
             stop: AtomicBool::new(false),
-            client,
+            client: fetcher.client.clone(),
             opts,
         }
     }

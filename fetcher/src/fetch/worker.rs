@@ -6,11 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::cas::CasError;
 use crate::digest::Sha256Digest;
 
+use super::budget::ChunkBuf;
 use super::chunk::{fetch_chunk, ChunkError, Prefix};
 use super::sched::{ChunkState, Pick};
 use super::shared::Shared;
@@ -28,7 +27,9 @@ type Commit = tokio::task::JoinHandle<Result<(), CasError>>;
 
 /// Connection `k` of peer `p`. Its chunk commits overlap its next
 /// request (at most one pending): the connection receives and hashes the
-/// next chunk while a blocking thread writes the last one.
+/// next chunk while a blocking thread writes the last one. Each chunk
+/// takes its share of the fetcher's memory budget before it is asked for
+/// and gives it back once written (see [`super::budget`]).
 pub(super) async fn worker(sh: Arc<Shared>, p: usize, k: usize) {
     let mut conn = Conn {
         sh,
@@ -84,7 +85,7 @@ struct Conn {
 /// What a connection does next.
 enum Next {
     /// Ask for this chunk (the rest of it, after the bytes kept).
-    Fetch(usize, Option<Prefix>),
+    Fetch(usize, Prefix),
     /// Look again.
     Again,
     /// End the connection.
@@ -138,18 +139,22 @@ impl Conn {
             }
         }
         if let Some((i, prefix)) = self.resume.take() {
-            return Next::Fetch(i, Some(prefix));
+            return Next::Fetch(i, prefix);
         }
+        // The budget first, then the chunk: a chunk is assigned only to a
+        // connection that can receive it now.
+        let grant = sh.budget.reserve(sh.spec.chunks.size).await;
         match sh.pick(p, self.k) {
             Pick::Stop => Next::Stop,
             Pick::Wait => {
+                drop(grant);
                 if self.wait_for_work().await {
                     Next::Again
                 } else {
                     Next::Stop
                 }
             }
-            Pick::Chunk(i) => Next::Fetch(i, None),
+            Pick::Chunk(i) => Next::Fetch(i, Prefix::new(grant)),
         }
     }
 
@@ -190,11 +195,11 @@ impl Conn {
         &mut self,
         i: usize,
         level_used: u32,
-        outcome: Result<(Vec<Bytes>, Sha256Digest), ChunkError>,
+        outcome: Result<(ChunkBuf, Sha256Digest), ChunkError>,
     ) -> ControlFlow<()> {
         let (sh, p) = (&self.sh, self.p);
         match outcome {
-            Ok((parts, digest)) => self.arrived(i, parts, digest).await,
+            Ok((buf, digest)) => self.arrived(i, buf, digest).await,
             Err(ChunkError::Cancelled) => {
                 sh.sched().release(p, i);
                 ControlFlow::Continue(())
@@ -223,12 +228,7 @@ impl Conn {
 
     /// Chunk `i` arrived whole: checked against its signed digest (a bad
     /// chunk drops the peer), then claimed and committed.
-    async fn arrived(
-        &mut self,
-        i: usize,
-        parts: Vec<Bytes>,
-        digest: Sha256Digest,
-    ) -> ControlFlow<()> {
+    async fn arrived(&mut self, i: usize, buf: ChunkBuf, digest: Sha256Digest) -> ControlFlow<()> {
         let p = self.p;
         if digest != self.sh.spec.chunks.sha256[i] {
             let why = format!("sent a bad chunk {i} (SHA-256 {digest})");
@@ -245,9 +245,12 @@ impl Conn {
             }
             let partial = Arc::clone(&self.sh.partial);
             let whole = self.sh.whole.clone();
+            // The chunk's bytes (and its share of the budget) go with the
+            // commit and are dropped when it is written (or held for the
+            // whole-object hash).
             self.commit = Some(tokio::task::spawn_blocking(move || match whole {
-                Some(w) => w.commit(&partial, i, parts, &digest),
-                None => partial.write_chunk_parts(i, &parts, &digest, |_| {}),
+                Some(w) => w.commit(&partial, i, buf, &digest),
+                None => partial.write_chunk_parts(i, buf.parts(), &digest, |_| {}),
             }));
         }
         self.slow_strikes = 0;

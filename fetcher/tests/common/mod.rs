@@ -138,6 +138,7 @@ pub fn quick_options() -> FetchOptions {
         backoff: Duration::from_millis(50),
         connections_per_peer: 2,
         verify_whole: false,
+        chunk_memory: fetcher::fetch::DEFAULT_CHUNK_MEMORY,
     }
 }
 

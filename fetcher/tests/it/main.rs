@@ -6,6 +6,7 @@
 mod bad_peer_flipped_bytes;
 mod cas_atomic_visibility;
 mod cas_concurrent_writers;
+mod chunk_memory_bound;
 #[path = "../common/mod.rs"]
 mod common;
 mod connection_reset;

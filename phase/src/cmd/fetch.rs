@@ -57,6 +57,11 @@ pub struct Args {
     /// Parallel connections per peer.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
+    /// MiB of chunk data in memory at once, over all peers and
+    /// connections (received, waiting to be written, held for
+    /// --verify-whole); a chunk larger than this is fetched alone.
+    #[arg(long, default_value_t = fetcher::fetch::DEFAULT_CHUNK_MEMORY >> 20, value_name = "MIB")]
+    pub chunk_memory_mib: u64,
     /// Hash every object whole as well, even when all its chunks matched
     /// the signed chunk list (which already fixes every byte; see
     /// docs/fetcher.md, "One hash pass per byte").
@@ -193,6 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         deadline: Duration::from_secs(args.deadline),
         connections_per_peer: args.connections.max(1),
         verify_whole: args.verify_whole,
+        chunk_memory: args.chunk_memory_mib.max(1).saturating_mul(1 << 20),
         ..FetchOptions::default()
     };
     // Discovery keeps running during the whole fetch: peers found later
