@@ -94,7 +94,11 @@ fn image_boots_in_private_mode() {
 fn the_qcow2_boots_in_local_mode_and_a_typo_in_a_parameter_warns() {
     // The entry says phase.mode=local; the misspelled name and the misspelled
     // value each get a warning naming them, and the boot goes on in local.
-    let mut vm = boot(image("qcow2"), "local", "phase.mdoe=private phase.mode=lcoal");
+    let mut vm = boot(
+        image("qcow2"),
+        "local",
+        "phase.mdoe=private phase.mode=lcoal",
+    );
     let log = vm.log();
     for warning in [
         "warning: phase.mdoe: unknown parameter, ignored",
