@@ -341,15 +341,10 @@ pub fn coldplug_with(
     let mut report = Report::default();
     let mut batch = state.next_batch(&scan_modaliases(sys), true);
     let mut rounds = 0;
-    let mut last = Vec::new();
     while !batch.is_empty() && rounds < max_rounds {
         rounds += 1;
-        let (later, now): (Vec<String>, Vec<String>) = std::mem::take(&mut batch)
-            .into_iter()
-            .partition(|m| probes_async(Path::new(m)));
-        last.extend(later);
-        load_batch(plan, &now, &mut report, &mut load);
-        let wait = enumerates_later(&now);
+        load_batch(plan, &batch, &mut report, &mut load);
+        let wait = enumerates_later(&batch);
         let mut quiet_since = Instant::now();
         let mut known = scan_modaliases(sys);
         loop {
@@ -368,7 +363,6 @@ pub fn coldplug_with(
             }
         }
     }
-    load_batch(plan, &last, &mut report, &mut load);
     report.devices = state.seen.len();
     (report, rounds)
 }
@@ -464,34 +458,6 @@ pub enum Loaded {
     NoDevice,
 }
 
-/// Modules loaded with the `async_probe` parameter, after every other
-/// module of the coldplug. The kernel waits, after each module's init, for
-/// all the asynchronous work pending (not only that module's), unless the
-/// module was loaded with `async_probe`. AHCI's probe starts the SATA link
-/// detection of every port, which waits for each link (0.47 s under TCG on
-/// q35's six empty ports, longer on a PC with real links): loaded last and
-/// with `async_probe`, no module load waits for it and the boot goes on
-/// while it runs. The disks it finds appear a moment later; the boot looks
-/// for its partitions by name and waits for them ([`crate::cachepart::WAIT`]).
-const ASYNC_PROBE: &[&str] = &["ahci"];
-
-/// Whether the module file `path` (`kernel/drivers/ata/ahci.ko`, or the
-/// plan's relative path) is one of [`ASYNC_PROBE`].
-fn probes_async(path: &Path) -> bool {
-    let file = path.file_name().unwrap_or_default().to_string_lossy();
-    let module = file.split('.').next().unwrap_or_default();
-    ASYNC_PROBE.contains(&module)
-}
-
-/// The parameters `finit_module` gets for the module file `path`.
-fn params(path: &Path) -> &'static std::ffi::CStr {
-    if probes_async(path) {
-        c"async_probe"
-    } else {
-        c""
-    }
-}
-
 /// Loads one module file with `finit_module`.
 pub fn load_one(path: &Path) -> Result<Loaded, (&'static str, io::Error)> {
     let file = File::open(path).map_err(|e| ("cannot open the file", e))?;
@@ -503,7 +469,7 @@ pub fn load_one(path: &Path) -> Result<Loaded, (&'static str, io::Error)> {
     } else {
         MODULE_INIT_COMPRESSED_FILE
     };
-    match rustix::system::finit_module(&file, params(path), flags) {
+    match rustix::system::finit_module(&file, c"", flags) {
         Ok(()) => Ok(Loaded::New),
         Err(rustix::io::Errno::EXIST) => Ok(Loaded::Already),
         Err(rustix::io::Errno::NODEV) => Ok(Loaded::NoDevice),
@@ -560,18 +526,6 @@ pub fn step(root: &Path, debug: bool) -> ((), Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_ahci_is_loaded_without_waiting_for_its_probe() {
-        for (path, want) in [
-            ("kernel/drivers/ata/ahci.ko", "async_probe"),
-            ("kernel/drivers/ata/ahci.ko.xz", "async_probe"),
-            ("kernel/drivers/ata/libahci.ko", ""),
-            ("kernel/drivers/block/virtio_blk.ko", ""),
-        ] {
-            assert_eq!(params(Path::new(path)).to_str(), Ok(want), "{path}");
-        }
-    }
 
     #[test]
     fn order_file_skips_blanks_and_comments() {
@@ -841,71 +795,6 @@ alias acpi*:PNP0C0[9AB]:* ec_fake
             ]
         );
         assert_eq!((rounds, report.devices), (3, 4));
-    }
-
-    /// AHCI goes after every other module, the ones a later round found
-    /// too (its dependency libahci, which probes nothing, in its place).
-    #[test]
-    fn ahci_is_loaded_last() {
-        let dir = tempfile::tempdir().unwrap();
-        write_plan(
-            dir.path(),
-            "ata/libahci.ko\nata/ahci.ko\nfs/ext4.ko\nusb/core/usbcore.ko\nusb/host/xhci-hcd.ko\n\
-             usb/host/xhci-pci.ko\nnet/usbnet.ko\nnet/cdc_ether.ko\n",
-            "ata/libahci.ko:\nata/ahci.ko: ata/libahci.ko\nfs/ext4.ko:\nusb/core/usbcore.ko:\n\
-             usb/host/xhci-hcd.ko: usb/core/usbcore.ko\n\
-             usb/host/xhci-pci.ko: usb/core/usbcore.ko usb/host/xhci-hcd.ko\n\
-             net/usbnet.ko: usb/core/usbcore.ko\nnet/cdc_ether.ko: usb/core/usbcore.ko net/usbnet.ko\n",
-            ALIASES,
-            "ata/ahci.ko\nfs/ext4.ko\n",
-        );
-        let plan = read_plan(dir.path()).unwrap();
-        let sys = dir.path().join("sys");
-        add_device(
-            &sys,
-            "pci",
-            "0000:00:04.0",
-            "pci:v00001B36d0000000Dsv00001AF4sd00001100bc0Csc03i30",
-        );
-        let mut loaded = Vec::new();
-        let (report, rounds) = coldplug_with(
-            &plan,
-            &sys,
-            MAX_ROUNDS,
-            DEADLINE,
-            Duration::from_millis(300),
-            |p: &Path| {
-                let rel = p
-                    .strip_prefix(&plan.dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                if rel == "usb/host/xhci-pci.ko" {
-                    add_device(
-                        &sys,
-                        "usb",
-                        "1-1:1.0",
-                        "usb:v0525pA4A2d0000dc02dsc00dp00ic02isc06ip00in00",
-                    );
-                }
-                loaded.push(rel);
-                Ok(Loaded::New)
-            },
-        );
-        assert_eq!(
-            loaded,
-            [
-                "ata/libahci.ko",
-                "fs/ext4.ko",
-                "usb/core/usbcore.ko",
-                "usb/host/xhci-hcd.ko",
-                "usb/host/xhci-pci.ko",
-                "net/usbnet.ko",
-                "net/cdc_ether.ko",
-                "ata/ahci.ko",
-            ]
-        );
-        assert_eq!((report.loaded, rounds), (8, 2));
     }
 
     #[test]
