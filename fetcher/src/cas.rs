@@ -1053,15 +1053,6 @@ impl PartialObject {
         self.write_sidecar_locked(&v)
     }
 
-    /// Reads chunk `i` back (for the whole-object hash).
-    pub fn read_chunk(&self, i: usize, buf: &mut Vec<u8>) -> Result<(), CasError> {
-        let (start, end) = self.spec.chunk_range(i);
-        buf.resize((end - start) as usize, 0);
-        self.file
-            .read_exact_at(buf, start)
-            .map_err(io_err(&self.path))
-    }
-
     /// Reads chunk `i` back block by block (`buf` is one block, of
     /// [`READ_BLOCK`] bytes) and hands each block to `f`, so no buffer of a
     /// whole chunk is needed.

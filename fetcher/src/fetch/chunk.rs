@@ -17,8 +17,8 @@ use super::sched::ChunkState;
 use super::shared::Shared;
 
 /// Bytes of a chunk received so far, in a buffer under the chunk's share
-/// of the memory budget, and their running hash. What an abandoned (slow) request got is kept in
-/// one, so the retry asks only for the rest.
+/// of the memory budget, and their running hash. What an abandoned (slow)
+/// request got is kept in one, so the retry asks only for the rest.
 pub(super) struct Prefix {
     buf: ChunkBuf,
     pub(super) len: usize,
