@@ -88,7 +88,11 @@ fn check_image(
         loader.contains(&format!("default phase-{default_mode}.conf")),
         "{loader}"
     );
-    assert!(loader.lines().any(|l| l.trim() == "timeout 2"), "{loader}");
+    // Hidden: the default entry boots at once, a held key shows the menu.
+    assert!(
+        loader.lines().any(|l| l.trim() == "timeout menu-hidden"),
+        "{loader}"
+    );
     for mode in image::esp::MODES {
         let entry = mtype(&esp, &format!("loader/entries/phase-{mode}.conf"));
         assert!(

@@ -136,7 +136,8 @@ fn boot_from_a_dht_peer_in_internet_mode() {
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
     let expect =
         |vm: &mut testkit::qemu::Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
-    expect(&mut vm, "Phase Boot (internet)");
+    // The loader booted the internet entry: the kernel prints its command line.
+    expect(&mut vm, "phase.mode=internet");
     expect(&mut vm, "trust    ok");
     // The only interface is the igb, with a lease from udhcpd.
     let net = common::one_nic_line(&mut vm, NicModel::Igb);

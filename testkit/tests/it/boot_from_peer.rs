@@ -86,7 +86,8 @@ fn boot_from_peer_over_mdns_and_ipv6_link_local() {
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
     let expect =
         |vm: &mut testkit::qemu::Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
-    expect(&mut vm, "Phase Boot (local)");
+    // The loader booted the local entry: the kernel prints its command line.
+    expect(&mut vm, "phase.mode=local");
     expect(&mut vm, "trust    ok");
     // The only interface is the e1000e, with its link-local address.
     let net = common::one_nic_line(&mut vm, NicModel::E1000e);

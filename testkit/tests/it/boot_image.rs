@@ -29,7 +29,8 @@ fn image(ext: &str) -> PathBuf {
 }
 
 /// Boots `disk` in `mode` with `append` and checks the three layers on the
-/// serial console: systemd-boot's entry title, the kernel, phase-init.
+/// serial console: the kernel, the command line of the entry systemd-boot
+/// booted (its menu is hidden), phase-init.
 fn boot(disk: PathBuf, mode: &str, append: &str) -> Vm {
     let t = Instant::now();
     let mut vm = Qemu::image(&disk)
@@ -38,10 +39,10 @@ fn boot(disk: PathBuf, mode: &str, append: &str) -> Vm {
         .timeout(BOOT_TIMEOUT)
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU for {}: {e}", disk.display()));
-    let title = format!("Phase Boot ({mode})");
+    let entry = format!("phase.mode={mode}");
     for expect in [
-        title.as_str(),
         "Linux version ",
+        entry.as_str(),
         "Run /init as init process",
     ] {
         vm.wait_for(expect).unwrap_or_else(|e| panic!("{e}"));

@@ -249,7 +249,8 @@ fn offline_boot_from_the_seeded_cache_reaches_the_target_marker() {
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
     let expect = |vm: &mut Vm, s: &str| vm.wait_for(s).unwrap_or_else(|e| panic!("{e}"));
-    expect(&mut vm, "Phase Boot (local)");
+    // The loader booted the local entry: the kernel prints its command line.
+    expect(&mut vm, "phase.mode=local");
     expect(&mut vm, "trust    ok");
     expect(&mut vm, "fingerprint ");
     expect(&mut vm, "network  ok");

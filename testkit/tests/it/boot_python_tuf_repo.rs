@@ -151,7 +151,8 @@ fn a_repository_python_tuf_signed_with_ecdsa_p256_boots_from_a_peer() {
         .timeout(common::BOOT_TIMEOUT)
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
-    expect(&mut vm, "Phase Boot (local)");
+    // The loader booted the local entry: the kernel prints its command line.
+    expect(&mut vm, "phase.mode=local");
     // Stage 1 trusts python-tuf's root (its fingerprint, not phase's).
     let trust = common::full_line(&mut vm, "trust    ok");
     assert!(
