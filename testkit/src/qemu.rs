@@ -1108,13 +1108,39 @@ impl Vm {
 
     /// Types `line` and Enter on the serial console.
     pub fn send_line(&mut self, line: &str) -> io::Result<()> {
+        self.send(&format!("{line}\r"))
+    }
+
+    /// Types `text` on the serial console as it is (no Enter).
+    pub fn send(&mut self, text: &str) -> io::Result<()> {
         let stdin = self
             .stdin
             .as_mut()
             .ok_or_else(|| io::Error::other("QEMU stdin is closed"))?;
-        stdin.write_all(line.as_bytes())?;
-        stdin.write_all(b"\r")?;
+        stdin.write_all(text.as_bytes())?;
         stdin.flush()
+    }
+
+    /// Holds `key` down: types it every `every` until `needle` appears after
+    /// the previous match (as [`Vm::wait_for`]), within the deadline. This is
+    /// how a person opens a hidden boot menu.
+    pub fn hold_key_until(&mut self, key: &str, needle: &str, every: Duration) -> Result<String> {
+        loop {
+            let log = self.log();
+            let from = self.cursor.min(log.len());
+            if log[from..].contains(needle)
+                || self.exit.is_some()
+                || Instant::now() >= self.deadline
+            {
+                return self.wait_for(needle);
+            }
+            if let Err(e) = self.send(key) {
+                // QEMU has gone: wait_for reports it with the log's tail.
+                eprintln!("{}: typing {key:?}: {e}", self.name);
+                return self.wait_for(needle);
+            }
+            thread::sleep(every);
+        }
     }
 
     /// Waits until `needle` appears in the log after the previous match and

@@ -1,13 +1,14 @@
 //! Boot tests of the built image: the image `make image` writes boots under
 //! QEMU/OVMF (TCG) through systemd-boot to phase-init in every mode; the
-//! qcow2 boots the same, and a typo'd parameter warns and still boots (one
-//! boot: the qcow2 in local mode with two typos).
+//! hidden menu shows when a key is held (the private boot); the qcow2 boots
+//! the same, and a typo'd parameter warns and still boots (one boot: the
+//! qcow2 in local mode with two typos).
 //!
 //! Prerequisites (built by `make test` through TEST_PREREQS):
 //! `$PHASE_BUILD/phase-boot-x86_64.img` and `.qcow2`. A missing image fails
 //! the test with the command that builds it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -29,16 +30,27 @@ fn image(ext: &str) -> PathBuf {
 }
 
 /// Boots `disk` in `mode` with `append` and checks the three layers on the
-/// serial console: the kernel, the command line of the entry systemd-boot
-/// booted (its menu is hidden), phase-init.
+/// serial console (see [`expect_layers`]).
 fn boot(disk: PathBuf, mode: &str, append: &str) -> Vm {
     let t = Instant::now();
-    let mut vm = Qemu::image(&disk)
+    let mut vm = start(&disk, mode, append);
+    expect_layers(&mut vm, mode);
+    eprintln!("{}: ready in {:.1?}", disk.display(), t.elapsed());
+    vm
+}
+
+fn start(disk: &Path, mode: &str, append: &str) -> Vm {
+    Qemu::image(disk)
         .mode(mode)
         .append(format!("phase.test=poweroff {append}"))
         .timeout(BOOT_TIMEOUT)
         .start()
-        .unwrap_or_else(|e| panic!("cannot start QEMU for {}: {e}", disk.display()));
+        .unwrap_or_else(|e| panic!("cannot start QEMU for {}: {e}", disk.display()))
+}
+
+/// The three layers on the serial console: the kernel, the command line of
+/// the entry systemd-boot booted (its menu is hidden), phase-init.
+fn expect_layers(vm: &mut Vm, mode: &str) {
     let entry = format!("phase.mode={mode}");
     for expect in [
         "Linux version ",
@@ -55,8 +67,6 @@ fn boot(disk: PathBuf, mode: &str, append: &str) -> Vm {
         .unwrap_or_else(|e| panic!("{e}"));
     vm.wait_for(&format!("phase-init: ready mode={mode} channel=stable"))
         .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{}: ready in {:.1?}", disk.display(), t.elapsed());
-    vm
 }
 
 fn powers_off(mut vm: Vm) {
@@ -66,12 +76,35 @@ fn powers_off(mut vm: Vm) {
 
 #[test]
 fn image_boots_in_internet_mode() {
-    powers_off(boot(image("img"), "internet", ""));
+    let vm = boot(image("img"), "internet", "");
+    // Nobody held a key: the menu stayed hidden.
+    let log = vm.log();
+    assert!(!log.contains("Phase Boot ("), "the menu showed:\n{log}");
+    powers_off(vm);
 }
 
+/// The menu is hidden (every other boot here goes straight to the kernel),
+/// but a person who holds a key while the stick starts gets it, with every
+/// mode, and Enter boots the entry it highlights.
 #[test]
-fn image_boots_in_private_mode() {
-    let mut vm = boot(image("img"), "private", "phase.nowrite=false phase.debug");
+fn a_held_key_shows_the_hidden_menu_which_boots_private_mode() {
+    let disk = image("img");
+    let mut vm = start(&disk, "private", "phase.nowrite=false phase.debug");
+    vm.hold_key_until(" ", "Phase Boot (internet)", Duration::from_millis(200))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for mode in ["local", "private"] {
+        vm.wait_for(&format!("Phase Boot ({mode})"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The menu now waits for a choice: it must not have booted on its own.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !vm.log().contains("Linux version "),
+        "the menu booted without a choice:\n{}",
+        vm.log()
+    );
+    vm.send_line("").expect("press Enter on the serial console");
+    expect_layers(&mut vm, "private");
     // Private mode forces nowrite, whatever the command line says.
     let log = vm.log();
     assert!(
