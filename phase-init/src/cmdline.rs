@@ -130,6 +130,9 @@ pub struct Config {
     /// `phase.tor_timeout`: seconds private mode's embedded Tor client may
     /// take to bootstrap (stage 1 only).
     pub tor_timeout: u32,
+    /// `phase.dhcp_timeout`: seconds stage 1's network step waits for
+    /// DHCPv4 leases; 0 asks for none (a LAN of IPv6 link-local peers).
+    pub dhcp_timeout: u32,
     /// `phase.persist=PARTNAME`: the GPT partition whose ext4 file system
     /// keeps the target's changes (the overlay's upper) across boots; only
     /// when writes are allowed (stage 2, `stage2::upper_for`). `None` (the
@@ -162,6 +165,7 @@ impl Default for Config {
             grace: None,
             socks5: None,
             tor_timeout: DEFAULT_TOR_TIMEOUT,
+            dhcp_timeout: DEFAULT_DHCP_TIMEOUT,
             persist: None,
             retry: crate::retry::Retry::Forever,
             kexec: Kexec::default(),
@@ -183,6 +187,10 @@ pub const DEFAULT_FETCH_TIMEOUT: u32 = 20;
 /// `phase.tor_timeout` says otherwise: seconds on hardware and the public
 /// network, minutes on a slow link or an emulated CPU.
 pub const DEFAULT_TOR_TIMEOUT: u32 = 300;
+
+/// Seconds the network step waits for DHCPv4 leases (all interfaces
+/// together) unless `phase.dhcp_timeout` says otherwise.
+pub const DEFAULT_DHCP_TIMEOUT: u32 = 10;
 
 /// The channel booted when `phase.channel` is absent or malformed.
 pub const DEFAULT_CHANNEL: &str = "stable";
@@ -223,6 +231,9 @@ impl Config {
         }
         if self.kexec != Kexec::default() {
             s.push_str(&format!(" kexec={}", self.kexec));
+        }
+        if self.dhcp_timeout != DEFAULT_DHCP_TIMEOUT {
+            s.push_str(&format!(" dhcp_timeout={}", self.dhcp_timeout));
         }
         if self.tpm != TpmPolicy::Auto {
             s.push_str(&format!(" tpm={}", self.tpm));
@@ -470,6 +481,12 @@ pub const PARAMS: &[Param] = &[
         expected: "seconds, 5..=3600",
         apply: |c, v, _| seconds(v, 5..=3600).map(|n| c.tor_timeout = n),
         current: |c| c.tor_timeout.to_string(),
+    },
+    Param {
+        name: "phase.dhcp_timeout",
+        expected: "seconds, 0..=120 (0: no DHCPv4)",
+        apply: |c, v, _| seconds(v, 0..=120).map(|n| c.dhcp_timeout = n),
+        current: |c| c.dhcp_timeout.to_string(),
     },
     Param {
         name: "phase.grace",
@@ -980,6 +997,7 @@ mod tests {
                         fetch_timeout: DEFAULT_FETCH_TIMEOUT,
                         socks5: None,
                         tor_timeout: DEFAULT_TOR_TIMEOUT,
+                        dhcp_timeout: DEFAULT_DHCP_TIMEOUT,
                         persist,
                         retry,
                         kexec,
@@ -1072,6 +1090,34 @@ mod tests {
             p.warnings[0].to_string(),
             "phase.tpm: needs a value (auto|require); using auto"
         );
+    }
+
+    #[test]
+    fn dhcp_timeout_is_bounded_seconds_zero_means_none_and_stays_in_stage_1() {
+        assert_eq!(parse("").config.dhcp_timeout, DEFAULT_DHCP_TIMEOUT);
+        assert!(!parse("").config.summary().contains("dhcp_timeout"));
+        for (word, want) in [("0", 0), ("3", 3), ("120", 120)] {
+            let p = parse(&format!("phase.dhcp_timeout={word}"));
+            assert!(p.warnings.is_empty(), "{word}: {:?}", p.warnings);
+            assert_eq!(p.config.dhcp_timeout, want);
+            assert!(p
+                .config
+                .summary()
+                .ends_with(&format!(" dhcp_timeout={want}")));
+            assert!(!p.config.to_cmdline().contains("dhcp_timeout"));
+        }
+        for bad in ["121", "-1", "x", ""] {
+            let p = parse(&format!("phase.dhcp_timeout={bad}"));
+            assert_eq!(p.config.dhcp_timeout, DEFAULT_DHCP_TIMEOUT, "{bad}");
+            assert_eq!(p.warnings.len(), 1, "{bad}: {:?}", p.warnings);
+            let w = p.warnings[0].to_string();
+            assert!(
+                w.contains("phase.dhcp_timeout")
+                    && w.contains("0..=120")
+                    && w.ends_with("using 10"),
+                "{w}"
+            );
+        }
     }
 
     #[test]

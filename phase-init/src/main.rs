@@ -126,7 +126,8 @@ fn stage1(config: &Config, clock: clock::BootClock, baked: Option<trust::BakedRo
     if private && identity.is_none() {
         console().line("network: private mode without a fresh identity: every link stays down (the stick's cache only)");
     } else {
-        run(Step::Network, || net::step(identity.as_mut()));
+        let dhcp_timeout = std::time::Duration::from_secs(u64::from(config.dhcp_timeout));
+        run(Step::Network, || net::step(identity.as_mut(), dhcp_timeout));
     }
     if let Some(test) = config.test {
         console().raw(&ready_line(config));

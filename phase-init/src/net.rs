@@ -17,9 +17,6 @@ use mozim::{DhcpV4Client, DhcpV4Config, DhcpV4State};
 
 use crate::step::Status;
 
-/// How long stage 1 waits for DHCPv4 leases (all interfaces together).
-pub const DHCP_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The DHCPv4 options private mode asks for: subnet mask (1), router (3),
 /// DNS servers (6), MTU (26) — nothing about names (host name 12, domain
 /// 15, search 119) or time (NTP 42).
@@ -231,10 +228,12 @@ async fn configure(
         let up = usable(m);
         let (handle, i) = (handle.clone(), i.clone());
         async move {
-            if up {
-                dhcp(handle, i, dhcp_timeout, private).await
-            } else {
+            if !up {
                 Err("left down".to_owned())
+            } else if dhcp_timeout.is_zero() {
+                Err(DHCP_OFF.to_owned())
+            } else {
+                dhcp(handle, i, dhcp_timeout, private).await
             }
         }
     }))
@@ -407,10 +406,17 @@ async fn dhcp(
     Ok(lease)
 }
 
-/// The `network` boot step: every wired interface up, DHCPv4 in parallel,
-/// IPv6 link-local; in private mode each with a random MAC first.
-pub fn step(identity: Option<&mut crate::private::Identity>) -> ((), Status) {
-    match bring_up(DHCP_TIMEOUT, identity) {
+/// Why an interface has no lease when `phase.dhcp_timeout=0` asked for none.
+const DHCP_OFF: &str = "DHCPv4 off (phase.dhcp_timeout=0)";
+
+/// The `network` boot step: every wired interface up, DHCPv4 in parallel
+/// (waiting at most `dhcp_timeout`; zero asks for no lease), IPv6
+/// link-local; in private mode each with a random MAC first.
+pub fn step(
+    identity: Option<&mut crate::private::Identity>,
+    dhcp_timeout: Duration,
+) -> ((), Status) {
+    match bring_up(dhcp_timeout, identity) {
         Ok(r) if r.is_empty() => ((), Status::ok("no wired interfaces")),
         Ok(reports) => {
             let detail = reports
@@ -425,6 +431,9 @@ pub fn step(identity: Option<&mut crate::private::Identity>) -> ((), Status) {
                         return Some(format!("{}: {e}; private mode leaves it down", r.name));
                     }
                     let e = r.ipv4.as_ref().err()?;
+                    if e == DHCP_OFF && r.ipv6_link_local.is_some() {
+                        return None; // link-local only, as asked
+                    }
                     Some(match r.ipv6_link_local {
                         Some(_) => format!("{}: {e}; IPv6 link-local only", r.name),
                         None => format!("{}: {e}; and no IPv6 link-local address", r.name),

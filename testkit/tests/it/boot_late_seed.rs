@@ -39,7 +39,7 @@ fn a_node_that_powers_on_before_its_seed_boots_once_the_seed_is_up() {
         .memory_mib(512)
         .name("late-seed")
         // The kexec route under Secure Boot (boot_wasm takes the direct one).
-        .append("phase.kexec=always")
+        .append("phase.kexec=always phase.dhcp_timeout=0")
         .secure_boot()
         .timeout(common::BOOT_TIMEOUT)
         .start()

@@ -147,7 +147,7 @@ fn a_repository_python_tuf_signed_with_ecdsa_p256_boots_from_a_peer() {
         .tap(&tap)
         .memory_mib(512)
         .name("python-ecdsa")
-        .append("phase.kexec=always")
+        .append("phase.kexec=always phase.dhcp_timeout=0")
         .timeout(common::BOOT_TIMEOUT)
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));

@@ -50,7 +50,7 @@ fn the_only_peer_serves_a_flipped_byte_and_the_boot_refuses() {
     // Three attempts, not the default forever: the refusal is final here.
     let mut vm = Qemu::image(&pubd.disk)
         .mode("local")
-        .append("phase.retry=3 phase.kexec=always")
+        .append("phase.retry=3 phase.kexec=always phase.dhcp_timeout=0")
         .tap(&tap)
         .memory_mib(512)
         .name("tampered-only")
@@ -101,13 +101,15 @@ fn with_an_honest_second_peer_the_boot_succeeds_from_it() {
         .tap(&tap)
         .memory_mib(512)
         .name("tampered-and-honest")
-        .append("phase.kexec=always")
+        .append("phase.kexec=always phase.dhcp_timeout=0")
         .timeout(common::BOOT_TIMEOUT)
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
-    // The only interface is the RTL8139, link-local only (no DHCP here).
+    // The only interface is the RTL8139, link-local only: no DHCP here,
+    // and phase.dhcp_timeout=0 asks for none, so no wait and no warning.
     let net = common::one_nic_line(&mut vm, NicModel::Rtl8139);
     assert!(net.contains(&tap.guest_link_local().to_string()), "{net}");
+    assert!(net.contains("network  ok "), "{net}");
     let line = common::full_line(&mut vm, "discover ok");
     assert!(
         line.contains("2 peers (mdns)") && line.contains(&bad_host) && line.contains(&good_host),
@@ -219,7 +221,7 @@ fn a_fake_peer_serving_garbage_metadata_is_dropped_and_named() {
         .tap(&tap)
         .memory_mib(512)
         .name("fake-metadata")
-        .append("phase.kexec=always")
+        .append("phase.kexec=always phase.dhcp_timeout=0")
         .timeout(common::BOOT_TIMEOUT)
         .start()
         .unwrap_or_else(|e| panic!("cannot start QEMU: {e}"));
