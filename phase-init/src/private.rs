@@ -1,4 +1,4 @@
-//! Private mode (`phase.mode=private`, issue 8): what this boot shows the
+//! Private mode (`phase.mode=private`): what this boot shows the
 //! world, and the checks that it shows nothing more.
 //!
 //! * A fresh identity per boot ([`fresh_identity`]): a random ephemeral

@@ -1,5 +1,5 @@
 //! Stage 1 in `internet` mode finds its peer through the Kademlia DHT
-//! (issue 6, with issue 4's `discovery::dht`).
+//! (with `discovery::dht`).
 //!
 //! A test LAN (bridge in a hub namespace, node 0 at 198.18.0.10/24 running
 //! busybox `udhcpd`), `phase serve --dht` in node 0 serving a published

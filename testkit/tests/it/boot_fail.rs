@@ -1,4 +1,4 @@
-//! Stage 1's failure paths (issue 6), one VM boot each, all from one fleet
+//! Stage 1's failure paths, one VM boot each, all from one fleet
 //! and one seeded disk (release 1, metadata valid for 30 days):
 //!
 //! 1. expired metadata while offline: the RTC 40 days ahead, no NIC →

@@ -1,4 +1,4 @@
-//! Stage 1 on a test LAN (issue 6): QEMU guests join a network-namespace
+//! Stage 1 on a test LAN: QEMU guests join a network-namespace
 //! bridge through tap devices (`testkit::netns::Lan::add_tap`,
 //! `testkit::qemu::Qemu::tap`), next to host-side nodes.
 //!

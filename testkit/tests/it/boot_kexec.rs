@@ -1,4 +1,4 @@
-//! Boot test of the hand-over (issue 6): stage 1 kexecs a target kernel with
+//! Boot test of the hand-over: stage 1 kexecs a target kernel with
 //! the target initramfs + payload, and stage 2 mounts the payload's squashfs
 //! under an overlay, switch_roots and supervises the rootfs's services.
 //!

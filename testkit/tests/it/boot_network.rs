@@ -1,4 +1,4 @@
-//! Boot tests of stage 1's network bring-up (issue 6): NICs of five models
+//! Boot tests of stage 1's network bring-up: NICs of five models
 //! in one VM (virtio, e1000e, igb, rtl8139 and a USB CDC Ethernet behind
 //! xHCI, each loaded by coldplug only because its device is there) each get
 //! a DHCPv4 lease and an IPv6 link-local address, and the network line

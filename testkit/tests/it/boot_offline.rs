@@ -1,4 +1,4 @@
-//! Offline cache boot (issue 6): no network device at all. The image's
+//! Offline cache boot: no network device at all. The image's
 //! `PHASE-CACHE` partition is seeded from a repository this test publishes
 //! (Debian's kernel, a target initramfs, a squashfs rootfs whose service
 //! prints a marker), with keys generated here and baked into the image.
@@ -433,7 +433,7 @@ fn sha256_file(path: &Path) -> String {
         .to_owned()
 }
 
-/// `phase.persist` (issue 6, stage 2): the target's changes are kept on
+/// `phase.persist` (stage 2): the target's changes are kept on
 /// the named partition across boots, and only when writes are allowed.
 ///
 /// The rootfs's service prints what an earlier boot left in

@@ -1,4 +1,4 @@
-//! Private mode at boot (issue 8 part B; docs/threat-model.md).
+//! Private mode at boot (docs/threat-model.md).
 //!
 //! A SEEDED disk image (the cache partition holds the signed boot set and
 //! the demo job, as `phase image --seed-repo` writes it) boots with

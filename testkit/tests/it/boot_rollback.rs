@@ -1,4 +1,4 @@
-//! Rollback across reboots (issue 6): the trusted TUF state that stage 1
+//! Rollback across reboots: the trusted TUF state that stage 1
 //! keeps on the stick's writable `PHASE-CACHE` survives a reboot, so a peer
 //! that later offers an older release is refused.
 //!

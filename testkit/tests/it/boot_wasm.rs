@@ -1,4 +1,4 @@
-//! Boot to WASM (issue 7): the REAL target boots and runs a verified job,
+//! Boot to WASM: the REAL target boots and runs a verified job,
 //! then re-shares what it booted from.
 //!
 //! A disk image with an EMPTY cache partition (local mode) boots from a

@@ -1,4 +1,4 @@
-//! Fleet of three (issue 7): three QEMU VMs on one test bridge; only the
+//! Fleet of three: three QEMU VMs on one test bridge; only the
 //! first has a seeded stick. It boots offline from its cache (local mode),
 //! and its target re-shares the verified payload with `phase serve --mdns`.
 //! VMs two and three have sticks with the same trusted root and EMPTY cache
