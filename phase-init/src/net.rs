@@ -431,7 +431,7 @@ pub fn step(
                         return Some(format!("{}: {e}; private mode leaves it down", r.name));
                     }
                     let e = r.ipv4.as_ref().err()?;
-                    if e == DHCP_OFF && r.ipv6_link_local.is_some() {
+                    if dhcp_timeout.is_zero() && r.ipv6_link_local.is_some() {
                         return None; // link-local only, as asked
                     }
                     Some(match r.ipv6_link_local {

@@ -1128,10 +1128,7 @@ impl Vm {
         loop {
             let log = self.log();
             let from = self.cursor.min(log.len());
-            if log[from..].contains(needle)
-                || self.exit.is_some()
-                || Instant::now() >= self.deadline
-            {
+            if log[from..].contains(needle) || Instant::now() >= self.deadline {
                 return self.wait_for(needle);
             }
             if let Err(e) = self.send(key) {
