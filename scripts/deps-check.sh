@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # deps-check.sh: list what Phase Boot needs on this Debian machine and, with
-# --install, install it (apt-get, rustup targets, cargo tools, a Python venv
+# --install, install it (apt-get, cargo tools, a Python venv
 # for interop tests). Idempotent: a second run installs nothing.
 #
 #   scripts/deps-check.sh            # report only, exit 1 if something is missing
@@ -24,7 +24,6 @@ apt_pkgs=(
   e2fsprogs:/usr/sbin/mke2fs
   squashfs-tools:/usr/bin/mksquashfs
   gdisk:/usr/sbin/sgdisk
-  musl-tools:/usr/bin/musl-gcc
   cpio:/usr/bin/cpio
   zstd:/usr/bin/zstd
   iproute2:/usr/sbin/ip
@@ -39,8 +38,6 @@ if [[ -f $here/scripts/deps-apt.list ]]; then
     apt_pkgs+=("$line")
   done <"$here/scripts/deps-apt.list"
 fi
-
-rust_targets=(x86_64-unknown-linux-musl)
 
 # Cargo tools, "crate@version" (installed with --locked into $tools, a cache
 # outside the clone, so a machine builds each once: `make lint` runs
@@ -59,12 +56,6 @@ for entry in "${apt_pkgs[@]}"; do
   [[ -e $path ]] || missing_apt+=("$pkg")
 done
 
-missing_targets=()
-installed_targets=$(rustup target list --installed 2>/dev/null || true)
-for t in "${rust_targets[@]}"; do
-  grep -qx "$t" <<<"$installed_targets" || missing_targets+=("$t")
-done
-
 venv=$build/venv
 reqs=$here/scripts/requirements-test.txt
 venv_stamp=$venv/.phase-reqs
@@ -76,7 +67,6 @@ fi
 if ! $install; then
   status=0
   ((${#missing_apt[@]})) && { echo "missing Debian packages: ${missing_apt[*]}"; status=1; }
-  ((${#missing_targets[@]})) && { echo "missing Rust targets: ${missing_targets[*]}"; status=1; }
   ((${#missing_tools[@]})) && { echo "missing cargo tools in $tools: ${missing_tools[*]}"; status=1; }
   $venv_ok || { echo "missing Python venv with $(basename "$reqs") at $venv"; status=1; }
   ((status == 0)) && echo "deps-check: everything is installed"
@@ -102,11 +92,6 @@ if ((${#missing_apt[@]})); then
   fi
   apt-get install -y -q --no-install-recommends "${missing_apt[@]}"
 fi
-
-for t in "${missing_targets[@]}"; do
-  echo "deps-check: adding Rust target $t"
-  rustup target add "$t"
-done
 
 for t in "${missing_tools[@]}"; do
   echo "deps-check: building $t into $tools (once per machine)"

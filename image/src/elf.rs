@@ -1,6 +1,8 @@
-//! The two facts we read from ELF files: a kernel module's `.modinfo`
-//! section and whether an executable is statically linked.
-use object::{Object, ObjectSection, ObjectSegment};
+//! The facts we read from ELF files: a kernel module's `.modinfo` section,
+//! and how an executable is linked (its dynamic loader and the shared
+//! libraries it names).
+use object::read::elf::{ElfFile, FileHeader, ProgramHeader};
+use object::{Object, ObjectSection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
@@ -10,6 +12,10 @@ pub enum ElfError {
     NoModinfo,
     #[error("cannot read the .modinfo section")]
     Section(#[source] object::Error),
+    #[error("not an ELF file (another object format)")]
+    NotElf,
+    #[error("cannot read the program headers or the dynamic section")]
+    Dynamic(#[source] object::Error),
 }
 
 /// The `key=value` pairs of a module's `.modinfo` section, in file order.
@@ -68,26 +74,64 @@ pub fn modinfo(elf: &[u8]) -> Result<ModInfo, ElfError> {
     Ok(ModInfo::parse(data))
 }
 
+/// How an ELF file is loaded: the dynamic loader it names (`PT_INTERP`)
+/// and the shared libraries it needs (`DT_NEEDED`, in file order). A static
+/// executable has neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Linking {
+    pub interpreter: Option<String>,
+    pub needed: Vec<String>,
+    /// `e_machine` (`object::elf::EM_*`): which multiarch library
+    /// directories apply.
+    pub machine: u16,
+}
+
+impl Linking {
+    /// Whether the file runs without a dynamic loader or shared libraries.
+    pub fn is_static(&self) -> bool {
+        self.interpreter.is_none() && self.needed.is_empty()
+    }
+}
+
+/// Read how an ELF executable or shared library is linked.
+pub fn linking(elf: &[u8]) -> Result<Linking, ElfError> {
+    match object::File::parse(elf).map_err(ElfError::Parse)? {
+        object::File::Elf64(f) => linking_of(&f),
+        object::File::Elf32(f) => linking_of(&f),
+        _ => Err(ElfError::NotElf),
+    }
+}
+
+fn linking_of<Elf: FileHeader>(f: &ElfFile<'_, Elf>) -> Result<Linking, ElfError> {
+    let endian = f.endian();
+    let mut interpreter = None;
+    for ph in f.elf_program_headers() {
+        if let Some(path) = ph
+            .interpreter(endian, f.data())
+            .map_err(ElfError::Dynamic)?
+        {
+            interpreter = Some(String::from_utf8_lossy(path).into_owned());
+        }
+    }
+    let table = f.elf_dynamic_table().map_err(ElfError::Dynamic)?;
+    let mut needed = Vec::new();
+    for d in &table {
+        if d.tag == object::elf::DT_NEEDED {
+            let name = table.string(d).map_err(ElfError::Dynamic)?;
+            needed.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    Ok(Linking {
+        interpreter,
+        needed,
+        machine: f.elf_header().e_machine(endian),
+    })
+}
+
 /// Whether an ELF executable is statically linked (it has no `PT_INTERP`
-/// program header, so it runs without a dynamic loader or shared libraries).
+/// program header and needs no shared library).
 pub fn is_static_executable(elf: &[u8]) -> Result<bool, ElfError> {
-    let file = object::File::parse(elf).map_err(ElfError::Parse)?;
-    // The interpreter segment is the only one whose contents name a path;
-    // object exposes segments generically, so look for the ELF type.
-    let has_interp = match &file {
-        object::File::Elf64(f) => f
-            .elf_program_headers()
-            .iter()
-            .any(|ph| ph.p_type.get(f.endian()) == object::elf::PT_INTERP),
-        object::File::Elf32(f) => f
-            .elf_program_headers()
-            .iter()
-            .any(|ph| ph.p_type.get(f.endian()) == object::elf::PT_INTERP),
-        _ => file
-            .segments()
-            .any(|s| s.name().ok().flatten() == Some(".interp")),
-    };
-    Ok(!has_interp)
+    Ok(linking(elf)?.is_static())
 }
 
 #[cfg(test)]
@@ -125,5 +169,24 @@ mod tests {
         assert!(is_static_executable(&busybox).unwrap());
         let ls = std::fs::read("/bin/ls").expect("/bin/ls exists");
         assert!(!is_static_executable(&ls).unwrap());
+    }
+
+    #[test]
+    fn linking_names_the_loader_and_the_needed_libraries() {
+        let ls = linking(&std::fs::read("/bin/ls").unwrap()).unwrap();
+        assert_eq!(
+            ls.interpreter.as_deref(),
+            Some("/lib64/ld-linux-x86-64.so.2")
+        );
+        assert!(ls.needed.iter().any(|n| n == "libc.so.6"), "{ls:?}");
+        assert_eq!(ls.machine, object::elf::EM_X86_64);
+        let libc = linking(&std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").unwrap()).unwrap();
+        assert_eq!(
+            libc.interpreter.as_deref(),
+            Some("/lib64/ld-linux-x86-64.so.2")
+        );
+        assert_eq!(libc.needed, ["ld-linux-x86-64.so.2"]);
+        let busybox = linking(&std::fs::read("/bin/busybox").unwrap()).unwrap();
+        assert!(busybox.is_static(), "{busybox:?}");
     }
 }

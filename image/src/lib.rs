@@ -35,6 +35,7 @@ pub mod elf;
 pub mod esp;
 pub mod firmware;
 pub mod kernel;
+pub mod libs;
 pub mod modules;
 pub mod mok;
 pub mod signed;

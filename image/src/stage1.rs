@@ -2,7 +2,8 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `/init` | `phase-init`, static, 0755 |
+//! | `/init` | `phase-init`, 0755 |
+//! | `/lib64/ld-linux-x86-64.so.2`, `/lib/<multiarch>/*.so*` | the dynamic loader and shared libraries `/init` and busybox need, if they are dynamic ([`crate::libs`]) |
 //! | `/etc/phase/root.json` | the trusted TUF root |
 //! | `/etc/phase/kernel-release` | `<kver>` and a newline |
 //! | `/etc/phase/modules.order` | every module, one per line, relative to `/lib/modules/<kver>/`, dependencies first |
@@ -22,6 +23,7 @@ use std::collections::BTreeMap;
 use crate::elf;
 use crate::firmware::{self, AllowList, FirmwareError, FirmwareSet};
 use crate::kernel::Kernel;
+use crate::libs::{self, Contents, SharedObject};
 use crate::modules::{self, Module, ModuleError, ModuleIndex};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +42,13 @@ pub enum Stage1Error {
         #[source]
         source: elf::ElfError,
     },
-    #[error("{what} {path} is dynamically linked; the initramfs has no shared libraries (build it static, e.g. for x86_64-unknown-linux-musl)")]
-    Dynamic { what: &'static str, path: PathBuf },
+    #[error("cannot collect the shared libraries of {what} {path}")]
+    Libraries {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: crate::libs::LibError,
+    },
     #[error("trusted root {path} is not JSON")]
     RootNotJson {
         path: PathBuf,
@@ -61,11 +68,12 @@ pub enum Stage1Error {
 /// Inputs of the stage-1 initramfs.
 #[derive(Debug, Clone)]
 pub struct Stage1Spec {
-    /// The `phase-init` binary (must be static).
+    /// The `phase-init` binary (static, or dynamic: its loader and
+    /// libraries are carried along).
     pub init: PathBuf,
     /// The trusted root metadata.
     pub root_json: PathBuf,
-    /// A static busybox (Debian `busybox-static`: `/bin/busybox`).
+    /// The rescue busybox (Debian `busybox-static`: `/bin/busybox`).
     pub busybox: PathBuf,
     /// The kernel whose modules go in.
     pub kernel: Kernel,
@@ -97,6 +105,8 @@ pub struct Stage1 {
     pub aliases: usize,
     /// The firmware files carried (relative to `/lib/firmware`).
     pub firmware: Vec<String>,
+    /// The dynamic loader and shared libraries carried (absolute paths).
+    pub libraries: Vec<String>,
     pub compression: Compression,
 }
 
@@ -108,20 +118,23 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, Stage1Error> {
     })
 }
 
-fn read_static(what: &'static str, path: &Path) -> Result<Vec<u8>, Stage1Error> {
+/// An executable for the archive, with the shared objects it needs.
+fn read_executable(
+    what: &'static str,
+    path: &Path,
+) -> Result<(Vec<u8>, Vec<SharedObject>), Stage1Error> {
     let bytes = read(what, path)?;
-    let is_static = elf::is_static_executable(&bytes).map_err(|source| Stage1Error::NotElf {
+    let linking = elf::linking(&bytes).map_err(|source| Stage1Error::NotElf {
         what,
         path: path.to_path_buf(),
         source,
     })?;
-    if !is_static {
-        return Err(Stage1Error::Dynamic {
-            what,
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(bytes)
+    let objects = libs::closure(path, &linking).map_err(|source| Stage1Error::Libraries {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((bytes, objects))
 }
 
 /// The mount points and device node every stage-1 carries.
@@ -130,8 +143,8 @@ const DIRS: [&str; 6] = ["dev", "proc", "sys", "run", "tmp", "mnt"];
 impl Stage1 {
     /// Assemble the archive (no compression yet).
     pub fn build(spec: &Stage1Spec) -> Result<Stage1, Stage1Error> {
-        let init = read_static("init binary", &spec.init)?;
-        let busybox = read_static("busybox", &spec.busybox)?;
+        let (init, init_libs) = read_executable("init binary", &spec.init)?;
+        let (busybox, busybox_libs) = read_executable("busybox", &spec.busybox)?;
         let root = read("trusted root", &spec.root_json)?;
         serde_json::from_slice::<serde_json::Value>(&root).map_err(|source| {
             Stage1Error::RootNotJson {
@@ -162,10 +175,23 @@ impl Stage1 {
         a.file("init", init, 0o755)?;
         a.file("bin/busybox", busybox, 0o755)?;
         a.symlink("bin/sh", "busybox")?;
+        // Both executables may need the same library: the archive takes an
+        // identical entry twice as one.
+        let mut libraries = Vec::new();
+        for object in init_libs.into_iter().chain(busybox_libs) {
+            match object.contents {
+                Contents::File(bytes) => a.file(&object.path, bytes, 0o755)?,
+                Contents::SameAs(first) => a.symlink(&object.path, &first)?,
+            }
+            if !libraries.contains(&object.path) {
+                libraries.push(object.path);
+            }
+        }
         a.file("etc/phase/root.json", root, 0o644)?;
         // Who uid/gid 0 are: the embedded Tor client's directory checks
-        // (arti's fs-mistrust) look the running user up, and musl reads
-        // these files directly.
+        // (arti's fs-mistrust) look the running user up; the C library
+        // reads these files (glibc's built-in `files` source, as there is
+        // no nsswitch.conf).
         a.file(
             "etc/passwd",
             b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
@@ -213,6 +239,7 @@ impl Stage1 {
             always: tables.always,
             aliases: tables.aliases,
             firmware: firmware_names,
+            libraries,
             compression,
         })
     }

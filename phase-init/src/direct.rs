@@ -166,8 +166,8 @@ fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// The first index where two slices of one length differ. Compares eight
-/// bytes at a time: the static PID 1's libc compares memory a byte at a
-/// time, which under emulation costs as much as reading the file.
+/// bytes at a time: a byte-at-a-time loop under emulation costs as much as
+/// reading the file.
 fn mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
     let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
     let whole = a

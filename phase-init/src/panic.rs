@@ -1,6 +1,6 @@
 //! PID 1 must not die: a panic is written to the console and `/dev/kmsg`, and
 //! the boot loop (in `main.rs`) catches the unwind and drops to the rescue
-//! shell. This needs `panic = "unwind"`, which the `initramfs` profile keeps.
+//! shell. This needs `panic = "unwind"`, which the release profile keeps.
 
 use crate::console::console;
 

@@ -36,7 +36,10 @@ fn check_contract(initramfs: &std::path::Path, kver: &str) -> Vec<String> {
     let top: BTreeSet<&str> = names.iter().map(|n| n.split('/').next().unwrap()).collect();
     assert_eq!(
         top,
-        BTreeSet::from(["bin", "dev", "etc", "init", "lib", "mnt", "proc", "run", "sys", "tmp"]),
+        // lib64: the dynamic loader of /init (phase-init is glibc-dynamic).
+        BTreeSet::from([
+            "bin", "dev", "etc", "init", "lib", "lib64", "mnt", "proc", "run", "sys", "tmp"
+        ]),
         "unexpected top-level entries"
     );
     let line = |name: &str| {
@@ -98,6 +101,30 @@ fn check_contract(initramfs: &std::path::Path, kver: &str) -> Vec<String> {
         "archived modules and modules.order differ"
     );
     order
+}
+
+/// Unpack the initramfs and run its `/init` with `args`, chrooted into it,
+/// so only what the archive holds is there to load. Panics unless it exits 0.
+fn run_init_chrooted(initramfs: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    common::run_ok(std::process::Command::new("sh").arg("-c").arg(format!(
+        "zstd -q -d -c '{}' | (cd '{}' && cpio -i -d --quiet)",
+        initramfs.display(),
+        dir.path().display()
+    )));
+    let out = std::process::Command::new("chroot")
+        .arg(dir.path())
+        .arg("/init")
+        .args(args)
+        .output()
+        .expect("chroot runs (the tests run as root)");
+    assert!(
+        out.status.success(),
+        "/init {args:?} did not run from {}: {}",
+        initramfs.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 #[test]
@@ -190,17 +217,72 @@ fn make_built_initramfs_lists_with_cpio() {
     let initramfs = common::built("x86_64/initramfs.img", "initramfs");
     let kernel = common::kernel();
     check_contract(&initramfs, &kernel.release);
+    // The real phase-init starts from the archive alone (as a command, not
+    // PID 1, it prints its usage).
+    let out = run_init_chrooted(&initramfs, &["--help"]);
+    let usage = String::from_utf8_lossy(&out.stdout);
+    assert!(usage.starts_with("usage: phase-init status"), "{usage}");
 }
 
+/// A dynamically linked /init runs from the archive alone: the loader and
+/// every library it needs are in it. `/bin/ls` (which needs libselinux,
+/// which needs libpcre2: a two-level closure) stands in for phase-init, and
+/// runs chrooted into the unpacked archive.
 #[test]
-fn dynamic_init_is_refused_with_its_path() {
+fn a_dynamic_init_runs_from_the_archive_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = common::stage1_spec(dir.path());
     spec.init = "/bin/ls".into();
-    let err = Stage1::build(&spec).unwrap_err().to_string();
+    let s1 = Stage1::build(&spec).expect("stage-1 with a dynamic init builds");
+    assert_eq!(
+        s1.libraries[0], "/lib64/ld-linux-x86-64.so.2",
+        "{:?}",
+        s1.libraries
+    );
+    for lib in ["libc.so.6", "libselinux.so.1", "libpcre2-8.so.0"] {
+        let path = format!("/lib/x86_64-linux-gnu/{lib}");
+        assert!(
+            s1.libraries.contains(&path),
+            "{path} not carried: {:?}",
+            s1.libraries
+        );
+    }
+    let img = dir.path().join("initramfs.img");
+    std::fs::write(&img, s1.to_bytes().unwrap()).unwrap();
+    let out = run_init_chrooted(&img, &["/etc/phase"]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.lines().any(|l| l == "root.json"), "{listing}");
+}
+
+/// The error of a build that must fail, with its first cause.
+fn build_error(spec: &image::stage1::Stage1Spec) -> String {
+    let err = Stage1::build(spec).unwrap_err();
+    let cause = std::error::Error::source(&err)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    format!("{err}: {cause}")
+}
+
+#[test]
+fn an_init_needing_a_missing_library_is_refused_naming_both() {
+    // /bin/ls with one DT_NEEDED name changed in its string table (same
+    // length, so the ELF stays valid).
+    let dir = tempfile::tempdir().unwrap();
+    let mut ls = std::fs::read("/bin/ls").unwrap();
+    let at = ls
+        .windows(15)
+        .position(|w| w == b"libselinux.so.1")
+        .expect("/bin/ls needs libselinux.so.1");
+    ls[at..at + 15].copy_from_slice(b"libphasemiss.so");
+    let init = dir.path().join("init");
+    std::fs::write(&init, ls).unwrap();
+    let mut spec = common::stage1_spec(dir.path());
+    spec.init = init.clone();
+    let chain = build_error(&spec);
     assert!(
-        err.contains("/bin/ls") && err.contains("dynamically linked"),
-        "{err}"
+        chain.contains(&init.display().to_string())
+            && chain.contains("needs libphasemiss.so, which is in none of /lib/x86_64-linux-gnu"),
+        "{chain}"
     );
 }
 
@@ -211,12 +293,6 @@ fn unknown_module_in_the_list_is_an_error_naming_it() {
     let list = dir.path().join("modules.list");
     std::fs::write(&list, "[by-device]\nvirtio_net\nvirtio_nett\n").unwrap();
     spec.module_list = list;
-    let err = Stage1::build(&spec).unwrap_err();
-    let chain = format!(
-        "{err}: {}",
-        std::error::Error::source(&err)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    );
+    let chain = build_error(&spec);
     assert!(chain.contains("virtio_nett"), "{chain}");
 }

@@ -64,7 +64,8 @@ pub struct Opts {
     /// Build directory holding the kernel cache (`<build>/kernel/<release>`).
     #[arg(long, env = "PHASE_BUILD", default_value = "build")]
     build_dir: PathBuf,
-    /// The static phase-init binary that becomes /init.
+    /// The phase-init binary that becomes /init (static, or dynamic: its
+    /// loader and shared libraries go in with it).
     #[arg(long, env = "INIT_BIN", required_unless_present = "initramfs")]
     init: Option<PathBuf>,
     /// Use this prebuilt initramfs instead of building one.
@@ -279,15 +280,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .to_bytes()
                 .context("cannot write the stage-1 initramfs")?;
             let secs = step.done(format!(
-                "initramfs: {} modules, {} aliases, {} firmware files, {} bytes",
+                "initramfs: {} modules, {} aliases, {} firmware files, {} shared libraries, {} bytes",
                 s1.modules.len(),
                 s1.aliases,
                 s1.firmware.len(),
+                s1.libraries.len(),
                 bytes.len()
             ));
             timings.insert("initramfs".into(), secs.into());
             summary.insert("modules".into(), s1.modules.clone().into());
             summary.insert("firmware".into(), s1.firmware.clone().into());
+            summary.insert("libraries".into(), s1.libraries.clone().into());
             let root_bytes = std::fs::read(root)
                 .with_context(|| format!("cannot read the trusted root {}", root.display()))?;
             (bytes, root_bytes)
