@@ -128,12 +128,6 @@ fn linking_of<Elf: FileHeader>(f: &ElfFile<'_, Elf>) -> Result<Linking, ElfError
     })
 }
 
-/// Whether an ELF executable is statically linked (it has no `PT_INTERP`
-/// program header and needs no shared library).
-pub fn is_static_executable(elf: &[u8]) -> Result<bool, ElfError> {
-    Ok(linking(elf)?.is_static())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,9 +160,9 @@ mod tests {
         // /bin/busybox from busybox-static is static; /bin/ls is dynamic on Debian.
         let busybox =
             std::fs::read("/bin/busybox").expect("busybox-static is installed (make deps)");
-        assert!(is_static_executable(&busybox).unwrap());
+        assert!(linking(&busybox).unwrap().is_static());
         let ls = std::fs::read("/bin/ls").expect("/bin/ls exists");
-        assert!(!is_static_executable(&ls).unwrap());
+        assert!(!linking(&ls).unwrap().is_static());
     }
 
     #[test]
