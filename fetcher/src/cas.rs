@@ -110,6 +110,45 @@ fn is_no_space(e: &io::Error) -> bool {
     )
 }
 
+/// `statfs` magic of tmpfs (`linux/magic.h`).
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// Makes a new partial file `length` bytes long, with the space for them
+/// (a full disk is [`CasError::NoSpace`] before the first byte is fetched).
+/// On disks, `fallocate` reserves the blocks. On tmpfs it would also
+/// allocate and zero every page on this one thread before any chunk is
+/// asked for (about 0.1 s per GiB), pages the chunk writes allocate anyway
+/// while the next chunks arrive; there the free space is checked instead
+/// and the file is sparse. A write that still finds no space (another
+/// writer took it meanwhile) is a `NoSpace` error too.
+fn reserve(file: &File, path: &Path, length: u64) -> Result<(), CasError> {
+    let no_space = |source: io::Error| CasError::NoSpace {
+        path: path.to_path_buf(),
+        length,
+        source,
+    };
+    let tmpfs = rustix::fs::fstatfs(file).is_ok_and(|s| s.f_type as u64 == TMPFS_MAGIC);
+    if tmpfs {
+        if let Ok(v) = rustix::fs::fstatvfs(file) {
+            if v.f_bavail.saturating_mul(v.f_frsize) < length {
+                return Err(no_space(io::Error::from(rustix::io::Errno::NOSPC)));
+            }
+        }
+        return file.set_len(length).map_err(io_err(path));
+    }
+    match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, length) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let e = io::Error::from(e);
+            if is_no_space(&e) {
+                return Err(no_space(e));
+            }
+            // File systems without fallocate: a sparse file.
+            file.set_len(length).map_err(io_err(path))
+        }
+    }
+}
+
 /// A cache directory holding the CAS (`cas/`) and TUF metadata (`tuf/`).
 #[derive(Debug, Clone)]
 pub struct Cas {
@@ -723,20 +762,9 @@ impl Cas {
         } else {
             file = create_fresh(&path).map_err(io_err(&path))?;
             if spec.length > 0 {
-                if let Err(e) =
-                    rustix::fs::fallocate(&file, FallocateFlags::empty(), 0, spec.length)
-                {
-                    let e = io::Error::from(e);
+                if let Err(e) = reserve(&file, &path, spec.length) {
                     let _ = fs::remove_file(&path);
-                    if is_no_space(&e) {
-                        return Err(CasError::NoSpace {
-                            path,
-                            length: spec.length,
-                            source: e,
-                        });
-                    }
-                    // File systems without fallocate: fall back to a sparse file.
-                    file.set_len(spec.length).map_err(io_err(&path))?;
+                    return Err(e);
                 }
             }
         }
