@@ -28,40 +28,34 @@
 //! `idle_timeout` window (a minimum rate, 32 KiB per 5 s by default) is
 //! closed and its slot taken back; when every slot is in use, a new
 //! connection takes the slot of the slowest one (lowest average rate, at
-//! least a second old), so slow or idle clients cannot pin the server. Files are streamed in blocks read on the blocking pool (one
-//! kernel copy per block, no whole-file copy); at most three blocks per
-//! connection are in memory, however slow the reader.
+//! least a second old), so slow or idle clients cannot pin the server.
+//! File bodies go from the page cache to the socket with `sendfile`
+//! (`http1`: our HTTP/1.1 connection, since hyper's server writes every
+//! body from its own buffers), so no file byte passes through this process.
+
+mod http1;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fs::File;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
+
+use http1::{Reply, RequestHead};
 
 use crate::attest::{parse_nonce, AttestError, Attestor, Bucket};
 use crate::cas::Cas;
 use crate::digest::Sha256Digest;
 use crate::wire::RangeReq;
-
-type Body = BoxBody<Bytes, io::Error>;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -83,7 +77,8 @@ pub struct ServerConfig {
     pub min_progress: u64,
     /// Largest request head accepted (431 beyond).
     pub max_header_bytes: usize,
-    /// Read size when streaming a file.
+    /// Most bytes one `sendfile` call sends: bounds how long one call can
+    /// hold a runtime thread when the file's pages must come from a disk.
     pub block_size: usize,
     /// Who answers `GET /attest` (none: 404 `no TPM`).
     pub attestor: Option<Arc<dyn Attestor>>,
@@ -110,7 +105,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(5),
             min_progress: 32 * 1024,
             max_header_bytes: 16 * 1024,
-            block_size: 256 * 1024,
+            block_size: 1024 * 1024,
             attestor: None,
             attest_burst: 4,
             attest_refill: Duration::from_secs(1),
@@ -133,7 +128,6 @@ pub enum ServerError {
 struct State {
     cas: Cas,
     repo: Option<PathBuf>,
-    block: usize,
     /// Repository target files by the digest prefix of their consistent
     /// names, so `/cas/sha256/<hex>` also serves what the repo holds.
     repo_index: std::sync::Mutex<RepoIndex>,
@@ -262,7 +256,6 @@ pub async fn serve(
     let state = Arc::new(State {
         cas,
         repo: config.repo.clone(),
-        block: config.block_size.max(64 * 1024),
         repo_index: std::sync::Mutex::new(RepoIndex::default()),
         attestor: config.attestor.clone(),
         attest_bucket: Bucket::new(config.attest_burst, config.attest_refill),
@@ -474,20 +467,12 @@ async fn handle_connection(
     moved: Arc<AtomicU64>,
     kill: Arc<Notify>,
 ) {
-    let io = CountingIo {
-        inner: stream,
-        moved: Arc::clone(&moved),
+    let limits = http1::Limits {
+        header_timeout: config.header_timeout,
+        max_header_bytes: config.max_header_bytes,
+        sendfile_max: config.block_size.max(64 * 1024),
     };
-    let svc = service_fn(move |req| {
-        let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(route(&state, req).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .max_buf_size(config.max_header_bytes.max(8192))
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(io), svc);
+    let conn = http1::serve(stream, &limits, &moved, |req| route(&state, req));
     let watchdog = async {
         let mut last = 0u64;
         loop {
@@ -510,69 +495,11 @@ async fn handle_connection(
     }
 }
 
-/// A socket that counts the bytes moved either way (for the progress rule).
-struct CountingIo {
-    inner: tokio::net::TcpStream,
-    moved: Arc<AtomicU64>,
+fn full(b: impl Into<Bytes>) -> Reply {
+    Reply::Bytes(b.into())
 }
 
-impl AsyncRead for CountingIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        self.moved.fetch_add(n as u64, Ordering::Relaxed);
-        r
-    }
-}
-
-impl AsyncWrite for CountingIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            self.moved.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &r {
-            self.moved.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
-}
-
-fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed()
-}
-
-fn status(code: StatusCode, msg: &str) -> Response<Body> {
+fn status(code: StatusCode, msg: &str) -> Response<Reply> {
     let mut r = Response::new(full(format!("{msg}\n")));
     *r.status_mut() = code;
     r.headers_mut().insert(
@@ -582,7 +509,7 @@ fn status(code: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
-fn not_found() -> Response<Body> {
+fn not_found() -> Response<Reply> {
     status(StatusCode::NOT_FOUND, "not found")
 }
 
@@ -618,16 +545,20 @@ fn resolve(base: &Path, segs: &[String]) -> Option<PathBuf> {
     (real.starts_with(&base) && real.is_file()).then_some(real)
 }
 
-async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
-    let method = req.method().clone();
+async fn route(state: &State, req: RequestHead) -> Response<Reply> {
+    let RequestHead {
+        method,
+        uri,
+        headers,
+        ..
+    } = req;
     if method != Method::GET && method != Method::HEAD {
         let mut r = status(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let path = req.uri().path().to_string();
-    let headers = req.headers().clone();
+    let path = uri.path();
     let head = method == Method::HEAD;
     if path == "/attest" {
         if head {
@@ -636,7 +567,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
                 .insert(header::ALLOW, HeaderValue::from_static("GET"));
             return r;
         }
-        return attest(state, req.uri().query()).await;
+        return attest(state, uri.query()).await;
     }
     if let Some(rest) = path.strip_prefix("/cas/sha256/") {
         let (hex, tail) = match rest.split_once('/') {
@@ -650,8 +581,8 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             return not_found();
         }
         return match tail {
-            None => serve_object(state, &d, &headers, head).await,
-            Some("chunks") => chunks(state, &d, head),
+            None => serve_object(state, &d, &headers).await,
+            Some("chunks") => chunks(state, &d),
             Some(_) => not_found(),
         };
     }
@@ -666,7 +597,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         bases.push(state.cas.metadata_dir());
         for b in bases {
             if let Some(p) = resolve(&b, &segs) {
-                return serve_path(state, &p, None, &headers, head, "no-cache").await;
+                return serve_path(&p, None, &headers, "no-cache");
             }
         }
         return not_found();
@@ -677,15 +608,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         };
         if let Some(repo) = &state.repo {
             if let Some(p) = resolve(&repo.join("targets"), &segs) {
-                return serve_path(
-                    state,
-                    &p,
-                    None,
-                    &headers,
-                    head,
-                    "public, max-age=31536000, immutable",
-                )
-                .await;
+                return serve_path(&p, None, &headers, "public, max-age=31536000, immutable");
             }
         }
         // Consistent-snapshot names carry the digest: `<sha256>.<name>`.
@@ -697,7 +620,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             if state.is_withheld(&d) {
                 return not_found();
             }
-            return serve_object(state, &d, &headers, head).await;
+            return serve_object(state, &d, &headers).await;
         }
         return not_found();
     }
@@ -706,7 +629,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
 
 /// `GET /attest?nonce=<hex>`: the nonce's form, then the rate limit, then
 /// the attestor on the blocking pool (it talks to the TPM).
-async fn attest(state: &State, query: Option<&str>) -> Response<Body> {
+async fn attest(state: &State, query: Option<&str>) -> Response<Reply> {
     let Some(attestor) = state.attestor.clone() else {
         return status(StatusCode::NOT_FOUND, "no TPM: this server does not attest");
     };
@@ -740,7 +663,7 @@ async fn attest(state: &State, query: Option<&str>) -> Response<Body> {
     }
 }
 
-fn chunks(state: &State, d: &Sha256Digest, head: bool) -> Response<Body> {
+fn chunks(state: &State, d: &Sha256Digest) -> Response<Reply> {
     let complete = state
         .cas
         .open_object(d)
@@ -756,47 +679,29 @@ fn chunks(state: &State, d: &Sha256Digest, head: bool) -> Response<Body> {
     } else {
         return not_found();
     };
-    let bytes = body.to_string();
-    let mut r = Response::new(if head { empty() } else { full(bytes.clone()) });
+    let mut r = Response::new(full(body.to_string()));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     r
 }
 
-async fn serve_object(
-    state: &State,
-    d: &Sha256Digest,
-    headers: &HeaderMap,
-    head: bool,
-) -> Response<Body> {
+async fn serve_object(state: &State, d: &Sha256Digest, headers: &HeaderMap) -> Response<Reply> {
     // Only a regular file inside the cache, reached without following a
     // symbolic link; anything else there is "not found".
     if let Some(file) = state.cas.open_object(d) {
         return serve_file(
-            state,
             file,
             Some(d),
             headers,
-            head,
             "public, max-age=31536000, immutable",
         );
     }
     if let Some(p) = state.repo_object(d) {
-        return serve_path(
-            state,
-            &p,
-            Some(d),
-            headers,
-            head,
-            "public, max-age=31536000, immutable",
-        )
-        .await;
+        return serve_path(&p, Some(d), headers, "public, max-age=31536000, immutable");
     }
     // A download in progress: only ranges inside verified chunks.
     let Some(st) = state.cas.partial_status(d) else {
@@ -824,10 +729,10 @@ async fn serve_object(
             None => return not_found(),
         },
     };
-    ranged(state, file, st.length, a, b, Some(d), head, "no-cache")
+    ranged(file, st.length, a, b, Some(d), "no-cache")
 }
 
-fn range_not_satisfiable(len: u64) -> Response<Body> {
+fn range_not_satisfiable(len: u64) -> Response<Reply> {
     let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
     if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
         r.headers_mut().insert(header::CONTENT_RANGE, v);
@@ -844,29 +749,26 @@ fn parse_range(v: &HeaderValue, len: u64) -> RangeReq {
     }
 }
 
-async fn serve_path(
-    state: &State,
+fn serve_path(
     path: &Path,
     digest: Option<&Sha256Digest>,
     headers: &HeaderMap,
-    head: bool,
     cache_control: &'static str,
-) -> Response<Body> {
+) -> Response<Reply> {
     let Ok(file) = File::open(path) else {
         return not_found();
     };
-    serve_file(state, file, digest, headers, head, cache_control)
+    serve_file(file, digest, headers, cache_control)
 }
 
-/// Answers a GET or HEAD from an open regular file.
+/// Answers a GET or HEAD from an open regular file (the connection leaves
+/// the body out for HEAD).
 fn serve_file(
-    state: &State,
     file: File,
     digest: Option<&Sha256Digest>,
     headers: &HeaderMap,
-    head: bool,
     cache_control: &'static str,
-) -> Response<Body> {
+) -> Response<Reply> {
     let Ok(meta) = file.metadata() else {
         return not_found();
     };
@@ -877,7 +779,7 @@ fn serve_file(
             .to_str()
             .is_ok_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"))
         {
-            let mut r = Response::new(empty());
+            let mut r = Response::new(Reply::Empty);
             *r.status_mut() = StatusCode::NOT_MODIFIED;
             common_headers(r.headers_mut(), digest, cache_control);
             return r;
@@ -892,15 +794,13 @@ fn serve_file(
     };
     match headers.get(header::RANGE).filter(|_| if_range_ok) {
         Some(r) => match parse_range(r, len) {
-            RangeReq::Single(a, b) => ranged(state, file, len, a, b, digest, head, cache_control),
+            RangeReq::Single(a, b) => ranged(file, len, a, b, digest, cache_control),
             RangeReq::Unsatisfiable => range_not_satisfiable(len),
             // Syntactically invalid or multiple ranges: ignore the header
             // and send the whole representation (RFC 9110 section 14.2).
-            RangeReq::Multiple | RangeReq::Invalid => {
-                whole(state, file, len, digest, head, cache_control)
-            }
+            RangeReq::Multiple | RangeReq::Invalid => whole(file, len, digest, cache_control),
         },
-        None => whole(state, file, len, digest, head, cache_control),
+        None => whole(file, len, digest, cache_control),
     }
 }
 
@@ -917,46 +817,29 @@ fn common_headers(h: &mut HeaderMap, digest: Option<&Sha256Digest>, cache_contro
     }
 }
 
-fn whole(
-    state: &State,
-    file: File,
-    len: u64,
-    digest: Option<&Sha256Digest>,
-    head: bool,
-    cc: &'static str,
-) -> Response<Body> {
-    let mut r = Response::new(if head || len == 0 {
-        empty()
-    } else {
-        stream_file(file, 0, len, state.block)
-    });
+fn whole(file: File, len: u64, digest: Option<&Sha256Digest>, cc: &'static str) -> Response<Reply> {
+    let mut r = Response::new(Reply::File { file, off: 0, len });
     let h = r.headers_mut();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CONTENT_TYPE, content_type(digest));
     common_headers(h, digest, cc);
     r
 }
 
-#[allow(clippy::too_many_arguments)]
 fn ranged(
-    state: &State,
     file: File,
     len: u64,
     a: u64,
     b: u64,
     digest: Option<&Sha256Digest>,
-    head: bool,
     cc: &'static str,
-) -> Response<Body> {
-    let n = b - a + 1;
-    let mut r = Response::new(if head {
-        empty()
-    } else {
-        stream_file(file, a, n, state.block)
+) -> Response<Reply> {
+    let mut r = Response::new(Reply::File {
+        file,
+        off: a,
+        len: b - a + 1,
     });
     *r.status_mut() = StatusCode::PARTIAL_CONTENT;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     if let Ok(v) = HeaderValue::from_str(&format!("bytes {a}-{b}/{len}")) {
         h.insert(header::CONTENT_RANGE, v);
     }
@@ -971,93 +854,6 @@ fn content_type(digest: Option<&Sha256Digest>) -> HeaderValue {
     } else {
         HeaderValue::from_static("application/json")
     }
-}
-
-/// Block buffers kept for reuse at most (process-wide).
-const POOL_KEEP: usize = 32;
-
-/// Block buffers whose bytes hyper has sent: reused for the next blocks,
-/// so a block costs one kernel copy and no fresh (zeroed, page-faulted)
-/// allocation. Profiling `phase serve` showed allocating and zeroing each
-/// 1 MiB block took about half of its CPU.
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-/// A block read from a file; its buffer goes back to [`POOL`] when hyper
-/// drops the last [`Bytes`] of it.
-struct PooledBlock {
-    buf: Vec<u8>,
-    len: usize,
-}
-
-impl PooledBlock {
-    /// A buffer of at least `want` bytes (contents unspecified).
-    fn take(want: usize) -> Vec<u8> {
-        let reused = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match reused {
-            Some(b) if b.len() >= want => b,
-            _ => vec![0; want],
-        }
-    }
-}
-
-impl AsRef<[u8]> for PooledBlock {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for PooledBlock {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < POOL_KEEP {
-            pool.push(buf);
-        }
-    }
-}
-
-/// Streams `[off, off+len)` of `file`, reading blocks on the blocking pool.
-fn stream_file(file: File, off: u64, len: u64, block: usize) -> Body {
-    // One block queued: with the one hyper is writing and the one being
-    // read, a connection holds at most three blocks, however slow its
-    // reader (the rest waits in the file, not in memory).
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(1);
-    tokio::task::spawn_blocking(move || {
-        let mut pos = off;
-        let end = off + len;
-        while pos < end {
-            let want = usize::try_from(end - pos).unwrap_or(usize::MAX).min(block);
-            // Every buffer is `block` long, so the last (shorter) block of a
-            // range reuses one too.
-            let mut buf = PooledBlock::take(block.max(want));
-            let r = file.read_at(&mut buf[..want], pos);
-            match r {
-                Ok(0) => {
-                    let _ = tx.blocking_send(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shrank",
-                    )));
-                    return;
-                }
-                Ok(n) => {
-                    pos += n as u64;
-                    let data = Bytes::from_owner(PooledBlock { buf, len: n });
-                    if tx.blocking_send(Ok(data)).is_err() {
-                        return; // client went away
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item.map(Frame::data), rx))
-    });
-    BodyExt::boxed(StreamBody::new(stream))
 }
 
 #[cfg(test)]

@@ -242,3 +242,98 @@ fn a_downloading_node_serves_exactly_its_verified_chunks() {
     assert_eq!(get(a, &format!("{path}/chunks"), "").status, 404);
     assert_eq!(get(a, &path, "Range: bytes=0-9\r\n").status, 404);
 }
+
+/// The server's own HTTP/1.1 connection: pipelined keep-alive requests are
+/// answered in order on one connection, HTTP/1.0 closes after its answer, a
+/// request with a body is answered and the connection closed (the body is
+/// never read as a request), and a garbled head is a 400.
+#[test]
+fn keep_alive_pipelining_and_connection_rules() {
+    let s = setup();
+    let a = s.peer.addr;
+    let path = format!("/cas/sha256/{}", s.digest);
+    // Two requests in one write; the second asks to close.
+    let start = Instant::now();
+    let both = raw(
+        a,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\n\r\n\
+             HEAD /tuf/metadata/timestamp.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "not closed after the second answer"
+    );
+    assert_eq!(both.status, 206, "{}", both.head);
+    assert_eq!(both.header("connection").as_deref(), Some("keep-alive"));
+    let (first, rest) = both.body.split_at(100);
+    assert_eq!(first, &s.data[..100]);
+    let rest = String::from_utf8_lossy(rest);
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+    assert!(
+        rest.to_ascii_lowercase().contains("connection: close"),
+        "{rest}"
+    );
+    assert!(
+        rest.ends_with("\r\n\r\n"),
+        "a HEAD answer has no body: {rest}"
+    );
+
+    // HTTP/1.0 without keep-alive: the answer, then the server closes.
+    let start = Instant::now();
+    let old = raw(a, b"GET /tuf/metadata/timestamp.json HTTP/1.0\r\n\r\n");
+    assert_eq!(old.status, 200);
+    assert_eq!(old.body, b"{\"signed\":{}}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "HTTP/1.0 connection left open"
+    );
+
+    // A body is not read as the next request.
+    let smuggled = raw(
+        a,
+        format!(
+            "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\nGET {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(smuggled.status, 405);
+    assert_eq!(smuggled.header("connection").as_deref(), Some("close"));
+    assert!(
+        !smuggled.body.windows(4).any(|w| w == b"HTTP"),
+        "answered the body as a request"
+    );
+
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+    ] {
+        let ans = raw(a, bad);
+        assert_eq!(ans.status, 400, "{}", String::from_utf8_lossy(bad));
+    }
+}
+
+/// File bodies go out with sendfile in pieces of at most `block_size`
+/// bytes: a large object, whole and as a range across piece boundaries, is
+/// byte for byte the file.
+#[test]
+fn large_bodies_span_many_sendfile_calls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data((5 << 20) + 12_345, 74);
+    let cache = seeded_cache(tmp.path(), "cache", &data);
+    let mut cfg = ServerConfig::new(&cache);
+    cfg.block_size = 64 * 1024;
+    let peer = Peer::start(cfg);
+    let path = format!("/cas/sha256/{}", Sha256Digest::of(&data));
+    let whole = get(peer.addr, &path, "");
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.header("content-length"), Some(data.len().to_string()));
+    assert!(whole.body == data, "whole body differs");
+    let (x, y) = (65_535usize, 3 * 1024 * 1024 + 7);
+    let part = get(peer.addr, &path, &format!("Range: bytes={x}-{y}\r\n"));
+    assert_eq!(part.status, 206);
+    assert!(part.body == data[x..=y], "ranged body differs");
+}
