@@ -92,7 +92,6 @@ fetch_into() { # cache peers...
   local cache=$1; shift
   local args=()
   for p in "$@"; do args+=(--peer "$p"); done
-  rm -rf "$cache"
   /usr/bin/time -f '%M %U %S' -o "$shm/rss" "$phase" fetch --quiet --root "$root" --cache "$cache" "${args[@]}" --target stable/x86_64/rootfs >"$shm/fetch.out"
   local r u sy; read -r r u sy <<<"$(tail -1 "$shm/rss")"
   (( r > rss_kib )) && rss_kib=$r
@@ -102,13 +101,21 @@ fetch_into() { # cache peers...
 }
 # CPU seconds (user + sys) a process has used so far.
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# Each case removes its own last output just before its clock starts
+# (freeing 1 GiB of tmpfs takes about 0.07 s), so every case writes into
+# memory freed a moment ago. Where that memory comes from matters in a VM
+# whose balloon reports free memory to the host: `dd` of 1 GiB into tmpfs
+# took 0.54-0.61 s right after a free and 0.66-0.73 s 12 s later.
 for run in $(seq "$runs"); do
   timed a /usr/bin/time -f '%U %S' -a -o "$shm/cpu.a" curl -sf -o /dev/null "$nurl$rel"
   timed b bash -c "curl -sf '$nurl$rel' | sha256sum >/dev/null"
   s0=$(cpu_of "$serve1")
+  rm -rf "$shm/c"
   timed c fetch_into "$shm/c" "${purls[0]}"
   echo "$(cpu_of "$serve1") - $s0" | bc -l >>"$shm/serve.cpu"
+  rm -rf "$shm/d"
   timed d fetch_into "$shm/d" "$nurl"
+  rm -rf "$shm/e"
   timed e fetch_into "$shm/e" "${purls[@]}"
   rm -f "$shm/f.obj"
   timed f curl -sf -o "$shm/f.obj" "$nurl$rel"
@@ -123,7 +130,8 @@ coreutils_s=$( { /usr/bin/time -f '%e' sha256sum "$work/repo/$rel" >/dev/null; }
 row() { # name label
   local m; m=$(median <"$shm/$1.times")
   local mibs; mibs=$(echo "$mib / $m" | bc -l)
-  printf '| %s | %s | %.3f | %.0f |\n' "$1" "$2" "$m" "$mibs"
+  local lo hi; lo=$(sort -g "$shm/$1.times" | head -1); hi=$(sort -g "$shm/$1.times" | tail -1)
+  printf '| %s | %s | %.3f | %.3f-%.3f | %.0f |\n' "$1" "$2" "$m" "$lo" "$hi" "$mibs"
   secs[$1]=$m
 }
 {
@@ -134,8 +142,8 @@ row() { # name label
   echo "Client caches on tmpfs; \`phase fetch\` times include its TUF refresh. \`make bench\` rewrites this section."
   echo "Load average when the runs ended: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared; figures move with it)."
   echo
-  echo "| case | what | seconds | MiB/s |"
-  echo "|---|---|---|---|"
+  echo "| case | what | seconds (median) | fastest-slowest | MiB/s |"
+  echo "|---|---|---|---|---|"
   row a "nginx -> curl > /dev/null"
   row b "nginx -> curl \\| sha256sum"
   row c "phase serve -> phase fetch (CAS)"
