@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench-fetch.sh PHASE BUILD DOC: the data-plane benchmark, on loopback,
-# for one 1 GiB object (size: BENCH_FETCH_MIB, runs: BENCH_RUNS):
+# for one 1 GiB object (size: BENCH_FETCH_MIB; runs: BENCH_RUNS, 5 by default, since
+# on a shared machine the runs spread and the table shows by how much):
 #   (a) nginx -> curl > /dev/null            the anchor: a plain download
 #   (b) nginx -> curl | sha256sum            download + a hash tool
 #   (c) phase serve -> phase fetch           verified fetch into a CAS
@@ -15,7 +16,7 @@
 set -euo pipefail
 phase=$(realpath "$1"); build=$(realpath -m "$2"); doc=$3
 mib=${BENCH_FETCH_MIB:-1024}
-runs=${BENCH_RUNS:-3}
+runs=${BENCH_RUNS:-5}
 work=$build/bench-fetch
 shm=$(mktemp -d /dev/shm/phase-bench.XXXXXX)
 pids=()
@@ -101,27 +102,38 @@ fetch_into() { # cache peers...
 }
 # CPU seconds (user + sys) a process has used so far.
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$1/stat"; }
-# Each case removes its own last output just before its clock starts
-# (freeing 1 GiB of tmpfs takes about 0.07 s), so every case writes into
-# memory freed a moment ago. Where that memory comes from matters in a VM
-# whose balloon reports free memory to the host: `dd` of 1 GiB into tmpfs
-# took 0.54-0.61 s right after a free and 0.66-0.73 s 12 s later.
+# Memory first: in a VM whose balloon hands free memory back to the host,
+# the first write into such memory costs a host fault per page. Here
+# `curl -o FILE` of the object took 0.71-0.79 s into memory freed a moment
+# before and 3.2-4.0 s after 3 GiB of other files had been written, almost
+# all of it system time. So before each writing case a 1 GiB file of zeros
+# is written to tmpfs and removed (outside the clock), and the case writes
+# into the pages just freed; each case's output is removed after it.
+fresh_memory() {
+  dd if=/dev/zero of="$shm/warm" bs=4M count=$(((mib + 64) / 4)) status=none
+  rm -f "$shm/warm"
+}
 for run in $(seq "$runs"); do
   timed a /usr/bin/time -f '%U %S' -a -o "$shm/cpu.a" curl -sf -o /dev/null "$nurl$rel"
   timed b bash -c "curl -sf '$nurl$rel' | sha256sum >/dev/null"
+  fresh_memory
   s0=$(cpu_of "$serve1")
-  rm -rf "$shm/c"
   timed c fetch_into "$shm/c" "${purls[0]}"
   echo "$(cpu_of "$serve1") - $s0" | bc -l >>"$shm/serve.cpu"
-  rm -rf "$shm/d"
+  rm -rf "$shm/c"
+  fresh_memory
   timed d fetch_into "$shm/d" "$nurl"
-  rm -rf "$shm/e"
+  rm -rf "$shm/d"
+  fresh_memory
   timed e fetch_into "$shm/e" "${purls[@]}"
-  rm -f "$shm/f.obj"
+  rm -rf "$shm/e"
+  fresh_memory
   timed f curl -sf -o "$shm/f.obj" "$nurl$rel"
-  rm -f "$shm/f.obj" "$shm/g.obj"
+  rm -f "$shm/f.obj"
+  fresh_memory
   timed g aria2c --quiet=true -x3 -s3 -k1M --file-allocation=none --allow-overwrite=true \
     --checksum=sha-256="$obj_sha" -d "$shm" -o g.obj "${nurls[0]}$rel" "${nurls[1]}$rel" "${nurls[2]}$rel"
+  rm -f "$shm/g.obj"
 done
 rm -rf "$shm/c" "$shm/d" "$shm/e" "$shm/f.obj" "$shm/g.obj"
 hash_line=$(cd "$(dirname "$0")/.." && ${CARGO:-cargo} run -q --release -p fetcher --example hash_speed 2>/dev/null || echo "sha256 speed: not measured")
