@@ -168,6 +168,7 @@ where
                 let mut r = Response::new(Reply::Bytes(Bytes::from_static(msg.as_bytes())));
                 *r.status_mut() = code;
                 write_answer(&mut stream, r, false, false, limits, moved).await?;
+                close(stream, moved).await;
                 return Ok(());
             }
         };
@@ -176,10 +177,40 @@ where
         let answer = handle(head).await;
         write_answer(&mut stream, answer, is_head, keep_alive, limits, moved).await?;
         if !keep_alive {
-            let _ = stream.shutdown().await;
+            close(stream, moved).await;
             return Ok(());
         }
     }
+}
+
+/// Most bytes read and dropped after the answer on a closing connection.
+const LINGER_BYTES: usize = 256 * 1024;
+/// Longest wait for the client to close after the answer.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Ends a connection after its last answer: FIN first, then whatever the
+/// client still sends (a body, pipelined requests) is read and dropped,
+/// within [`LINGER_BYTES`] and [`LINGER_TIME`]. Closing a socket with
+/// unread bytes makes the kernel send a reset, which can destroy the
+/// answer before the client has read it.
+async fn close(mut stream: TcpStream, moved: &AtomicU64) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 16 * 1024];
+        let mut total = 0usize;
+        while total < LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    total += n;
+                    moved.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 enum ReadError {
@@ -323,8 +354,60 @@ async fn send_file(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if sendfile_unsupported(&e) => {
+                return copy_file(stream, file, pos, end, per_call, moved).await;
+            }
             Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// `sendfile` cannot read this file (its file system has no splice read).
+fn sendfile_unsupported(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    e.raw_os_error().is_some_and(|c| {
+        [Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP]
+            .iter()
+            .any(|x| x.raw_os_error() == c)
+    })
+}
+
+/// Sends `[pos, end)` of `file` through a buffer: for files `sendfile`
+/// cannot read. Each block is read on the calling thread, as `sendfile`
+/// would read it.
+async fn copy_file(
+    stream: &TcpStream,
+    file: &File,
+    mut pos: u64,
+    end: u64,
+    block: usize,
+    moved: &AtomicU64,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; block.clamp(4096, 256 * 1024)];
+    while pos < end {
+        let want = usize::try_from(end - pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended before the bytes its answer promised",
+            ));
+        }
+        let mut sent = 0;
+        while sent < n {
+            stream.writable().await?;
+            match stream.try_write(&buf[sent..n]) {
+                Ok(k) => sent += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        moved.fetch_add(n as u64, Ordering::Relaxed);
+        pos += n as u64;
     }
     Ok(())
 }
@@ -353,6 +436,40 @@ mod tests {
         assert!(parsed("POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n").has_body);
         assert!(parsed("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").has_body);
         assert!(!parsed("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").has_body);
+    }
+
+    /// The copy path for files `sendfile` cannot read sends exactly the
+    /// range, block after block.
+    #[tokio::test]
+    async fn the_copy_fallback_sends_the_range() {
+        use std::io::Write as _;
+        let data: Vec<u8> = (0..600_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let (server, _) = listener.accept().await.unwrap();
+        let moved = AtomicU64::new(0);
+        copy_file(&server, &f, 1000, 500_001, 64 * 1024, &moved)
+            .await
+            .unwrap();
+        drop(server);
+        assert!(
+            reader.await.unwrap() == data[1000..500_001],
+            "copied bytes differ"
+        );
+        assert_eq!(moved.load(Ordering::Relaxed), 499_001);
+        let inval = io::Error::from(rustix::io::Errno::INVAL);
+        assert!(sendfile_unsupported(&inval));
+        assert!(!sendfile_unsupported(&io::Error::from(
+            rustix::io::Errno::PIPE
+        )));
     }
 
     #[test]

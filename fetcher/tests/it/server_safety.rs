@@ -306,6 +306,14 @@ fn keep_alive_pipelining_and_connection_rules() {
         "answered the body as a request"
     );
 
+    // A large body after the head: one answer, whole, and nothing in the
+    // body is taken for a request.
+    let mut req = b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n".to_vec();
+    req.resize(req.len() + 200_000, b'z');
+    let put = raw(a, &req);
+    assert_eq!(put.status, 405, "{}", put.head);
+    assert_eq!(put.body, b"method not allowed\n");
+
     for bad in [
         &b"GARBAGE\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
