@@ -78,18 +78,26 @@ if ((${#missing_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   # QEMU: a machine may carry the backported qemu-utils, which conflicts with
   # bookworm's qemu-system; take qemu from the same suite as qemu-utils.
+  # The backports suite comes through an apt configuration of our own (the
+  # machine's sources plus backports, lists in a cache directory), so the
+  # machine's apt sources stay as they are.
   if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
     codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-    src=/etc/apt/sources.list.d/${codename}-backports.sources
-    if ! grep -rqs "${codename}-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    aptdir=${XDG_CACHE_HOME:-$HOME/.cache}/phase-boot/apt-${codename}-backports
+    rm -rf "$aptdir/sources.list.d"
+    mkdir -p "$aptdir/sources.list.d" "$aptdir/lists/partial"
+    for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
+      [[ -f $f ]] && cp "$f" "$aptdir/sources.list.d/"
+    done
+    if ! grep -rqs "${codename}-backports" /etc/apt/sources.list "$aptdir/sources.list.d/"; then
       printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-        "$codename" >"$src"
+        "$codename" >"$aptdir/sources.list.d/phase-${codename}-backports.sources"
     fi
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends -t "${codename}-backports" qemu-system-x86 qemu-utils
-  else
-    apt-get update -q
+    apt_bpo=(apt-get -o "Dir::Etc::SourceParts=$aptdir/sources.list.d" -o "Dir::State::Lists=$aptdir/lists")
+    "${apt_bpo[@]}" update -q
+    "${apt_bpo[@]}" install -y -q --no-install-recommends -t "${codename}-backports" qemu-system-x86 qemu-utils
   fi
+  apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing_apt[@]}"
 fi
 
