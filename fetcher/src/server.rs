@@ -467,12 +467,7 @@ async fn handle_connection(
     moved: Arc<AtomicU64>,
     kill: Arc<Notify>,
 ) {
-    let limits = http1::Limits {
-        header_timeout: config.header_timeout,
-        max_header_bytes: config.max_header_bytes,
-        sendfile_max: config.block_size.max(64 * 1024),
-    };
-    let conn = http1::serve(stream, &limits, &moved, |req| route(&state, req));
+    let conn = http1::serve(stream, &config, &moved, |req| route(&state, req));
     let watchdog = async {
         let mut last = 0u64;
         loop {

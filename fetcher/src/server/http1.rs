@@ -23,6 +23,8 @@ use hyper::{Method, Response, StatusCode, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
+use super::ServerConfig;
+
 /// The body of an answer.
 pub(super) enum Reply {
     /// No body (`Content-Length` is whatever the handler set, or 0).
@@ -52,15 +54,6 @@ pub(super) struct RequestHead {
     keep_alive: bool,
     /// `Content-Length` other than 0, or a `Transfer-Encoding`.
     has_body: bool,
-}
-
-/// The limits of one connection (from `ServerConfig`).
-pub(super) struct Limits {
-    pub header_timeout: Duration,
-    pub max_header_bytes: usize,
-    /// Most bytes one `sendfile` call moves: bounds how long one call can
-    /// hold a runtime thread waiting for a disk.
-    pub sendfile_max: usize,
 }
 
 /// Most header lines in a request (hyper's limit is 100; ours asks 4).
@@ -136,7 +129,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
 /// added to `moved` (the server's progress rule).
 pub(super) async fn serve<F, Fut>(
     mut stream: TcpStream,
-    limits: &Limits,
+    config: &ServerConfig,
     moved: &AtomicU64,
     mut handle: F,
 ) -> io::Result<()>
@@ -144,11 +137,14 @@ where
     F: FnMut(RequestHead) -> Fut,
     Fut: std::future::Future<Output = Response<Reply>>,
 {
-    let max = limits.max_header_bytes.max(1024);
+    let max = config.max_header_bytes.max(1024);
+    // Most bytes one `sendfile` call sends: bounds how long one call can
+    // hold a runtime thread waiting for a disk.
+    let per_call = config.block_size.max(64 * 1024);
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     loop {
         let head = match tokio::time::timeout(
-            limits.header_timeout,
+            config.header_timeout,
             read_head(&mut stream, &mut buf, max, moved),
         )
         .await
@@ -167,7 +163,7 @@ where
                 };
                 let mut r = Response::new(Reply::Bytes(Bytes::from_static(msg.as_bytes())));
                 *r.status_mut() = code;
-                write_answer(&mut stream, r, false, false, limits, moved).await?;
+                write_answer(&mut stream, r, false, false, per_call, moved).await?;
                 close(stream, moved).await;
                 return Ok(());
             }
@@ -175,7 +171,7 @@ where
         let is_head = head.method == Method::HEAD;
         let keep_alive = head.keep_alive && !head.has_body;
         let answer = handle(head).await;
-        write_answer(&mut stream, answer, is_head, keep_alive, limits, moved).await?;
+        write_answer(&mut stream, answer, is_head, keep_alive, per_call, moved).await?;
         if !keep_alive {
             close(stream, moved).await;
             return Ok(());
@@ -261,7 +257,7 @@ async fn write_answer(
     answer: Response<Reply>,
     is_head: bool,
     keep_alive: bool,
-    limits: &Limits,
+    per_call: usize,
     moved: &AtomicU64,
 ) -> io::Result<()> {
     let (parts, body) = answer.into_parts();
@@ -309,7 +305,7 @@ async fn write_answer(
         }
         Reply::File { file, off, len } if send_body => {
             write_all(stream, &head, moved).await?;
-            send_file(stream, &file, off, len, limits.sendfile_max, moved).await
+            send_file(stream, &file, off, len, per_call, moved).await
         }
         _ => write_all(stream, &head, moved).await,
     }
@@ -325,7 +321,7 @@ async fn write_all(stream: &mut TcpStream, bytes: &[u8], moved: &AtomicU64) -> i
 /// socket between calls. A file that ends early is an error (the answer's
 /// `Content-Length` promised more), and the caller closes the connection.
 async fn send_file(
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     file: &File,
     off: u64,
     len: u64,
@@ -339,8 +335,9 @@ async fn send_file(
             .unwrap_or(usize::MAX)
             .min(per_call.max(1));
         stream.writable().await?;
-        let sent = stream.try_io(Interest::WRITABLE, || {
-            rustix::fs::sendfile(stream, file, Some(&mut pos), want).map_err(io::Error::from)
+        let sock = &*stream;
+        let sent = sock.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(sock, file, Some(&mut pos), want).map_err(io::Error::from)
         });
         match sent {
             Ok(0) => {
@@ -377,7 +374,7 @@ fn sendfile_unsupported(e: &io::Error) -> bool {
 /// cannot read. Each block is read on the calling thread, as `sendfile`
 /// would read it.
 async fn copy_file(
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     file: &File,
     mut pos: u64,
     end: u64,
@@ -397,16 +394,7 @@ async fn copy_file(
                 "the file ended before the bytes its answer promised",
             ));
         }
-        let mut sent = 0;
-        while sent < n {
-            stream.writable().await?;
-            match stream.try_write(&buf[sent..n]) {
-                Ok(k) => sent += k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        moved.fetch_add(n as u64, Ordering::Relaxed);
+        write_all(stream, &buf[..n], moved).await?;
         pos += n as u64;
     }
     Ok(())
@@ -454,9 +442,9 @@ mod tests {
             c.read_to_end(&mut got).await.unwrap();
             got
         });
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
         let moved = AtomicU64::new(0);
-        copy_file(&server, &f, 1000, 500_001, 64 * 1024, &moved)
+        copy_file(&mut server, &f, 1000, 500_001, 64 * 1024, &moved)
             .await
             .unwrap();
         drop(server);
