@@ -78,22 +78,25 @@ if ((${#missing_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   # QEMU: a machine may carry the backported qemu-utils, which conflicts with
   # bookworm's qemu-system; take qemu from the same suite as qemu-utils.
-  # The backports suite comes through an apt configuration of our own (the
-  # machine's sources plus backports, lists in a cache directory), so the
-  # machine's apt sources stay as they are.
+  # The backports suite comes through an apt configuration of our own, laid
+  # out as image::deb::AptConfig lays out the build's: its own source list
+  # (the machine's sources plus backports), package lists and cache, so the
+  # machine's apt sources and state stay as they are.
   if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
     codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
     aptdir=${XDG_CACHE_HOME:-$HOME/.cache}/phase-boot/apt-${codename}-backports
     rm -rf "$aptdir/sources.list.d"
-    mkdir -p "$aptdir/sources.list.d" "$aptdir/lists/partial"
+    mkdir -p "$aptdir/sources.list.d" "$aptdir/lists/partial" "$aptdir/cache/archives/partial"
+    if [[ -f /etc/apt/sources.list ]]; then cp /etc/apt/sources.list "$aptdir/sources.list"; else : >"$aptdir/sources.list"; fi
     for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list; do
       [[ -f $f ]] && cp "$f" "$aptdir/sources.list.d/"
     done
-    if ! grep -rqs "${codename}-backports" /etc/apt/sources.list "$aptdir/sources.list.d/"; then
+    if ! grep -rqs "${codename}-backports" "$aptdir/sources.list" "$aptdir/sources.list.d/"; then
       printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
         "$codename" >"$aptdir/sources.list.d/phase-${codename}-backports.sources"
     fi
-    apt_bpo=(apt-get -o "Dir::Etc::SourceParts=$aptdir/sources.list.d" -o "Dir::State::Lists=$aptdir/lists")
+    apt_bpo=(apt-get -o "Dir::Etc::SourceList=$aptdir/sources.list" -o "Dir::Etc::SourceParts=$aptdir/sources.list.d"
+      -o "Dir::State::Lists=$aptdir/lists" -o "Dir::Cache=$aptdir/cache")
     "${apt_bpo[@]}" update -q
     "${apt_bpo[@]}" install -y -q --no-install-recommends -t "${codename}-backports" qemu-system-x86 qemu-utils
   fi
