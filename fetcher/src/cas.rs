@@ -6,9 +6,12 @@
 //! `<cache>/cas/locks/<64 hex>`, which works between threads of one process
 //! (each lock holder opens its own file description) and between processes.
 //!
-//! A download in progress lives in `<hex>.partial` (pre-allocated, only ever
-//! written with chunks that matched their signed digest) with a sidecar
-//! `<hex>.partial.json` listing the verified chunk indices. The sidecar is a
+//! A download in progress lives in `<hex>.partial` (space reserved up front)
+//! with a sidecar `<hex>.partial.json` listing the verified chunk indices.
+//! A chunk's bytes may be written as they arrive, before they are verified
+//! ([`PartialObject::write_piece`]); only the sidecar's chunks are ever
+//! read, and a chunk is sealed (no more pieces) once a verified copy is
+//! being written. The sidecar is a
 //! claim that is re-checked (re-hashed) when a writer resumes after a crash,
 //! and a peer server serves a partial's chunks only while a writer holds the
 //! object lock, so bytes lost in a power cut are never re-shared.
@@ -67,6 +70,20 @@ pub enum CasError {
         actual: Sha256Digest,
         /// Length of what was there.
         actual_len: u64,
+    },
+    /// A piece of a chunk reaches past the chunk's end.
+    #[error(
+        "a piece of {len} bytes at offset {offset} does not fit chunk {chunk} of object {object}"
+    )]
+    PieceOutOfRange {
+        /// The object.
+        object: Sha256Digest,
+        /// The chunk.
+        chunk: usize,
+        /// The piece's offset in the chunk.
+        offset: u64,
+        /// The piece's length.
+        len: usize,
     },
     /// A partial object was finished before all its chunks were verified.
     #[error("object {0} is incomplete: {1} chunks still missing")]
@@ -193,6 +210,11 @@ pub struct PartialObject {
     final_path: PathBuf,
     file: File,
     verified: Mutex<Vec<bool>>,
+    /// Per chunk: whether its bytes are final (a verified copy is being,
+    /// or has been, written). Held across every write into the chunk, so
+    /// a piece written as it arrives and a verified copy's commit never
+    /// interleave, and no piece lands once a commit has begun.
+    sealed: Vec<Mutex<bool>>,
     resumed: usize,
     lock: Option<ObjectLock>,
 }
@@ -774,6 +796,7 @@ impl Cas {
             sidecar,
             final_path: self.object_path(&d),
             file,
+            sealed: verified.iter().map(|&v| Mutex::new(v)).collect(),
             verified: Mutex::new(verified),
             resumed,
             lock: Some(lock),
@@ -1049,7 +1072,9 @@ impl PartialObject {
     /// order; no copy into one buffer): each part is written at its offset
     /// and then handed to `after` while it is still in the CPU cache (the
     /// fetch engine feeds the whole-object hash from there). The chunk is
-    /// marked verified only after every part is written.
+    /// sealed before the first part is written (no piece from
+    /// [`PartialObject::write_piece`] lands after that) and marked verified
+    /// after the last.
     pub fn write_chunk_parts<B: AsRef<[u8]>>(
         &self,
         i: usize,
@@ -1057,16 +1082,10 @@ impl PartialObject {
         digest: &Sha256Digest,
         mut after: impl FnMut(&[u8]),
     ) -> Result<(), CasError> {
-        let (start, end) = self.spec.chunk_range(i);
         let len: u64 = parts.iter().map(|p| p.as_ref().len() as u64).sum();
-        if *digest != self.spec.chunks.sha256[i] || len != end - start {
-            return Err(CasError::Mismatch {
-                expected: self.spec.chunks.sha256[i],
-                expected_len: end - start,
-                actual: *digest,
-                actual_len: len,
-            });
-        }
+        let (start, _) = self.check_chunk(i, digest, len)?;
+        let mut sealed = self.seal(i);
+        *sealed = true;
         let mut at = start;
         for part in parts {
             let part = part.as_ref();
@@ -1076,6 +1095,77 @@ impl PartialObject {
             after(part);
             at += part.len() as u64;
         }
+        drop(sealed);
+        self.mark_verified(i)
+    }
+
+    /// Writes `piece` of chunk `i` at `offset` bytes into the chunk, as it
+    /// arrives and before the chunk is verified: the bytes count only once the
+    /// whole chunk matched its signed digest
+    /// ([`PartialObject::commit_written`]). `Ok(false)` (nothing
+    /// written) when the chunk is sealed: a verified copy is written, or
+    /// being written, from elsewhere. The caller must be the only one
+    /// writing pieces of this chunk.
+    pub fn write_piece(&self, i: usize, offset: u64, piece: &[u8]) -> Result<bool, CasError> {
+        let (start, end) = self.spec.chunk_range(i);
+        let at = start + offset;
+        if at + piece.len() as u64 > end {
+            return Err(CasError::PieceOutOfRange {
+                object: self.spec.sha256,
+                chunk: i,
+                offset,
+                len: piece.len(),
+            });
+        }
+        let sealed = self.seal(i);
+        if *sealed {
+            return Ok(false);
+        }
+        self.file
+            .write_all_at(piece, at)
+            .map_err(io_err(&self.path))?;
+        Ok(true)
+    }
+
+    /// Marks chunk `i` verified: every byte of it was written by
+    /// [`PartialObject::write_piece`] and hashed to `digest` on the way,
+    /// and the caller won the chunk's claim, so no other copy is written.
+    /// Refuses a digest that is not the signed one. The chunk is sealed
+    /// first: no piece lands after this.
+    pub fn commit_written(&self, i: usize, digest: &Sha256Digest) -> Result<(), CasError> {
+        let (start, end) = self.spec.chunk_range(i);
+        self.check_chunk(i, digest, end - start)?;
+        *self.seal(i) = true;
+        self.mark_verified(i)
+    }
+
+    /// Chunk `i`'s range, when `digest` and `len` are the signed ones.
+    fn check_chunk(
+        &self,
+        i: usize,
+        digest: &Sha256Digest,
+        len: u64,
+    ) -> Result<(u64, u64), CasError> {
+        let (start, end) = self.spec.chunk_range(i);
+        if *digest != self.spec.chunks.sha256[i] || len != end - start {
+            return Err(CasError::Mismatch {
+                expected: self.spec.chunks.sha256[i],
+                expected_len: end - start,
+                actual: *digest,
+                actual_len: len,
+            });
+        }
+        Ok((start, end))
+    }
+
+    /// Chunk `i`'s seal, locked.
+    fn seal(&self, i: usize) -> std::sync::MutexGuard<'_, bool> {
+        // A plain flag: a panic while holding the lock leaves it usable.
+        self.sealed[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records chunk `i` as verified, in memory and in the sidecar.
+    fn mark_verified(&self, i: usize) -> Result<(), CasError> {
         let mut v = self.verified();
         v[i] = true;
         self.write_sidecar_locked(&v)

@@ -1,8 +1,14 @@
 //! The engine's memory bound: chunk bytes in memory, counted in bytes and
 //! shared by every connection of every fetch of one [`super::Fetcher`].
 //!
+//! Most chunks never come here: a chunk's first request writes its bytes
+//! into the partial file as they arrive. A chunk is kept in memory when it
+//! must not be written before it is verified (an endgame duplicate, whose
+//! range another request is writing) or when the whole-object hash takes
+//! chunks in order (`verify_whole`).
+//!
 //! A connection takes a share of the budget ([`Grant`]) before it asks for
-//! a chunk, and the share stays with the chunk's bytes ([`ChunkBuf`])
+//! such a chunk, and the share stays with the chunk's bytes ([`ChunkBuf`])
 //! while they are in memory: while they arrive, while a slow request's
 //! bytes wait for the rest, while they are written, and while the
 //! whole-object hash holds them. A share is one chunk (the whole budget
@@ -21,7 +27,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Chunk bytes in memory, as a [`super::Fetcher`] counts them.
@@ -93,20 +98,38 @@ impl Budget {
     /// held while it waits: otherwise held chunks could keep it waiting
     /// for ever, and everyone queued behind it.
     pub(super) async fn reserve(self: &Arc<Self>, chunk: u64) -> Grant {
-        let n = u32::try_from(chunk.max(1))
-            .unwrap_or(u32::MAX)
-            .min(self.limit);
+        let n = self.share(chunk);
         let _big = (n > self.limit / 2).then(|| BigWaiter::new(self));
         let permit = Arc::clone(&self.sem)
             .acquire_many_owned(n)
             .await
             .unwrap_or_else(|_| unreachable!("the chunk budget's semaphore is never closed"));
+        self.grant(permit, chunk)
+    }
+
+    /// A share for one chunk of at most `chunk` bytes if that much is
+    /// free now (an endgame duplicate, which is worth starting only then).
+    pub(super) fn try_reserve(self: &Arc<Self>, chunk: u64) -> Option<Grant> {
+        let permit = Arc::clone(&self.sem)
+            .try_acquire_many_owned(self.share(chunk))
+            .ok()?;
+        Some(self.grant(permit, chunk))
+    }
+
+    fn grant(self: &Arc<Self>, permit: OwnedSemaphorePermit, chunk: u64) -> Grant {
         Grant {
             _permit: permit,
             budget: Arc::clone(self),
             bytes: 0,
             chunk,
         }
+    }
+
+    /// The permits a chunk of `chunk` bytes takes.
+    fn share(&self, chunk: u64) -> u32 {
+        u32::try_from(chunk.max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.limit)
     }
 
     fn pool(&self) -> MutexGuard<'_, Pool> {
@@ -270,12 +293,12 @@ impl ChunkBuf {
     }
 
     /// Takes the next piece of the chunk.
-    pub(super) fn push(&mut self, bytes: Bytes) {
+    pub(super) fn push(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
         self.grant.count(bytes.len() as u64);
-        self.data.extend_from_slice(&bytes);
+        self.data.extend_from_slice(bytes);
     }
 
     /// The chunk's bytes, as parts to write in order.
@@ -301,7 +324,7 @@ mod tests {
 
     async fn chunk(b: &Arc<Budget>, n: usize) -> ChunkBuf {
         let mut c = ChunkBuf::new(b.reserve(n as u64).await);
-        c.push(Bytes::from(vec![0u8; n]));
+        c.push(&vec![0u8; n]);
         c
     }
 
@@ -309,8 +332,8 @@ mod tests {
     async fn grants_count_bytes_until_dropped() {
         let b = Budget::new(10);
         let mut g = ChunkBuf::new(b.reserve(4).await);
-        g.push(Bytes::from_static(b"abc"));
-        g.push(Bytes::new());
+        g.push(b"abc");
+        g.push(b"");
         assert_eq!(g.len(), 3);
         assert_eq!(b.memory().live, 3);
         // A chunk larger than the budget waits for all of it.

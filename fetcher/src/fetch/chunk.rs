@@ -10,37 +10,71 @@ use reqwest::{Response, StatusCode, Url};
 use sha2::{Digest as _, Sha256};
 use verifier::error_chain;
 
+use crate::cas::{CasError, PartialObject};
 use crate::digest::Sha256Digest;
 
 use super::budget::{ChunkBuf, Grant};
 use super::sched::ChunkState;
 use super::shared::Shared;
 
-/// Bytes of a chunk received so far, in a buffer under the chunk's share
-/// of the memory budget, and their running hash. What an abandoned (slow)
-/// request got is kept in one, so the retry asks only for the rest.
+/// Where a chunk's bytes go as they arrive.
+pub(super) enum Store {
+    /// Straight into the partial file at their offset: the chunk's first
+    /// request, its only writer while it is in flight. Nothing is kept in
+    /// memory, and the bytes count only once the chunk matched its signed
+    /// digest (see [`crate::cas::PartialObject::write_piece`]).
+    Direct,
+    /// Into a buffer under the chunk's share of the memory budget, written
+    /// once verified: an endgame duplicate (a second request for a range
+    /// another request writes), or every chunk when the whole-object hash
+    /// takes them in order.
+    Buffer(ChunkBuf),
+}
+
+/// Bytes of a chunk received so far, where they went, and their running
+/// hash. What an abandoned (slow) request got is kept in one, so the retry
+/// asks only for the rest.
 pub(super) struct Prefix {
-    buf: ChunkBuf,
+    store: Store,
     pub(super) len: usize,
     hasher: Sha256,
 }
 
 impl Prefix {
-    /// Nothing yet, under `grant`.
-    pub(super) fn new(grant: Grant) -> Self {
+    /// Nothing yet; the bytes go into the partial file.
+    pub(super) fn direct() -> Self {
+        Self::new(Store::Direct)
+    }
+
+    /// Nothing yet; the bytes go into a buffer under `grant`.
+    pub(super) fn buffered(grant: Grant) -> Self {
+        Self::new(Store::Buffer(ChunkBuf::new(grant)))
+    }
+
+    fn new(store: Store) -> Self {
         Self {
-            buf: ChunkBuf::new(grant),
+            store,
             len: 0,
             hasher: Sha256::new(),
         }
     }
 
-    /// Takes the next piece of the body: hashed at once and copied into
-    /// the chunk's buffer while it is in the CPU cache.
-    fn push(&mut self, bytes: Bytes) {
+    /// Takes the next piece of chunk `i`: hashed at once, then written
+    /// (or copied into the chunk's buffer) while it is in the CPU cache.
+    /// `Ok(false)` when a verified copy of the chunk is being written
+    /// from elsewhere (nothing written).
+    fn push(&mut self, partial: &PartialObject, i: usize, bytes: Bytes) -> Result<bool, CasError> {
         self.hasher.update(&bytes);
+        match &mut self.store {
+            Store::Direct => {
+                if !partial.write_piece(i, self.len as u64, &bytes)? {
+                    return Ok(false);
+                }
+            }
+            Store::Buffer(buf) => buf.push(&bytes),
+        }
         self.len += bytes.len();
-        self.buf.push(bytes);
+        Ok(true)
     }
 }
 
@@ -57,6 +91,8 @@ pub(super) enum ChunkError {
     Protocol(String),
     /// The chunk was completed by another peer meanwhile.
     Cancelled,
+    /// Writing into the partial file failed: the fetch cannot go on.
+    Write(CasError),
 }
 
 fn chunk_done(sh: &Shared, i: usize) -> bool {
@@ -72,7 +108,7 @@ pub(super) async fn fetch_chunk(
     i: usize,
     floor: u64,
     prefix: Prefix,
-) -> Result<(ChunkBuf, Sha256Digest), ChunkError> {
+) -> Result<(Store, Sha256Digest), ChunkError> {
     let (chunk_start, end) = sh.spec.chunk_range(i);
     let got = prefix;
     let kept = got.len;
@@ -86,6 +122,7 @@ pub(super) async fn fetch_chunk(
         kept,
         floor,
         t0: Instant::now(),
+        own_work: Duration::ZERO,
     };
     let mut resp = request_range(sh, url, start, end).await?;
     check_answer(&resp, start, end, sh.spec.length)?;
@@ -162,14 +199,15 @@ struct Body<'a> {
     floor: u64,
     /// When the request was sent.
     t0: Instant,
+    /// Time this side spent on the pieces (hashing them, writing them
+    /// into the partial file): a slow disk is not the peer's fault, so it
+    /// does not count against the peer's rate.
+    own_work: Duration,
 }
 
 impl Body<'_> {
     /// Reads the body to its end: the chunk's pieces and their digest.
-    async fn receive(
-        mut self,
-        resp: &mut Response,
-    ) -> Result<(ChunkBuf, Sha256Digest), ChunkError> {
+    async fn receive(mut self, resp: &mut Response) -> Result<(Store, Sha256Digest), ChunkError> {
         loop {
             let wait = self.wait();
             let next = tokio::select! {
@@ -205,7 +243,7 @@ impl Body<'_> {
                 "body ended after {got} of {want} bytes"
             )));
         }
-        Ok((self.got.buf, self.got.hasher.finalize().into()))
+        Ok((self.got.store, self.got.hasher.finalize().into()))
     }
 
     /// How long the next piece may take: until the throughput rule fails at
@@ -215,7 +253,7 @@ impl Body<'_> {
         let got_now = (self.got.len - self.kept) as f64;
         let need_by = opts.throughput_grace + Duration::from_secs_f64(got_now / self.min_rate());
         need_by
-            .saturating_sub(self.t0.elapsed())
+            .saturating_sub(self.peer_time())
             .max(Duration::from_millis(50))
             .min(opts.read_timeout)
     }
@@ -224,7 +262,7 @@ impl Body<'_> {
     /// period, or silent for `read_timeout`, ends the request.
     fn silent(&mut self, wait: Duration) -> Result<(), Halt> {
         let opts = &self.sh.opts;
-        let el = self.t0.elapsed();
+        let el = self.peer_time();
         if el >= opts.throughput_grace {
             let rate = self.rate(el);
             if rate < self.min_rate() {
@@ -252,9 +290,16 @@ impl Body<'_> {
             ))));
         }
         let n = bytes.len() as u64;
-        self.got.push(bytes);
+        let t = Instant::now();
+        let pushed = self.got.push(&self.sh.partial, self.chunk, bytes);
+        self.own_work += t.elapsed();
+        match pushed {
+            Ok(true) => {}
+            Ok(false) => return Err(Halt::Fail(ChunkError::Cancelled)),
+            Err(e) => return Err(Halt::Fail(ChunkError::Write(e))),
+        }
         self.sh.flow_bytes.fetch_add(n, Ordering::Relaxed);
-        let el = self.t0.elapsed();
+        let el = self.peer_time();
         let rate = self.rate(el);
         if el >= self.sh.opts.throughput_grace && rate < self.min_rate() && self.got.len < want {
             return Err(Halt::Slow(rate));
@@ -263,6 +308,12 @@ impl Body<'_> {
             return Err(Halt::Fail(ChunkError::Cancelled));
         }
         Ok(())
+    }
+
+    /// How long this request has been waiting on the peer: since it was
+    /// sent, less this side's own work on the pieces.
+    fn peer_time(&self) -> Duration {
+        self.t0.elapsed().saturating_sub(self.own_work)
     }
 
     /// The floor in bytes/s (never 0).

@@ -129,9 +129,12 @@ pub struct FetchOptions {
     /// that no signature binds to the digest.
     pub verify_whole: bool,
     /// Bytes of chunks the fetcher keeps in memory at once, over all its
-    /// connections and fetches: being received, waiting to be written,
-    /// held for the whole-object hash. A connection waits for room before
-    /// it asks for a chunk; a chunk larger than this is let in alone.
+    /// connections and fetches. A chunk's first request writes it into
+    /// the partial file as it arrives; only endgame duplicates (started
+    /// only when there is room) and, with `verify_whole`, every chunk
+    /// (a connection waits for room before it asks for one) are received
+    /// into memory, written once verified and held for the whole-object
+    /// hash. A chunk larger than this is let in alone.
     pub chunk_memory: u64,
 }
 

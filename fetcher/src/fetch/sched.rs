@@ -14,6 +14,9 @@ use super::{PeerReport, Source};
 pub(super) enum ChunkState {
     Missing,
     /// Asked for from these peers (two at most: the endgame duplicates).
+    /// A peer stays listed until its request is over, and only a request
+    /// that finds the chunk `Missing` is a first one (it writes the bytes
+    /// into the partial file as they arrive), so a chunk never has two.
     InFlight(Vec<usize>),
     /// Verified (and claimed by the peer that sent it).
     Done,
@@ -111,8 +114,10 @@ pub(super) struct Sched {
 
 /// What a connection is to do next.
 pub(super) enum Pick {
-    /// Fetch this chunk.
-    Chunk(usize),
+    /// Fetch chunk `i`: its first request (`first`: the only one that
+    /// writes into the chunk's range as the bytes arrive), or an endgame
+    /// duplicate of a request still in flight.
+    Chunk { i: usize, first: bool },
     /// Nothing for it now; look again after a change.
     Wait,
     /// The fetch is over for it.
@@ -170,7 +175,7 @@ impl Sched {
         }
         if let Some(i) = self.unassigned(p, swarm) {
             self.chunks[i] = ChunkState::InFlight(vec![p]);
-            return Pick::Chunk(i);
+            return Pick::Chunk { i, first: true };
         }
         // Endgame: help with a chunk another peer is still on (in a swarm
         // only once nothing is left unassigned, so idle seeds do not
@@ -182,7 +187,7 @@ impl Sched {
             if let ChunkState::InFlight(v) = &mut self.chunks[i] {
                 v.push(p);
             }
-            return Pick::Chunk(i);
+            return Pick::Chunk { i, first: false };
         }
         Pick::Wait
     }

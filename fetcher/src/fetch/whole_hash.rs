@@ -160,7 +160,7 @@ mod tests {
         let len = parts.iter().map(|p| p.len() as u64).sum();
         let mut b = ChunkBuf::new(budget.reserve(len).await);
         for p in parts {
-            b.push(p);
+            b.push(&p);
         }
         b
     }

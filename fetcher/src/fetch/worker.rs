@@ -9,8 +9,7 @@ use std::time::Duration;
 use crate::cas::CasError;
 use crate::digest::Sha256Digest;
 
-use super::budget::ChunkBuf;
-use super::chunk::{fetch_chunk, ChunkError, Prefix};
+use super::chunk::{fetch_chunk, ChunkError, Prefix, Store};
 use super::sched::{ChunkState, Pick};
 use super::shared::Shared;
 use super::FetchOptions;
@@ -55,6 +54,12 @@ async fn finish_commit(sh: &Shared, commit: Option<Commit>) -> bool {
         }),
     };
     let Err(e) = r else { return true };
+    fail(sh, e);
+    false
+}
+
+/// Ends the fetch with `e` (the first such error is the fetch's error).
+fn fail(sh: &Shared, e: CasError) {
     let mut s = sh.sched();
     if s.fatal.is_none() {
         s.fatal = Some(e);
@@ -62,7 +67,6 @@ async fn finish_commit(sh: &Shared, commit: Option<Commit>) -> bool {
     drop(s);
     sh.stop.store(true, Ordering::Relaxed);
     sh.changed.notify_waiters();
-    false
 }
 
 /// One connection and what it carries from one request to the next.
@@ -141,20 +145,40 @@ impl Conn {
         if let Some((i, prefix)) = self.resume.take() {
             return Next::Fetch(i, prefix);
         }
-        // The budget first, then the chunk: a chunk is assigned only to a
-        // connection that can receive it now.
-        let grant = sh.budget.reserve(sh.spec.chunks.size).await;
-        match sh.pick(p, self.k) {
-            Pick::Stop => Next::Stop,
-            Pick::Wait => {
-                drop(grant);
-                if self.wait_for_work().await {
-                    Next::Again
-                } else {
-                    Next::Stop
+        let size = sh.spec.chunks.size;
+        if sh.whole.is_some() {
+            // Every chunk is buffered for the whole-object hash. The budget
+            // first, then the chunk: a chunk is assigned only to a
+            // connection that can receive it now.
+            let grant = sh.budget.reserve(size).await;
+            return match sh.pick(p, self.k) {
+                Pick::Chunk { i, .. } => Next::Fetch(i, Prefix::buffered(grant)),
+                other => {
+                    drop(grant);
+                    self.idle(other).await
                 }
-            }
-            Pick::Chunk(i) => Next::Fetch(i, Prefix::new(grant)),
+            };
+        }
+        match sh.pick(p, self.k) {
+            Pick::Chunk { i, first: true } => Next::Fetch(i, Prefix::direct()),
+            // An endgame duplicate writes only once verified, so it needs
+            // memory for the chunk: it starts only when that is free now.
+            Pick::Chunk { i, first: false } => match sh.budget.try_reserve(size) {
+                Some(grant) => Next::Fetch(i, Prefix::buffered(grant)),
+                None => {
+                    sh.sched().release(p, i);
+                    self.idle(Pick::Wait).await
+                }
+            },
+            other => self.idle(other).await,
+        }
+    }
+
+    /// No chunk for this connection now (`Wait`) or ever (`Stop`).
+    async fn idle(&self, pick: Pick) -> Next {
+        match pick {
+            Pick::Wait if self.wait_for_work().await => Next::Again,
+            _ => Next::Stop,
         }
     }
 
@@ -195,11 +219,11 @@ impl Conn {
         &mut self,
         i: usize,
         level_used: u32,
-        outcome: Result<(ChunkBuf, Sha256Digest), ChunkError>,
+        outcome: Result<(Store, Sha256Digest), ChunkError>,
     ) -> ControlFlow<()> {
         let (sh, p) = (&self.sh, self.p);
         match outcome {
-            Ok((buf, digest)) => self.arrived(i, buf, digest).await,
+            Ok((store, digest)) => self.arrived(i, store, digest).await,
             Err(ChunkError::Cancelled) => {
                 sh.sched().release(p, i);
                 ControlFlow::Continue(())
@@ -223,12 +247,17 @@ impl Conn {
                 ControlFlow::Break(())
             }
             Err(ChunkError::Transient(why)) => self.transient(i, why).await,
+            Err(ChunkError::Write(e)) => {
+                sh.sched().release(p, i);
+                fail(sh, e);
+                ControlFlow::Break(())
+            }
         }
     }
 
     /// Chunk `i` arrived whole: checked against its signed digest (a bad
     /// chunk drops the peer), then claimed and committed.
-    async fn arrived(&mut self, i: usize, buf: ChunkBuf, digest: Sha256Digest) -> ControlFlow<()> {
+    async fn arrived(&mut self, i: usize, store: Store, digest: Sha256Digest) -> ControlFlow<()> {
         let p = self.p;
         if digest != self.sh.spec.chunks.sha256[i] {
             let why = format!("sent a bad chunk {i} (SHA-256 {digest})");
@@ -237,20 +266,24 @@ impl Conn {
         }
         // The first verified copy of a chunk is claimed here (so a
         // duplicate request in the endgame is cancelled at once)
-        // and then written while this connection goes on; the
-        // write failing is fatal.
+        // and then committed while this connection goes on; the
+        // commit failing is fatal.
         if self.sh.claim(p, i) {
             if !finish_commit(&self.sh, self.commit.take()).await {
                 return ControlFlow::Break(());
             }
             let partial = Arc::clone(&self.sh.partial);
             let whole = self.sh.whole.clone();
-            // The chunk's bytes (and its share of the budget) go with the
-            // commit and are dropped when it is written (or held for the
-            // whole-object hash).
-            self.commit = Some(tokio::task::spawn_blocking(move || match whole {
-                Some(w) => w.commit(&partial, i, buf, &digest),
-                None => partial.write_chunk_parts(i, buf.parts(), &digest, |_| {}),
+            // A buffered chunk's bytes (and its share of the budget) go
+            // with the commit and are dropped when it is written (or held
+            // for the whole-object hash); a chunk written as it arrived is
+            // only marked verified.
+            self.commit = Some(tokio::task::spawn_blocking(move || match (store, whole) {
+                (Store::Direct, _) => partial.commit_written(i, &digest),
+                (Store::Buffer(buf), Some(w)) => w.commit(&partial, i, buf, &digest),
+                (Store::Buffer(buf), None) => {
+                    partial.write_chunk_parts(i, buf.parts(), &digest, |_| {})
+                }
             }));
         }
         self.slow_strikes = 0;

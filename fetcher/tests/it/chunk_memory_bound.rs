@@ -1,8 +1,9 @@
 //! The chunk bytes a fetcher keeps in memory stay within its budget
 //! (`FetchOptions::chunk_memory`) however many peers and connections it
 //! runs: three peer servers on loopback with three connections each (nine
-//! connections, room for four chunks), with and without the whole-object
-//! hash holding chunks; a budget smaller than one chunk still completes
+//! connections, room for four chunks), with the whole-object hash holding
+//! chunks and without it (then only endgame duplicates are in memory: a
+//! chunk's first request writes it in place); a budget smaller than one chunk still completes
 //! (one chunk at a time); and two fetches sharing one budget, one of them
 //! holding chunks for its whole-object hash and the other wanting more
 //! than half the budget per chunk, both complete within the bound. (That
@@ -61,7 +62,9 @@ async fn nine_connections_stay_within_four_chunks() {
             "verify_whole={verify_whole}: {} bytes of chunks in memory, budget {budget}",
             mem.peak
         );
-        assert!(mem.peak >= CHUNK, "chunks were counted: {mem:?}");
+        if verify_whole {
+            assert!(mem.peak >= CHUNK, "chunks were counted: {mem:?}");
+        }
         assert_eq!(mem.live, 0, "every chunk buffer was given back: {mem:?}");
     }
 }

@@ -10,6 +10,7 @@ mod chunk_memory_bound;
 #[path = "../common/mod.rs"]
 mod common;
 mod connection_reset;
+mod direct_writes;
 mod disk_full;
 mod duplicate_sources;
 mod garbage_metadata_peer_first;
