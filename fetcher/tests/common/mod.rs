@@ -318,6 +318,56 @@ where
     addr
 }
 
+/// A hand-written peer on 127.0.0.1 that answers every `Range: bytes=a-b`
+/// request for an object of `length` bytes with a well-formed 206 head
+/// and hands the socket and the range to `body`, which writes what it
+/// likes; any other request gets a 404. At most 16 connections, one
+/// answer each.
+pub async fn range_peer<F, Fut>(length: u64, body: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream, u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let body = std::sync::Arc::new(body);
+    tokio::spawn(async move {
+        for _ in 0..16 {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let body = std::sync::Arc::clone(&body);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                let Some((a, b)) = req
+                    .lines()
+                    .find_map(|l| l.strip_prefix("range: bytes="))
+                    .and_then(|r| r.trim().split_once('-'))
+                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+                else {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                    return;
+                };
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{length}\r\n\r\n",
+                    b - a + 1
+                );
+                if s.write_all(head.as_bytes()).await.is_ok() {
+                    body(s, a, b).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// Peak resident memory of this process so far (VmHWM), in bytes.
 pub fn peak_rss() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");

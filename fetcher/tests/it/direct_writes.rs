@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use fetcher::{Cas, Fetcher, Sha256Digest};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// The partial file's API directly: pieces land only while the chunk is
 /// not sealed, a commit of written pieces needs the signed digest, and a
@@ -58,58 +58,29 @@ fn a_sealed_chunk_takes_no_more_pieces() {
     assert_eq!(std::fs::read(path).unwrap(), data);
 }
 
-/// A liar on 127.0.0.1 that answers every range request with a
-/// well-formed 206 head and junk: the first 256 KiB at once, then 64 KiB
-/// every 50 ms (1.25 MiB/s, above the tests' 256 KiB/s floor, and far
-/// slower than the honest peer). Other requests get a 404. Bounded: 16
-/// connections, one answer each. `sent` counts the junk written.
+/// A liar that answers every range request with a well-formed 206 head
+/// and junk: the first 256 KiB at once, then 64 KiB every 50 ms
+/// (1.25 MiB/s, above the tests' 256 KiB/s floor, and far slower than the
+/// honest peer). `sent` counts the junk written.
 async fn liar(length: u64, sent: Arc<AtomicU64>) -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        for _ in 0..16 {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let sent = Arc::clone(&sent);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-                let Some((a, b)) = req
-                    .lines()
-                    .find_map(|l| l.strip_prefix("range: bytes="))
-                    .and_then(|r| r.trim().split_once('-'))
-                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-                else {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-                        .await;
-                    return;
-                };
-                let head = format!(
-                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{length}\r\n\r\n",
-                    b - a + 1
-                );
-                if s.write_all(head.as_bytes()).await.is_err() {
+    range_peer(length, move |mut s, a, b| {
+        let sent = Arc::clone(&sent);
+        async move {
+            let mut left = (b - a + 1) as usize;
+            let mut piece = 256 << 10;
+            while left > 0 {
+                let n = piece.min(left);
+                if s.write_all(&vec![0xAA; n]).await.is_err() {
                     return;
                 }
-                let mut left = (b - a + 1) as usize;
-                let mut piece = 256 << 10;
-                while left > 0 {
-                    let n = piece.min(left);
-                    if s.write_all(&vec![0xAA; n]).await.is_err() {
-                        return;
-                    }
-                    sent.fetch_add(n as u64, Ordering::Relaxed);
-                    left -= n;
-                    piece = 64 << 10;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            });
+                sent.fetch_add(n as u64, Ordering::Relaxed);
+                left -= n;
+                piece = 64 << 10;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// The liar is listed first, so it is the first request on some chunks:

@@ -77,44 +77,16 @@ async fn trickling_peer_is_dropped_and_honest_peer_finishes() {
 async fn trickling_range_peer_alone_fails_within_bounds() {
     // This one speaks proper 206 answers, so only the throughput rule can
     // catch it.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let (_, spec) = object(2 << 20, 1 << 20, 4);
-    let len = spec.length;
-    tokio::spawn(async move {
-        for _ in 0..16 {
-            let Ok((mut s, _)) = l.accept().await else {
+    let addr = range_peer(spec.length, |mut s, _, _| async move {
+        for _ in 0..60 {
+            if s.write_all(b"x").await.is_err() {
                 return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let range = req
-                    .lines()
-                    .find_map(|l| {
-                        l.strip_prefix("range: bytes=")
-                            .or_else(|| l.strip_prefix("Range: bytes="))
-                    })
-                    .unwrap_or("0-0")
-                    .trim()
-                    .to_string();
-                let (a, b) = range.split_once('-').unwrap();
-                let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
-                let head = format!(
-                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{len}\r\n\r\n",
-                    b - a + 1
-                );
-                let _ = s.write_all(head.as_bytes()).await;
-                for _ in 0..60 {
-                    if s.write_all(b"x").await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-            });
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-    });
+    })
+    .await;
     let tmp = tempfile::tempdir().unwrap();
     let cas = Cas::open(tmp.path().join("client")).unwrap();
     let f = Fetcher::new(cas.clone(), quick_options()).unwrap();
