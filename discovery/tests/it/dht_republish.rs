@@ -45,7 +45,25 @@ async fn provider_record_is_republished_then_expires_after_stop() {
     let digest = [0x42; 32];
     seed.provide(digest).await.unwrap();
     let seed_id = seed.peer_id().to_string();
-    assert_eq!(providers(&finder, digest).await, vec![seed_id.clone()]);
+    // `provide` returns once ADD_PROVIDER has gone out to the closest
+    // nodes; it is a one-way message, so a store may take it a moment
+    // later (and the finder may learn of the seed a moment later too).
+    // The first lookup therefore looks again, for at most 5 s.
+    let start = Instant::now();
+    loop {
+        let found = providers(&finder, digest).await;
+        if !found.is_empty() {
+            assert_eq!(found, vec![seed_id.clone()]);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "record not found {:?} after provide",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The record is now stored; from here on a single lookup must find it.
 
     // Past the TTL, alive only because it is re-published.
     tokio::time::sleep(Duration::from_secs(3)).await;
