@@ -270,9 +270,64 @@ pub fn repo_peer(root: &Path, repo: &Path) -> Peer {
 }
 
 /// A hand-written hostile HTTP peer on 127.0.0.1: each connection reads one
-/// request head and hands the socket to `answer`. At most `max_conns`
-/// connections (bounded), each on its own task.
+/// request head and hands the socket and the request line to `answer`. At
+/// most `max_conns` connections (bounded), each on its own task.
 pub async fn hostile_peer<F, Fut>(max_conns: usize, answer: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    serve_heads(max_conns, move |s, head| {
+        let line = head.lines().next().unwrap_or("").to_string();
+        answer(s, line)
+    })
+    .await
+}
+
+/// A hand-written peer on 127.0.0.1 that answers every `Range: bytes=a-b`
+/// request for an object of `length` bytes with a well-formed 206 head
+/// and hands the socket and the range to `body`, which writes what it
+/// likes; any other request gets a 404. At most 16 connections, one
+/// answer each.
+pub async fn range_peer<F, Fut>(length: u64, body: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream, u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let body = std::sync::Arc::new(body);
+    serve_heads(16, move |mut s, head| {
+        use tokio::io::AsyncWriteExt;
+        let body = std::sync::Arc::clone(&body);
+        async move {
+            let range = head
+                .to_lowercase()
+                .lines()
+                .find_map(|l| l.strip_prefix("range: bytes=").map(str::to_string));
+            let Some((a, b)) = range.as_deref().and_then(|r| {
+                let (a, b) = r.trim().split_once('-')?;
+                Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
+            }) else {
+                let _ = s
+                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+                return;
+            };
+            let head = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{length}\r\n\r\n",
+                b - a + 1
+            );
+            if s.write_all(head.as_bytes()).await.is_ok() {
+                body(s, a, b).await;
+            }
+        }
+    })
+    .await
+}
+
+/// Accepts at most `max_conns` connections on 127.0.0.1, each on its own
+/// task: reads one request head (at most 64 KiB, 5 s) and hands the socket
+/// and the head's text to `answer`.
+async fn serve_heads<F, Fut>(max_conns: usize, answer: F) -> SocketAddr
 where
     F: Fn(tokio::net::TcpStream, String) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -292,7 +347,6 @@ where
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
-                // Bounded: one request head of at most 64 KiB, 5 s.
                 let read = tokio::time::timeout(Duration::from_secs(5), async {
                     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
                         match s.read(&mut buf).await {
@@ -306,62 +360,7 @@ where
                 if read != Ok(true) {
                     return;
                 }
-                let line = String::from_utf8_lossy(&head)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                answer(s, line).await;
-            });
-        }
-    });
-    addr
-}
-
-/// A hand-written peer on 127.0.0.1 that answers every `Range: bytes=a-b`
-/// request for an object of `length` bytes with a well-formed 206 head
-/// and hands the socket and the range to `body`, which writes what it
-/// likes; any other request gets a 404. At most 16 connections, one
-/// answer each.
-pub async fn range_peer<F, Fut>(length: u64, body: F) -> SocketAddr
-where
-    F: Fn(tokio::net::TcpStream, u64, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let body = std::sync::Arc::new(body);
-    tokio::spawn(async move {
-        for _ in 0..16 {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let body = std::sync::Arc::clone(&body);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-                let Some((a, b)) = req
-                    .lines()
-                    .find_map(|l| l.strip_prefix("range: bytes="))
-                    .and_then(|r| r.trim().split_once('-'))
-                    .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-                else {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-                        .await;
-                    return;
-                };
-                let head = format!(
-                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{length}\r\n\r\n",
-                    b - a + 1
-                );
-                if s.write_all(head.as_bytes()).await.is_ok() {
-                    body(s, a, b).await;
-                }
+                answer(s, String::from_utf8_lossy(&head).into_owned()).await;
             });
         }
     });
