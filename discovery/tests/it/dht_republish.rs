@@ -32,6 +32,30 @@ async fn providers(dht: &Dht, digest: [u8; 32]) -> Vec<String> {
     out
 }
 
+/// Looks up `digest` from `dht` (every 100 ms) until `done` holds for the
+/// providers found, at most `within`: what was found last and how long it
+/// took.
+async fn look_until(
+    dht: &Dht,
+    digest: [u8; 32],
+    done: impl Fn(&[String]) -> bool,
+    within: Duration,
+) -> (Vec<String>, Duration) {
+    let start = Instant::now();
+    loop {
+        let found = providers(dht, digest).await;
+        if done(&found) {
+            return (found, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < within,
+            "still {found:?} after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_record_is_republished_then_expires_after_stop() {
     let boot = Dht::start(config(vec![])).await.unwrap();
@@ -49,20 +73,8 @@ async fn provider_record_is_republished_then_expires_after_stop() {
     // nodes; it is a one-way message, so a store may take it a moment
     // later (and the finder may learn of the seed a moment later too).
     // The first lookup therefore looks again, for at most 5 s.
-    let start = Instant::now();
-    loop {
-        let found = providers(&finder, digest).await;
-        if !found.is_empty() {
-            assert_eq!(found, vec![seed_id.clone()]);
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "record not found {:?} after provide",
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (found, _) = look_until(&finder, digest, |f| !f.is_empty(), Duration::from_secs(5)).await;
+    assert_eq!(found, vec![seed_id.clone()]);
     // The record is now stored; from here on a single lookup must find it.
 
     // Past the TTL, alive only because it is re-published.
@@ -77,20 +89,8 @@ async fn provider_record_is_republished_then_expires_after_stop() {
     // keeps running (so the lookup would still reach it), but no longer
     // lists itself as a provider.
     seed.stop_providing(digest).await.unwrap();
-    let start = Instant::now();
-    loop {
-        let found = providers(&finder, digest).await;
-        if found.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(8),
-            "record still found {:?} after stop",
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    eprintln!("record gone {:?} after stop_providing", start.elapsed());
+    let (_, took) = look_until(&finder, digest, |f| f.is_empty(), Duration::from_secs(8)).await;
+    eprintln!("record gone {took:?} after stop_providing");
     seed.shutdown().await;
     finder.shutdown().await;
     boot.shutdown().await;
